@@ -1,0 +1,353 @@
+//! The model of one build: its folder, metadata, headers, snapfile facts and which data files
+//! exist. A build is opened once into [`Build`]; checks and commands take `&Build`.
+//!
+//! Opening reads only small files (metadata.json, headers) and streams the snapfile (a few MB at
+//! most) for its CRC; data files (rootfs, memfile) are only `stat`ed, so a 16 GiB sparse memfile
+//! costs nothing here.
+
+use std::borrow::Cow;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::header::{self, Header};
+use crate::metadata::{self, Metadata};
+use crate::snapshot::{self, SnapfileInfo};
+use crate::storage::{BuildId, BuildLocation};
+
+pub const METADATA: &str = "metadata.json";
+pub const SNAPFILE: &str = "snapfile";
+/// Every file name a build directory may hold (uncompressed names).
+pub const KNOWN_FILES: &[&str] =
+    &[METADATA, "rootfs.ext4", "rootfs.ext4.header", "memfile", "memfile.header", SNAPFILE];
+/// Suffixes of compressed data files (V4/V5 builds).
+pub const COMPRESSED_SUFFIXES: &[&str] = &[".zstd", ".lz4"];
+
+/// The two block devices a build describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Artifact {
+    Rootfs,
+    Memfile,
+}
+
+impl Artifact {
+    pub const ALL: [Artifact; 2] = [Artifact::Rootfs, Artifact::Memfile];
+
+    /// Name of the (uncompressed) data file.
+    pub fn data_name(self) -> &'static str {
+        match self {
+            Artifact::Rootfs => "rootfs.ext4",
+            Artifact::Memfile => "memfile",
+        }
+    }
+
+    pub fn header_name(self) -> &'static str {
+        match self {
+            Artifact::Rootfs => "rootfs.ext4.header",
+            Artifact::Memfile => "memfile.header",
+        }
+    }
+
+    /// Block size E2B assumes for headerless data files.
+    pub fn headerless_block_size(self) -> u64 {
+        match self {
+            Artifact::Rootfs => header::PAGE,
+            Artifact::Memfile => header::HUGE_PAGE,
+        }
+    }
+
+    /// Prefix of finding ids about this artifact.
+    pub fn label(self) -> &'static str {
+        match self {
+            Artifact::Rootfs => "rootfs",
+            Artifact::Memfile => "memfile",
+        }
+    }
+}
+
+/// Size facts of a file: apparent length and allocated bytes (st_blocks · 512).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FileFacts {
+    pub len: u64,
+    pub allocated: u64,
+}
+
+/// `stat` a file; `None` when it does not exist.
+pub fn stat(path: &Path) -> Result<Option<FileFacts>> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(Some(FileFacts { len: m.len(), allocated: m.blocks() * 512 })),
+        Ok(_) => Err(Error::invalid(path, "is not a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::read(path, e)),
+    }
+}
+
+/// The outcome of reading one small structured file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", content = "value", rename_all = "lowercase")]
+pub enum Loaded<T, E = String> {
+    Absent,
+    Parsed(T),
+    Invalid(E),
+}
+
+impl<T, E> Loaded<T, E> {
+    pub fn parsed(&self) -> Option<&T> {
+        match self {
+            Loaded::Parsed(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The files of one artifact (rootfs or memfile).
+#[derive(Clone, Debug)]
+pub struct ArtifactFiles {
+    pub artifact: Artifact,
+    /// The plain data file.
+    pub data: Option<FileFacts>,
+    /// Compressed data files present (`rootfs.ext4.zstd`, ...), by name.
+    pub compressed: Vec<(String, FileFacts)>,
+    pub header_file: Option<FileFacts>,
+    pub header: Loaded<Header, HeaderError>,
+}
+
+/// Why a header file could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error(transparent)]
+    Parse(#[from] header::ParseError),
+    #[error("{0}")]
+    Read(String),
+}
+
+impl Serialize for HeaderError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl ArtifactFiles {
+    /// The header the orchestrator would use: the stored one, or for a headerless build the
+    /// synthesised one (one self mapping over the whole data file). `None` when neither exists
+    /// or the stored header is unreadable.
+    pub fn effective_header(&self, id: BuildId) -> Option<Cow<'_, Header>> {
+        match &self.header {
+            Loaded::Parsed(h) => Some(Cow::Borrowed(h)),
+            Loaded::Invalid(_) => None,
+            Loaded::Absent => {
+                let d = self.data?;
+                Some(Cow::Owned(header::headerless(id, d.len, self.artifact.headerless_block_size())))
+            }
+        }
+    }
+
+    /// True when nothing of this artifact exists.
+    pub fn is_absent(&self) -> bool {
+        self.data.is_none() && self.compressed.is_empty() && self.header_file.is_none()
+    }
+}
+
+/// One build, read once.
+#[derive(Clone, Debug)]
+pub struct Build {
+    pub dir: PathBuf,
+    pub storage_root: PathBuf,
+    /// The folder name when it is a UUID.
+    pub folder_id: Option<BuildId>,
+    /// The build's identity: the folder name, else the header's BuildId, else metadata's.
+    pub id: BuildId,
+    pub metadata_file: Option<FileFacts>,
+    pub metadata: Loaded<Metadata>,
+    pub snapfile_file: Option<FileFacts>,
+    pub snapfile: Loaded<SnapfileInfo>,
+    pub rootfs: ArtifactFiles,
+    pub memfile: ArtifactFiles,
+    /// Other entries in the folder (backups, manifests, stray files), sorted.
+    pub extra_files: Vec<String>,
+}
+
+fn read_small(path: &Path, cap: u64) -> std::result::Result<Option<Vec<u8>>, String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+        Ok(m) if m.len() > cap => return Err(format!("{} bytes is larger than the {cap}-byte limit", m.len())),
+        Ok(_) => {}
+    }
+    std::fs::read(path).map(Some).map_err(|e| format!("cannot read: {e}"))
+}
+
+fn open_artifact(dir: &Path, artifact: Artifact) -> Result<ArtifactFiles> {
+    let data = stat(&dir.join(artifact.data_name()))?;
+    let mut compressed = Vec::new();
+    for s in COMPRESSED_SUFFIXES {
+        let name = format!("{}{s}", artifact.data_name());
+        if let Some(f) = stat(&dir.join(&name))? {
+            compressed.push((name, f));
+        }
+    }
+    let hpath = dir.join(artifact.header_name());
+    let header_file = stat(&hpath)?;
+    let header = match read_small(&hpath, header::MAX_HEADER_BYTES) {
+        Ok(None) => Loaded::Absent,
+        Ok(Some(bytes)) => match header::parse(&bytes) {
+            Ok(h) => Loaded::Parsed(h),
+            Err(e) => Loaded::Invalid(HeaderError::Parse(e)),
+        },
+        Err(e) => Loaded::Invalid(HeaderError::Read(e)),
+    };
+    Ok(ArtifactFiles { artifact, data, compressed, header_file, header })
+}
+
+impl Build {
+    /// Open a build directory: read metadata and headers, analyse the snapfile, stat the rest.
+    pub fn open(loc: &BuildLocation) -> Result<Build> {
+        let dir = &loc.dir;
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))?;
+        let mut extra_files = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::read(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let known = KNOWN_FILES.contains(&name.as_str())
+                || Artifact::ALL
+                    .iter()
+                    .any(|a| COMPRESSED_SUFFIXES.iter().any(|s| name == format!("{}{s}", a.data_name())));
+            if !known {
+                extra_files.push(name);
+            }
+        }
+        extra_files.sort();
+
+        let mpath = dir.join(METADATA);
+        let metadata_file = stat(&mpath)?;
+        let metadata = match read_small(&mpath, metadata::MAX_METADATA_BYTES) {
+            Ok(None) => Loaded::Absent,
+            Ok(Some(b)) => match metadata::parse(&b) {
+                Ok(m) => Loaded::Parsed(m),
+                Err(e) => Loaded::Invalid(e.to_string()),
+            },
+            Err(e) => Loaded::Invalid(e),
+        };
+        let spath = dir.join(SNAPFILE);
+        let snapfile_file = stat(&spath)?;
+        let snapfile = match snapfile_file {
+            None => Loaded::Absent,
+            Some(_) => match snapshot::analyze_file(&spath) {
+                Ok(i) => Loaded::Parsed(i),
+                Err(e) => Loaded::Invalid(format!("cannot read: {e}")),
+            },
+        };
+        let rootfs = open_artifact(dir, Artifact::Rootfs)?;
+        let memfile = open_artifact(dir, Artifact::Memfile)?;
+
+        let header_id = [&rootfs, &memfile].iter().find_map(|a| a.header.parsed().map(|h| h.build_id));
+        let meta_id = metadata.parsed().and_then(|m| m.build_id()).and_then(|s| BuildId::parse(s).ok());
+        let id = loc.folder_id.or(header_id).or(meta_id).unwrap_or_else(BuildId::nil);
+
+        Ok(Build {
+            dir: dir.clone(),
+            storage_root: loc.storage_root.clone(),
+            folder_id: loc.folder_id,
+            id,
+            metadata_file,
+            metadata,
+            snapfile_file,
+            snapfile,
+            rootfs,
+            memfile,
+            extra_files,
+        })
+    }
+
+    pub fn artifact(&self, a: Artifact) -> &ArtifactFiles {
+        match a {
+            Artifact::Rootfs => &self.rootfs,
+            Artifact::Memfile => &self.memfile,
+        }
+    }
+
+    /// The directory holding build `id`'s files: this folder for this build, else a sibling.
+    pub fn dir_of(&self, id: &BuildId) -> PathBuf {
+        if *id == self.id { self.dir.clone() } else { self.storage_root.join(id.to_string()) }
+    }
+
+    /// Path of build `id`'s uncompressed data file for `artifact`.
+    pub fn data_path(&self, id: &BuildId, artifact: Artifact) -> PathBuf {
+        self.dir_of(id).join(artifact.data_name())
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Builds whose data this build reads (distinct non-nil ids in both headers, minus itself).
+    pub fn dependencies(&self) -> Vec<BuildId> {
+        let mut deps = Vec::new();
+        for a in Artifact::ALL {
+            if let Some(h) = self.artifact(a).header.parsed() {
+                for id in h.referenced_builds() {
+                    if id != self.id && !deps.contains(&id) {
+                        deps.push(id);
+                    }
+                }
+            }
+        }
+        deps
+    }
+
+    /// The metadata document, when parsed.
+    pub fn meta(&self) -> Option<&Metadata> {
+        self.metadata.parsed()
+    }
+
+    /// Metadata says this snapshot has no memory (resume is a cold boot).
+    pub fn is_filesystem_only(&self) -> bool {
+        self.meta().is_some_and(|m| m.filesystem_only)
+    }
+
+    /// A memory snapshot exists (snapfile, memfile or memfile header).
+    pub fn has_memory_snapshot(&self) -> bool {
+        self.snapfile_file.is_some() || !self.memfile.is_absent()
+    }
+
+    /// Does any file of the build exist?
+    pub fn is_empty(&self) -> bool {
+        self.metadata_file.is_none()
+            && self.snapfile_file.is_none()
+            && self.rootfs.is_absent()
+            && self.memfile.is_absent()
+    }
+}
+
+/// Builds in `storage_root` whose headers map blocks to `id` (its dependents). Reads only the
+/// header files of the other builds.
+pub fn dependents(storage_root: &Path, id: &BuildId) -> Result<Vec<BuildId>> {
+    let rd = match std::fs::read_dir(storage_root) {
+        Ok(rd) => rd,
+        Err(e) => return Err(Error::read(storage_root, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::read(storage_root, e))?;
+        let Some(other) = entry.file_name().to_str().and_then(|n| BuildId::parse(n).ok()) else { continue };
+        if other == *id {
+            continue;
+        }
+        for a in Artifact::ALL {
+            let p = entry.path().join(a.header_name());
+            let Ok(bytes) = std::fs::read(&p) else { continue };
+            if let Ok(h) = header::parse(&bytes)
+                && h.mappings.iter().any(|m| m.build == *id)
+            {
+                out.push(other);
+                break;
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

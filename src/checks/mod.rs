@@ -1,0 +1,117 @@
+//! Checks: functions from a [`Build`] (and, for contents, a [`Rootfs`]) to findings.
+//!
+//! Every check module declares the findings it can emit as [`Check`] constants and lists them in
+//! its `CHECKS`; [`catalog`] gathers them for `tmpl explain` and the documentation, and a test
+//! proves that every id a check emits is in the catalog.
+
+pub mod header;
+pub mod memfile;
+pub mod metadata;
+pub mod rootfs;
+pub mod snapfile;
+
+use std::sync::Arc;
+
+use crate::build::{Artifact, Build};
+use crate::device::Device;
+use crate::report::{Check, Finding, Severity};
+use crate::rootfs::Rootfs;
+
+/// Build-level findings.
+pub const BUILD_EMPTY: Check = Check {
+    id: "build.empty",
+    severity: Severity::Error,
+    title: "the build folder holds none of the build files",
+    hint: "a build folder holds rootfs.ext4(.header), memfile(.header), snapfile and metadata.json; check the storage path and the build ID",
+};
+pub const BUILD_FOLDER_NOT_UUID: Check = Check {
+    id: "build.folder-not-uuid",
+    severity: Severity::Info,
+    title: "the folder name is not a build ID",
+    hint: "the orchestrator finds builds by <storage>/<build-id>/; rename the folder to its build ID before publishing it",
+};
+
+pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID];
+
+/// Every finding tmpl can emit.
+pub fn catalog() -> Vec<&'static Check> {
+    let mut all: Vec<&'static Check> = Vec::new();
+    for list in [CHECKS, metadata::CHECKS, header::CHECKS, snapfile::CHECKS, memfile::CHECKS, rootfs::CHECKS] {
+        all.extend_from_slice(list);
+    }
+    all
+}
+
+/// Look up a check by id.
+pub fn find(id: &str) -> Option<&'static Check> {
+    catalog().into_iter().find(|c| c.id == id)
+}
+
+/// What one run of all checks over one build produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    /// The rootfs, when it could be opened (for facts and further checks).
+    pub rootfs: Option<Rootfs>,
+    /// Bytes of data files read while checking.
+    pub bytes_read: u64,
+}
+
+/// Run every offline check on a build.
+pub fn run(build: &Build) -> Outcome {
+    let mut findings = Vec::new();
+    if build.is_empty() {
+        findings.push(Finding::new(&BUILD_EMPTY, None, format!("{} holds no build files", build.dir.display())));
+        return Outcome { findings, rootfs: None, bytes_read: 0 };
+    }
+    if build.folder_id.is_none() {
+        findings.push(Finding::new(
+            &BUILD_FOLDER_NOT_UUID,
+            None,
+            format!(
+                "folder {:?} is not a UUID; identifying the build as {}",
+                build.dir.file_name().unwrap_or_default(),
+                build.id
+            ),
+        ));
+    }
+    findings.extend(metadata::check(build));
+    for a in Artifact::ALL {
+        findings.extend(header::check(build, a));
+    }
+    findings.extend(snapfile::check(build));
+    findings.extend(memfile::check(build));
+    let (rootfs, f, bytes_read) = rootfs::check(build, &findings);
+    findings.extend(f);
+    Outcome { findings, rootfs, bytes_read }
+}
+
+/// Open the rootfs device of a build and the filesystem on it.
+pub fn open_rootfs(build: &Build) -> Result<Rootfs, String> {
+    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| e.to_string())?;
+    Rootfs::open(Arc::new(dev)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_ids_are_unique_and_well_formed() {
+        let all = catalog();
+        let mut ids: Vec<&str> = all.iter().map(|c| c.id).collect();
+        ids.sort();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "duplicate finding ids");
+        for c in all {
+            assert!(
+                c.id.contains('.')
+                    && c.id.chars().all(|ch| ch.is_ascii_lowercase() || ch == '.' || ch == '-' || ch.is_ascii_digit()),
+                "{}",
+                c.id
+            );
+            assert!(!c.title.is_empty(), "{}", c.id);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Command-line definition (clap derive). Parsing only: no logic lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+use crate::exit_code;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tmpl",
+    bin_name = "tmpl",
+    version,
+    about = "Find and fix broken E2B sandbox templates, offline",
+    long_about = "tmpl checks and repairs E2B template builds (<storage>/<build-id>/ with metadata.json, \
+rootfs.ext4, memfile, snapfile and *.header files) without a cluster, without mounting and without root.",
+    after_long_help = exit_code::TABLE,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts, before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Template storage directory (else TMPL_STORAGE, TEMPLATE_STORAGE_URL=file://...,
+    /// LOCAL_TEMPLATE_STORAGE_BASE_PATH, then /tmp/templates)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub storage: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing on stdout; the exit code tells the outcome
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail (info findings, debug notes on stderr)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Colour in human output
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+    /// Never draw progress bars
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorWhen {
+    pub fn resolve(self) -> Option<bool> {
+        match self {
+            ColorWhen::Auto => None,
+            ColorWhen::Always => Some(true),
+            ColorWhen::Never => Some(false),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check builds offline: metadata, headers and ancestors, snapfile, memfile, rootfs
+    Verify(commands::verify::Args),
+    /// Show everything known about one build
+    Inspect(commands::inspect::Args),
+    /// Create a demo storage with healthy and broken builds and verify it
+    Demo(commands::demo::Args),
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Verify(_) => "verify",
+            Command::Inspect(_) => "inspect",
+            Command::Demo(_) => "demo",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_before_and_after_the_subcommand() {
+        let a = Cli::try_parse_from(["tmpl", "--json", "--storage", "/s", "verify", "--all"]).unwrap();
+        let b = Cli::try_parse_from(["tmpl", "verify", "--all", "--json", "--storage", "/s"]).unwrap();
+        assert!(a.global.json && b.global.json);
+        assert_eq!(a.global.storage, b.global.storage);
+    }
+
+    #[test]
+    fn help_lists_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:") && help.contains("5  refused"));
+    }
+}

@@ -1,0 +1,175 @@
+//! `tmpl verify BUILD... | --all`: every offline check, findings per build.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::build::Build;
+use crate::checks;
+use crate::cli::GlobalArgs;
+use crate::error::{Error, Result};
+use crate::output::Output;
+use crate::report::{Finding, Report, Severity, Style, Tally, render_findings};
+use crate::storage::{BuildId, BuildLocation, Storage, StorageSource};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Build IDs (UUIDs) or paths to build directories
+    #[arg(value_name = "BUILD", required_unless_present = "all")]
+    pub builds: Vec<String>,
+    /// Verify every build in the storage
+    #[arg(long, conflicts_with = "builds")]
+    pub all: bool,
+    /// Treat warnings as failures too
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BuildResult {
+    pub build_id: BuildId,
+    pub path: PathBuf,
+    pub ok: bool,
+    pub tally: Tally,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub builds: usize,
+    pub failed: usize,
+    #[serde(flatten)]
+    pub tally: Tally,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub storage: PathBuf,
+    pub storage_source: StorageSource,
+    pub strict: bool,
+    pub builds: Vec<BuildResult>,
+    pub summary: Summary,
+    /// Entries under the storage root that are not build folders (with --all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_entries: Option<usize>,
+}
+
+impl Report for VerifyReport {
+    fn command(&self) -> &'static str {
+        "verify"
+    }
+
+    fn ok(&self) -> bool {
+        self.summary.failed == 0
+    }
+
+    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        for b in &self.builds {
+            let t = &b.tally;
+            let counts = match (t.errors, t.warnings) {
+                (0, 0) => String::new(),
+                (e, wn) => format!(" ({}, {})", plural(e, "error"), plural(wn, "warning")),
+            };
+            writeln!(w, "{} {}{counts}", style.ok(b.ok), style.bold(&b.build_id.to_string()))?;
+            render_findings(w, style, &b.findings, "    ")?;
+        }
+        let s = &self.summary;
+        let other =
+            self.other_entries.filter(|&n| n > 0).map(|n| format!("; {n} other entries skipped")).unwrap_or_default();
+        writeln!(
+            w,
+            "\n{} in {}: {} failed; {}, {}, {} info{other}",
+            plural(s.builds, "build"),
+            self.storage.display(),
+            s.failed,
+            plural(s.tally.errors, "error"),
+            plural(s.tally.warnings, "warning"),
+            s.tally.infos
+        )?;
+        if s.tally.infos > 0 && !style.verbose {
+            writeln!(w, "(-v shows info findings; --json gives everything)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Check one located build.
+pub fn verify_one(loc: &BuildLocation, strict: bool) -> Result<BuildResult> {
+    let build = Build::open(loc)?;
+    let outcome = checks::run(&build);
+    let tally = Tally::of(&outcome.findings);
+    let ok = tally.errors == 0 && (!strict || tally.warnings == 0);
+    let mut findings = outcome.findings;
+    findings.sort_by_key(|f| f.severity);
+    Ok(BuildResult { build_id: build.id, path: build.dir.clone(), ok, tally, findings })
+}
+
+/// Verify a set of located builds in parallel, in the given order.
+pub fn verify_all(
+    storage: &Storage,
+    locs: &[BuildLocation],
+    strict: bool,
+    other_entries: Option<usize>,
+) -> Result<VerifyReport> {
+    let results: Vec<Result<BuildResult>> = locs.par_iter().map(|l| verify_one(l, strict)).collect();
+    let builds = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut tally = Tally::default();
+    for b in &builds {
+        tally.merge(b.tally);
+    }
+    let summary = Summary { builds: builds.len(), failed: builds.iter().filter(|b| !b.ok).count(), tally };
+    Ok(VerifyReport {
+        storage: storage.root.clone(),
+        storage_source: storage.source.clone(),
+        strict,
+        builds,
+        summary,
+        other_entries,
+    })
+}
+
+/// Resolve BUILD arguments (all validated before any is looked up) or `--all`.
+pub fn locate(storage: &Storage, builds: &[String], all: bool) -> Result<(Vec<BuildLocation>, Option<usize>)> {
+    if all {
+        let (ids, other) = storage.list_builds()?;
+        let locs = ids
+            .iter()
+            .map(|id| BuildLocation {
+                dir: storage.build_dir(id),
+                folder_id: Some(*id),
+                storage_root: storage.root.clone(),
+            })
+            .collect();
+        return Ok((locs, Some(other)));
+    }
+    for b in builds {
+        if !b.contains('/') {
+            BuildId::parse(b)?;
+        }
+    }
+    let locs = builds.iter().map(|b| storage.locate(b)).collect::<Result<Vec<_>>>()?;
+    Ok((locs, None))
+}
+
+pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
+    let storage = super::storage(g)?;
+    let (locs, other) = locate(&storage, &args.builds, args.all)?;
+    if locs.is_empty() {
+        return Err(Error::invalid(&storage.root, "holds no build folders (UUID-named directories)"));
+    }
+    out.debug(&format!("storage {} ({}), {} build(s)", storage.root.display(), storage.source.describe(), locs.len()));
+    let report = verify_all(&storage, &locs, args.strict, other)?;
+    Ok(out.emit(&report))
+}
+
+/// Severity counts that fail a build.
+pub fn fails(findings: &[Finding], strict: bool) -> bool {
+    findings.iter().any(|f| f.severity == Severity::Error || (strict && f.severity == Severity::Warning))
+}
+
+/// "1 error", "2 errors".
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}

@@ -1,0 +1,346 @@
+//! The built-in demo: a small storage with healthy builds and one build per failure operators
+//! hit, made from real parts (ext4 images from `mkfs.ext4 -d`, compacted V3 layers, sparse
+//! memfiles, snapfiles with real CRCs). `tmpl demo` verifies it and checks that every planted
+//! fault is found; the test suite uses the same builders.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::build::Artifact;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::header::{self, Header};
+use crate::layer::{self, Parent};
+use crate::metadata;
+use crate::progress::NoProgress;
+use crate::snapshot::{self, Arch};
+use crate::storage::BuildId;
+use crate::tools::e2fs::{self, MkfsOptions};
+
+/// Marker file that identifies a demo storage (so `--dir` can be reused safely).
+pub const MARKER: &str = ".tmpl-demo";
+/// Firecracker/kernel versions the demo builds claim (E2B defaults).
+pub const FC_VERSION: &str = "v1.14.1_431f1fc";
+pub const KERNEL_VERSION: &str = "vmlinux-6.1.158";
+/// Guest memory of demo snapshots.
+pub const MEM_MIB: u64 = 64;
+const IMAGE_SIZE: u64 = 16 * 1024 * 1024;
+const FS_UUID: &str = "d3d3d3d3-0000-4000-8000-000000000001";
+
+/// One demo build and what verify must say about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub build_id: BuildId,
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Finding ids verify must report (empty for healthy builds, which must have no errors or
+    /// warnings).
+    pub expect: Vec<&'static str>,
+}
+
+fn id(s: &str) -> BuildId {
+    BuildId::parse(s).expect("demo IDs are valid")
+}
+
+/// Build IDs used by the demo (stable, so the README can refer to them).
+pub mod ids {
+    pub const BASE: &str = "b0000000-0000-4000-8000-000000000001";
+    pub const CHILD: &str = "c0000000-0000-4000-8000-000000000002";
+    pub const FS_ONLY: &str = "f0000000-0000-4000-8000-000000000003";
+    pub const LEGACY: &str = "10000000-0000-4000-8000-000000000004";
+    pub const CRC: &str = "e1000000-0000-4000-8000-000000000011";
+    pub const SHORT_MEMFILE: &str = "e2000000-0000-4000-8000-000000000012";
+    pub const FC_MISMATCH: &str = "e3000000-0000-4000-8000-000000000013";
+    pub const MISSING_ANCESTOR: &str = "e4000000-0000-4000-8000-000000000014";
+    pub const TRUNCATED_HEADER: &str = "e5000000-0000-4000-8000-000000000015";
+    pub const COPIED: &str = "e6000000-0000-4000-8000-000000000016";
+    pub const FAKE_SNAPFILE: &str = "e7000000-0000-4000-8000-000000000017";
+    /// Referenced by MISSING_ANCESTOR, deliberately absent.
+    pub const GONE: &str = "deadbeef-0000-4000-8000-0000000000ff";
+}
+
+/// A directory tree for a minimal rootfs: `/sbin/init` → `/usr/bin/envd` (an ELF for this
+/// machine), resolv.conf and the `/.e2b` marker.
+pub fn rootfs_tree(dir: &Path, build_id: &str, extra: &[(&str, &[u8])]) -> Result<()> {
+    let w = |rel: &str, data: &[u8]| -> Result<()> {
+        let p = dir.join(rel.trim_start_matches('/'));
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
+        }
+        std::fs::write(&p, data).map_err(|e| Error::write(&p, e))
+    };
+    let machine = Arch::host().unwrap_or(Arch::X86_64).elf_machine();
+    w("usr/bin/envd", &crate::elf::synthetic(machine, None))?;
+    set_mode(&dir.join("usr/bin/envd"), 0o755)?;
+    w("etc/resolv.conf", b"nameserver 8.8.8.8\n")?;
+    w(".e2b", format!("ENV_ID=demo\nTEMPLATE_ID=demo\nBUILD_ID={build_id}\n").as_bytes())?;
+    for d in ["proc", "sys", "dev", "run", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).map_err(|e| Error::write(dir, e))?;
+    }
+    std::fs::create_dir_all(dir.join("sbin")).map_err(|e| Error::write(dir, e))?;
+    let init = dir.join("sbin/init");
+    if !init.exists() {
+        std::os::unix::fs::symlink("/usr/bin/envd", &init).map_err(|e| Error::write(&init, e))?;
+    }
+    for (rel, data) in extra {
+        w(rel, data)?;
+    }
+    Ok(())
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::write(p, e))
+}
+
+/// `mkfs.ext4 -d tree image` with the demo's pinned UUID.
+pub fn make_image(tree: &Path, image: &Path, size: u64) -> Result<()> {
+    e2fs::mkfs_from_dir(tree, image, &MkfsOptions { uuid: FS_UUID, label: "rootfs", size, features: None })
+}
+
+/// Helpers to write builds into a storage root.
+pub struct StorageWriter {
+    pub root: PathBuf,
+}
+
+impl StorageWriter {
+    pub fn new(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| Error::write(root, e))?;
+        Ok(StorageWriter { root: root.to_path_buf() })
+    }
+
+    pub fn dir(&self, id: &BuildId) -> Result<PathBuf> {
+        let d = self.root.join(id.to_string());
+        std::fs::create_dir_all(&d).map_err(|e| Error::write(&d, e))?;
+        Ok(d)
+    }
+
+    pub fn write(&self, id: &BuildId, name: &str, bytes: &[u8]) -> Result<()> {
+        let p = self.dir(id)?.join(name);
+        std::fs::write(&p, bytes).map_err(|e| Error::write(&p, e))
+    }
+
+    pub fn metadata(&self, id: &BuildId, fc: &str, filesystem_only: bool) -> Result<()> {
+        self.write(
+            id,
+            "metadata.json",
+            metadata::render_v2(&id.to_string(), KERNEL_VERSION, fc, filesystem_only).as_bytes(),
+        )
+    }
+
+    /// A bincode snapfile of `version` for a VM of `mem_mib`.
+    pub fn snapfile(&self, id: &BuildId, version: &str, mem_mib: u64) -> Result<Vec<u8>> {
+        let bytes = snapshot::build_bincode(
+            Arch::X86_64,
+            version,
+            &snapshot::bincode_state_prefix(version, mem_mib, "/fc-vm/vmlinux.bin"),
+        );
+        self.write(id, "snapfile", &bytes)?;
+        Ok(bytes)
+    }
+
+    /// A sparse memfile of `mem_mib` owned entirely by this build, with a V3 header.
+    pub fn memfile(&self, id: &BuildId, mem_mib: u64, with_header: bool) -> Result<()> {
+        let dir = self.dir(id)?;
+        let len = mem_mib << 20;
+        layer::sparse_file(&dir.join("memfile"), len, 8)?;
+        if with_header {
+            let mut h = header::headerless(*id, len, header::PAGE);
+            h.version = 3;
+            h.generation = 0;
+            h.synthesized = false;
+            layer::write_atomic(&dir.join("memfile.header"), &header::encode(&h))?;
+        }
+        Ok(())
+    }
+
+    /// Store `image` as build `id`'s rootfs: a compacted layer over `parent` (or a base).
+    pub fn rootfs_layer(
+        &self,
+        id: &BuildId,
+        image: &Path,
+        parent: Option<&BuildId>,
+        generation: u64,
+    ) -> Result<Header> {
+        let dir = self.dir(id)?;
+        let img = Device::plain_file(image).map_err(|e| Error::invalid(image, e.to_string()))?;
+        match parent {
+            None => Ok(layer::write_layer(&img, &dir, *id, Artifact::Rootfs, None, generation, &NoProgress)?.header),
+            Some(p) => {
+                let pdir = self.root.join(p.to_string());
+                let ph =
+                    header::parse(&std::fs::read(pdir.join("rootfs.ext4.header")).map_err(|e| Error::read(&pdir, e))?)
+                        .map_err(|e| Error::invalid(&pdir, e.to_string()))?;
+                let pdev = Device::from_header(&ph, |x| self.root.join(x.to_string()).join("rootfs.ext4"))
+                    .map_err(|e| Error::invalid(&pdir, e.to_string()))?;
+                Ok(layer::write_layer(
+                    &img,
+                    &dir,
+                    *id,
+                    Artifact::Rootfs,
+                    Some(Parent { header: &ph, device: &pdev }),
+                    generation,
+                    &NoProgress,
+                )?
+                .header)
+            }
+        }
+    }
+}
+
+/// Create the demo storage under `root` and return its scenarios.
+pub fn create(root: &Path) -> Result<Vec<Scenario>> {
+    let w = StorageWriter::new(root)?;
+    std::fs::write(root.join(MARKER), b"created by tmpl demo\n").map_err(|e| Error::write(root, e))?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::write(std::env::temp_dir(), e))?;
+    let (base, child) = (id(ids::BASE), id(ids::CHILD));
+
+    // Healthy base (generation 0): compacted layer of a real ext4 image, memory snapshot.
+    let tree = scratch.path().join("tree");
+    rootfs_tree(&tree, ids::BASE, &[])?;
+    let base_img = scratch.path().join("base.ext4");
+    make_image(&tree, &base_img, IMAGE_SIZE)?;
+    w.rootfs_layer(&base, &base_img, None, 0)?;
+    w.memfile(&base, MEM_MIB, true)?;
+    w.snapfile(&base, "8.0.0", MEM_MIB)?;
+    w.metadata(&base, FC_VERSION, false)?;
+
+    // Healthy child: an edited image stored as a diff layer over the base.
+    let tree2 = scratch.path().join("tree2");
+    rootfs_tree(&tree2, ids::CHILD, &[("etc/motd", b"built on the demo base\n")])?;
+    let child_img = scratch.path().join("child.ext4");
+    make_image(&tree2, &child_img, IMAGE_SIZE)?;
+    w.rootfs_layer(&child, &child_img, Some(&base), 1)?;
+    w.memfile(&child, MEM_MIB, true)?;
+    w.snapfile(&child, "8.0.0", MEM_MIB)?;
+    w.metadata(&child, FC_VERSION, false)?;
+
+    // Healthy filesystem-only snapshot: rootfs header only, no memory.
+    let fs_only = id(ids::FS_ONLY);
+    w.rootfs_layer(&fs_only, &base_img, Some(&base), 1)?;
+    w.metadata(&fs_only, FC_VERSION, true)?;
+
+    // Legacy headerless build (before 2025): full rootfs.ext4, memfile, snapfile, no metadata.
+    let legacy = id(ids::LEGACY);
+    let ldir = w.dir(&legacy)?;
+    std::fs::copy(&base_img, ldir.join("rootfs.ext4")).map_err(|e| Error::write(&ldir, e))?;
+    w.memfile(&legacy, MEM_MIB, false)?;
+    w.snapfile(&legacy, "4.0.0", MEM_MIB)?;
+
+    // Broken builds: each a layer over the base with one planted fault.
+    let broken = |sid: &str| -> Result<BuildId> {
+        let b = id(sid);
+        w.rootfs_layer(&b, &base_img, Some(&base), 1)?;
+        w.memfile(&b, MEM_MIB, true)?;
+        w.metadata(&b, FC_VERSION, false)?;
+        Ok(b)
+    };
+    let crc = broken(ids::CRC)?;
+    let mut snap = w.snapfile(&crc, "8.0.0", MEM_MIB)?;
+    snap[30] ^= 0x01;
+    w.write(&crc, "snapfile", &snap)?;
+
+    let short = broken(ids::SHORT_MEMFILE)?;
+    w.snapfile(&short, "8.0.0", MEM_MIB)?;
+    std::fs::remove_file(root.join(ids::SHORT_MEMFILE).join("memfile.header")).map_err(|e| Error::write(root, e))?;
+    layer::sparse_file(&root.join(ids::SHORT_MEMFILE).join("memfile"), (MEM_MIB / 2) << 20, 4)?;
+
+    let fcm = broken(ids::FC_MISMATCH)?;
+    w.snapfile(&fcm, "8.0.0", MEM_MIB)?;
+    w.metadata(&fcm, "v1.10.1_1fcdaec", false)?;
+
+    let orphan = broken(ids::MISSING_ANCESTOR)?;
+    w.snapfile(&orphan, "8.0.0", MEM_MIB)?;
+    let opath = root.join(ids::MISSING_ANCESTOR).join("rootfs.ext4.header");
+    let mut h = header::parse(&std::fs::read(&opath).map_err(|e| Error::read(&opath, e))?)
+        .map_err(|e| Error::invalid(&opath, e.to_string()))?;
+    for m in h.mappings.iter_mut().filter(|m| m.build == base) {
+        m.build = id(ids::GONE);
+    }
+    layer::write_atomic(&opath, &header::encode(&h))?;
+
+    let trunc = broken(ids::TRUNCATED_HEADER)?;
+    w.snapfile(&trunc, "8.0.0", MEM_MIB)?;
+    let tpath = root.join(ids::TRUNCATED_HEADER).join("rootfs.ext4.header");
+    let bytes = std::fs::read(&tpath).map_err(|e| Error::read(&tpath, e))?;
+    std::fs::write(&tpath, &bytes[..bytes.len() - 1]).map_err(|e| Error::write(&tpath, e))?;
+
+    let copied = broken(ids::COPIED)?;
+    let mut snap = w.snapfile(&copied, "8.0.0", MEM_MIB)?;
+    snap.extend(std::iter::repeat_n(0u8, 4096));
+    w.write(&copied, "snapfile", &snap)?;
+    w.write(&copied, "metadata.json", metadata::render_v2(ids::CHILD, KERNEL_VERSION, FC_VERSION, false).as_bytes())?;
+
+    let fake = broken(ids::FAKE_SNAPFILE)?;
+    w.write(&fake, "snapfile", &[0u8; 4096])?;
+
+    Ok(vec![
+        Scenario {
+            build_id: base,
+            name: "healthy base",
+            description: "compacted V3 base layer of a real ext4 image, memory snapshot (FC v1.14, 8.0.0)",
+            expect: vec![],
+        },
+        Scenario {
+            build_id: child,
+            name: "healthy child",
+            description: "diff layer over the base: owns only the blocks its edit changed",
+            expect: vec![],
+        },
+        Scenario {
+            build_id: fs_only,
+            name: "filesystem-only",
+            description: "rootfs header only, no memory: resumes by cold boot",
+            expect: vec![],
+        },
+        Scenario {
+            build_id: legacy,
+            name: "legacy headerless",
+            description: "2024 layout: full rootfs.ext4 and memfile, no headers, no metadata.json",
+            expect: vec![],
+        },
+        Scenario {
+            build_id: crc,
+            name: "CRC64 validation failed",
+            description: "one flipped bit in the snapfile",
+            expect: vec!["snapfile.crc-mismatch"],
+        },
+        Scenario {
+            build_id: short,
+            name: "memfile shorter than the VM",
+            description: "headerless memfile of half the guest memory",
+            expect: vec!["memfile.size-mismatch"],
+        },
+        Scenario {
+            build_id: fcm,
+            name: "snapshot from another Firecracker",
+            description: "8.0.0 snapshot, metadata says v1.10.1 (loads only 4.0.0)",
+            expect: vec!["snapfile.version-mismatch"],
+        },
+        Scenario {
+            build_id: orphan,
+            name: "ancestor deleted",
+            description: "rootfs header maps blocks to a build that is not in storage",
+            expect: vec!["header.missing-build"],
+        },
+        Scenario {
+            build_id: trunc,
+            name: "truncated header",
+            description: "rootfs.ext4.header cut by one byte",
+            expect: vec!["header.invalid"],
+        },
+        Scenario {
+            build_id: copied,
+            name: "hand-copied build",
+            description: "metadata copied from another build; snapfile padded with zeros by the copy",
+            expect: vec!["metadata.build-id-mismatch", "snapfile.trailing-zeros", "snapfile.crc-zero"],
+        },
+        Scenario {
+            build_id: fake,
+            name: "hand-made snapfile",
+            description: "4 KiB of zeros written as a placeholder snapfile",
+            expect: vec!["snapfile.bad-magic"],
+        },
+    ])
+}

@@ -1,0 +1,398 @@
+//! A build's rootfs or memfile as one block device, assembled from its header mappings.
+//!
+//! Every byte of an image that tmpl reads goes through [`Device`]: each mapped range is read from
+//! the owning build's data file at its storage offset, nil ranges read as zeros, and a headerless
+//! build is its plain data file. Reads are positional (`pread`), nothing is copied or cached, and
+//! memory use does not depend on the image size. Errors name the build, file and offset.
+//!
+//! Layered, compacted and full builds look the same to the rootfs reader, the editor and the VM
+//! runner through this type.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::build::{Artifact, Build};
+use crate::header::{Header, Mapping};
+use crate::progress::Progress;
+use crate::storage::BuildId;
+
+/// Positional reads of a fixed-size byte source.
+pub trait ReadAt {
+    /// Fill `buf` from `offset`, or fail.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError>;
+    /// Total size in bytes.
+    fn size(&self) -> u64;
+}
+
+/// Why a device could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("build {build} has no usable {artifact}: {reason}")]
+    Unavailable { build: BuildId, artifact: &'static str, reason: String },
+    #[error("cannot open {} of build {build}: {source}", path.display())]
+    Open {
+        build: BuildId,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading device offset {offset}: build {build}, {} at byte {file_offset}: {source}", path.display())]
+    Read {
+        offset: u64,
+        build: BuildId,
+        path: PathBuf,
+        file_offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read of {len} bytes at offset {offset} goes past the end of the device ({size} bytes)")]
+    OutOfRange { offset: u64, len: usize, size: u64 },
+}
+
+impl DeviceError {
+    /// The underlying I/O error kind, if any.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            DeviceError::Open { source, .. } | DeviceError::Read { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Source {
+    build: BuildId,
+    path: PathBuf,
+    file: File,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Zero,
+    File { source: usize, storage_offset: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    offset: u64,
+    length: u64,
+    target: Target,
+}
+
+/// A read-only block device over one or more data files.
+#[derive(Debug)]
+pub struct Device {
+    size: u64,
+    block_size: u64,
+    segments: Vec<Segment>,
+    sources: Vec<Source>,
+    bytes_read: AtomicU64,
+    /// True when the whole device is one file at identical offsets.
+    plain: bool,
+}
+
+impl Device {
+    /// The device of `artifact` of `build`, through its header (or its plain data file when the
+    /// build is headerless).
+    pub fn open(build: &Build, artifact: Artifact) -> Result<Device, DeviceError> {
+        let files = build.artifact(artifact);
+        let unavailable =
+            |reason: String| DeviceError::Unavailable { build: build.id, artifact: artifact.data_name(), reason };
+        if let crate::build::Loaded::Invalid(e) = &files.header {
+            return Err(unavailable(format!("{} is unreadable: {e}", artifact.header_name())));
+        }
+        let Some(header) = files.effective_header(build.id) else {
+            return Err(unavailable(if files.compressed.is_empty() {
+                format!("neither {} nor {} exists", artifact.data_name(), artifact.header_name())
+            } else {
+                format!("only compressed data ({}) exists, which this version cannot read", files.compressed[0].0)
+            }));
+        };
+        Self::from_header(&header, |id| build.data_path(id, artifact))
+    }
+
+    /// A device over a header, opening each referenced build's data file via `path_of`.
+    pub fn from_header(header: &Header, path_of: impl Fn(&BuildId) -> PathBuf) -> Result<Device, DeviceError> {
+        let mut sources: Vec<Source> = Vec::new();
+        let mut maps: Vec<Mapping> = header.mappings.iter().copied().filter(|m| m.length > 0).collect();
+        maps.sort_by_key(|m| m.offset);
+        let mut segments = Vec::with_capacity(maps.len());
+        let mut pos = 0u64;
+        for m in maps {
+            // Overlaps (tolerated for header versions < 3): the earlier range keeps its bytes.
+            let start = m.offset.max(pos);
+            let end = m.end();
+            if end <= start {
+                continue;
+            }
+            if start > pos {
+                segments.push(Segment { offset: pos, length: start - pos, target: Target::Zero });
+            }
+            let target = if m.is_nil() {
+                Target::Zero
+            } else {
+                let idx = match sources.iter().position(|s| s.build == m.build) {
+                    Some(i) => i,
+                    None => {
+                        let path = path_of(&m.build);
+                        let file = File::open(&path).map_err(|source| DeviceError::Open {
+                            build: m.build,
+                            path: path.clone(),
+                            source,
+                        })?;
+                        sources.push(Source { build: m.build, path, file });
+                        sources.len() - 1
+                    }
+                };
+                Target::File { source: idx, storage_offset: m.storage_offset + (start - m.offset) }
+            };
+            segments.push(Segment { offset: start, length: end - start, target });
+            pos = end;
+        }
+        let plain = segments.len() == 1
+            && matches!(segments[0].target, Target::File { storage_offset: 0, .. })
+            && segments[0].offset == 0;
+        Ok(Device {
+            size: header.size,
+            block_size: header.block_size,
+            segments,
+            sources,
+            bytes_read: AtomicU64::new(0),
+            plain,
+        })
+    }
+
+    /// A plain image file as a device (used for full images outside a build folder).
+    pub fn plain_file(path: &Path) -> Result<Device, DeviceError> {
+        let file = File::open(path).map_err(|source| DeviceError::Open {
+            build: BuildId::nil(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let size = file
+            .metadata()
+            .map_err(|source| DeviceError::Open { build: BuildId::nil(), path: path.to_path_buf(), source })?
+            .len();
+        Ok(Device {
+            size,
+            block_size: 4096,
+            segments: vec![Segment { offset: 0, length: size, target: Target::File { source: 0, storage_offset: 0 } }],
+            sources: vec![Source { build: BuildId::nil(), path: path.to_path_buf(), file }],
+            bytes_read: AtomicU64::new(0),
+            plain: true,
+        })
+    }
+
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// Bytes read from data files so far (zero ranges are not counted).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// True when the device is a single file read at identical offsets (a full image).
+    pub fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    /// Builds whose files back this device.
+    pub fn source_builds(&self) -> Vec<BuildId> {
+        self.sources.iter().map(|s| s.build).collect()
+    }
+
+    fn segment_index(&self, offset: u64) -> usize {
+        self.segments.partition_point(|s| s.offset + s.length <= offset)
+    }
+
+    /// Copy the whole device into `out` (a new, empty file), leaving zero ranges as holes.
+    /// Uses `copy_file_range` so the kernel (or the filesystem, by reflink) moves the bytes.
+    pub fn assemble_to(&self, out: &File, progress: &dyn Progress) -> Result<(), DeviceError> {
+        let out_err = |source: io::Error| DeviceError::Read {
+            offset: 0,
+            build: BuildId::nil(),
+            path: PathBuf::from("<output>"),
+            file_offset: 0,
+            source,
+        };
+        out.set_len(self.size).map_err(out_err)?;
+        progress.start("assembling image", self.size);
+        for seg in &self.segments {
+            let len = seg.length.min(self.size.saturating_sub(seg.offset));
+            if let Target::File { source, storage_offset } = seg.target {
+                let src = &self.sources[source];
+                copy_range(&src.file, storage_offset, out, seg.offset, len).map_err(|e| DeviceError::Read {
+                    offset: seg.offset,
+                    build: src.build,
+                    path: src.path.clone(),
+                    file_offset: storage_offset,
+                    source: e,
+                })?;
+                self.bytes_read.fetch_add(len, Ordering::Relaxed);
+            }
+            progress.inc(len);
+        }
+        progress.finish();
+        Ok(())
+    }
+}
+
+/// Copy `len` bytes between files at given offsets: `copy_file_range`, falling back to a
+/// buffered loop where the kernel refuses (cross-device on old kernels, special files).
+pub fn copy_range(src: &File, mut src_off: u64, dst: &File, mut dst_off: u64, len: u64) -> io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let chunk = left.min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(src, Some(&mut src_off), dst, Some(&mut dst_off), chunk) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source file ended early")),
+            Ok(n) => left -= n as u64,
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::OPNOTSUPP,
+            ) => {
+                let mut buf = vec![0u8; 1 << 20];
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    src.read_exact_at(&mut buf[..n], src_off)?;
+                    dst.write_all_at(&buf[..n], dst_off)?;
+                    src_off += n as u64;
+                    dst_off += n as u64;
+                    left -= n as u64;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl ReadAt for Device {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.size) {
+            return Err(DeviceError::OutOfRange { offset, len: buf.len(), size: self.size });
+        }
+        let mut done = 0usize;
+        let mut i = self.segment_index(offset);
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let Some(seg) = self.segments.get(i).filter(|s| s.offset <= at) else {
+                // Beyond the last mapping but within Size: unmapped, reads as zeros.
+                let next = self.segments.get(i).map_or(u64::MAX, |s| s.offset);
+                let n = ((next - at) as usize).min(buf.len() - done);
+                buf[done..done + n].fill(0);
+                done += n;
+                continue;
+            };
+            let within = at - seg.offset;
+            let n = ((seg.length - within) as usize).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            match seg.target {
+                Target::Zero => dst.fill(0),
+                Target::File { source, storage_offset } => {
+                    let src = &self.sources[source];
+                    let file_offset = storage_offset + within;
+                    src.file.read_exact_at(dst, file_offset).map_err(|e| DeviceError::Read {
+                        offset: at,
+                        build: src.build,
+                        path: src.path.clone(),
+                        file_offset,
+                        source: e,
+                    })?;
+                    self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            done += n;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DeviceError> {
+        let start = usize::try_from(offset).ok().filter(|&s| s.checked_add(buf.len()).is_some_and(|e| e <= self.len()));
+        let Some(start) = start else {
+            return Err(DeviceError::OutOfRange { offset, len: buf.len(), size: self.len() as u64 });
+        };
+        buf.copy_from_slice(&self[start..start + buf.len()]);
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::Mapping;
+
+    fn id(n: u8) -> BuildId {
+        BuildId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn reads_across_layers_and_nil_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (id(1), id(2));
+        std::fs::write(dir.path().join("b"), vec![0xBB; 8192]).unwrap();
+        std::fs::write(dir.path().join("a"), [vec![0xAA; 4096], vec![0xA2; 4096]].concat()).unwrap();
+        let h = Header {
+            version: 3,
+            block_size: 4096,
+            size: 16384,
+            generation: 1,
+            build_id: a,
+            base_build_id: b,
+            mappings: vec![
+                Mapping { offset: 0, length: 8192, build: b, storage_offset: 0 },
+                Mapping { offset: 8192, length: 4096, build: BuildId::nil(), storage_offset: 0 },
+                Mapping { offset: 12288, length: 4096, build: a, storage_offset: 4096 },
+            ],
+            synthesized: false,
+        };
+        let d = Device::from_header(&h, |x| dir.path().join(if *x == a { "a" } else { "b" })).unwrap();
+        let mut buf = vec![0u8; 16384];
+        d.read_exact_at(&mut buf, 0).unwrap();
+        assert!(buf[..8192].iter().all(|&x| x == 0xBB));
+        assert!(buf[8192..12288].iter().all(|&x| x == 0));
+        assert!(buf[12288..].iter().all(|&x| x == 0xA2));
+        assert_eq!(d.bytes_read(), 8192 + 4096);
+        // A read straddling three segments.
+        let mut small = [0u8; 3];
+        d.read_exact_at(&mut small, 8191).unwrap();
+        assert_eq!(small, [0xBB, 0, 0]);
+        assert!(matches!(d.read_exact_at(&mut [0u8; 2], 16383), Err(DeviceError::OutOfRange { .. })));
+        // Assembling writes the same bytes, with a hole where the nil range is.
+        let out = tempfile::tempfile().unwrap();
+        d.assemble_to(&out, &crate::progress::NoProgress).unwrap();
+        let mut back = vec![0u8; 16384];
+        out.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, buf);
+    }
+
+    #[test]
+    fn errors_name_the_build_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = id(1);
+        std::fs::write(dir.path().join("a"), vec![1u8; 100]).unwrap();
+        let h = crate::header::headerless(a, 8192, 4096);
+        let d = Device::from_header(&h, |_| dir.path().join("a")).unwrap();
+        let err = d.read_exact_at(&mut [0u8; 10], 4096).unwrap_err().to_string();
+        assert!(err.contains(&a.to_string()) && err.contains("offset 4096"), "{err}");
+        let missing = Device::from_header(&h, |_| dir.path().join("nope")).unwrap_err().to_string();
+        assert!(missing.contains(&a.to_string()), "{missing}");
+    }
+}

@@ -1,0 +1,509 @@
+//! E2B `*.header` files: the map from a build's logical device (rootfs or guest memory) onto the
+//! data files of the builds that own each range (reference: e2b-formats.md §3).
+//!
+//! ```text
+//! Metadata, 64 bytes, little-endian        V1–V3 body: records until EOF, 40 bytes each
+//!   0  u64  Version (format = & 0xFFFF)      0  u64  Offset         (device byte offset)
+//!   8  u64  BlockSize                        8  u64  Length
+//!  16  u64  Size (logical device bytes)     16  [16] BuildId        (nil = zeros, no storage)
+//!  24  u64  Generation                      32  u64  BuildStorageOffset (in the owner's
+//!  32  [16] BuildId                                   uncompressed data file)
+//!  48  [16] BaseBuildId
+//! ```
+//!
+//! Versions 1–3 share this layout. V4/V5 (LZ4-framed, 2026) are recognised by their version
+//! number and reported as not yet supported rather than misparsed.
+
+use serde::Serialize;
+
+use crate::storage::BuildId;
+
+pub const META_LEN: usize = 64;
+pub const MAPPING_LEN: usize = 40;
+/// Largest header we read (E2B caps the V4 inner block at 256 MiB; V1–V3 are smaller in practice).
+pub const MAX_HEADER_BYTES: u64 = 256 * 1024 * 1024 + META_LEN as u64;
+/// Version from which the mapping must be sorted, contiguous and cover `[0, Size)` exactly
+/// (`NormalizeFixVersion` in E2B).
+pub const NORMALIZE_FIX_VERSION: u64 = 3;
+/// The page unit E2B uses for rootfs blocks and for synthesising headerless mappings.
+pub const PAGE: u64 = 4096;
+/// Block size of headerless memfiles (`oldMemfileHugePageSize`).
+pub const HUGE_PAGE: u64 = 2 * 1024 * 1024;
+
+/// One range of the logical device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Mapping {
+    pub offset: u64,
+    pub length: u64,
+    /// The build whose data file holds these bytes; nil means the range reads as zeros.
+    pub build: BuildId,
+    pub storage_offset: u64,
+}
+
+impl Mapping {
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.length)
+    }
+
+    pub fn storage_end(&self) -> u64 {
+        self.storage_offset.saturating_add(self.length)
+    }
+
+    pub fn is_nil(&self) -> bool {
+        self.build.is_nil()
+    }
+}
+
+/// A parsed header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Header {
+    /// The raw 64-bit version field; the format is `version & 0xFFFF`.
+    pub version: u64,
+    pub block_size: u64,
+    pub size: u64,
+    pub generation: u64,
+    pub build_id: BuildId,
+    pub base_build_id: BuildId,
+    #[serde(skip)]
+    pub mappings: Vec<Mapping>,
+    /// True when the body was empty and one self mapping was synthesised, as E2B's reader does.
+    pub synthesized: bool,
+}
+
+/// Why a header cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("{len} bytes is shorter than the 64-byte header prefix")]
+    TooShort { len: usize },
+    #[error("body of {body} bytes is not a whole number of 40-byte mappings ({extra} bytes left over)")]
+    BodyNotMultiple { body: usize, extra: usize },
+    #[error("header format version {version} is newer than tmpl supports (V4/V5 are LZ4-framed)")]
+    NotYetSupported { version: u64 },
+    #[error("unknown header format version {version}")]
+    UnknownVersion { version: u64 },
+    #[error("header of {len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")]
+    TooLarge { len: u64 },
+}
+
+/// The format version, from the raw version field.
+pub fn format_version(raw: u64) -> u64 {
+    raw & 0xFFFF
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn id_at(b: &[u8], off: usize) -> BuildId {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[off..off + 16]);
+    BuildId::from_bytes(a)
+}
+
+/// Peek at the format version of a header without parsing the rest (None if under 8 bytes).
+pub fn peek_version(bytes: &[u8]) -> Option<u64> {
+    (bytes.len() >= 8).then(|| format_version(u64_at(bytes, 0)))
+}
+
+/// Parse a V1–V3 header. An empty body yields one synthesised mapping
+/// `[0, roundup(Size, 4096)) → BuildId @ 0`, as E2B's reader does.
+pub fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
+    if bytes.len() as u64 > MAX_HEADER_BYTES {
+        return Err(ParseError::TooLarge { len: bytes.len() as u64 });
+    }
+    if bytes.len() < META_LEN {
+        return Err(ParseError::TooShort { len: bytes.len() });
+    }
+    let version = u64_at(bytes, 0);
+    match format_version(version) {
+        1..=3 => {}
+        v @ (4 | 5) => return Err(ParseError::NotYetSupported { version: v }),
+        v => return Err(ParseError::UnknownVersion { version: v }),
+    }
+    let mut h = Header {
+        version,
+        block_size: u64_at(bytes, 8),
+        size: u64_at(bytes, 16),
+        generation: u64_at(bytes, 24),
+        build_id: id_at(bytes, 32),
+        base_build_id: id_at(bytes, 48),
+        mappings: Vec::new(),
+        synthesized: false,
+    };
+    let body = &bytes[META_LEN..];
+    if !body.len().is_multiple_of(MAPPING_LEN) {
+        return Err(ParseError::BodyNotMultiple { body: body.len(), extra: body.len() % MAPPING_LEN });
+    }
+    h.mappings = body
+        .chunks_exact(MAPPING_LEN)
+        .map(|r| Mapping {
+            offset: u64_at(r, 0),
+            length: u64_at(r, 8),
+            build: id_at(r, 16),
+            storage_offset: u64_at(r, 32),
+        })
+        .collect();
+    if h.mappings.is_empty() {
+        h.synthesized = true;
+        h.mappings.push(Mapping {
+            offset: 0,
+            length: h.size.div_ceil(PAGE) * PAGE,
+            build: h.build_id,
+            storage_offset: 0,
+        });
+    }
+    Ok(h)
+}
+
+/// Encode a header in the V1–V3 layout (mappings as stored; a synthesised body is written empty).
+pub fn encode(h: &Header) -> Vec<u8> {
+    let n = if h.synthesized { 0 } else { h.mappings.len() };
+    let mut out = Vec::with_capacity(META_LEN + n * MAPPING_LEN);
+    out.extend_from_slice(&h.version.to_le_bytes());
+    out.extend_from_slice(&h.block_size.to_le_bytes());
+    out.extend_from_slice(&h.size.to_le_bytes());
+    out.extend_from_slice(&h.generation.to_le_bytes());
+    out.extend_from_slice(h.build_id.as_bytes());
+    out.extend_from_slice(h.base_build_id.as_bytes());
+    if !h.synthesized {
+        for m in &h.mappings {
+            out.extend_from_slice(&m.offset.to_le_bytes());
+            out.extend_from_slice(&m.length.to_le_bytes());
+            out.extend_from_slice(m.build.as_bytes());
+            out.extend_from_slice(&m.storage_offset.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The header E2B synthesises for a headerless build: one mapping of the whole data file to the
+/// build itself (Version 1, Generation 1).
+pub fn headerless(id: BuildId, data_len: u64, block_size: u64) -> Header {
+    Header {
+        version: 1,
+        block_size,
+        size: data_len,
+        generation: 1,
+        build_id: id,
+        base_build_id: id,
+        mappings: vec![Mapping { offset: 0, length: data_len, build: id, storage_offset: 0 }],
+        synthesized: true,
+    }
+}
+
+/// A structural problem in the mapping list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issue {
+    ZeroLength {
+        index: usize,
+        offset: u64,
+    },
+    /// Mapping `index` starts before the previous one.
+    Unsorted {
+        index: usize,
+        offset: u64,
+        previous: u64,
+    },
+    /// Mapping `index` starts after the previous one ended.
+    Gap {
+        index: usize,
+        start: u64,
+        end: u64,
+    },
+    /// Mapping `index` starts before the previous one ended.
+    Overlap {
+        index: usize,
+        offset: u64,
+        previous_end: u64,
+    },
+    /// The mappings do not start at 0.
+    DoesNotStartAtZero {
+        first: u64,
+    },
+    /// The mappings end before `Size`.
+    EndsShort {
+        end: u64,
+        size: u64,
+    },
+    /// The mappings run past `Size` (more than block rounding allows).
+    EndsPast {
+        end: u64,
+        size: u64,
+    },
+    /// BlockSize is zero or not a power of two.
+    BadBlockSize {
+        block_size: u64,
+    },
+    /// A mapping offset or length is not a multiple of 4096.
+    Unaligned {
+        index: usize,
+        offset: u64,
+        length: u64,
+    },
+}
+
+impl Issue {
+    pub fn describe(&self) -> String {
+        match self {
+            Issue::ZeroLength { index, offset } => format!("mapping #{index} at offset {offset} has length 0"),
+            Issue::Unsorted { index, offset, previous } => {
+                format!("mapping #{index} at offset {offset} comes after a mapping at {previous}: not sorted")
+            }
+            Issue::Gap { index, start, end } => {
+                format!("gap [{start}, {end}) before mapping #{index}: bytes no mapping covers")
+            }
+            Issue::Overlap { index, offset, previous_end } => {
+                format!("mapping #{index} at offset {offset} overlaps the previous one, which ends at {previous_end}")
+            }
+            Issue::DoesNotStartAtZero { first } => format!("mappings start at {first}, not 0"),
+            Issue::EndsShort { end, size } => format!("mappings end at {end} but the device Size is {size}"),
+            Issue::EndsPast { end, size } => format!("mappings run to {end}, past the device Size {size}"),
+            Issue::BadBlockSize { block_size } => format!("BlockSize {block_size} is not a power of two"),
+            Issue::Unaligned { index, offset, length } => {
+                format!("mapping #{index} (offset {offset}, length {length}) is not 4096-byte aligned")
+            }
+        }
+    }
+}
+
+/// Check sortedness, contiguity and coverage of `[0, Size)`.
+pub fn validate(h: &Header) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    if h.block_size == 0 || !h.block_size.is_power_of_two() {
+        issues.push(Issue::BadBlockSize { block_size: h.block_size });
+    }
+    let mut prev_end: Option<(u64, u64)> = None; // (offset, end)
+    for (i, m) in h.mappings.iter().enumerate() {
+        if m.length == 0 {
+            issues.push(Issue::ZeroLength { index: i, offset: m.offset });
+        }
+        if m.offset % PAGE != 0 || m.length % PAGE != 0 {
+            issues.push(Issue::Unaligned { index: i, offset: m.offset, length: m.length });
+        }
+        match prev_end {
+            None if m.offset != 0 => issues.push(Issue::DoesNotStartAtZero { first: m.offset }),
+            None => {}
+            Some((poff, pend)) => {
+                if m.offset < poff {
+                    issues.push(Issue::Unsorted { index: i, offset: m.offset, previous: poff });
+                } else if m.offset < pend {
+                    issues.push(Issue::Overlap { index: i, offset: m.offset, previous_end: pend });
+                } else if m.offset > pend {
+                    issues.push(Issue::Gap { index: i, start: pend, end: m.offset });
+                }
+            }
+        }
+        let end = m.end();
+        prev_end = Some(match prev_end {
+            Some((_, pend)) if pend > end => (m.offset, pend),
+            _ => (m.offset, end),
+        });
+    }
+    let end = prev_end.map(|(_, e)| e).unwrap_or(0);
+    let rounded = h.size.div_ceil(h.block_size.max(1)) * h.block_size.max(1);
+    if end < h.size {
+        issues.push(Issue::EndsShort { end, size: h.size });
+    } else if end > h.size.div_ceil(PAGE) * PAGE && end > rounded {
+        issues.push(Issue::EndsPast { end, size: h.size });
+    }
+    issues
+}
+
+impl Header {
+    /// The format version (1–5).
+    pub fn format(&self) -> u64 {
+        format_version(self.version)
+    }
+
+    /// Distinct non-nil builds named by the mappings, in first-appearance order.
+    pub fn referenced_builds(&self) -> Vec<BuildId> {
+        let mut seen = Vec::new();
+        for m in &self.mappings {
+            if !m.is_nil() && !seen.contains(&m.build) {
+                seen.push(m.build);
+            }
+        }
+        seen
+    }
+
+    /// Bytes of `build`'s data file the mappings need: max(storage_offset + length).
+    pub fn required_len(&self, build: &BuildId) -> u64 {
+        self.mappings.iter().filter(|m| &m.build == build).map(Mapping::storage_end).max().unwrap_or(0)
+    }
+
+    /// Bytes mapped to each category: (this build, other builds, nil).
+    pub fn byte_split(&self) -> (u64, u64, u64) {
+        let (mut own, mut other, mut nil) = (0, 0, 0);
+        for m in &self.mappings {
+            if m.is_nil() {
+                nil += m.length;
+            } else if m.build == self.build_id {
+                own += m.length;
+            } else {
+                other += m.length;
+            }
+        }
+        (own, other, nil)
+    }
+
+    /// True when the header maps the whole device to this build's data file at identical
+    /// offsets, i.e. the data file is a full image.
+    pub fn is_identity(&self) -> bool {
+        let mut pos = 0;
+        for m in &self.mappings {
+            if m.build != self.build_id || m.offset != pos || m.storage_offset != m.offset {
+                return false;
+            }
+            pos = m.end();
+        }
+        pos >= self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A: &str = "11111111-2222-3333-4444-555555555555";
+    const B: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s
+            .lines()
+            .flat_map(|l| l.split_once(':').map(|x| x.1).unwrap_or(l).split_whitespace())
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        digits
+    }
+
+    /// TV-H3 from e2b-formats.md: the V3 rootfs header of A (184 bytes).
+    pub(crate) const TV_H3: &str = "\
+0000: 03 00 00 00 00 00 00 00 00 10 00 00 00 00 00 00
+0010: 00 40 00 00 00 00 00 00 01 00 00 00 00 00 00 00
+0020: 11 11 11 11 22 22 33 33 44 44 55 55 55 55 55 55
+0030: aa aa aa aa bb bb cc cc dd dd ee ee ee ee ee ee
+0040: 00 00 00 00 00 00 00 00 00 20 00 00 00 00 00 00
+0050: aa aa aa aa bb bb cc cc dd dd ee ee ee ee ee ee
+0060: 00 00 00 00 00 00 00 00 00 20 00 00 00 00 00 00
+0070: 00 10 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+0080: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00
+0090: 00 30 00 00 00 00 00 00 00 10 00 00 00 00 00 00
+00a0: 11 11 11 11 22 22 33 33 44 44 55 55 55 55 55 55
+00b0: 00 00 00 00 00 00 00 00";
+
+    fn id(s: &str) -> BuildId {
+        BuildId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn tv_h3_parses_as_the_reference_says() {
+        let bytes = unhex(TV_H3);
+        assert_eq!(bytes.len(), 184);
+        let h = parse(&bytes).unwrap();
+        assert_eq!((h.format(), h.block_size, h.size, h.generation), (3, 4096, 16384, 1));
+        assert_eq!((h.build_id, h.base_build_id), (id(A), id(B)));
+        assert_eq!(
+            h.mappings,
+            vec![
+                Mapping { offset: 0, length: 8192, build: id(B), storage_offset: 0 },
+                Mapping { offset: 8192, length: 4096, build: BuildId::nil(), storage_offset: 0 },
+                Mapping { offset: 12288, length: 4096, build: id(A), storage_offset: 0 },
+            ]
+        );
+        assert!(validate(&h).is_empty());
+        assert_eq!(h.referenced_builds(), vec![id(B), id(A)]);
+        assert_eq!(h.required_len(&id(A)), 4096);
+        assert_eq!(h.required_len(&id(B)), 8192);
+        assert_eq!(encode(&h), bytes);
+    }
+
+    #[test]
+    fn tv_h3_variants() {
+        let bytes = unhex(TV_H3);
+        // Version 1 parses the same.
+        let mut v1 = bytes.clone();
+        v1[0] = 1;
+        assert_eq!(parse(&v1).unwrap().format(), 1);
+        // Truncated by one byte.
+        assert_eq!(parse(&bytes[..183]), Err(ParseError::BodyNotMultiple { body: 119, extra: 39 }));
+        assert_eq!(parse(&bytes[..63]), Err(ParseError::TooShort { len: 63 }));
+        // Empty body → one synthesised self mapping.
+        let h = parse(&bytes[..64]).unwrap();
+        assert!(h.synthesized);
+        assert_eq!(h.mappings, vec![Mapping { offset: 0, length: 16384, build: id(A), storage_offset: 0 }]);
+        assert_eq!(encode(&h).len(), 64);
+        // A gap at 8192: drop the nil mapping.
+        let mut gap = bytes[..104].to_vec();
+        gap.extend_from_slice(&bytes[144..]);
+        let h = parse(&gap).unwrap();
+        assert_eq!(validate(&h), vec![Issue::Gap { index: 1, start: 8192, end: 12288 }]);
+        // V4/V5 recognised, not parsed.
+        let mut v4 = bytes.clone();
+        v4[0] = 4;
+        assert_eq!(parse(&v4), Err(ParseError::NotYetSupported { version: 4 }));
+        v4[0] = 5;
+        assert_eq!(parse(&v4), Err(ParseError::NotYetSupported { version: 5 }));
+        v4[0] = 9;
+        assert_eq!(parse(&v4), Err(ParseError::UnknownVersion { version: 9 }));
+        v4[0] = 0;
+        assert_eq!(parse(&v4), Err(ParseError::UnknownVersion { version: 0 }));
+    }
+
+    #[test]
+    fn validate_reports_each_shape() {
+        let a = id(A);
+        let mk = |maps: Vec<(u64, u64)>, size| Header {
+            version: 3,
+            block_size: 4096,
+            size,
+            generation: 0,
+            build_id: a,
+            base_build_id: a,
+            mappings: maps
+                .into_iter()
+                .map(|(o, l)| Mapping { offset: o, length: l, build: a, storage_offset: o })
+                .collect(),
+            synthesized: false,
+        };
+        assert_eq!(validate(&mk(vec![(4096, 4096)], 8192)), vec![Issue::DoesNotStartAtZero { first: 4096 }]);
+        assert_eq!(
+            validate(&mk(vec![(0, 8192), (4096, 4096)], 8192)),
+            vec![Issue::Overlap { index: 1, offset: 4096, previous_end: 8192 }]
+        );
+        assert_eq!(
+            validate(&mk(vec![(4096, 4096), (0, 4096)], 8192))[1],
+            Issue::Unsorted { index: 1, offset: 0, previous: 4096 }
+        );
+        assert_eq!(validate(&mk(vec![(0, 4096)], 8192)), vec![Issue::EndsShort { end: 4096, size: 8192 }]);
+        assert_eq!(validate(&mk(vec![(0, 16384)], 8192)), vec![Issue::EndsPast { end: 16384, size: 8192 }]);
+        assert!(validate(&mk(vec![(0, 8192)], 8000)).is_empty(), "rounding up to a page is fine");
+        assert!(mk(vec![(0, 8192)], 8192).is_identity());
+    }
+
+    proptest! {
+        #[test]
+        fn encode_parse_round_trip(
+            version in 1u64..=3, block_pow in 12u32..=21, size in 0u64..1<<40, generation: u64,
+            idb: [u8;16], baseb: [u8;16],
+            maps in proptest::collection::vec((any::<u64>(), any::<u64>(), any::<[u8;16]>(), any::<u64>()), 1..20),
+        ) {
+            let h = Header {
+                version, block_size: 1 << block_pow, size, generation,
+                build_id: BuildId::from_bytes(idb), base_build_id: BuildId::from_bytes(baseb),
+                mappings: maps.into_iter().map(|(o,l,b,s)| Mapping{offset:o,length:l,build:BuildId::from_bytes(b),storage_offset:s}).collect(),
+                synthesized: false,
+            };
+            let bytes = encode(&h);
+            prop_assert_eq!(bytes.len(), META_LEN + MAPPING_LEN * h.mappings.len());
+            prop_assert_eq!(parse(&bytes).unwrap(), h);
+        }
+
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = parse(&bytes);
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Where builds live, and what names them.
+//!
+//! The storage root is resolved the way E2B's orchestrator resolves its Local provider
+//! (reference: e2b-formats.md §1, `pkg/cfg/storage.go`): `--storage`, then `TMPL_STORAGE`, then
+//! `TEMPLATE_STORAGE_URL` (only `file://`), then `LOCAL_TEMPLATE_STORAGE_BASE_PATH`, then the
+//! orchestrator's default `/tmp/templates`. A build is `<root>/<build-id>/`, where the build ID is a
+//! lower-case UUID. Anything that is not a UUID is refused before a file is touched, so a hostile
+//! argument such as `../..` can never name a directory outside the root.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// E2B's default Local storage path (`LOCAL_TEMPLATE_STORAGE_BASE_PATH` default).
+pub const DEFAULT_STORAGE: &str = "/tmp/templates";
+
+/// A build ID: a UUID, displayed in canonical lower-case hyphenated form.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BuildId(uuid::Uuid);
+
+impl BuildId {
+    /// Parse the canonical hyphenated form (any case). Nothing else is accepted: no braces, no
+    /// URN prefix, no simple (unhyphenated) form, no whitespace.
+    pub fn parse(s: &str) -> Result<Self> {
+        let b = s.as_bytes();
+        let hyphen_ok = b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-');
+        let hex_ok = b.iter().enumerate().all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) || c.is_ascii_hexdigit());
+        if !(hyphen_ok && hex_ok) {
+            return Err(Error::BadBuildId(s.to_string()));
+        }
+        uuid::Uuid::parse_str(s).map(BuildId).map_err(|_| Error::BadBuildId(s.to_string()))
+    }
+
+    /// From the 16 raw bytes stored in headers (RFC-4122 byte order, as written).
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        BuildId(uuid::Uuid::from_bytes(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    /// The nil UUID (sixteen zero bytes): "no build" in header mappings.
+    pub fn nil() -> Self {
+        BuildId(uuid::Uuid::nil())
+    }
+
+    pub fn is_nil(&self) -> bool {
+        self.0.is_nil()
+    }
+
+    /// A fresh random (v4) build ID, as E2B mints them.
+    pub fn new_random() -> Self {
+        BuildId(uuid::Uuid::new_v4())
+    }
+
+    /// True when `s` parses as a build ID.
+    pub fn is_build_id(s: &str) -> bool {
+        Self::parse(s).is_ok()
+    }
+}
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.hyphenated())
+    }
+}
+
+impl fmt::Debug for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BuildId({self})")
+    }
+}
+
+impl Serialize for BuildId {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Which setting chose the storage root (shown by `inspect` and in JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageSource {
+    Flag,
+    TmplStorage,
+    TemplateStorageUrl,
+    LocalTemplateStorageBasePath,
+    Default,
+    /// The parent directory of a build given as a path.
+    BuildPath,
+}
+
+impl StorageSource {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            StorageSource::Flag => "--storage",
+            StorageSource::TmplStorage => "TMPL_STORAGE",
+            StorageSource::TemplateStorageUrl => "TEMPLATE_STORAGE_URL",
+            StorageSource::LocalTemplateStorageBasePath => "LOCAL_TEMPLATE_STORAGE_BASE_PATH",
+            StorageSource::Default => "default (/tmp/templates)",
+            StorageSource::BuildPath => "parent of the build directory given",
+        }
+    }
+}
+
+/// A template storage root on the local filesystem.
+#[derive(Clone, Debug, Serialize)]
+pub struct Storage {
+    pub root: PathBuf,
+    pub source: StorageSource,
+}
+
+/// Where one build is, once an argument has been resolved.
+#[derive(Clone, Debug)]
+pub struct BuildLocation {
+    /// The build directory.
+    pub dir: PathBuf,
+    /// The folder name when it is a UUID (the normal case).
+    pub folder_id: Option<BuildId>,
+    /// The storage root that holds this build's ancestors.
+    pub storage_root: PathBuf,
+}
+
+impl Storage {
+    /// Resolve the storage root from the flag and the environment (`env` is injectable so tests
+    /// do not depend on the process environment).
+    pub fn resolve(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Storage> {
+        let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        if let Some(p) = flag {
+            return Ok(Storage { root: p.to_path_buf(), source: StorageSource::Flag });
+        }
+        if let Some(p) = get("TMPL_STORAGE") {
+            return Ok(Storage { root: p.into(), source: StorageSource::TmplStorage });
+        }
+        if let Some(url) = get("TEMPLATE_STORAGE_URL") {
+            return Ok(Storage { root: parse_storage_url(&url)?, source: StorageSource::TemplateStorageUrl });
+        }
+        if let Some(p) = get("LOCAL_TEMPLATE_STORAGE_BASE_PATH") {
+            return Ok(Storage { root: p.into(), source: StorageSource::LocalTemplateStorageBasePath });
+        }
+        Ok(Storage { root: DEFAULT_STORAGE.into(), source: StorageSource::Default })
+    }
+
+    /// Resolve from the real process environment.
+    pub fn from_env(flag: Option<&Path>) -> Result<Storage> {
+        Self::resolve(flag, &|k| std::env::var(k).ok())
+    }
+
+    /// `<root>/<id>`.
+    pub fn build_dir(&self, id: &BuildId) -> PathBuf {
+        self.root.join(id.to_string())
+    }
+
+    /// Resolve a BUILD argument: a UUID (looked up under the root) or, when it contains a `/`, a
+    /// path to a build directory. Nothing is read before the argument has been validated.
+    pub fn locate(&self, arg: &str) -> Result<BuildLocation> {
+        if arg.contains('/') {
+            return locate_path(Path::new(arg));
+        }
+        let id = BuildId::parse(arg)?;
+        let dir = self.build_dir(&id);
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => Ok(BuildLocation { dir, folder_id: Some(id), storage_root: self.root.clone() }),
+            Ok(_) => Err(Error::invalid(dir, "is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(
+                &dir,
+                format!(
+                    "no build {id} in storage {} (storage chosen by {}; use --storage DIR or TMPL_STORAGE)",
+                    self.root.display(),
+                    self.source.describe()
+                ),
+            )),
+            Err(e) => Err(Error::read(dir, e)),
+        }
+    }
+
+    /// Every UUID-named directory under the root, sorted. Other entries are counted, not listed.
+    pub fn list_builds(&self) -> Result<(Vec<BuildId>, usize)> {
+        let rd = std::fs::read_dir(&self.root).map_err(|e| Error::read(&self.root, e))?;
+        let mut ids = Vec::new();
+        let mut other = 0;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::read(&self.root, e))?;
+            let name = entry.file_name();
+            match name.to_str().and_then(|n| BuildId::parse(n).ok()) {
+                Some(id) if entry.path().is_dir() => ids.push(id),
+                _ => other += 1,
+            }
+        }
+        ids.sort();
+        Ok((ids, other))
+    }
+}
+
+/// `TEMPLATE_STORAGE_URL`: `file:///abs/path` or `file:relative`; any other scheme is refused by
+/// name, since tmpl reads local storage only.
+pub fn parse_storage_url(url: &str) -> Result<PathBuf> {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(Error::Environment(format!(
+            "TEMPLATE_STORAGE_URL={url:?} is not a URL; expected file:///path/to/templates"
+        )));
+    };
+    if !scheme.eq_ignore_ascii_case("file") {
+        return Err(Error::Environment(format!(
+            "TEMPLATE_STORAGE_URL uses the {scheme:?} scheme; tmpl reads only local storage (file://). \
+             Copy the builds to a local directory and pass --storage DIR"
+        )));
+    }
+    let path = if let Some(p) = rest.strip_prefix("//") {
+        // file://host/path is not supported; file:///path has an empty host.
+        if !p.starts_with('/') {
+            return Err(Error::Environment(format!(
+                "TEMPLATE_STORAGE_URL={url:?} names a host; use file:///absolute/path"
+            )));
+        }
+        p
+    } else {
+        rest
+    };
+    if path.is_empty() {
+        return Err(Error::Environment(format!("TEMPLATE_STORAGE_URL={url:?} has no path")));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// A build given as a path: it must be a directory that holds at least one build file.
+fn locate_path(path: &Path) -> Result<BuildLocation> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::read(path, e))?;
+    if !meta.is_dir() {
+        return Err(Error::invalid(path, "is not a directory"));
+    }
+    let dir = std::fs::canonicalize(path).map_err(|e| Error::read(path, e))?;
+    let holds_build_file = crate::build::KNOWN_FILES.iter().any(|f| dir.join(f).exists())
+        || crate::build::COMPRESSED_SUFFIXES
+            .iter()
+            .any(|s| dir.join(format!("rootfs.ext4{s}")).exists() || dir.join(format!("memfile{s}")).exists());
+    if !holds_build_file {
+        return Err(Error::invalid(
+            &dir,
+            format!("is not a build directory: it holds none of {}", crate::build::KNOWN_FILES.join(", ")),
+        ));
+    }
+    let folder_id = dir.file_name().and_then(|n| n.to_str()).and_then(|n| BuildId::parse(n).ok());
+    let storage_root = dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    Ok(BuildLocation { dir, folder_id, storage_root })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn build_ids_accept_only_canonical_uuids() {
+        let id = BuildId::parse("11111111-2222-3333-4444-555555555555").unwrap();
+        assert_eq!(id.to_string(), "11111111-2222-3333-4444-555555555555");
+        assert_eq!(
+            BuildId::parse("AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE").unwrap().to_string(),
+            "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+        );
+        for bad in [
+            "",
+            "..",
+            "../..",
+            "*",
+            "11111111222233334444555555555555",
+            "{11111111-2222-3333-4444-555555555555}",
+            "urn:uuid:11111111-2222-3333-4444-555555555555",
+            " 11111111-2222-3333-4444-555555555555",
+            "11111111-2222-3333-4444-55555555555g",
+            "11111111-2222-3333-4444-5555555555555",
+        ] {
+            assert!(matches!(BuildId::parse(bad), Err(Error::BadBuildId(_))), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn storage_precedence_follows_the_orchestrator() {
+        let s = Storage::resolve(Some(Path::new("/f")), &env_of(&[("TMPL_STORAGE", "/t")])).unwrap();
+        assert_eq!((s.root, s.source), (PathBuf::from("/f"), StorageSource::Flag));
+        let s =
+            Storage::resolve(None, &env_of(&[("TMPL_STORAGE", "/t"), ("TEMPLATE_STORAGE_URL", "file:///u")])).unwrap();
+        assert_eq!((s.root, s.source), (PathBuf::from("/t"), StorageSource::TmplStorage));
+        let s = Storage::resolve(
+            None,
+            &env_of(&[("TEMPLATE_STORAGE_URL", "file:///u"), ("LOCAL_TEMPLATE_STORAGE_BASE_PATH", "/l")]),
+        )
+        .unwrap();
+        assert_eq!((s.root, s.source), (PathBuf::from("/u"), StorageSource::TemplateStorageUrl));
+        let s = Storage::resolve(None, &env_of(&[("LOCAL_TEMPLATE_STORAGE_BASE_PATH", "/l")])).unwrap();
+        assert_eq!((s.root, s.source), (PathBuf::from("/l"), StorageSource::LocalTemplateStorageBasePath));
+        let s = Storage::resolve(None, &env_of(&[("TMPL_STORAGE", "  ")])).unwrap();
+        assert_eq!((s.root, s.source), (PathBuf::from(DEFAULT_STORAGE), StorageSource::Default));
+    }
+
+    #[test]
+    fn storage_url_schemes() {
+        assert_eq!(parse_storage_url("file:///var/e2b").unwrap(), PathBuf::from("/var/e2b"));
+        assert_eq!(parse_storage_url("file:rel/dir").unwrap(), PathBuf::from("rel/dir"));
+        for bad in ["gs://bucket/x", "s3://b", "https://x/y", "file://host/x", "file://", "nocolon"] {
+            let err = parse_storage_url(bad).unwrap_err().to_string();
+            assert!(err.contains("TEMPLATE_STORAGE_URL"), "{bad}: {err}");
+        }
+        assert!(parse_storage_url("gs://bucket").unwrap_err().to_string().contains("\"gs\""));
+    }
+
+    #[test]
+    fn hostile_arguments_never_touch_the_filesystem() {
+        let s = Storage { root: "/nonexistent-root".into(), source: StorageSource::Flag };
+        for bad in ["..", "*", "", "abc"] {
+            assert!(matches!(s.locate(bad), Err(Error::BadBuildId(_))));
+        }
+    }
+}
