@@ -12,6 +12,7 @@ pub mod commands;
 pub mod demo;
 pub mod device;
 pub mod elf;
+pub mod envd;
 pub mod error;
 pub mod exit_code;
 pub mod header;
