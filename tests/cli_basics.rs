@@ -1,0 +1,81 @@
+//! Binary-level tests of the foundation: storage resolution, hostile arguments, exit codes, JSON.
+
+mod common;
+
+use common::tmpl;
+use predicates::prelude::*;
+
+#[test]
+fn hostile_build_ids_are_refused_before_touching_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["..", "*", "", "not-a-uuid", "11111111-2222-3333-4444-55555555555"] {
+        tmpl()
+            .args(["--storage"])
+            .arg(dir.path())
+            .args(["verify", bad])
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains("invalid build ID"));
+    }
+}
+
+#[test]
+fn json_error_document_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tmpl()
+        .arg("--json")
+        .args(["verify", "11111111-2222-3333-4444-555555555555", "--storage"])
+        .arg(dir.path())
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["command"], "verify");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["exit_code"], 3);
+    assert!(v["error"]["message"].as_str().unwrap().contains("no build 11111111-2222-3333-4444-555555555555"));
+}
+
+#[test]
+fn unsupported_storage_url_scheme_is_named() {
+    tmpl()
+        .env_remove("TMPL_STORAGE")
+        .env("TEMPLATE_STORAGE_URL", "gs://my-bucket")
+        .args(["verify", "--all"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("\"gs\" scheme"));
+}
+
+#[test]
+fn storage_url_file_scheme_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    tmpl()
+        .env_remove("TMPL_STORAGE")
+        .env("TEMPLATE_STORAGE_URL", format!("file://{}", dir.path().display()))
+        .args(["verify", "--all"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(dir.path().to_str().unwrap()));
+}
+
+#[test]
+fn a_directory_without_build_files_is_an_error_not_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+    tmpl()
+        .args(["verify"])
+        .arg(format!("{}/", dir.path().display()))
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("not a build directory"));
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_exit_codes() {
+    tmpl().args(["verify"]).assert().code(2);
+    tmpl().args(["--help"]).assert().success().stdout(predicate::str::contains("Exit codes:"));
+}

@@ -1,0 +1,120 @@
+//! Shared helpers for integration tests: real tools, real images, static test binaries.
+//!
+//! Tests that need an external tool call [`require`]: with `TMPL_TEST_REQUIRE_TOOLS=1` (set in CI)
+//! a missing tool fails the test; otherwise the test prints why it skips.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Is `tool` available? Panics in CI (TMPL_TEST_REQUIRE_TOOLS=1) when it is not.
+pub fn require(tool: &str) -> bool {
+    if tmpl::tools::find(tool, "the package providing it").is_ok() {
+        return true;
+    }
+    if std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{tool} is required (TMPL_TEST_REQUIRE_TOOLS=1) but not installed");
+    }
+    eprintln!("SKIP: {tool} not installed");
+    false
+}
+
+/// The tmpl binary under test.
+pub fn tmpl() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("tmpl").expect("tmpl binary")
+}
+
+/// Compile a C program statically (`gcc -static -Os`) into `dir/name`.
+pub fn static_binary(dir: &Path, name: &str, c_source: &str) -> PathBuf {
+    assert!(require("gcc"), "gcc is needed to build static test binaries");
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, c_source).unwrap();
+    let out = dir.join(name);
+    let st = Command::new("gcc").args(["-static", "-Os", "-s", "-o"]).arg(&out).arg(&src).output().unwrap();
+    assert!(st.status.success(), "gcc failed: {}", String::from_utf8_lossy(&st.stderr));
+    out
+}
+
+/// C source of a fake envd: accepts the flags listed (Go style, `-x`/`--x`, `-x=v`/`-x v` for
+/// `port`/`cmd`/`cgroup-root`), prints `version` for `-version`, exits 2 with Go-like usage on any
+/// other flag, else prints `envd running` and sleeps. Flag names appear as strings in the binary,
+/// like in the real Go binary, so era detection works on it.
+pub fn fake_envd_source(version: &str, flags: &[&str]) -> String {
+    let list: Vec<String> = flags.iter().map(|f| format!("\"{f}\"")).collect();
+    format!(
+        r#"#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static const char *VERSION = "{version}";
+static const char *FLAGS[] = {{ {list}, 0 }};
+static const char *VALUED[] = {{ "port", "cmd", "cgroup-root", 0 }};
+static int known(const char *n, const char **t) {{ for (int i = 0; t[i]; i++) if (!strcmp(t[i], n)) return 1; return 0; }}
+int main(int argc, char **argv) {{
+  for (int i = 1; i < argc; i++) {{
+    const char *a = argv[i];
+    if (a[0] != '-') break;
+    if (!strcmp(a, "--")) break;
+    a += (a[1] == '-') ? 2 : 1;
+    char name[64]; size_t n = strcspn(a, "="); if (n >= sizeof name) n = sizeof name - 1;
+    memcpy(name, a, n); name[n] = 0;
+    if (!known(name, FLAGS)) {{ fprintf(stderr, "flag provided but not defined: -%s\nUsage of envd:\n", name); return 2; }}
+    if (!strcmp(name, "version")) {{ printf("%s\n", VERSION); return 0; }}
+    if (known(name, VALUED) && a[n] != '=') i++;
+  }}
+  printf("envd running\n"); fflush(stdout);
+  for (;;) pause();
+}}
+"#,
+        list = list.join(", ")
+    )
+}
+
+/// `mkfs.ext4 -d tree image` (pinned UUID and hash seed), `size_mib` MiB.
+pub fn mkfs(tree: &Path, image: &Path, size_mib: u64) {
+    assert!(require("mkfs.ext4"));
+    tmpl::demo::make_image(tree, image, size_mib << 20).expect("mkfs.ext4");
+}
+
+/// `debugfs -R "cat PATH" image` — the oracle for file contents.
+pub fn debugfs_cat(image: &Path, path: &str) -> Vec<u8> {
+    assert!(require("debugfs"));
+    let out = Command::new(tmpl::tools::find("debugfs", "e2fsprogs").unwrap())
+        .args(["-R", &format!("cat {path}")])
+        .arg(image)
+        .output()
+        .unwrap();
+    out.stdout
+}
+
+/// `e2fsck -fn image` exit status 0?
+pub fn fsck_clean(image: &Path) -> bool {
+    assert!(require("e2fsck"));
+    tmpl::tools::e2fs::fsck_readonly(image).expect("e2fsck runs").clean
+}
+
+/// Copy the host's `/bin/sh` and the shared libraries it needs (per its PT_INTERP and `ldd`) into
+/// `tree`, so the image has a working shell.
+pub fn copy_host_shell(tree: &Path) {
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    let mut files = vec![sh.clone()];
+    let ldd = Command::new("ldd").arg(&sh).output().unwrap();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        for tok in line.split_whitespace() {
+            if tok.starts_with('/') {
+                files.push(PathBuf::from(tok));
+            }
+        }
+    }
+    for f in files {
+        let dest = tree.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(std::fs::canonicalize(&f).unwrap(), &dest).unwrap();
+    }
+    let bin = tree.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("sh");
+    if !link.exists() {
+        let rel = sh.strip_prefix("/").unwrap();
+        std::os::unix::fs::symlink(Path::new("/").join(rel), link).unwrap();
+    }
+}
