@@ -1,0 +1,36 @@
+//! Benchmark input: a storage of N builds shaped like a real one — one base build (a compacted
+//! layer of a real ext4 image) and N-1 children layered on it, each with a sparse memfile of
+//! `--mem-mib` (default 512), a memfile header, a snapfile and metadata.
+//!
+//! Usage: cargo run --release --example mkstorage -- DIR N [MEM_MIB]
+
+use std::path::PathBuf;
+
+use tmpl::demo::{self, StorageWriter};
+use tmpl::storage::BuildId;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let root = PathBuf::from(args.next().ok_or("usage: mkstorage DIR N [MEM_MIB]")?);
+    let n: usize = args.next().ok_or("usage: mkstorage DIR N [MEM_MIB]")?.parse()?;
+    let mem: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(512);
+    let w = StorageWriter::new(&root)?;
+    let scratch = tempfile::tempdir()?;
+    let tree = scratch.path().join("tree");
+    let base = BuildId::new_random();
+    demo::rootfs_tree(&tree, &base.to_string(), &[])?;
+    let img = scratch.path().join("base.ext4");
+    demo::make_image(&tree, &img, 64 << 20)?;
+    let build = |id: &BuildId, parent: Option<&BuildId>| -> tmpl::Result<()> {
+        w.rootfs_layer(id, &img, parent, u64::from(parent.is_some()))?;
+        w.memfile(id, mem, true)?;
+        w.snapfile(id, "8.0.0", mem)?;
+        w.metadata(id, demo::FC_VERSION, false)
+    };
+    build(&base, None)?;
+    for _ in 1..n {
+        build(&BuildId::new_random(), Some(&base))?;
+    }
+    println!("{n} builds in {}", root.display());
+    Ok(())
+}
