@@ -23,3 +23,17 @@ Exit codes:
   3  unreadable or invalid input (not a build, not a UUID, corrupt file)
   4  environment (missing tool, permission, I/O)
   5  refused by a safety check (nothing was changed)";
+
+#[cfg(test)]
+mod tests {
+    /// The README's exit-code table says what `--help` says.
+    #[test]
+    fn readme_and_help_agree() {
+        let readme = include_str!("../README.md");
+        for line in super::TABLE.lines().skip(1) {
+            let (code, meaning) = line.trim().split_once("  ").unwrap();
+            let row = format!("| {code} | {} |", meaning.trim());
+            assert!(readme.contains(&row), "README lacks the row {row:?}");
+        }
+    }
+}

@@ -363,4 +363,11 @@ mod tests {
         assert!(round.filesystem_only);
         assert_eq!(round.build_id(), Some(A));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,200}") {
+            let _ = parse(s.as_bytes());
+        }
+    }
 }

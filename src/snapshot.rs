@@ -900,4 +900,21 @@ mod tests {
         assert!(FirecrackerVersion::parse("latest").is_none());
         assert!(!FirecrackerVersion::parse("v2.0.0").unwrap().known());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn analysis_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), magic in 0usize..4) {
+            let mut b = bytes;
+            let prefix: &[u8] = match magic {
+                0 => &[0x00, 0x00, 0x64, 0x86, 0x84, 0x19, 0x10, 0x07],
+                1 => &[0x01, 0x00, 0x64, 0x86, 0x84, 0x19, 0x10, 0x07],
+                2 => &[0x00, 0x00, 0x00, 0x64, 0x86, 0x84, 0x19, 0x10, 0x07],
+                _ => &[],
+            };
+            let mut v = prefix.to_vec();
+            v.append(&mut b);
+            let i = analyze_bytes(&v);
+            proptest::prop_assert_eq!(i.len, v.len() as u64);
+        }
+    }
 }
