@@ -229,12 +229,11 @@ pub fn analyze<'a, R: Read + ?Sized>(
             let upto = ((crc_end - pos) as usize).min(n);
             digest.update(&chunk[..upto]);
         }
-        // Trailer bytes [crc_end, len).
-        for (i, &b) in chunk.iter().enumerate() {
-            let at = pos + i as u64;
-            if at >= crc_end && len >= 8 {
-                trailer[(at - crc_end) as usize] = b;
-            }
+        // Trailer bytes [crc_end, len) that fall in this chunk.
+        if len >= 8 && pos + n as u64 > crc_end {
+            let from = crc_end.saturating_sub(pos) as usize;
+            let at = (pos + from as u64 - crc_end) as usize;
+            trailer[at..at + (n - from)].copy_from_slice(&chunk[from..]);
         }
         match chunk.iter().rposition(|&b| b != 0) {
             Some(last) => trailing_zeros = (n - 1 - last) as u64,
