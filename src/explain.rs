@@ -194,6 +194,11 @@ pub const RULES: &[Rule] = &[
         title: "systemd could not start envd",
         findings: &["systemd.exec-start-missing", "envd.missing", "envd.loader-missing", "envd.wrong-arch"],
     },
+    Rule {
+        key: "systemd.envd-exited",
+        title: "envd's service process exited",
+        findings: &["wrapper.envd-flag", "envd.wrong-arch", "envd.loader-missing"],
+    },
     Rule { key: "guest.oom", title: "the guest ran out of memory", findings: &[] },
     Rule {
         key: "metadata.semver",
@@ -344,6 +349,9 @@ static SYSTEMD_EXEC: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r"([A-Za-z0-9@_.-]+\.service): (?:Failed to execute (?:command|(\S+?)):?|Failed at step EXEC spawning (\S+?):) (.+)$",
     )
+});
+static SYSTEMD_EXITED: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(envd\.service): Main process exited, code=(exited|killed|dumped), status=(\d+)(?:/([A-Z0-9]+))?")
 });
 static SYSTEMD_UNIT_MISSING: LazyLock<Regex> =
     LazyLock::new(|| re(r"Unit (envd\.service) (?:not found|could not be found)"));
@@ -908,6 +916,32 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
                 .into(),
         ));
     }
+    if let Some(c) = SYSTEMD_EXITED.captures(text) {
+        let n: u8 = c[3].parse().unwrap_or(0);
+        let how = &c[2];
+        let cause = if how == "exited" && n == 2 {
+            "envd exited with status 2: Go's flag error (ExecStart passes a flag this envd does not accept, such as \
+             -debug or -cmd) or a Go panic; systemd restarts it forever (Restart=always), so the sandbox never becomes \
+             ready"
+                .to_string()
+        } else if how == "exited" && n == 203 {
+            "status 203/EXEC: systemd could not execute ExecStart (missing file, no exec bit, wrong architecture, \
+             missing loader)"
+                .to_string()
+        } else if how == "exited" {
+            format!("envd exited with status {n} at start-up; read its log lines just above")
+        } else {
+            let (name, what) = signal_name(n);
+            format!("envd was killed by {name} ({what}): wrong architecture or libc, or the OOM killer")
+        };
+        return Some(ex(
+            line_no,
+            text,
+            "systemd.envd-exited",
+            format!("{} stopped: {how}, status {}", &c[1], &c[3]),
+            cause,
+        ));
+    }
     if let Some(c) = SYSTEMD_EXEC.captures(text) {
         let unit = &c[1];
         let target = c.get(2).or(c.get(3)).map(|m| m.as_str()).unwrap_or("ExecStart");
@@ -1218,6 +1252,9 @@ mod tests {
             "systemd.exec-failed"
         );
         assert_eq!(one("Failed to start envd.service: Unit envd.service not found.").rule, "systemd.unit-missing");
+        let e = one("envd.service: Main process exited, code=exited, status=2/INVALIDARGUMENT");
+        assert!(e.rule == "systemd.envd-exited" && e.cause.contains("flag"), "{e:?}");
+        assert!(one("envd.service: Main process exited, code=killed, status=11/SEGV").cause.contains("SIGSEGV"));
     }
 
     #[test]

@@ -404,8 +404,12 @@ fn firecracker_backend_configures_the_vm_and_reads_its_console() {
     assert_eq!(v["verdict"], "ok");
     assert_eq!(v["vmm"], "firecracker");
     assert_eq!(v["marker"]["line"], 2);
-    let calls: Vec<String> =
-        v["api_calls"].as_array().unwrap().iter().map(|c| format!("{} {} {}", c["method"], c["path"], c["status"])).collect();
+    let calls: Vec<String> = v["api_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {} {}", c["method"], c["path"], c["status"]))
+        .collect();
     assert_eq!(
         calls,
         [

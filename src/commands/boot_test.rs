@@ -73,6 +73,9 @@ pub struct Args {
     /// Firecracker: attach a full image read-only instead of booting a temporary copy
     #[arg(long)]
     pub read_only_root: bool,
+    /// Where the temporary work directory goes (assembled image, overlay, console); default TMPDIR
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -202,7 +205,7 @@ pub fn options(args: &Args) -> Result<BootOptions> {
         read_only_root: args.read_only_root,
         dirs: HostDirs::from_env(),
         save_console: args.console.clone(),
-        work_parent: None,
+        work_parent: args.work_dir.clone(),
     })
 }
 
