@@ -74,6 +74,10 @@ pub enum Command {
     Inspect(commands::inspect::Args),
     /// Create a demo storage with healthy and broken builds and verify it
     Demo(commands::demo::Args),
+    /// Decode a pasted panic, Firecracker error or console log: cause, findings, command
+    Explain(commands::explain::Args),
+    /// Boot a build's rootfs under QEMU (or the node's Firecracker) and prove init/envd start
+    BootTest(commands::boot_test::Args),
 }
 
 impl Command {
@@ -82,6 +86,8 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Inspect(_) => "inspect",
             Command::Demo(_) => "demo",
+            Command::Explain(_) => "explain",
+            Command::BootTest(_) => "boot-test",
         }
     }
 }

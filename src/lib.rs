@@ -15,6 +15,7 @@ pub mod elf;
 pub mod envd;
 pub mod error;
 pub mod exit_code;
+pub mod explain;
 pub mod header;
 pub mod layer;
 pub mod metadata;
@@ -25,6 +26,7 @@ pub mod rootfs;
 pub mod snapshot;
 pub mod storage;
 pub mod tools;
+pub mod vm;
 
 pub use error::{Error, Result};
 

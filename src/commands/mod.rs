@@ -1,7 +1,9 @@
 //! One file per subcommand: resolve inputs, call the domain, return a report. No byte parsing
 //! and no format decisions here.
 
+pub mod boot_test;
 pub mod demo;
+pub mod explain;
 pub mod inspect;
 pub mod verify;
 
@@ -17,6 +19,8 @@ pub fn dispatch(cli: Cli, out: &Output) -> Result<u8> {
         Command::Verify(a) => verify::run(a, &g, out),
         Command::Inspect(a) => inspect::run(a, &g, out),
         Command::Demo(a) => demo::run(a, &g, out),
+        Command::Explain(a) => explain::run(a, &g, out),
+        Command::BootTest(a) => boot_test::run(a, &g, out),
     }
 }
 

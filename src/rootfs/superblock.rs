@@ -99,6 +99,17 @@ fn names(bits: u32, table: &[(u32, &'static str)]) -> Vec<&'static str> {
     out
 }
 
+/// Names of `feature_incompat` bits (as printed by the kernel in hex, e.g. "unsupported
+/// optional features (10000)").
+pub fn incompat_names(bits: u32) -> Vec<&'static str> {
+    names(bits, INCOMPAT)
+}
+
+/// Names of `feature_ro_compat` bits.
+pub fn ro_compat_names(bits: u32) -> Vec<&'static str> {
+    names(bits, RO_COMPAT)
+}
+
 impl Superblock {
     /// Parse the 1024-byte superblock.
     pub fn parse(b: &[u8; 1024]) -> Result<Superblock, SuperblockError> {

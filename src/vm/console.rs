@@ -1,0 +1,327 @@
+//! The guest's serial console, captured to a file by the VMM, read as it grows; and the watch
+//! loop that decides when a boot is over (marker seen and settled, panic, VM stopped, timeout).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+
+/// Lines kept in memory; a guest that floods its console is still watched, only not stored.
+const MAX_LINES: usize = 100_000;
+/// Longest line kept (a flood without newlines is cut into pieces).
+const MAX_LINE: usize = 16 * 1024;
+
+/// A console log file read incrementally.
+#[derive(Debug)]
+pub struct Console {
+    path: PathBuf,
+    pos: u64,
+    partial: Vec<u8>,
+    lines: Vec<String>,
+    dropped: usize,
+    bytes: u64,
+}
+
+impl Console {
+    pub fn new(path: &Path) -> Self {
+        Console { path: path.to_path_buf(), pos: 0, partial: Vec::new(), lines: Vec::new(), dropped: 0, bytes: 0 }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the guest has written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Read what was appended; returns the index of the first new complete line.
+    pub fn poll(&mut self) -> io::Result<usize> {
+        let first_new = self.lines.len();
+        let mut f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(first_new),
+            Err(e) => return Err(e),
+        };
+        f.seek(SeekFrom::Start(self.pos))?;
+        let mut buf = Vec::new();
+        f.take(8 << 20).read_to_end(&mut buf)?;
+        self.pos += buf.len() as u64;
+        self.bytes += buf.len() as u64;
+        for &b in &buf {
+            if b == b'\n' || self.partial.len() >= MAX_LINE {
+                self.push_line();
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            self.partial.push(b);
+        }
+        Ok(first_new)
+    }
+
+    /// Take an unterminated last line as a line (at the end of a boot).
+    pub fn flush(&mut self) -> usize {
+        let first_new = self.lines.len();
+        if !self.partial.is_empty() {
+            self.push_line();
+        }
+        first_new
+    }
+
+    fn push_line(&mut self) {
+        let raw = std::mem::take(&mut self.partial);
+        let text = String::from_utf8_lossy(&raw);
+        let text = text.trim_end_matches(['\r', '\n']).replace('\r', "");
+        if self.lines.len() < MAX_LINES {
+            self.lines.push(text);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// Lines not stored because the console was flooded.
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+
+    /// The whole captured text.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// A running VMM process, as the watch loop sees it.
+pub trait VmProcess {
+    /// `Some(status)` once the process has exited.
+    fn exited(&mut self) -> io::Result<Option<ExitStatus>>;
+}
+
+impl VmProcess for std::process::Child {
+    fn exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.try_wait()
+    }
+}
+
+/// What to wait for.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub marker: Regex,
+    pub timeout: Duration,
+    /// After the marker, how long no failure may follow.
+    pub settle: Duration,
+    /// Give up early when the guest prints nothing within this time (the KVM probe).
+    pub first_output: Option<Duration>,
+}
+
+/// Why watching ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Marker seen and nothing failed within the settle time (VM still running).
+    Settled,
+    /// The VMM process exited.
+    Exited,
+    /// A kernel panic (or envd service failure) was seen; trailing lines collected.
+    Failed,
+    /// The guest halted or powered off (a `reboot:` line) and the VMM kept running.
+    Halted,
+    Timeout,
+    /// No console output within `first_output`.
+    NoOutput,
+}
+
+/// A console line with its 1-based number.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Line {
+    pub line: usize,
+    pub text: String,
+}
+
+/// What the watch saw.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub end: End,
+    pub exit: Option<ExitStatus>,
+    pub marker: Option<Line>,
+    pub marker_at: Option<Duration>,
+    /// The first line that means failure (kernel panic, envd service exit).
+    pub failure: Option<Line>,
+    pub first_output_at: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+/// Lines that end a boot as failed, whenever they appear.
+pub fn is_failure_line(line: &str) -> bool {
+    line.contains("Kernel panic - not syncing")
+        || (line.contains("envd.service")
+            && (line.contains("Main process exited") || line.contains("Failed with result")))
+}
+
+/// Lines that say the guest has stopped on purpose.
+fn is_halt_line(line: &str) -> bool {
+    line.contains("reboot: Power down")
+        || line.contains("reboot: System halted")
+        || line.contains("reboot: Restarting system")
+}
+
+/// Poll the console and the process until the boot is decided.
+pub fn watch(proc: &mut dyn VmProcess, console: &mut Console, cfg: &WatchConfig) -> io::Result<Watched> {
+    let start = Instant::now();
+    let tail = Duration::from_millis(800);
+    let mut w = Watched {
+        end: End::Timeout,
+        exit: None,
+        marker: None,
+        marker_at: None,
+        failure: None,
+        first_output_at: None,
+        elapsed: Duration::ZERO,
+    };
+    let mut failure_at: Option<Instant> = None;
+    let mut halt_at: Option<Instant> = None;
+    loop {
+        let exit = proc.exited()?;
+        let first_new = console.poll()?;
+        let first_new = if exit.is_some() { first_new.min(console.flush()) } else { first_new };
+        let now = start.elapsed();
+        if w.first_output_at.is_none() && console.bytes() > 0 {
+            w.first_output_at = Some(now);
+        }
+        for (i, text) in console.lines()[first_new..].iter().enumerate() {
+            let n = first_new + i + 1;
+            if w.failure.is_none() && is_failure_line(text) {
+                w.failure = Some(Line { line: n, text: text.clone() });
+                failure_at = Some(Instant::now());
+            }
+            if w.marker.is_none() && w.failure.is_none() && cfg.marker.is_match(text) {
+                w.marker = Some(Line { line: n, text: text.clone() });
+                w.marker_at = Some(now);
+            }
+            if halt_at.is_none() && is_halt_line(text) {
+                halt_at = Some(Instant::now());
+            }
+        }
+        w.elapsed = now;
+        if let Some(st) = exit {
+            w.exit = Some(st);
+            w.end = if w.failure.is_some() { End::Failed } else { End::Exited };
+            return Ok(w);
+        }
+        if failure_at.is_some_and(|t| t.elapsed() >= tail) {
+            w.end = End::Failed;
+            return Ok(w);
+        }
+        if w.failure.is_none() && w.marker_at.is_some_and(|m| now >= m + cfg.settle) {
+            w.end = End::Settled;
+            return Ok(w);
+        }
+        if w.failure.is_none() && halt_at.is_some_and(|t| t.elapsed() >= tail) {
+            w.end = End::Halted;
+            return Ok(w);
+        }
+        if let Some(limit) = cfg.first_output
+            && w.first_output_at.is_none()
+            && now >= limit
+        {
+            w.end = End::NoOutput;
+            return Ok(w);
+        }
+        if now >= cfg.timeout {
+            w.end = End::Timeout;
+            return Ok(w);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// A process that "runs" while a script appends lines to the console at given times.
+    struct Scripted {
+        file: File,
+        start: Instant,
+        steps: Vec<(u64, &'static str)>,
+        exit_after: Option<u64>,
+    }
+
+    impl VmProcess for Scripted {
+        fn exited(&mut self) -> io::Result<Option<ExitStatus>> {
+            let ms = self.start.elapsed().as_millis() as u64;
+            while let Some(&(t, s)) = self.steps.first() {
+                if t > ms {
+                    break;
+                }
+                self.file.write_all(s.as_bytes())?;
+                self.steps.remove(0);
+            }
+            Ok(self.exit_after.filter(|&t| ms >= t).map(|_| ExitStatus::from_raw(0)))
+        }
+    }
+
+    fn run(steps: Vec<(u64, &'static str)>, exit_after: Option<u64>, first_output: Option<u64>) -> (Watched, Console) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let file = File::create(&path).unwrap();
+        let mut p = Scripted { file, start: Instant::now(), steps, exit_after };
+        let mut c = Console::new(&path);
+        let cfg = WatchConfig {
+            marker: Regex::new("tmpl-init: starting envd").unwrap(),
+            timeout: Duration::from_millis(1500),
+            settle: Duration::from_millis(300),
+            first_output: first_output.map(Duration::from_millis),
+        };
+        let w = watch(&mut p, &mut c, &cfg).unwrap();
+        (w, c)
+    }
+
+    #[test]
+    fn marker_then_quiet_settles() {
+        let (w, c) = run(vec![(0, "boot\r\n"), (50, "tmpl-init: starting envd\r\n")], None, None);
+        assert_eq!(w.end, End::Settled);
+        assert_eq!(w.marker.unwrap().line, 2);
+        assert!(w.marker_at.unwrap() >= Duration::from_millis(40));
+        assert_eq!(c.lines(), ["boot", "tmpl-init: starting envd"]);
+    }
+
+    #[test]
+    fn panic_after_marker_fails_within_settle() {
+        let (w, _) = run(
+            vec![
+                (0, "tmpl-init: starting envd\n"),
+                (100, "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200\n"),
+            ],
+            None,
+            None,
+        );
+        assert_eq!(w.end, End::Failed);
+        assert_eq!(w.failure.unwrap().line, 2);
+        assert!(w.marker.is_some());
+    }
+
+    #[test]
+    fn exit_timeout_no_output_and_partial_lines() {
+        let (w, c) = run(vec![(0, "Run /sbin/init\n"), (50, "no newline at the end")], Some(150), None);
+        assert_eq!(w.end, End::Exited);
+        assert!(w.marker.is_none() && w.exit.is_some());
+        assert_eq!(c.lines().last().unwrap(), "no newline at the end");
+        let (w, _) = run(vec![(0, "booting\n")], None, None);
+        assert_eq!(w.end, End::Timeout);
+        assert!(w.elapsed >= Duration::from_millis(1500));
+        let (w, _) = run(vec![], None, Some(200));
+        assert_eq!(w.end, End::NoOutput);
+        let (w, _) = run(vec![(0, "x\n"), (20, "reboot: System halted\n")], None, None);
+        assert_eq!(w.end, End::Halted);
+    }
+}
