@@ -25,6 +25,7 @@ pub mod report;
 pub mod rootfs;
 pub mod snapshot;
 pub mod storage;
+pub mod sys;
 pub mod tools;
 pub mod vm;
 
