@@ -56,6 +56,8 @@ pub mod ids {
     pub const TRUNCATED_HEADER: &str = "e5000000-0000-4000-8000-000000000015";
     pub const COPIED: &str = "e6000000-0000-4000-8000-000000000016";
     pub const FAKE_SNAPFILE: &str = "e7000000-0000-4000-8000-000000000017";
+    pub const ENVD_FLAG: &str = "e8000000-0000-4000-8000-000000000018";
+    pub const DANGLING_INIT: &str = "e9000000-0000-4000-8000-000000000019";
     /// Referenced by MISSING_ANCESTOR, deliberately absent.
     pub const GONE: &str = "deadbeef-0000-4000-8000-0000000000ff";
 }
@@ -70,8 +72,7 @@ pub fn rootfs_tree(dir: &Path, build_id: &str, extra: &[(&str, &[u8])]) -> Resul
         }
         std::fs::write(&p, data).map_err(|e| Error::write(&p, e))
     };
-    let machine = Arch::host().unwrap_or(Arch::X86_64).elf_machine();
-    w("usr/bin/envd", &crate::elf::synthetic(machine, None))?;
+    w("usr/bin/envd", &stand_in_envd())?;
     set_mode(&dir.join("usr/bin/envd"), 0o755)?;
     w("etc/resolv.conf", b"nameserver 8.8.8.8\n")?;
     w(".e2b", format!("ENV_ID=demo\nTEMPLATE_ID=demo\nBUILD_ID={build_id}\n").as_bytes())?;
@@ -87,6 +88,22 @@ pub fn rootfs_tree(dir: &Path, build_id: &str, extra: &[(&str, &[u8])]) -> Resul
         w(rel, data)?;
     }
     Ok(())
+}
+
+/// A stand-in envd: an ELF header for this machine followed by the flag names a current envd
+/// embeds (so tmpl can tell its era). Not runnable; the demo never boots it.
+pub fn stand_in_envd() -> Vec<u8> {
+    let machine = Arch::host().unwrap_or(Arch::X86_64).elf_machine();
+    let mut b = crate::elf::synthetic(machine, None);
+    b.extend_from_slice(b"\0envd\0port\0version\0commit\0isnotfc\0cgroup-root\0verbose\0no-cgroups\0resume-handover\0");
+    b
+}
+
+/// An init wrapper of the kind operators write by hand, passing envd `flag`.
+pub fn hand_written_wrapper(flag: &str) -> String {
+    format!(
+        "#!/bin/sh\n# written by hand in 2025\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nexec /usr/bin/envd {flag}\n"
+    )
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
@@ -224,7 +241,9 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
     // Legacy headerless build (before 2025): full rootfs.ext4, memfile, snapfile, no metadata.
     let legacy = id(ids::LEGACY);
     let ldir = w.dir(&legacy)?;
-    std::fs::copy(&base_img, ldir.join("rootfs.ext4")).map_err(|e| Error::write(&ldir, e))?;
+    let ltree = scratch.path().join("ltree");
+    rootfs_tree(&ltree, ids::LEGACY, &[])?;
+    make_image(&ltree, &ldir.join("rootfs.ext4"), IMAGE_SIZE)?;
     w.memfile(&legacy, MEM_MIB, false)?;
     w.snapfile(&legacy, "4.0.0", MEM_MIB)?;
 
@@ -274,6 +293,39 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
 
     let fake = broken(ids::FAKE_SNAPFILE)?;
     w.write(&fake, "snapfile", &[0u8; 4096])?;
+
+    // Rootfs faults, each a diff layer over the base that owns only the blocks its edit changed.
+    let rootfs_fault = |sid: &str, tree_name: &str, edit: &dyn Fn(&Path) -> Result<()>| -> Result<BuildId> {
+        let b = id(sid);
+        let t = scratch.path().join(tree_name);
+        rootfs_tree(&t, sid, &[])?;
+        edit(&t)?;
+        let img = scratch.path().join(format!("{tree_name}.ext4"));
+        make_image(&t, &img, IMAGE_SIZE)?;
+        w.rootfs_layer(&b, &img, Some(&base), 1)?;
+        w.memfile(&b, MEM_MIB, true)?;
+        w.snapfile(&b, "8.0.0", MEM_MIB)?;
+        w.metadata(&b, FC_VERSION, false)?;
+        Ok(b)
+    };
+    let flag = rootfs_fault(ids::ENVD_FLAG, "tree-flag", &|t: &Path| {
+        let init = t.join("sbin/init");
+        std::fs::remove_file(&init).map_err(|e| Error::write(&init, e))?;
+        std::fs::write(&init, hand_written_wrapper("-debug")).map_err(|e| Error::write(&init, e))?;
+        set_mode(&init, 0o755)?;
+        let sh = t.join("bin/sh");
+        std::fs::create_dir_all(t.join("bin")).map_err(|e| Error::write(t, e))?;
+        let machine = Arch::host().unwrap_or(Arch::X86_64).elf_machine();
+        std::fs::write(&sh, crate::elf::synthetic(machine, None)).map_err(|e| Error::write(&sh, e))?;
+        set_mode(&sh, 0o755)?;
+        let mount = t.join("bin/mount");
+        std::os::unix::fs::symlink("sh", &mount).map_err(|e| Error::write(&mount, e))
+    })?;
+    let dangling = rootfs_fault(ids::DANGLING_INIT, "tree-dangling", &|t: &Path| {
+        let init = t.join("sbin/init");
+        std::fs::remove_file(&init).map_err(|e| Error::write(&init, e))?;
+        std::os::unix::fs::symlink("/usr/local/bin/envd", &init).map_err(|e| Error::write(&init, e))
+    })?;
 
     Ok(vec![
         Scenario {
@@ -335,6 +387,18 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
             name: "hand-copied build",
             description: "metadata copied from another build; snapfile padded with zeros by the copy",
             expect: vec!["metadata.build-id-mismatch", "snapfile.trailing-zeros", "snapfile.crc-zero"],
+        },
+        Scenario {
+            build_id: flag,
+            name: "init wrapper passes -debug",
+            description: "/sbin/init is a hand-written sh wrapper running `exec /usr/bin/envd -debug` (panic exitcode=0x00000200)",
+            expect: vec!["wrapper.envd-flag"],
+        },
+        Scenario {
+            build_id: dangling,
+            name: "dangling /sbin/init",
+            description: "/sbin/init links to /usr/local/bin/envd, which does not exist (\"Requested init /sbin/init failed (error -2)\")",
+            expect: vec!["init.dangling"],
         },
         Scenario {
             build_id: fake,

@@ -173,6 +173,104 @@ pub fn parse(head: &[u8]) -> Result<ElfInfo, ElfError> {
     })
 }
 
+/// Start of a Go binary's build information (`.go.buildinfo`), Go's `debug/buildinfo` format.
+pub const GO_BUILDINFO_MAGIC: &[u8; 14] = b"\xff Go buildinf:";
+
+/// What a Go binary says about how it was built, without running it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GoBuildInfo {
+    /// Toolchain, e.g. `go1.23.7`.
+    pub go_version: String,
+    /// Main package path, e.g. `github.com/e2b-dev/infra/packages/envd`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `vcs.revision` (the source commit) when the build stamped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcs_revision: Option<String>,
+    /// `vcs.time` (commit time, RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcs_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcs_modified: Option<bool>,
+}
+
+fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// Parse build info from bytes starting at [`GO_BUILDINFO_MAGIC`]. Only the inline format of
+/// Go 1.18+ (flag bit 2: version and module strings follow at offset 32 as varint-prefixed
+/// strings) is read; older binaries store pointers and give `None`.
+pub fn go_buildinfo(b: &[u8]) -> Option<GoBuildInfo> {
+    if !b.starts_with(GO_BUILDINFO_MAGIC) || b.len() < 33 || b[15] & 0x2 == 0 {
+        return None;
+    }
+    let mut pos = 32usize;
+    let string = |pos: &mut usize| -> Option<String> {
+        let (len, n) = uvarint(b.get(*pos..)?)?;
+        let start = pos.checked_add(n)?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        let s = String::from_utf8_lossy(b.get(start..end)?).into_owned();
+        *pos = end;
+        Some(s)
+    };
+    let go_version = string(&mut pos)?;
+    let mut module = string(&mut pos).unwrap_or_default();
+    // The module string is wrapped in 16-byte sentinels.
+    if module.len() >= 33 && module.as_bytes()[module.len() - 17] == b'\n' {
+        module = String::from_utf8_lossy(&module.as_bytes()[16..module.len() - 16]).into_owned();
+    }
+    let mut info = GoBuildInfo { go_version, ..Default::default() };
+    for line in module.lines() {
+        let mut f = line.split('\t');
+        match (f.next(), f.next()) {
+            (Some("path"), Some(p)) => info.path = Some(p.to_string()),
+            (Some("build"), Some(kv)) => match kv.split_once('=') {
+                Some(("vcs.revision", v)) => info.vcs_revision = Some(v.to_string()),
+                Some(("vcs.time", v)) => info.vcs_time = Some(v.to_string()),
+                Some(("vcs.modified", v)) => info.vcs_modified = Some(v == "true"),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    Some(info)
+}
+
+/// Go build info bytes as the Go linker writes them (inline format), for tests.
+pub fn synthetic_go_buildinfo(go_version: &str, module_lines: &str) -> Vec<u8> {
+    let mut b = GO_BUILDINFO_MAGIC.to_vec();
+    b.push(8);
+    b.push(2);
+    b.resize(32, 0);
+    let mut put = |s: &[u8]| {
+        let mut n = s.len() as u64;
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                b.push(byte);
+                break;
+            }
+            b.push(byte | 0x80);
+        }
+        b.extend_from_slice(s);
+    };
+    put(go_version.as_bytes());
+    let mut m = vec![0x30u8; 16];
+    m.extend_from_slice(module_lines.as_bytes());
+    m.extend_from_slice(&[0x31u8; 16]);
+    put(&m);
+    b
+}
+
 /// A minimal ELF64 little-endian executable image (header + one PT_LOAD, optional PT_INTERP)
 /// for tests of the parser and of callers. Not runnable.
 pub fn synthetic(machine: u16, interpreter: Option<&str>) -> Vec<u8> {
@@ -243,7 +341,31 @@ mod tests {
         assert!(matches!(parse(&b), Err(ElfError::PhdrsOutOfRange(_))));
     }
 
+    #[test]
+    fn go_buildinfo_inline_format() {
+        let mods = "path\tgithub.com/e2b-dev/infra/packages/envd\nmod\tgithub.com/e2b-dev/infra/packages/envd\t(devel)\t\n\
+                    build\tvcs.revision=0123abcd\nbuild\tvcs.time=2026-05-20T10:00:00Z\nbuild\tvcs.modified=false\n";
+        let b = synthetic_go_buildinfo("go1.23.7", mods);
+        let info = go_buildinfo(&b).unwrap();
+        assert_eq!(info.go_version, "go1.23.7");
+        assert_eq!(info.path.as_deref(), Some("github.com/e2b-dev/infra/packages/envd"));
+        assert_eq!(info.vcs_revision.as_deref(), Some("0123abcd"));
+        assert_eq!(info.vcs_time.as_deref(), Some("2026-05-20T10:00:00Z"));
+        assert_eq!(info.vcs_modified, Some(false));
+        let mut old = b.clone();
+        old[15] = 0;
+        assert_eq!(go_buildinfo(&old), None, "pre-1.18 pointer format is not read");
+        assert_eq!(go_buildinfo(&b[..40]), None, "truncated");
+    }
+
     proptest::proptest! {
+        #[test]
+        fn buildinfo_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let mut b = GO_BUILDINFO_MAGIC.to_vec();
+            b.extend(bytes);
+            let _ = go_buildinfo(&b);
+        }
+
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let mut b = b"\x7fELF".to_vec();

@@ -91,17 +91,19 @@ pub fn flag(name: &str) -> Option<&'static FlagSpec> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Era {
     pub name: &'static str,
+    /// First day of the era (`""` for the oldest): the change that opened it.
+    pub since: &'static str,
     /// A date inside the era, used to decide which flags it accepts.
     pub date: &'static str,
 }
 
 /// Eras in order, oldest first; they are told apart by marker strings in the binary.
 pub const ERAS: &[Era] = &[
-    Era { name: "before 2025-07 (-debug, -cmd)", date: "2025-06-01" },
-    Era { name: "2025-07 to 2025-12 (-isnotfc, -cmd)", date: "2025-09-01" },
-    Era { name: "2025-12 to 2026-05 (-cgroup-root, -cmd)", date: "2026-02-01" },
-    Era { name: "since 2026-05-24 (-cmd removed, -no-cgroups)", date: "2026-06-01" },
-    Era { name: "since 2026-07-28 (-resume-handover)", date: "2026-09-01" },
+    Era { name: "before 2025-07 (-debug, -cmd)", since: "", date: "2025-06-01" },
+    Era { name: "2025-07 to 2025-12 (-isnotfc, -cmd)", since: "2025-07-02", date: "2025-09-01" },
+    Era { name: "2025-12 to 2026-05 (-cgroup-root, -cmd)", since: "2025-12-11", date: "2026-02-01" },
+    Era { name: "since 2026-05-24 (-cmd removed, -no-cgroups)", since: "2026-05-24", date: "2026-06-01" },
+    Era { name: "since 2026-07-28 (-resume-handover)", since: "2026-07-28", date: "2026-09-01" },
 ];
 
 /// Newest era known; what a current envd accepts.
@@ -119,6 +121,12 @@ impl Era {
     pub fn flags(&self) -> Vec<&'static str> {
         FLAGS.iter().filter(|f| self.accepts(f.name)).map(|f| f.name).collect()
     }
+}
+
+/// The era of an envd built from a commit of `date` (`YYYY-MM-DD...`, e.g. Go's `vcs.time`).
+pub fn era_for_date(date: &str) -> &'static Era {
+    let day = date.get(..10).unwrap_or(date);
+    ERAS.iter().rev().find(|e| e.since <= day).unwrap_or(&ERAS[0])
 }
 
 /// Strings a Go binary embeds for its flag names, used to tell eras apart (newest first).
@@ -235,18 +243,72 @@ pub fn check(args: &[Arg], era: &Era) -> Vec<Problem> {
     out
 }
 
-/// Search a byte stream for the era markers (and for "envd" to confirm what it is), with a
-/// window overlap so a marker split across chunks is still found.
+/// How much of a binary [`MarkerScan`] reads at most (envd is 10–30 MB).
+pub const SCAN_LIMIT: u64 = 64 * 1024 * 1024;
+const BUILDINFO_CAPTURE: usize = 64 * 1024;
+
+/// Search a byte stream for what identifies an envd binary without running it: the era markers
+/// (flag names compiled into it), the word "envd", Go's build information (toolchain, module
+/// path, commit and commit time) and a NUL-delimited version string (as C programs store
+/// them). Chunks overlap by a small window so a marker split across chunks is still found.
 #[derive(Debug, Default)]
 pub struct MarkerScan {
     found: Vec<&'static str>,
     saw_envd: bool,
     tail: Vec<u8>,
+    capture: Option<Vec<u8>>,
+    buildinfo: Option<crate::elf::GoBuildInfo>,
+    versions: std::collections::BTreeSet<String>,
+    scanned: u64,
+}
+
+/// What a scan of a binary found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BinaryFacts {
+    /// Era markers found (flag names only some envd releases have).
+    pub markers: Vec<&'static str>,
+    pub looks_like_envd: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go: Option<crate::elf::GoBuildInfo>,
+    /// A version string, when exactly one NUL-delimited `N.N.N` string is in the binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The era the binary belongs to, and how it was told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub era: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub era_source: Option<&'static str>,
+    pub bytes_scanned: u64,
+}
+
+impl BinaryFacts {
+    /// The era to check flags against (`None`: cannot be told).
+    pub fn era(&self) -> Option<&'static Era> {
+        self.era.and_then(|n| ERAS.iter().find(|e| e.name == n))
+    }
+}
+
+fn semver_at(b: &[u8]) -> Option<&[u8]> {
+    // digits . digits . digits, then NUL; at most 20 bytes.
+    let end = b.iter().take(21).position(|&c| c == 0)?;
+    let s = &b[..end];
+    let parts: Vec<&[u8]> = s.split(|&c| c == b'.').collect();
+    (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 6 && p.iter().all(u8::is_ascii_digit)))
+        .then_some(s)
 }
 
 impl MarkerScan {
     pub fn feed(&mut self, chunk: &[u8]) {
+        self.scanned += chunk.len() as u64;
+        if let Some(cap) = self.capture.as_mut() {
+            let want = BUILDINFO_CAPTURE.saturating_sub(cap.len());
+            cap.extend_from_slice(&chunk[..want.min(chunk.len())]);
+            if cap.len() >= BUILDINFO_CAPTURE {
+                self.finish_capture();
+            }
+        }
         let mut buf = std::mem::take(&mut self.tail);
+        let overlap = buf.len();
         buf.extend_from_slice(chunk);
         for m in markers() {
             if !self.found.contains(&m) && memchr::memmem::find(&buf, m.as_bytes()).is_some() {
@@ -256,16 +318,70 @@ impl MarkerScan {
         if !self.saw_envd && memchr::memmem::find(&buf, b"envd").is_some() {
             self.saw_envd = true;
         }
+        if self.capture.is_none()
+            && self.buildinfo.is_none()
+            && let Some(p) = memchr::memmem::find(&buf, crate::elf::GO_BUILDINFO_MAGIC)
+        {
+            let end = buf.len().min(p + BUILDINFO_CAPTURE);
+            self.capture = Some(buf[p..end].to_vec());
+            if end - p >= BUILDINFO_CAPTURE {
+                self.finish_capture();
+            }
+        }
+        if self.versions.len() < 8 {
+            for p in memchr::memchr_iter(0, &buf) {
+                if let Some(v) = buf.get(p + 1..).and_then(semver_at) {
+                    // Only versions that start after the overlap were not seen already.
+                    if p + 1 + v.len() >= overlap {
+                        self.versions.insert(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+            }
+        }
         let keep = 32.min(buf.len());
         self.tail = buf[buf.len() - keep..].to_vec();
     }
 
+    fn finish_capture(&mut self) {
+        if let Some(cap) = self.capture.take() {
+            self.buildinfo = crate::elf::go_buildinfo(&cap);
+        }
+    }
+
+    /// The era from the markers alone.
     pub fn era(&self) -> Option<&'static Era> {
         era_from_markers(&self.found, self.saw_envd)
     }
 
     pub fn found(&self) -> &[&'static str] {
         &self.found
+    }
+
+    /// Everything the scan found. The era comes from the Go commit time when the binary is
+    /// stamped with one, else from the markers.
+    pub fn finish(mut self) -> BinaryFacts {
+        self.finish_capture();
+        let go_is_envd = self.buildinfo.as_ref().and_then(|g| g.path.as_deref()).is_some_and(|p| p.ends_with("/envd"));
+        let looks_like_envd = self.saw_envd || go_is_envd;
+        let by_time =
+            self.buildinfo.as_ref().and_then(|g| g.vcs_time.as_deref()).filter(|_| looks_like_envd).map(era_for_date);
+        let (era, era_source) = match (by_time, era_from_markers(&self.found, looks_like_envd)) {
+            (Some(e), _) => (Some(e.name), Some("go vcs.time")),
+            (None, Some(e)) => {
+                (Some(e.name), Some(if self.found.is_empty() { "no newer flag names" } else { "flag names" }))
+            }
+            (None, None) => (None, None),
+        };
+        let version = (self.versions.len() == 1).then(|| self.versions.into_iter().next()).flatten();
+        BinaryFacts {
+            markers: self.found,
+            looks_like_envd,
+            go: self.buildinfo,
+            version,
+            era,
+            era_source,
+            bytes_scanned: self.scanned,
+        }
     }
 }
 
@@ -325,5 +441,44 @@ mod tests {
         let mut old = MarkerScan::default();
         old.feed(b"github.com/e2b-dev/infra/packages/envd/internal");
         assert_eq!(old.era(), Some(&ERAS[0]));
+    }
+
+    #[test]
+    fn eras_by_build_date() {
+        assert_eq!(era_for_date("2025-01-01T00:00:00Z").name, ERAS[0].name);
+        assert_eq!(era_for_date("2025-07-02T00:00:00Z").name, ERAS[1].name);
+        assert_eq!(era_for_date("2026-06-10").name, ERAS[3].name);
+        assert_eq!(era_for_date("2026-11-01").name, ERAS[4].name);
+        for e in ERAS {
+            assert!(e.since <= e.date, "{}", e.name);
+            assert_eq!(era_for_date(e.date).name, e.name);
+        }
+    }
+
+    #[test]
+    fn scan_reads_go_buildinfo_and_versions_across_chunks() {
+        let bi = crate::elf::synthetic_go_buildinfo(
+            "go1.24.1",
+            "path\tgithub.com/e2b-dev/infra/packages/envd\nbuild\tvcs.time=2025-09-03T12:00:00Z\n",
+        );
+        let mut bin = vec![0u8; 5000];
+        bin.extend_from_slice(b"\x000.4.2\x00isnotfc\x00");
+        bin.extend_from_slice(&bi);
+        bin.extend(vec![0u8; 3000]);
+        let mut scan = MarkerScan::default();
+        for c in bin.chunks(7) {
+            scan.feed(c);
+        }
+        let f = scan.finish();
+        assert_eq!(f.version.as_deref(), Some("0.4.2"));
+        assert_eq!(f.go.as_ref().unwrap().go_version, "go1.24.1");
+        assert!(f.looks_like_envd);
+        assert_eq!(f.era, Some(ERAS[1].name));
+        assert_eq!(f.era_source, Some("go vcs.time"));
+        assert_eq!(f.bytes_scanned, bin.len() as u64);
+        // Two different version-like strings: no claim.
+        let mut two = MarkerScan::default();
+        two.feed(b"\x001.2.3\x00\x004.5.6\x00envd");
+        assert_eq!(two.finish().version, None);
     }
 }

@@ -137,6 +137,11 @@ impl Output {
         }
     }
 
+    /// Stdout for commands whose result is a byte stream (`inspect --path P --cat`), not a report.
+    pub fn raw_stdout(&self) -> io::StdoutLock<'static> {
+        io::stdout().lock()
+    }
+
     /// A progress sink: a bar on a terminal, nothing otherwise.
     pub fn progress(&self) -> Box<dyn Progress> {
         if self.progress { Box::new(Bar::default()) } else { Box::new(NoProgress) }

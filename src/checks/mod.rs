@@ -4,6 +4,7 @@
 //! its `CHECKS`; [`catalog`] gathers them for `tmpl explain` and the documentation, and a test
 //! proves that every id a check emits is in the catalog.
 
+pub mod contents;
 pub mod header;
 pub mod memfile;
 pub mod metadata;
@@ -16,6 +17,7 @@ use crate::build::{Artifact, Build};
 use crate::device::Device;
 use crate::report::{Check, Finding, Severity};
 use crate::rootfs::Rootfs;
+use crate::rootfs::boot::{BootFacts, Scan};
 
 /// Build-level findings.
 pub const BUILD_EMPTY: Check = Check {
@@ -36,7 +38,9 @@ pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID];
 /// Every finding tmpl can emit.
 pub fn catalog() -> Vec<&'static Check> {
     let mut all: Vec<&'static Check> = Vec::new();
-    for list in [CHECKS, metadata::CHECKS, header::CHECKS, snapfile::CHECKS, memfile::CHECKS, rootfs::CHECKS] {
+    for list in
+        [CHECKS, metadata::CHECKS, header::CHECKS, snapfile::CHECKS, memfile::CHECKS, rootfs::CHECKS, contents::CHECKS]
+    {
         all.extend_from_slice(list);
     }
     all
@@ -53,16 +57,19 @@ pub struct Outcome {
     pub findings: Vec<Finding>,
     /// The rootfs, when it could be opened (for facts and further checks).
     pub rootfs: Option<Rootfs>,
+    /// What the rootfs does at boot (init chain, envd), when the rootfs could be read.
+    pub boot: Option<BootFacts>,
     /// Bytes of data files read while checking.
     pub bytes_read: u64,
 }
 
-/// Run every offline check on a build.
-pub fn run(build: &Build) -> Outcome {
+/// Run every offline check on a build. `scan` says when envd binaries are streamed for their
+/// era (verify: only when flags need checking; inspect: always).
+pub fn run(build: &Build, scan: Scan) -> Outcome {
     let mut findings = Vec::new();
     if build.is_empty() {
         findings.push(Finding::new(&BUILD_EMPTY, None, format!("{} holds no build files", build.dir.display())));
-        return Outcome { findings, rootfs: None, bytes_read: 0 };
+        return Outcome { findings, rootfs: None, boot: None, bytes_read: 0 };
     }
     if build.folder_id.is_none() {
         findings.push(Finding::new(
@@ -81,9 +88,15 @@ pub fn run(build: &Build) -> Outcome {
     }
     findings.extend(snapfile::check(build));
     findings.extend(memfile::check(build));
-    let (rootfs, f, bytes_read) = rootfs::check(build, &findings);
+    let (rootfs, f, mut bytes_read) = rootfs::check(build, &findings);
     findings.extend(f);
-    Outcome { findings, rootfs, bytes_read }
+    let boot = rootfs.as_ref().map(|fs| {
+        let (facts, f) = contents::check(build, fs, scan);
+        findings.extend(f);
+        bytes_read += facts.bytes_read;
+        facts
+    });
+    Outcome { findings, rootfs, boot, bytes_read }
 }
 
 /// Open the rootfs device of a build and the filesystem on it.

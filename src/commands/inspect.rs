@@ -7,20 +7,32 @@ use serde::Serialize;
 
 use crate::build::{self, Artifact, Build, FileFacts, Loaded};
 use crate::checks;
+use crate::checks::contents;
 use crate::cli::GlobalArgs;
+use crate::error::Error;
 use crate::error::Result;
 use crate::metadata::Metadata;
 use crate::output::Output;
 use crate::report::{Report, Style, human_bytes, sanitize};
-use crate::rootfs::Superblock;
+use crate::rootfs::boot::{
+    self, BootFacts, CommandFacts, End, EnvdStart, Lookup, Program, ProgramKind, Resolution, Scan,
+};
+use crate::rootfs::{FileKind, Superblock};
 use crate::snapshot::SnapfileInfo;
 use crate::storage::BuildId;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0; 3 when the build (or --path in its rootfs) cannot be read.")]
 pub struct Args {
     /// Build ID (UUID) or path to a build directory
     #[arg(value_name = "BUILD")]
     pub build: String,
+    /// Show one file of the rootfs (read through the build's layers, without mounting)
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// With --path: print the file's content (raw bytes; in --json as text or base64, up to 16 MiB)
+    #[arg(long, requires = "path")]
+    pub cat: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,6 +118,9 @@ pub struct InspectReport {
     pub filesystem: Option<FsFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filesystem_error: Option<String>,
+    /// What the rootfs does at boot: init chain, wrapper, envd, systemd, resolv.conf, /.e2b.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootFacts>,
 }
 
 fn status<T, E>(l: &Loaded<T, E>) -> &'static str {
@@ -182,9 +197,12 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
             files.push(FileRow { name: n, len: f.len, allocated: f.allocated });
         }
     }
-    let (filesystem, filesystem_error) = match checks::open_rootfs(build) {
-        Ok(fs) => (Some(fs_facts(&fs.superblock)), None),
-        Err(e) => (None, Some(e)),
+    let (filesystem, filesystem_error, boot) = match checks::open_rootfs(build) {
+        Ok(fs) => {
+            let boot = boot::gather(&fs, &contents::context(build, Scan::Always));
+            (Some(fs_facts(&fs.superblock)), None, Some(boot))
+        }
+        Err(e) => (None, Some(e), None),
     };
     Ok(InspectReport {
         build_id: build.id,
@@ -209,6 +227,7 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
         snapfile: build.snapfile.parsed().cloned(),
         filesystem,
         filesystem_error,
+        boot,
     })
 }
 
@@ -216,8 +235,368 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     let storage = super::storage(g)?;
     let loc = storage.locate(&args.build)?;
     let build = Build::open(&loc)?;
+    if let Some(path) = &args.path {
+        return inspect_path(&build, path, args.cat, out);
+    }
     let report = inspect(&build)?;
     Ok(out.emit(&report))
+}
+
+/// One file of the rootfs, read through the build's layers.
+#[derive(Debug, Serialize)]
+pub struct PathReport {
+    pub build_id: BuildId,
+    pub path: String,
+    /// The path followed link by link.
+    pub resolution: Resolution,
+    /// What the file is, when it is a regular file (ELF facts, #! interpreter, loader).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<Program>,
+    /// A directory's entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<DirEntry>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// With --cat in JSON: the content as UTF-8 text, or base64 when it is not text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_utf8: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
+    /// Bytes read through the device.
+    pub bytes_read: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: FileKind,
+}
+
+fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8> {
+    if !path.starts_with('/') {
+        return Err(Error::Usage(format!("--path must be absolute (inside the rootfs), got {path:?}")));
+    }
+    let fs = checks::open_rootfs(build).map_err(|e| Error::invalid(build.path("rootfs.ext4"), e))?;
+    let resolution = boot::resolve(&fs, path);
+    let Some(found) = resolution.found().cloned() else {
+        return Err(Error::invalid(build.path("rootfs.ext4"), format!("{path}: {}", contents::why(&resolution))));
+    };
+    let ctx = contents::context(build, Scan::Always);
+    let err = |e: crate::rootfs::RootfsError| Error::invalid(build.path("rootfs.ext4"), e.to_string());
+    if cat && !out.json {
+        if found.kind != FileKind::Regular {
+            return Err(Error::invalid(build.path("rootfs.ext4"), format!("{path} is not a regular file")));
+        }
+        let mut stdout = out.raw_stdout();
+        let res = fs.stream(&found.path, |chunk| stdout.write_all(chunk));
+        return match res {
+            Ok(_) => Ok(crate::exit_code::OK),
+            Err(crate::rootfs::RootfsError::Io(m)) if m.contains("Broken pipe") => Ok(crate::exit_code::OK),
+            Err(e) => Err(err(e)),
+        };
+    }
+    let mut report = PathReport {
+        build_id: build.id,
+        path: path.to_string(),
+        resolution,
+        program: None,
+        entries: None,
+        sha256: None,
+        content_utf8: None,
+        content_base64: None,
+        bytes_read: 0,
+    };
+    match found.kind {
+        FileKind::Regular => {
+            report.program = Some(boot::examine(&fs, &found, &ctx).map_err(err)?);
+            report.sha256 = Some(crate::rootfs::hex(&fs.sha256(&found.path).map_err(err)?));
+            if cat {
+                let bytes = fs.read(&found.path).map_err(err)?;
+                match String::from_utf8(bytes) {
+                    Ok(t) => report.content_utf8 = Some(t),
+                    Err(e) => report.content_base64 = Some(base64(e.as_bytes())),
+                }
+            }
+        }
+        FileKind::Directory => {
+            report.entries = Some(
+                fs.read_dir(&found.path)
+                    .map_err(err)?
+                    .into_iter()
+                    .map(|(name, kind)| DirEntry { name, kind })
+                    .collect(),
+            );
+        }
+        _ => {}
+    }
+    report.bytes_read = fs.device().bytes_read();
+    Ok(out.emit(&report))
+}
+
+/// Standard base64 (RFC 4648) with padding.
+fn base64(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Report for PathReport {
+    fn command(&self) -> &'static str {
+        "inspect"
+    }
+
+    fn ok(&self) -> bool {
+        true
+    }
+
+    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        writeln!(w, "{} {}", style.bold(&sanitize(&self.path)), sanitize(&self.resolution.describe()))?;
+        if let Some(e) = self.resolution.found() {
+            writeln!(
+                w,
+                "  {}  {}  mode {:04o}  uid {} gid {}  {}",
+                sanitize(&e.path),
+                kind_name(e.kind),
+                e.mode,
+                e.uid,
+                e.gid,
+                human_bytes(e.len)
+            )?;
+        }
+        if let Some(p) = &self.program {
+            writeln!(w, "  program  {}", describe_program(p))?;
+        }
+        if let Some(h) = &self.sha256 {
+            writeln!(w, "  sha256   {h}")?;
+        }
+        if let Some(entries) = &self.entries {
+            for e in entries {
+                writeln!(w, "  {:<10} {}", kind_name(e.kind), sanitize(&e.name))?;
+            }
+        }
+        if let Some(t) = &self.content_utf8 {
+            write!(w, "{t}")?;
+        }
+        Ok(())
+    }
+}
+
+fn render_commands(w: &mut dyn Write, cmds: &[CommandFacts], indent: &str) -> io::Result<()> {
+    for c in cmds {
+        let mut notes = Vec::new();
+        if c.exec {
+            notes.push("exec".to_string());
+        }
+        if c.background {
+            notes.push("background".to_string());
+        }
+        match &c.lookup {
+            Lookup::Broken { target } => notes.push(format!("CANNOT RUN: {}", contents::why(&target.resolution))),
+            Lookup::NotInPath { .. } => notes.push("NOT FOUND in PATH".to_string()),
+            Lookup::Dynamic => notes.push("not checked (variable)".to_string()),
+            _ => {}
+        }
+        if let Some(f) = &c.flags {
+            if f.problems.is_empty() {
+                notes.push(format!("envd flags ok for {}", f.era));
+            } else {
+                let p: Vec<String> = f.problems.iter().map(|p| p.describe()).collect();
+                notes.push(format!("BAD ENVD FLAGS: {}", p.join("; ")));
+            }
+        }
+        let at = c.at.rsplit(':').next().unwrap_or("");
+        let notes = if notes.is_empty() { String::new() } else { format!("   [{}]", notes.join(", ")) };
+        writeln!(w, "{indent}{at:>4}  {}{notes}", sanitize(&c.words.join(" ")))?;
+        if !c.nested.is_empty() {
+            render_commands(w, &c.nested, &format!("{indent}      "))?;
+        }
+    }
+    Ok(())
+}
+
+fn render_boot(w: &mut dyn Write, style: &Style, b: &BootFacts) -> io::Result<()> {
+    writeln!(w, "\n{}", style.bold("boot"))?;
+    let t = &b.init.target;
+    let what = match (&t.resolution.end, &t.program) {
+        (_, Some(p)) => describe_program(p),
+        (End::Found { .. }, None) => contents::why(&t.resolution),
+        (_, None) => format!("BROKEN: {}", contents::why(&t.resolution)),
+    };
+    writeln!(w, "  init       {}", sanitize(&t.resolution.describe()))?;
+    writeln!(w, "             {}", what)?;
+    if let Some(s) = &b.init.script {
+        writeln!(
+            w,
+            "  script     {}{}",
+            sanitize(&s.path),
+            if s.keeps_running { "" } else { " — CAN REACH ITS END (PID 1 would exit)" }
+        )?;
+        render_commands(w, &s.commands, "           ")?;
+    }
+    if let Some(cmds) = &b.init.inittab {
+        writeln!(w, "  inittab")?;
+        render_commands(w, cmds, "           ")?;
+    }
+    if let Some(sd) = &b.systemd {
+        match &sd.unit {
+            Some(u) => {
+                let enabled: Vec<&str> = sd.wanted_by.iter().filter(|(_, ok)| *ok).map(|(l, _)| l.as_str()).collect();
+                writeln!(
+                    w,
+                    "  systemd    {}{}, {}",
+                    sanitize(u),
+                    if sd.masked { " MASKED" } else { "" },
+                    if enabled.is_empty() {
+                        "NOT ENABLED".to_string()
+                    } else {
+                        format!("enabled by {}", enabled.join(", "))
+                    }
+                )?;
+                render_commands(w, &sd.exec_start, "           ")?;
+            }
+            None => writeln!(w, "  systemd    no envd.service")?,
+        }
+    }
+    if let Some(o) = &b.openrc {
+        writeln!(
+            w,
+            "  openrc     {} in runlevels: {}",
+            o.script,
+            if o.runlevels.is_empty() { "none".into() } else { o.runlevels.join(", ") }
+        )?;
+    }
+    for e in &b.envd {
+        let desc = match &e.target.program {
+            Some(p) => format!("{}, {}", describe_program(p), human_bytes(p.len)),
+            None => format!("MISSING: {}", contents::why(&e.target.resolution)),
+        };
+        writeln!(w, "  envd       {}: {desc}", sanitize(&e.path))?;
+        if let Some(bf) = &e.binary {
+            let mut parts = Vec::new();
+            if let Some(v) = &bf.version {
+                parts.push(format!("version {}", sanitize(v)));
+            }
+            if let Some(era) = bf.era {
+                parts.push(format!("era {era} (from {})", bf.era_source.unwrap_or("?")));
+            }
+            if let Some(go) = &bf.go {
+                let mut g = sanitize(&go.go_version).into_owned();
+                if let Some(r) = &go.vcs_revision {
+                    g.push_str(&format!(", commit {}", sanitize(r)));
+                }
+                if let Some(t) = &go.vcs_time {
+                    g.push_str(&format!(" ({})", sanitize(t)));
+                }
+                parts.push(g);
+            }
+            if !bf.looks_like_envd {
+                parts.push("does not look like envd".into());
+            }
+            if !parts.is_empty() {
+                writeln!(w, "             {}", parts.join("; "))?;
+            }
+        }
+    }
+    let started: Vec<&str> = b
+        .envd_started_by
+        .iter()
+        .map(|s| match s {
+            EnvdStart::AsInit => "init is envd",
+            EnvdStart::Wrapper => "the init script",
+            EnvdStart::Systemd => "systemd envd.service",
+            EnvdStart::Inittab => "busybox inittab",
+            EnvdStart::Openrc => "OpenRC",
+        })
+        .collect();
+    writeln!(
+        w,
+        "  envd start {}",
+        if started.is_empty() { "NOTHING STARTS ENVD".to_string() } else { started.join(", ") }
+    )?;
+    let rc = &b.resolv_conf.resolution;
+    let rc_state = match &rc.end {
+        End::Found { entry } if entry.kind == FileKind::Regular => {
+            format!("{} ({})", sanitize(&rc.describe()), human_bytes(entry.len))
+        }
+        _ => format!("{}: {}", sanitize(&rc.describe()), contents::why(rc)),
+    };
+    writeln!(w, "  resolv     {rc_state}")?;
+    if let Some(m) = &b.e2b_marker {
+        let kv: Vec<String> = m.entries.iter().map(|(k, v)| format!("{}={}", sanitize(k), sanitize(v))).collect();
+        writeln!(w, "  /.e2b      {}", kv.join(" "))?;
+    }
+    writeln!(
+        w,
+        "  read       {} through the layers ({} for the init chain)",
+        human_bytes(b.bytes_read),
+        human_bytes(b.init.bytes_read)
+    )?;
+    Ok(())
+}
+
+fn kind_name(k: FileKind) -> &'static str {
+    match k {
+        FileKind::Regular => "file",
+        FileKind::Directory => "directory",
+        FileKind::Symlink => "symlink",
+        FileKind::CharDevice => "char-device",
+        FileKind::BlockDevice => "block-device",
+        FileKind::Fifo => "fifo",
+        FileKind::Socket => "socket",
+    }
+}
+
+/// "static x86_64 ELF (envd)", "#!/bin/sh script (interpreter /bin/sh: ok)", ...
+pub fn describe_program(p: &Program) -> String {
+    let kind = match p.kind {
+        ProgramKind::Systemd => " (systemd)",
+        ProgramKind::Busybox => " (busybox)",
+        ProgramKind::Envd => " (envd)",
+        _ => "",
+    };
+    let mut s = match (&p.elf, &p.shebang) {
+        (Some(e), _) => {
+            let link = if e.is_static { "static".to_string() } else { "dynamic".to_string() };
+            let mut d = format!("{link} {} ELF{kind}", e.machine_name());
+            if p.wrong_arch {
+                d.push_str(" — WRONG ARCHITECTURE");
+            }
+            if let Some(l) = &p.loader {
+                d.push_str(&format!(
+                    ", loader {} {}",
+                    sanitize(&l.resolution.path),
+                    if l.usable { "present" } else { "MISSING" }
+                ));
+            }
+            d
+        }
+        (None, Some(sb)) => {
+            let ok = p.interpreter.as_ref().is_some_and(|i| i.usable);
+            format!(
+                "#!{}{} script, interpreter {}",
+                sanitize(&sb.interpreter),
+                sb.arg.as_deref().map(|a| format!(" {}", sanitize(a))).unwrap_or_default(),
+                if ok { "present" } else { "MISSING or unusable" }
+            )
+        }
+        (None, None) if p.kind == ProgramKind::Empty => "empty file".to_string(),
+        (None, None) => format!("not runnable ({})", sanitize(p.not_elf.as_deref().unwrap_or("?"))),
+    };
+    if !p.executable() {
+        s.push_str(&format!(", NOT EXECUTABLE (mode {:04o})", p.mode));
+    }
+    s
 }
 
 fn opt(s: Option<&str>) -> String {
@@ -334,6 +713,9 @@ impl Report for InspectReport {
             )?;
         } else if let Some(e) = &self.filesystem_error {
             writeln!(w, "  ext4       unreadable: {}", sanitize(e))?;
+        }
+        if let Some(b) = &self.boot {
+            render_boot(w, style, b)?;
         }
         self.render_artifact(w, style, "memfile", &self.memfile)?;
         writeln!(w, "\n{}", style.bold("snapfile"))?;

@@ -98,7 +98,7 @@ impl Report for VerifyReport {
 /// Check one located build.
 pub fn verify_one(loc: &BuildLocation, strict: bool) -> Result<BuildResult> {
     let build = Build::open(loc)?;
-    let outcome = checks::run(&build);
+    let outcome = checks::run(&build, crate::rootfs::boot::Scan::WhenFlagsNeedIt);
     let tally = Tally::of(&outcome.findings);
     let ok = tally.errors == 0 && (!strict || tally.warnings == 0);
     let mut findings = outcome.findings;

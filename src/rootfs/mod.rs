@@ -4,7 +4,10 @@
 //!
 //! This module is the read side only. It never prints; it returns facts and errors.
 
+pub mod boot;
+pub mod script;
 pub mod superblock;
+pub mod unit;
 
 use std::io;
 use std::sync::Arc;
@@ -86,6 +89,8 @@ pub enum RootfsError {
     Corrupt(String),
     #[error("{path}: {message}")]
     Path { path: String, message: String },
+    #[error("{path}: more than 40 symbolic links while resolving it (a loop)")]
+    Loop { path: String },
     #[error("reading the image: {0}")]
     Io(String),
 }
@@ -94,6 +99,7 @@ fn path_err(path: &str, e: Ext4Error) -> RootfsError {
     match e {
         Ext4Error::Io(inner) => RootfsError::Io(inner.to_string()),
         Ext4Error::Corrupt(c) => RootfsError::Path { path: path.to_string(), message: format!("corrupt: {c}") },
+        Ext4Error::TooManySymlinks => RootfsError::Loop { path: path.to_string() },
         other => RootfsError::Path { path: path.to_string(), message: other.to_string() },
     }
 }
@@ -155,6 +161,12 @@ impl Rootfs {
             Err(Ext4Error::NotADirectory) => Ok(None),
             Err(e) => Err(path_err(path, e)),
         }
+    }
+
+    /// The path with every symlink and `.`/`..` resolved inside the image (like `realpath`).
+    pub fn canonicalize(&self, path: &str) -> Result<String, RootfsError> {
+        let p = self.fs.canonicalize(path).map_err(|e| path_err(path, e))?;
+        Ok(p.display().to_string())
     }
 
     /// The target of symlink `path`, as stored.
