@@ -62,7 +62,7 @@ bench_init_chain() {
         compare "$t" "mount -o loop,ro $img $MNT && readlink -f $MNT/sbin/init && stat $MNT/usr/bin/envd && umount $MNT"
         result "init chain + envd facts, ${ROOTFS_GIB} GiB rootfs" "$T_US" "mount -o loop + readlink + stat + umount" "$A_US" "$RATIO" "-"
     fi
-    BYTES_READ=$($t | sed -n 's/.*"rootfs_bytes_read": *\([0-9]*\).*/\1/p' | head -1)
+    BYTES_READ=$($t | sed -n 's/.*"bytes_read": *\([0-9]*\).*/\1/p' | head -1)
     echo "NOTE|tmpl read ${BYTES_READ:-?} bytes of the ${ROOTFS_GIB} GiB image"
 }
 

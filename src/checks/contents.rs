@@ -285,8 +285,9 @@ pub fn check(build: &Build, fs: &Rootfs, scan: Scan) -> (BootFacts, Vec<Finding>
 pub fn why(r: &Resolution) -> String {
     match &r.end {
         End::Missing { path } => format!("{path} does not exist"),
+        End::Dangling { link, target } if *link == r.path => format!("{}: {target} does not exist", r.describe()),
         End::Dangling { link, target } => {
-            format!("{} ends at {target}, which does not exist (link {link})", r.describe())
+            format!("{}: {target} does not exist (dangling link {link})", r.describe())
         }
         End::Loop { path } => format!("{} loops (more than 40 links at {path})", r.describe()),
         End::Unreadable { path, message } => format!("{path} cannot be read: {message}"),

@@ -119,6 +119,44 @@ fn parent_dir(path: &str) -> &str {
     }
 }
 
+/// The path a relative symlink at `link` points to: its directory made canonical, then the
+/// target's leading `.` and `..` applied to it (exact, since that directory has no symlinks left),
+/// the rest appended as stored.
+fn join_relative(fs: &Rootfs, link: &str, target: &str) -> String {
+    let dir = parent_dir(link);
+    let mut base: Vec<String> = fs
+        .canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_string())
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut rest = target;
+    loop {
+        if let Some(r) = rest.strip_prefix("../") {
+            base.pop();
+            rest = r;
+        } else if rest == ".." {
+            base.pop();
+            rest = "";
+        } else if let Some(r) = rest.strip_prefix("./") {
+            rest = r;
+        } else {
+            break;
+        }
+    }
+    let mut out = String::new();
+    for c in &base {
+        out.push('/');
+        out.push_str(c);
+    }
+    if !rest.is_empty() {
+        out.push('/');
+        out.push_str(rest.trim_start_matches('/'));
+    }
+    if out.is_empty() { "/".to_string() } else { out }
+}
+
 /// Follow `path` link by link (each hop shown), the way the kernel's `execve` would.
 pub fn resolve(fs: &Rootfs, path: &str) -> Resolution {
     let mut hops = Vec::new();
@@ -148,12 +186,7 @@ pub fn resolve(fs: &Rootfs, path: &str) -> Resolution {
             Err(e) => break End::Unreadable { path: cur, message: e.to_string() },
         };
         hops.push(Hop { path: cur.clone(), kind: FileKind::Symlink, target: Some(target.clone()) });
-        cur = if target.starts_with('/') {
-            target
-        } else {
-            let dir = parent_dir(&cur);
-            if dir == "/" { format!("/{target}") } else { format!("{dir}/{target}") }
-        };
+        cur = if target.starts_with('/') { target } else { join_relative(fs, &cur, &target) };
     };
     Resolution { path: path.to_string(), hops, end }
 }

@@ -41,13 +41,20 @@ pub fn static_binary(dir: &Path, name: &str, c_source: &str) -> PathBuf {
 /// like in the real Go binary, so era detection works on it.
 pub fn fake_envd_source(version: &str, flags: &[&str]) -> String {
     let list: Vec<String> = flags.iter().map(|f| format!("\"{f}\"")).collect();
+    // Only the value flags this envd has, so no other flag name ends up in the binary.
+    let valued: Vec<String> = flags
+        .iter()
+        .filter(|f| matches!(**f, "port" | "cmd" | "cgroup-root"))
+        .map(|f| format!("\"{f}\""))
+        .chain(std::iter::once("0".to_string()))
+        .collect();
     format!(
         r#"#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 static const char *VERSION = "{version}";
 static const char *FLAGS[] = {{ {list}, 0 }};
-static const char *VALUED[] = {{ "port", "cmd", "cgroup-root", 0 }};
+static const char *VALUED[] = {{ {valued} }};
 static int known(const char *n, const char **t) {{ for (int i = 0; t[i]; i++) if (!strcmp(t[i], n)) return 1; return 0; }}
 int main(int argc, char **argv) {{
   for (int i = 1; i < argc; i++) {{
@@ -65,7 +72,8 @@ int main(int argc, char **argv) {{
   for (;;) pause();
 }}
 "#,
-        list = list.join(", ")
+        list = list.join(", "),
+        valued = valued.join(", ")
     )
 }
 
