@@ -52,7 +52,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         key: "panic.init-exit-0",
         title: "PID 1 exited with status 0",
-        findings: &["wrapper.exec-target-missing", "envd.missing"],
+        findings: &["wrapper.pid1-exits", "wrapper.exec-target-missing", "envd.missing"],
     },
     Rule {
         key: "panic.init-exit-1",
@@ -62,7 +62,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         key: "panic.init-exit-2",
         title: "PID 1 exited with status 2 (Go flag error or Go panic)",
-        findings: &["wrapper.envd-flag", "envd.wrong-arch"],
+        findings: &["wrapper.envd-flag", "systemd.envd-flag", "envd.wrong-arch"],
     },
     Rule {
         key: "panic.init-exit-126",
@@ -102,7 +102,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         key: "init.exec-enoexec",
         title: "init is not an executable format (ENOEXEC)",
-        findings: &["init.not-runnable", "init.wrong-arch"],
+        findings: &["init.not-runnable", "init.wrong-arch", "envd.not-elf", "envd.empty"],
     },
     Rule { key: "init.exec-eacces", title: "init is not executable (EACCES)", findings: &["init.not-executable"] },
     Rule { key: "init.exec-eloop", title: "init is a symlink loop (ELOOP)", findings: &["init.loop"] },
@@ -113,7 +113,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         key: "envd.flag-undefined",
         title: "a Go program (envd) was given a flag it does not define",
-        findings: &["wrapper.envd-flag"],
+        findings: &["wrapper.envd-flag", "systemd.envd-flag"],
     },
     Rule { key: "snapfile.crc", title: "snapfile CRC64 validation failed", findings: &["snapfile.crc-mismatch"] },
     Rule {
@@ -177,17 +177,17 @@ pub const RULES: &[Rule] = &[
     Rule {
         key: "guest.exec-format",
         title: "a program in the guest is for another architecture or not a program",
-        findings: &["envd.wrong-arch", "init.wrong-arch", "init.not-runnable"],
+        findings: &["envd.wrong-arch", "init.wrong-arch", "init.not-runnable", "envd.not-elf"],
     },
     Rule {
         key: "guest.permission",
         title: "a program in the guest is not executable",
-        findings: &["init.not-executable", "wrapper.exec-target-missing"],
+        findings: &["init.not-executable", "envd.not-executable", "wrapper.exec-target-missing"],
     },
     Rule {
         key: "systemd.unit-missing",
         title: "systemd has no envd.service",
-        findings: &["systemd.envd-service-missing"],
+        findings: &["systemd.envd-service-missing", "systemd.envd-masked", "systemd.envd-not-enabled"],
     },
     Rule {
         key: "systemd.exec-failed",
@@ -197,7 +197,7 @@ pub const RULES: &[Rule] = &[
     Rule {
         key: "systemd.envd-exited",
         title: "envd's service process exited",
-        findings: &["wrapper.envd-flag", "envd.wrong-arch", "envd.loader-missing"],
+        findings: &["systemd.envd-flag", "wrapper.envd-flag", "envd.wrong-arch", "envd.loader-missing"],
     },
     Rule { key: "guest.oom", title: "the guest ran out of memory", findings: &[] },
     Rule {
