@@ -6,7 +6,9 @@
 //! - [`flock_holders`]: processes holding an `flock`/POSIX lock on it, from `/proc/locks`
 //!   (`<n>: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF`), without taking the lock;
 //! - [`loop_uses`]: loop devices backed by it (`/sys/block/loop*/loop/backing_file`) and where
-//!   those devices are mounted (`/proc/self/mountinfo`).
+//!   those devices are mounted (`/proc/self/mountinfo`);
+//! - [`holders_on_fs`] / [`is_mount_point`]: who keeps a mounted filesystem busy, and whether a
+//!   path is a mount point (used by the mount guard in `sys::mount`).
 //!
 //! Processes we may not inspect (other users' `/proc/<pid>/fd` without privilege) are skipped;
 //! callers that need certainty run as root.
@@ -115,6 +117,46 @@ pub fn holders(paths: &[&Path]) -> io::Result<Vec<Holder>> {
         }
     }
     Ok(out.into_iter().collect())
+}
+
+/// Processes with any file on the filesystem whose device number is `dev` open, mapped, or as
+/// their working directory (what keeps a mount busy). Paths are as `/proc` shows them.
+pub fn holders_on_fs(dev: u64) -> io::Result<Vec<Holder>> {
+    let mut out = BTreeSet::new();
+    let id = FileId { dev, ino: 0 };
+    for pid in pids()? {
+        let mut links: Vec<PathBuf> = vec![PathBuf::from(format!("/proc/{pid}/cwd"))];
+        if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            links.extend(rd.flatten().map(|e| e.path()));
+        }
+        for link in links {
+            if std::fs::metadata(&link).is_ok_and(|m| m.dev() == dev) {
+                let path = std::fs::read_link(&link).unwrap_or(link);
+                out.insert(Holder { pid, comm: comm(pid), path, access: Access::Open });
+            }
+        }
+        if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+            for line in maps.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() >= 6 && f[4] != "0" && dev_matches(f[3], &id) {
+                    out.insert(Holder { pid, comm: comm(pid), path: PathBuf::from(f[5]), access: Access::Mapped });
+                }
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Is `path` (taken literally; pass a canonical path) a mount point in this process's mount
+/// namespace (`/proc/self/mountinfo`)?
+pub fn is_mount_point(path: &Path) -> io::Result<bool> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(mount_points(&text).iter().any(|p| p == path))
+}
+
+/// Every mount point in a mountinfo text.
+fn mount_points(text: &str) -> Vec<PathBuf> {
+    text.lines().filter_map(|l| l.split_whitespace().nth(4)).map(|mp| PathBuf::from(unescape_octal(mp))).collect()
 }
 
 /// `maj:min` in hex, as `/proc/<pid>/maps` and `/proc/locks` print devices.
@@ -268,6 +310,26 @@ mod tests {
     }
 
     #[test]
+    fn root_is_a_mount_point_and_a_tempdir_is_not() {
+        assert!(is_mount_point(Path::new("/")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(&std::fs::canonicalize(dir.path()).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn our_cwd_and_open_files_hold_their_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("held");
+        std::fs::write(&p, b"x").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let dev = f.metadata().unwrap().dev();
+        let me = std::process::id();
+        let held = holders_on_fs(dev).unwrap();
+        assert!(held.iter().any(|h| h.pid == me && h.path == std::fs::canonicalize(&p).unwrap()), "{held:?}");
+        drop(f);
+    }
+
+    #[test]
     fn proc_locks_lines() {
         let id = FileId { dev: (0xfe << 8), ino: 4711 };
         let text = "1: FLOCK  ADVISORY  WRITE 1234 fe:00:4711 0 EOF\n\
@@ -282,5 +344,6 @@ mod tests {
         let text = "36 35 7:0 / /mnt/with\\040space rw,relatime shared:1 - ext4 /dev/loop0 rw\n\
                     37 35 7:1 / /other rw - ext4 /dev/loop1 rw\n";
         assert_eq!(parse_mountinfo(text, Path::new("/dev/loop0")), vec![PathBuf::from("/mnt/with space")]);
+        assert_eq!(mount_points(text), vec![PathBuf::from("/mnt/with space"), PathBuf::from("/other")]);
     }
 }
