@@ -78,6 +78,10 @@ pub enum Command {
     Explain(commands::explain::Args),
     /// Boot a build's rootfs under QEMU (or the node's Firecracker) and prove init/envd start
     BootTest(commands::boot_test::Args),
+    /// Install envd into a build's rootfs and make it start at boot (transactional, verified)
+    InjectEnvd(commands::inject_envd::Args),
+    /// Replace a hand-written init wrapper with tmpl's template, keeping the envd binary
+    RewriteWrapper(commands::rewrite_wrapper::Args),
 }
 
 impl Command {
@@ -88,6 +92,8 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Explain(_) => "explain",
             Command::BootTest(_) => "boot-test",
+            Command::InjectEnvd(_) => "inject-envd",
+            Command::RewriteWrapper(_) => "rewrite-wrapper",
         }
     }
 }

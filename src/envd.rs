@@ -161,11 +161,21 @@ pub struct Arg {
 /// Split arguments the way Go's `flag.Parse` does: flags until the first non-flag or `--`.
 /// A value flag written `-x v` consumes the next argument.
 pub fn parse_args(args: &[String]) -> Vec<Arg> {
+    parse_args_counted(args).0
+}
+
+/// [`parse_args`], and how many of `args` Go's parser would consume (the rest are positional
+/// arguments envd ignores).
+pub fn parse_args_counted(args: &[String]) -> (Vec<Arg>, usize) {
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
-        if a == "--" || !a.starts_with('-') || a == "-" {
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        if !a.starts_with('-') || a == "-" {
             break;
         }
         let body = a.strip_prefix("--").unwrap_or(&a[1..]);
@@ -185,7 +195,7 @@ pub fn parse_args(args: &[String]) -> Vec<Arg> {
         out.push(arg);
         i += 1;
     }
-    out
+    (out, i)
 }
 
 /// Why envd would reject an argument.

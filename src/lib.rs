@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod demo;
 pub mod device;
+pub mod edit;
 pub mod elf;
 pub mod envd;
 pub mod error;

@@ -371,45 +371,60 @@ fn flag_findings(c: &CommandFacts, check: &'static Check, out: &mut Vec<Finding>
     }
 }
 
-fn command_findings(c: &CommandFacts, critical_ctx: bool, expected: Option<Arch>, out: &mut Vec<Finding>, unit: bool) {
+/// Commands that are missing but not critical, merged per script and program: (script, program)
+/// → (line, command, why).
+type Missing = std::collections::BTreeMap<(String, String), Vec<(String, String, String)>>;
+
+fn command_findings(
+    c: &CommandFacts,
+    critical_ctx: bool,
+    expected: Option<Arch>,
+    out: &mut Vec<Finding>,
+    missing: &mut Missing,
+    unit: bool,
+) {
     let critical = critical_ctx || c.exec || c.envd;
-    match &c.lookup {
-        Lookup::Broken { target } => {
-            let why = target_problem(target, expected).unwrap_or_else(|| "cannot run".into());
-            let check = if unit {
-                &SYSTEMD_EXEC_START_MISSING
-            } else if critical {
-                &WRAPPER_EXEC_TARGET
-            } else {
-                &WRAPPER_COMMAND_MISSING
-            };
+    let problem = match &c.lookup {
+        Lookup::Broken { target } => Some(target_problem(target, expected).unwrap_or_else(|| "cannot run".into())),
+        Lookup::NotInPath { path } => Some(format!("{} is in none of {}", c.words[0], path.join(":"))),
+        _ => None,
+    };
+    if let Some(why) = problem {
+        if unit || critical {
+            let check = if unit { &SYSTEMD_EXEC_START_MISSING } else { &WRAPPER_EXEC_TARGET };
             out.push(Finding::new(check, Some(c.at.clone()), format!("`{}`: {why}", c.words.join(" "))));
-        }
-        Lookup::NotInPath { path } => {
-            let check = if unit {
-                &SYSTEMD_EXEC_START_MISSING
-            } else if critical {
-                &WRAPPER_EXEC_TARGET
-            } else {
-                &WRAPPER_COMMAND_MISSING
-            };
-            out.push(Finding::new(
-                check,
-                Some(c.at.clone()),
-                format!("`{}`: {} is in none of {}", c.words.join(" "), c.words[0], path.join(":")),
+        } else {
+            let (script, line) = c.at.rsplit_once(':').unwrap_or((c.at.as_str(), ""));
+            missing.entry((script.to_string(), c.words[0].clone())).or_default().push((
+                line.to_string(),
+                c.words.join(" "),
+                why,
             ));
         }
-        _ => {}
     }
     flag_findings(c, if unit { &SYSTEMD_ENVD_FLAG } else { &WRAPPER_ENVD_FLAG }, out);
     for n in &c.nested {
-        command_findings(n, false, expected, out, false);
+        command_findings(n, false, expected, out, missing, false);
+    }
+}
+
+fn missing_findings(missing: Missing, out: &mut Vec<Finding>) {
+    for ((script, program), uses) in missing {
+        let lines: Vec<&str> = uses.iter().map(|(l, _, _)| l.as_str()).collect();
+        let (first_line, first_cmd, why) = &uses[0];
+        let more = if uses.len() > 1 { format!(" (lines {})", lines.join(", ")) } else { String::new() };
+        out.push(Finding::new(
+            &WRAPPER_COMMAND_MISSING,
+            Some(format!("{script}:{first_line}")),
+            format!("`{first_cmd}`: {why}{more}; `{program}` fails wherever it is used"),
+        ));
     }
 }
 
 /// Findings from boot facts. `build_id` and `generation` are used for the `/.e2b` check.
 pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> Vec<Finding> {
     let mut out = Vec::new();
+    let mut missing = Missing::new();
     let init = &f.init.target;
     let init_path = init.resolution.path.clone();
     // The init chain.
@@ -473,15 +488,16 @@ pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> 
             ));
         }
         for c in &s.commands {
-            command_findings(c, false, f.expected_arch, &mut out, false);
+            command_findings(c, false, f.expected_arch, &mut out, &mut missing, false);
         }
     }
     if let Some(cmds) = &f.init.inittab {
         for c in cmds {
-            command_findings(c, false, f.expected_arch, &mut out, false);
+            command_findings(c, false, f.expected_arch, &mut out, &mut missing, false);
         }
     }
     let init_kind = init.program.as_ref().map(|p| p.kind);
+    missing_findings(std::mem::take(&mut missing), &mut out);
     // systemd.
     if init_kind == Some(ProgramKind::Systemd) {
         match &f.systemd {
@@ -509,7 +525,7 @@ pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> 
                         ));
                     }
                     for c in &sd.exec_start {
-                        command_findings(c, true, f.expected_arch, &mut out, true);
+                        command_findings(c, true, f.expected_arch, &mut out, &mut missing, true);
                     }
                 }
             }

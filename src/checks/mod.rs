@@ -6,6 +6,7 @@
 
 pub mod contents;
 pub mod header;
+pub mod manifest;
 pub mod memfile;
 pub mod metadata;
 pub mod rootfs;
@@ -93,6 +94,7 @@ pub fn run(build: &Build, scan: Scan) -> Outcome {
     let boot = rootfs.as_ref().map(|fs| {
         let (facts, f) = contents::check(build, fs, scan);
         findings.extend(f);
+        findings.extend(manifest::check(build, fs));
         bytes_read += facts.bytes_read;
         facts
     });

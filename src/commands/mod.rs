@@ -3,8 +3,11 @@
 
 pub mod boot_test;
 pub mod demo;
+pub mod edit_report;
 pub mod explain;
+pub mod inject_envd;
 pub mod inspect;
+pub mod rewrite_wrapper;
 pub mod verify;
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -21,10 +24,22 @@ pub fn dispatch(cli: Cli, out: &Output) -> Result<u8> {
         Command::Demo(a) => demo::run(a, &g, out),
         Command::Explain(a) => explain::run(a, &g, out),
         Command::BootTest(a) => boot_test::run(a, &g, out),
+        Command::InjectEnvd(a) => inject_envd::run(a, &g, out),
+        Command::RewriteWrapper(a) => rewrite_wrapper::run(a, &g, out),
     }
 }
 
 /// The storage root for this run.
 pub fn storage(g: &GlobalArgs) -> Result<Storage> {
     Storage::from_env(g.storage.as_deref())
+}
+
+/// After an in-place edit: which node caches still hold the old bytes of `id`. (Replaced by the
+/// purge itself once `purge-cache` is in.)
+pub fn purge_after_edit(id: crate::storage::BuildId, _g: &GlobalArgs) -> edit_report::CacheStep {
+    edit_report::CacheStep {
+        status: "skipped",
+        detail: format!("purge the node caches of {id} with tmpl purge-cache"),
+        report: None,
+    }
 }

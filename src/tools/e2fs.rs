@@ -63,3 +63,17 @@ pub fn fsck_readonly(image: &Path) -> Result<FsckResult> {
     }
     Ok(FsckResult { clean: status == 0, status, output: tail(&out, 20) })
 }
+
+/// Replay a dirty journal (`e2fsck -y -E journal_only`), nothing else. Used on a work copy only,
+/// before debugfs writes into it (debugfs ignores the journal, and a later replay would undo its
+/// writes). Exit 0/1 mean done; anything else is an error.
+pub fn replay_journal(image: &Path) -> Result<()> {
+    let e2fsck = find("e2fsck", "e2fsprogs")?;
+    let out = run("e2fsck", Command::new(e2fsck).args(["-y", "-E", "journal_only"]).arg(image))?;
+    match out.status.code() {
+        Some(0 | 1) => Ok(()),
+        code => {
+            Err(Error::Tool { tool: "e2fsck", message: format!("journal replay: exit {code:?}: {}", tail(&out, 5)) })
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! External tools, each called from one place, with their output parsed and their failure modes
 //! handled there (see `e2fs` for mkfs.ext4 / e2fsck).
 
+pub mod debugfs;
 pub mod e2fs;
 
 use std::path::PathBuf;

@@ -4,6 +4,8 @@
 //! a missing tool fails the test; otherwise the test prints why it skips.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,235 @@
+//! The report shared by the editing commands (`inject-envd`, `rewrite-wrapper`): the plan, and
+//! after applying it what was written, verified, backed up and purged, and what to do next.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::cli::GlobalArgs;
+use crate::edit::plan::{Change, Content};
+use crate::edit::{self, Applied, Backend, EditOptions, Plan, Target};
+use crate::error::Result;
+use crate::report::{Report, Style, human_bytes, render_findings, sanitize};
+use crate::storage::BuildId;
+
+/// Options of both editing commands.
+#[derive(Debug, clap::Args)]
+pub struct EditArgs {
+    /// How bytes get into the image: debugfs (no root) or a kernel loop mount (root)
+    #[arg(long, value_enum, default_value_t = Backend::Debugfs)]
+    pub backend: Backend,
+    /// Write the result as a new build (a fresh UUID, or NEW_ID); the old build is untouched
+    #[arg(long, value_name = "NEW_ID", num_args = 0..=1, default_missing_value = "new")]
+    pub fork: Option<String>,
+    /// Edit a build that has a memory snapshot: move snapfile/memfile into the backup and mark
+    /// the build filesystem_only (resume becomes a cold boot)
+    #[arg(long)]
+    pub drop_snapshot: bool,
+    /// With debugfs, replay a dirty ext4 journal on the work copy first (debugfs ignores it)
+    #[arg(long)]
+    pub replay_journal: bool,
+    /// Do not keep the original rootfs in .tmpl-backup-<time>/ after a successful edit
+    #[arg(long)]
+    pub no_backup: bool,
+    /// Do not purge this build's node caches after an in-place edit
+    #[arg(long)]
+    pub no_purge: bool,
+    /// Print the plan; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl EditArgs {
+    pub fn options(&self) -> Result<EditOptions> {
+        let fork = match self.fork.as_deref() {
+            None => None,
+            Some("new") => Some(None),
+            Some(id) => Some(Some(BuildId::parse(id)?)),
+        };
+        Ok(EditOptions {
+            backend: self.backend,
+            fork,
+            drop_snapshot: self.drop_snapshot,
+            replay_journal: self.replay_journal,
+            backup: !self.no_backup,
+        })
+    }
+}
+
+/// What happened to the node caches of the edited build.
+#[derive(Debug, Serialize)]
+pub struct CacheStep {
+    /// `skipped` (--no-purge, fork, dry run), `purged`, `failed`.
+    pub status: &'static str,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EditReport {
+    #[serde(skip)]
+    pub command: &'static str,
+    pub dry_run: bool,
+    pub plan: Plan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caches: Option<CacheStep>,
+    pub notes: Vec<String>,
+    pub next_steps: Vec<String>,
+}
+
+impl Report for EditReport {
+    fn command(&self) -> &'static str {
+        self.command
+    }
+
+    fn ok(&self) -> bool {
+        true
+    }
+
+    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        let p = &self.plan;
+        let state = if self.dry_run { "plan (dry run: nothing written)" } else { "done" };
+        writeln!(w, "{} {} {}", style.bold(self.command), p.build_id, state)?;
+        if let Some(m) = p.mode {
+            writeln!(w, "  mode      {} — {}", format!("{m:?}").to_lowercase(), sanitize(&p.mode_reason))?;
+        }
+        writeln!(w, "  backend   {}", format!("{:?}", p.backend).to_lowercase())?;
+        match p.target {
+            Target::InPlace => writeln!(
+                w,
+                "  target    in place{}{}",
+                if p.drop_snapshot { ", memory snapshot dropped (filesystem_only)" } else { "" },
+                if p.rewrite_header { ", header rewritten to map every block to the build" } else { "" }
+            )?,
+            Target::Fork { new_build_id } => {
+                writeln!(w, "  target    new build {new_build_id} (the old build is untouched)")?
+            }
+        }
+        if let Some(e) = &p.envd {
+            writeln!(
+                w,
+                "  envd      {}: {} {} ELF, {}, sha256 {}{}{}",
+                sanitize(&e.path.display().to_string()),
+                if e.elf.is_static { "static" } else { "dynamic" },
+                e.elf.machine_name(),
+                human_bytes(e.len),
+                &e.sha256[..16.min(e.sha256.len())],
+                e.binary.version.as_deref().map(|v| format!(", version {}", sanitize(v))).unwrap_or_default(),
+                e.binary.era.map(|v| format!(", era {v}")).unwrap_or_default(),
+            )?;
+        } else {
+            writeln!(w, "  envd      {} (kept)", sanitize(&p.envd_path))?;
+        }
+        if !p.envd_args.is_empty() {
+            writeln!(w, "  args      {}", sanitize(&p.envd_args.join(" ")))?;
+        }
+        if !p.dropped_args.is_empty() {
+            writeln!(w, "  dropped   {} (this envd does not accept them)", sanitize(&p.dropped_args.join(" ")))?;
+        }
+        writeln!(w, "  changes")?;
+        for c in &p.changes {
+            let line = match c {
+                Change::Mkdir { path, mode } => format!("mkdir  {path} {mode:04o}"),
+                Change::Write { path, replaces, content, mode, len, sha256, .. } => format!(
+                    "write  {path} {mode:04o} root:root {}{}{}{}",
+                    human_bytes(*len),
+                    if sha256.is_empty() { String::new() } else { format!(" sha256 {}", &sha256[..16]) },
+                    match content {
+                        Content::Host { path } => format!(" from {}", path.display()),
+                        Content::Text { .. } => " (rendered from templates/)".into(),
+                    },
+                    replaces.map(|k| format!(" (replaces a {k:?})").to_lowercase()).unwrap_or_default()
+                ),
+                Change::Link { path, replaces, target } => format!(
+                    "link   {path} -> {target}{}",
+                    replaces.map(|k| format!(" (replaces a {k:?})").to_lowercase()).unwrap_or_default()
+                ),
+            };
+            writeln!(w, "    {}", sanitize(&line))?;
+        }
+        for warning in &p.warnings {
+            writeln!(w, "  {}: {}", style.severity(crate::report::Severity::Warning), sanitize(warning))?;
+        }
+        if let Some(a) = &self.applied {
+            let v = &a.verification;
+            writeln!(
+                w,
+                "  verified  {} files read back (sha256, mode, owner), boot path checked, e2fsck -fn {}",
+                v.files.len(),
+                if v.fsck_clean { "clean" } else { "NOT clean" }
+            )?;
+            render_findings(w, style, &v.findings, "    ")?;
+            if let Some(b) = &a.backup_dir {
+                writeln!(w, "  backup    {}", b.display())?;
+            }
+            if !a.snapshot_dropped.is_empty() {
+                writeln!(w, "  snapshot  moved out: {}", a.snapshot_dropped.join(", "))?;
+            }
+            writeln!(w, "  manifest  {}", a.manifest.display())?;
+        }
+        if let Some(c) = &self.caches {
+            writeln!(w, "  caches    {}: {}", c.status, sanitize(&c.detail))?;
+        }
+        for n in &self.notes {
+            writeln!(w, "  note      {}", sanitize(n))?;
+        }
+        for s in &self.next_steps {
+            writeln!(w, "  next      {}", sanitize(s))?;
+        }
+        Ok(())
+    }
+}
+
+/// Run a plan (or show it), purge caches after an in-place edit, and say what comes next.
+pub fn finish(
+    command: &'static str,
+    plan: Plan,
+    ctx: &crate::rootfs::boot::Context,
+    build: &crate::build::Build,
+    args: &EditArgs,
+    g: &GlobalArgs,
+    out: &crate::output::Output,
+) -> Result<u8> {
+    if args.dry_run {
+        let next = match plan.target {
+            Target::InPlace => vec!["run again without --dry-run to apply".to_string()],
+            Target::Fork { .. } => vec!["run again without --dry-run to write the new build".to_string()],
+        };
+        let report =
+            EditReport { command, dry_run: true, plan, applied: None, caches: None, notes: vec![], next_steps: next };
+        return Ok(out.emit(&report));
+    }
+    let progress = out.progress();
+    let (applied, mut notes) = edit::apply(build, plan.clone(), ctx, progress.as_ref())?;
+    let mut next = Vec::new();
+    let caches = match plan.target {
+        Target::Fork { new_build_id } => {
+            next.push(format!(
+                "point the template at the new build {new_build_id} (its tag/alias in E2B's database); no cache purge is needed for a new build ID"
+            ));
+            next.push(format!("tmpl verify {new_build_id}"));
+            None
+        }
+        Target::InPlace if args.no_purge => {
+            next.push(format!(
+                "purge this build's node caches on every orchestrator node: tmpl purge-cache --build-id {}",
+                build.id
+            ));
+            Some(CacheStep { status: "skipped", detail: "--no-purge".into(), report: None })
+        }
+        Target::InPlace => Some(super::purge_after_edit(build.id, g)),
+    };
+    if matches!(plan.target, Target::InPlace) {
+        next.push(format!(
+            "other nodes still cache the old bytes: run tmpl purge-cache --build-id {} on each (deploy/nomad)",
+            build.id
+        ));
+    }
+    notes.sort();
+    notes.dedup();
+    let report = EditReport { command, dry_run: false, plan, applied: Some(applied), caches, notes, next_steps: next };
+    Ok(out.emit(&report))
+}

@@ -1,0 +1,48 @@
+//! `tmpl inject-envd BUILD --envd PATH [--as auto|init|wrapper|service]`: install envd at
+//! /usr/bin/envd and make it start at boot, transactionally and verified.
+
+use super::edit_report::{self, EditArgs};
+use crate::build::Build;
+use crate::cli::GlobalArgs;
+use crate::edit::ModeChoice;
+use crate::edit::inject::{self, InjectOptions};
+use crate::error::Result;
+use crate::output::Output;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 done (or planned, with --dry-run); 1 the edited copy failed verification (the build \
+is unchanged); 2 usage; 3 bad build or envd file (not ELF, wrong architecture, loader missing); 4 a tool failed \
+(debugfs, e2fsck, mount); 5 refused by a safety check (memory snapshot, dependent builds, compacted layer, image in \
+use, dirty journal, removed envd flags) — nothing was written."
+)]
+pub struct Args {
+    /// Build ID (UUID) or path to a build directory
+    #[arg(value_name = "BUILD")]
+    pub build: String,
+    /// The envd binary to install (static ELF for the VM's architecture)
+    #[arg(long, value_name = "PATH")]
+    pub envd: std::path::PathBuf,
+    /// How envd starts: auto picks service (systemd), else wrapper (a shell exists), else init
+    #[arg(long = "as", value_enum, default_value_t = ModeChoice::Auto)]
+    pub mode: ModeChoice,
+    /// An extra envd argument (repeat for several); checked against the flags this envd accepts
+    #[arg(long = "envd-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub envd_args: Vec<String>,
+    #[command(flatten)]
+    pub edit: EditArgs,
+}
+
+pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
+    let storage = super::storage(g)?;
+    let loc = storage.locate(&args.build)?;
+    let build = Build::open(&loc)?;
+    let opts = InjectOptions {
+        envd: args.envd.clone(),
+        mode: args.mode,
+        envd_args: args.envd_args.clone(),
+        edit: args.edit.options()?,
+    };
+    let (plan, ctx) = inject::plan_inject(&build, &opts)?;
+    edit_report::finish("inject-envd", plan, &ctx, &build, &args.edit, g, out)
+}

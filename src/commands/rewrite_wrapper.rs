@@ -1,0 +1,34 @@
+//! `tmpl rewrite-wrapper BUILD`: replace a hand-written init wrapper with tmpl's known-good
+//! template, keeping the envd binary it runs (also the `/usr/local/bin/envd` → `envd.real`
+//! layout) and the flags that envd accepts.
+
+use super::edit_report::{self, EditArgs};
+use crate::build::Build;
+use crate::cli::GlobalArgs;
+use crate::edit::inject;
+use crate::error::Result;
+use crate::output::Output;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: as inject-envd. 3 also when /sbin/init is not a wrapper script or starts no envd \
+that exists in the image (use inject-envd then)."
+)]
+pub struct Args {
+    /// Build ID (UUID) or path to a build directory
+    #[arg(value_name = "BUILD")]
+    pub build: String,
+    /// An extra envd argument for the new wrapper (repeat for several)
+    #[arg(long = "envd-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub envd_args: Vec<String>,
+    #[command(flatten)]
+    pub edit: EditArgs,
+}
+
+pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
+    let storage = super::storage(g)?;
+    let loc = storage.locate(&args.build)?;
+    let build = Build::open(&loc)?;
+    let (plan, ctx) = inject::plan_rewrite(&build, &args.envd_args, &args.edit.options()?)?;
+    edit_report::finish("rewrite-wrapper", plan, &ctx, &build, &args.edit, g, out)
+}

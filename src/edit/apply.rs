@@ -1,0 +1,692 @@
+//! Applying a plan, transactionally: the edit happens on a copy in the build folder (or in the
+//! new build's folder for `--fork`); the copy is verified — every written file read back
+//! through the rootfs reader and compared by SHA-256, mode and owner, the boot path checked with
+//! the same checks `verify` runs, `e2fsck -fn` clean — and only then renamed over the original,
+//! whose old inode stays in the backup folder. Any failure before the rename leaves the build
+//! byte-for-byte as it was; a failure during the renames puts the originals back.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::manifest::{self, Manifest};
+use super::plan::{Backend, Change, Content, Plan, Target};
+use crate::build::{Artifact, Build, COMPRESSED_SUFFIXES, SNAPFILE};
+use crate::checks::contents;
+use crate::device::{Device, copy_range};
+use crate::error::{Error, Result};
+use crate::header::{self, Header, Mapping};
+use crate::layer::write_atomic;
+use crate::metadata;
+use crate::progress::Progress;
+use crate::report::{Finding, Severity};
+use crate::rootfs::boot::{self, Context};
+use crate::rootfs::{FileKind, Rootfs, Superblock};
+use crate::storage::BuildId;
+use crate::tools::{debugfs, e2fs};
+
+/// Environment variable that makes `apply` fail at a named step (tests prove the rollback with
+/// it): `after-verify` (before any rename) or `during-commit` (after the rootfs rename).
+pub const FAULT_ENV: &str = "TMPL_FAULT_INJECT";
+
+fn fault(step: &str) -> Result<()> {
+    if std::env::var(FAULT_ENV).as_deref() == Ok(step) {
+        return Err(Error::VerificationFailed(format!("fault injected at {step} ({FAULT_ENV})")));
+    }
+    Ok(())
+}
+
+/// One file as read back from the edited image.
+#[derive(Clone, Debug, Serialize)]
+pub struct WrittenFile {
+    pub path: String,
+    pub kind: FileKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub len: u64,
+}
+
+/// What verification of the edited image found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    pub files: Vec<WrittenFile>,
+    pub fsck_clean: bool,
+    /// Content findings on the edited image (warnings and infos; errors fail the edit).
+    pub findings: Vec<Finding>,
+}
+
+/// What an applied plan did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    /// The build that now holds the result (the same one, or the fork).
+    pub build_id: BuildId,
+    pub build_dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_dir: Option<PathBuf>,
+    pub header_rewritten: bool,
+    pub metadata_rewritten: bool,
+    /// Snapshot files moved into the backup (or deleted with --no-backup).
+    pub snapshot_dropped: Vec<String>,
+    pub verification: Verification,
+    pub manifest: PathBuf,
+}
+
+/// A scratch folder that is removed unless kept.
+struct Scratch {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Scratch {
+    fn new(parent: &Path, prefix: &str) -> Result<Scratch> {
+        let dir =
+            parent.join(format!("{prefix}{}", BuildId::new_random().to_string().split('-').next().unwrap_or("x")));
+        std::fs::create_dir(&dir).map_err(|e| Error::write(&dir, e))?;
+        Ok(Scratch { dir, keep: false })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Copy `src` to a new file `dst`, data ranges only (SEEK_DATA/SEEK_HOLE), each with
+/// `copy_file_range` so the kernel (or a reflinking filesystem) moves the bytes; holes stay holes.
+pub fn copy_sparse(src: &Path, dst: &Path, progress: &dyn Progress) -> Result<u64> {
+    let s = File::open(src).map_err(|e| Error::read(src, e))?;
+    let len = s.metadata().map_err(|e| Error::read(src, e))?.len();
+    let d = File::options().write(true).create_new(true).open(dst).map_err(|e| Error::write(dst, e))?;
+    // A reflink is a copy for free where the filesystem can (btrfs, xfs).
+    if rustix::fs::ioctl_ficlone(&d, &s).is_ok() {
+        return Ok(len);
+    }
+    d.set_len(len).map_err(|e| Error::write(dst, e))?;
+    progress.start("copying image", len);
+    let mut pos = 0u64;
+    let mut copied = 0u64;
+    while pos < len {
+        let data = match rustix::fs::seek(&s, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => pos, // no SEEK_DATA: copy everything
+        };
+        let hole = rustix::fs::seek(&s, rustix::fs::SeekFrom::Hole(data)).unwrap_or(len).min(len);
+        if hole > data {
+            copy_range(&s, data, &d, data, hole - data).map_err(|e| Error::write(dst, e))?;
+            copied += hole - data;
+        }
+        progress.inc(hole.saturating_sub(pos));
+        pos = hole.max(data + 1);
+    }
+    progress.finish();
+    d.sync_all().map_err(|e| Error::write(dst, e))?;
+    Ok(copied)
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::read(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::read(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::rootfs::hex(&h.finalize()))
+}
+
+/// Fill in the SHA-256 of host files (the planner leaves them empty until apply, so a dry run
+/// reads nothing big twice; the envd's is known from its inspection).
+fn settle_hashes(plan: &mut Plan) -> Result<()> {
+    let envd_hash = plan.envd.as_ref().map(|e| (e.path.clone(), e.sha256.clone()));
+    for c in &mut plan.changes {
+        if let Change::Write { content: Content::Host { path }, sha256, len, .. } = c
+            && sha256.is_empty()
+        {
+            *sha256 = match &envd_hash {
+                Some((p, h)) if p == path => h.clone(),
+                _ => sha256_file(path)?,
+            };
+            *len = std::fs::metadata(&*path).map_err(|e| Error::read(&*path, e))?.len();
+        }
+    }
+    Ok(())
+}
+
+/// Host files for the changes: text content is written into the scratch folder.
+fn materialise(plan: &Plan, scratch: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut out = Vec::new();
+    for (i, c) in plan.changes.iter().enumerate() {
+        if let Change::Write { content, .. } = c {
+            let p = match content {
+                Content::Host { path } => path.clone(),
+                Content::Text { text } => {
+                    let p = scratch.join(format!("content-{i}"));
+                    std::fs::write(&p, text).map_err(|e| Error::write(&p, e))?;
+                    p
+                }
+            };
+            out.push((i, p));
+        }
+    }
+    Ok(out)
+}
+
+fn host_of(files: &[(usize, PathBuf)], i: usize) -> Result<&Path> {
+    files
+        .iter()
+        .find(|(j, _)| *j == i)
+        .map(|(_, p)| p.as_path())
+        .ok_or_else(|| Error::VerificationFailed(format!("internal: no content for change {i}")))
+}
+
+fn apply_debugfs(image: &Path, plan: &Plan, files: &[(usize, PathBuf)], scratch: &Path) -> Result<()> {
+    let mut ops = Vec::new();
+    for (i, c) in plan.changes.iter().enumerate() {
+        match c {
+            Change::Mkdir { path, mode } => {
+                ops.push(debugfs::Op::Mkdir { path: path.clone(), mode: *mode, uid: 0, gid: 0 });
+            }
+            Change::Write { path, replaces, mode, uid, gid, .. } => {
+                if replaces.is_some() {
+                    ops.push(debugfs::Op::Rm(path.clone()));
+                }
+                ops.push(debugfs::Op::Write {
+                    host: host_of(files, i)?.to_path_buf(),
+                    path: path.clone(),
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                });
+            }
+            Change::Link { path, replaces, target } => {
+                if replaces.is_some() {
+                    ops.push(debugfs::Op::Rm(path.clone()));
+                }
+                ops.push(debugfs::Op::Symlink { path: path.clone(), target: target.clone() });
+            }
+        }
+    }
+    debugfs::apply(image, &ops, scratch)
+}
+
+fn apply_mount(image: &Path, plan: &Plan, files: &[(usize, PathBuf)]) -> Result<()> {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let m = crate::sys::mount_image(image, &crate::sys::MountOptions::read_write())?;
+    // Paths are canonical in the image (no symlinked directories), so joining them onto the
+    // mount point cannot leave the image; the final component is replaced, never followed.
+    let host = |p: &str| m.path().join(p.trim_start_matches('/'));
+    let werr = |p: &Path, e: std::io::Error| Error::write(p, e);
+    for (i, c) in plan.changes.iter().enumerate() {
+        match c {
+            Change::Mkdir { path, mode } => {
+                let p = host(path);
+                std::fs::create_dir(&p).map_err(|e| werr(&p, e))?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(u32::from(*mode)))
+                    .map_err(|e| werr(&p, e))?;
+                rustix::fs::chown(&p, Some(rustix::fs::Uid::ROOT), Some(rustix::fs::Gid::ROOT))
+                    .map_err(|e| werr(&p, e.into()))?;
+            }
+            Change::Write { path, mode, uid, gid, .. } => {
+                let p = host(path);
+                let tmp = p.with_file_name(format!(
+                    ".tmpl-new-{}",
+                    p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                ));
+                let _ = std::fs::remove_file(&tmp);
+                let src = host_of(files, i)?;
+                let s = File::open(src).map_err(|e| Error::read(src, e))?;
+                let d = File::options().write(true).create_new(true).open(&tmp).map_err(|e| werr(&tmp, e))?;
+                let n = s.metadata().map_err(|e| Error::read(src, e))?.len();
+                copy_range(&s, 0, &d, 0, n).map_err(|e| werr(&tmp, e))?;
+                rustix::fs::fchown(&d, Some(rustix::fs::Uid::from_raw(*uid)), Some(rustix::fs::Gid::from_raw(*gid)))
+                    .map_err(|e| werr(&tmp, e.into()))?;
+                d.set_permissions(std::fs::Permissions::from_mode(u32::from(*mode))).map_err(|e| werr(&tmp, e))?;
+                d.sync_all().map_err(|e| werr(&tmp, e))?;
+                std::fs::rename(&tmp, &p).map_err(|e| werr(&p, e))?;
+            }
+            Change::Link { path, target, .. } => {
+                let p = host(path);
+                let tmp = p.with_file_name(format!(
+                    ".tmpl-new-{}",
+                    p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                ));
+                let _ = std::fs::remove_file(&tmp);
+                symlink(target, &tmp).map_err(|e| werr(&tmp, e))?;
+                std::fs::rename(&tmp, &p).map_err(|e| werr(&p, e))?;
+            }
+        }
+    }
+    m.unmount()?;
+    Ok(())
+}
+
+/// Read every change back from `image`, check the boot path and run `e2fsck -fn`.
+pub fn verify_image(image: &Path, plan: &Plan, ctx: &Context, build_id: BuildId) -> Result<Verification> {
+    let fail = |m: String| Error::VerificationFailed(m);
+    let dev = Device::plain_file(image).map_err(|e| fail(e.to_string()))?;
+    let fs = Rootfs::open(Arc::new(dev)).map_err(|e| fail(format!("the edited image cannot be read: {e}")))?;
+    let mut files = Vec::new();
+    for c in &plan.changes {
+        let path = c.path();
+        let e = fs
+            .lstat(path)
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("{path} is missing from the edited image")))?;
+        match c {
+            Change::Mkdir { .. } => {
+                if e.kind != FileKind::Directory {
+                    return Err(fail(format!("{path} is not a directory after the edit")));
+                }
+            }
+            Change::Write { mode, uid, gid, len, sha256, .. } => {
+                let got = crate::rootfs::hex(&fs.sha256(path).map_err(|e| fail(e.to_string()))?);
+                if e.kind != FileKind::Regular || got != *sha256 || e.len != *len {
+                    return Err(fail(format!(
+                        "{path} reads back as {got} ({} bytes), expected {sha256} ({len} bytes)",
+                        e.len
+                    )));
+                }
+                if e.mode != *mode || e.uid != *uid || e.gid != *gid {
+                    return Err(fail(format!(
+                        "{path} has mode {:04o} uid {} gid {}, expected {mode:04o} {uid} {gid}",
+                        e.mode, e.uid, e.gid
+                    )));
+                }
+                files.push(WrittenFile {
+                    path: path.to_string(),
+                    kind: e.kind,
+                    sha256: Some(got),
+                    target: None,
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    len: e.len,
+                });
+            }
+            Change::Link { target, .. } => {
+                let got = fs.read_link(path).map_err(|e| fail(e.to_string()))?;
+                if e.kind != FileKind::Symlink || got != *target {
+                    return Err(fail(format!("{path} reads back as {got:?}, expected a link to {target}")));
+                }
+                files.push(WrittenFile {
+                    path: path.to_string(),
+                    kind: e.kind,
+                    sha256: None,
+                    target: Some(got),
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    len: e.len,
+                });
+            }
+        }
+    }
+    let facts = boot::gather(&fs, ctx);
+    let findings = contents::judge(&facts, Some(&build_id.to_string()), None);
+    let errors: Vec<String> =
+        findings.iter().filter(|f| f.severity == Severity::Error).map(|f| format!("{}: {}", f.id, f.message)).collect();
+    if !errors.is_empty() {
+        return Err(fail(format!("the edited image would not boot envd: {}", errors.join("; "))));
+    }
+    let fsck = e2fs::fsck_readonly(image)?;
+    if !fsck.clean {
+        return Err(fail(format!("e2fsck -fn found problems (exit {}): {}", fsck.status, fsck.output)));
+    }
+    Ok(Verification {
+        files,
+        fsck_clean: true,
+        findings: findings.into_iter().filter(|f| f.severity != Severity::Error).collect(),
+    })
+}
+
+/// Edit the image at `image` (a full image in a scratch folder) according to `plan`.
+fn edit_image(image: &Path, plan: &Plan, scratch: &Path) -> Result<()> {
+    let sb = {
+        let dev = Device::plain_file(image).map_err(|e| Error::invalid(image, e.to_string()))?;
+        Superblock::read(&dev).map_err(|e| Error::invalid(image, e.to_string()))?
+    };
+    if sb.needs_recovery() && plan.backend == Backend::Debugfs {
+        if !plan.replay_journal {
+            return Err(Error::refused(
+                "the ext4 journal needs recovery, and debugfs ignores it: a later replay would erase what it writes",
+                vec!["add --replay-journal (e2fsck replays it on the work copy first), or use --backend mount".into()],
+            ));
+        }
+        e2fs::replay_journal(image)?;
+    }
+    let files = materialise(plan, scratch)?;
+    match plan.backend {
+        Backend::Debugfs => apply_debugfs(image, plan, &files, scratch),
+        Backend::Mount => apply_mount(image, plan, &files),
+    }
+}
+
+/// A header that maps the whole device of `size` bytes to `id`'s data file at the same offsets.
+pub fn identity_header(template: Option<&Header>, id: BuildId, size: u64, generation: u64, base: BuildId) -> Header {
+    Header {
+        version: template.map_or(3, |h| h.version),
+        block_size: template.map_or(header::PAGE, |h| h.block_size),
+        size,
+        generation,
+        build_id: id,
+        base_build_id: base,
+        mappings: vec![Mapping {
+            offset: 0,
+            length: size.div_ceil(header::PAGE) * header::PAGE,
+            build: id,
+            storage_offset: 0,
+        }],
+        synthesized: false,
+    }
+}
+
+/// Hold an `flock` on the build folder for the duration of an edit (other tmpl processes wait
+/// out or are refused; E2B's orchestrator does not lock, hence the in-use checks as well).
+pub struct BuildLock {
+    _file: File,
+}
+
+/// Lock a build folder: exclusive for an in-place edit, shared for a fork's source.
+pub fn lock_build(dir: &Path, exclusive: bool) -> Result<BuildLock> {
+    let f = File::open(dir).map_err(|e| Error::read(dir, e))?;
+    let res = if exclusive { f.try_lock() } else { f.try_lock_shared() };
+    match res {
+        Ok(()) => Ok(BuildLock { _file: f }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::refused(
+            format!("{} is locked by another tmpl process", dir.display()),
+            vec!["wait for it to finish".into()],
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::read(dir, e)),
+    }
+}
+
+/// Refusal reasons when the build's rootfs files are in use: open or mapped by a process (a
+/// running Firecracker, a copy in progress), backing a loop device, mounted.
+pub fn in_use(build: &Build) -> Result<Vec<String>> {
+    let mut reasons = Vec::new();
+    let me = std::process::id();
+    let mut paths: Vec<PathBuf> =
+        vec![build.path(Artifact::Rootfs.data_name()), build.path(Artifact::Rootfs.header_name())];
+    for s in COMPRESSED_SUFFIXES {
+        paths.push(build.path(&format!("{}{s}", Artifact::Rootfs.data_name())));
+    }
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    for h in crate::sys::holders(&refs).map_err(|e| Error::read("/proc", e))? {
+        if h.pid != me {
+            reasons.push(
+                format!("{} is {:?} by process {} ({})", h.path.display(), h.access, h.pid, h.comm)
+                    .replace("Open", "open")
+                    .replace("Mapped", "mapped"),
+            );
+        }
+    }
+    let image = build.path(Artifact::Rootfs.data_name());
+    if image.exists() {
+        for u in crate::sys::loop_uses(&image).map_err(|e| Error::read(&image, e))? {
+            let where_ = if u.mount_points.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", mounted at {}",
+                    u.mount_points.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                )
+            };
+            reasons.push(format!("{} backs loop device {}{where_}", image.display(), u.device.display()));
+        }
+    }
+    Ok(reasons)
+}
+
+/// Metadata for an edited build: the old document with `filesystem_only` set when the snapshot
+/// is gone, and the build ID of the new build for a fork.
+fn metadata_for(build: &Build, id: BuildId, filesystem_only: bool) -> (String, Vec<String>) {
+    let mut notes = Vec::new();
+    let doc = match build.meta() {
+        Some(m) if m.effective_version >= 2 => {
+            let mut v = m.with_build_id(&id.to_string());
+            if let Some(o) = v.as_object_mut()
+                && filesystem_only
+            {
+                o.insert("filesystem_only".into(), serde_json::Value::Bool(true));
+                o.remove("prefetch");
+            }
+            serde_json::to_string(&v).unwrap_or_default()
+        }
+        m => {
+            let kernel = m.and_then(|m| m.kernel_version()).unwrap_or("").to_string();
+            let fc = m.and_then(|m| m.firecracker_version()).unwrap_or("").to_string();
+            if kernel.is_empty() || fc.is_empty() {
+                notes.push(
+                    "metadata.json had no kernel_version/firecracker_version: fill them in before the orchestrator \
+                     cold-boots this build"
+                        .into(),
+                );
+            }
+            metadata::render_v2(&id.to_string(), &kernel, &fc, filesystem_only)
+        }
+    };
+    (doc, notes)
+}
+
+fn now_utc() -> String {
+    manifest::utc_now()
+}
+
+/// Apply a plan. `ctx` is the build's check context (architecture, init path).
+pub fn apply(build: &Build, mut plan: Plan, ctx: &Context, progress: &dyn Progress) -> Result<(Applied, Vec<String>)> {
+    settle_hashes(&mut plan)?;
+    match plan.target {
+        Target::InPlace => apply_in_place(build, &plan, ctx, progress),
+        Target::Fork { new_build_id } => apply_fork(build, &plan, ctx, new_build_id, progress),
+    }
+}
+
+fn apply_in_place(
+    build: &Build,
+    plan: &Plan,
+    ctx: &Context,
+    progress: &dyn Progress,
+) -> Result<(Applied, Vec<String>)> {
+    let _lock = lock_build(&build.dir, true)?;
+    let busy = in_use(build)?;
+    if !busy.is_empty() {
+        return Err(Error::refused("the build's rootfs is in use", busy));
+    }
+    let (rootfs, header_path) = super::plan::rootfs_paths(build);
+    let mut scratch = Scratch::new(&build.dir, ".tmpl-work-")?;
+    let work_image = scratch.dir.join("rootfs.ext4");
+    copy_sparse(&rootfs, &work_image, progress)?;
+    edit_image(&work_image, plan, &scratch.dir)?;
+    let verification = verify_image(&work_image, plan, ctx, build.id)?;
+    fault("after-verify")?;
+
+    // Prepare every new file in the scratch folder before touching the build.
+    let mut notes = Vec::new();
+    let header_src = build.rootfs.header.parsed();
+    let new_header = if plan.rewrite_header {
+        let h = header_src.expect("rewrite_header implies a parsed header");
+        let nh = identity_header(Some(h), build.id, h.size, h.generation, h.base_build_id);
+        let p = scratch.dir.join("rootfs.ext4.header");
+        std::fs::write(&p, header::encode(&nh)).map_err(|e| Error::write(&p, e))?;
+        Some(p)
+    } else {
+        None
+    };
+    let new_metadata = if plan.drop_snapshot {
+        let (doc, n) = metadata_for(build, build.id, true);
+        notes.extend(n);
+        notes.push(
+            "the build is now filesystem_only: resume is a cold boot, which orchestrators before 2026-06 cannot do"
+                .into(),
+        );
+        let p = scratch.dir.join("metadata.json");
+        std::fs::write(&p, doc).map_err(|e| Error::write(&p, e))?;
+        Some(p)
+    } else {
+        None
+    };
+
+    let new_manifest = scratch.dir.join(manifest::FILE);
+    manifest::write_to(&new_manifest, &Manifest::new(build.id, None, plan, &verification))?;
+
+    // Backup: the old rootfs by hard link (its inode survives the rename), small files by copy.
+    let stamp = now_utc().replace([':', '-'], "");
+    let backup = build.dir.join(format!(".tmpl-backup-{stamp}"));
+    std::fs::create_dir(&backup).map_err(|e| Error::write(&backup, e))?;
+    std::fs::hard_link(&rootfs, backup.join("rootfs.ext4")).map_err(|e| Error::write(&backup, e))?;
+    for name in [Artifact::Rootfs.header_name(), crate::build::METADATA, manifest::FILE] {
+        let p = build.path(name);
+        if p.exists() {
+            std::fs::copy(&p, backup.join(name)).map_err(|e| Error::write(&backup, e))?;
+        }
+    }
+
+    // Commit: rename the new files over the old ones; undo on any failure.
+    let mut undo: Vec<(PathBuf, Option<PathBuf>)> = Vec::new(); // (live path, backup copy or none)
+    let result = (|| -> Result<Vec<String>> {
+        std::fs::rename(&work_image, &rootfs).map_err(|e| Error::write(&rootfs, e))?;
+        undo.push((rootfs.clone(), Some(backup.join("rootfs.ext4"))));
+        fault("during-commit")?;
+        if let Some(h) = &new_header {
+            std::fs::rename(h, &header_path).map_err(|e| Error::write(&header_path, e))?;
+            undo.push((header_path.clone(), Some(backup.join(Artifact::Rootfs.header_name()))));
+        }
+        let mut dropped = Vec::new();
+        if plan.drop_snapshot {
+            let mut names = vec![SNAPFILE.to_string(), "memfile".to_string(), "memfile.header".to_string()];
+            for s in COMPRESSED_SUFFIXES {
+                names.push(format!("memfile{s}"));
+                names.push(format!("memfile{s}.uncompressed-size"));
+            }
+            for n in names {
+                let p = build.path(&n);
+                if p.exists() {
+                    std::fs::rename(&p, backup.join(&n)).map_err(|e| Error::write(&p, e))?;
+                    undo.push((p.clone(), Some(backup.join(&n))));
+                    dropped.push(n);
+                }
+            }
+        }
+        if let Some(m) = &new_metadata {
+            let live = build.path(crate::build::METADATA);
+            let had = live.exists();
+            std::fs::rename(m, &live).map_err(|e| Error::write(&live, e))?;
+            undo.push((live, had.then(|| backup.join(crate::build::METADATA))));
+        }
+        let live = build.path(manifest::FILE);
+        let had = live.exists();
+        std::fs::rename(&new_manifest, &live).map_err(|e| Error::write(&live, e))?;
+        undo.push((live, had.then(|| backup.join(manifest::FILE))));
+        Ok(dropped)
+    })();
+    let snapshot_dropped = match result {
+        Ok(d) => d,
+        Err(e) => {
+            for (live, saved) in undo.into_iter().rev() {
+                match saved {
+                    // Snapshot files were moved, the rest are links/copies: renaming back restores both.
+                    Some(b) => {
+                        let _ = std::fs::rename(&b, &live);
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(&live);
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir_all(&backup);
+            return Err(e);
+        }
+    };
+    let manifest_path = build.path(manifest::FILE);
+    let backup_dir = if plan.backup {
+        Some(backup)
+    } else {
+        let _ = std::fs::remove_dir_all(&backup);
+        if !snapshot_dropped.is_empty() {
+            notes.push(format!("--no-backup: {} deleted", snapshot_dropped.join(", ")));
+        }
+        None
+    };
+    scratch.keep = false;
+    Ok((
+        Applied {
+            build_id: build.id,
+            build_dir: build.dir.clone(),
+            backup_dir,
+            header_rewritten: new_header.is_some(),
+            metadata_rewritten: new_metadata.is_some(),
+            snapshot_dropped,
+            verification,
+            manifest: manifest_path,
+        },
+        notes,
+    ))
+}
+
+fn apply_fork(
+    build: &Build,
+    plan: &Plan,
+    ctx: &Context,
+    new_id: BuildId,
+    progress: &dyn Progress,
+) -> Result<(Applied, Vec<String>)> {
+    let _lock = lock_build(&build.dir, false)?;
+    let final_dir = build.storage_root.join(new_id.to_string());
+    let partial = build.storage_root.join(format!(".tmpl-fork-{new_id}.partial"));
+    std::fs::create_dir(&partial).map_err(|e| Error::write(&partial, e))?;
+    let mut guard = Scratch { dir: partial.clone(), keep: false };
+    let scratch = Scratch::new(&partial, ".work-")?;
+    // The full rootfs, assembled through the source's layers (holes where it maps nothing).
+    let image = partial.join(Artifact::Rootfs.data_name());
+    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::invalid(&build.dir, e.to_string()))?;
+    let out = File::options().write(true).create_new(true).open(&image).map_err(|e| Error::write(&image, e))?;
+    dev.assemble_to(&out, progress).map_err(|e| Error::invalid(&build.dir, e.to_string()))?;
+    out.sync_all().map_err(|e| Error::write(&image, e))?;
+    drop(out);
+    edit_image(&image, plan, &scratch.dir)?;
+    let verification = verify_image(&image, plan, ctx, new_id)?;
+    drop(scratch);
+    fault("after-verify")?;
+    // A self-contained build: a header mapping every block to its own full image, metadata with
+    // the new ID and no memory snapshot (the old one holds the old envd in RAM).
+    let size = std::fs::metadata(&image).map_err(|e| Error::read(&image, e))?.len();
+    let h = identity_header(build.rootfs.header.parsed(), new_id, size, 0, new_id);
+    write_atomic(&partial.join(Artifact::Rootfs.header_name()), &header::encode(&h))?;
+    let (doc, mut notes) = metadata_for(build, new_id, true);
+    write_atomic(&partial.join(crate::build::METADATA), doc.as_bytes())?;
+    manifest::write_to(&partial.join(manifest::FILE), &Manifest::new(new_id, Some(build.id), plan, &verification))?;
+    std::fs::rename(&partial, &final_dir).map_err(|e| Error::write(&final_dir, e))?;
+    guard.keep = true;
+    notes.push(format!(
+        "the new build {new_id} boots cold (filesystem_only, no memory snapshot); orchestrators before 2026-06 cannot cold-boot it"
+    ));
+    Ok((
+        Applied {
+            build_id: new_id,
+            build_dir: final_dir.clone(),
+            backup_dir: None,
+            header_rewritten: true,
+            metadata_rewritten: true,
+            snapshot_dropped: Vec::new(),
+            verification,
+            manifest: final_dir.join(manifest::FILE),
+        },
+        notes,
+    ))
+}

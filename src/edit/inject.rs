@@ -1,0 +1,239 @@
+//! The two planners: `inject-envd` (install an envd and make it start at boot) and
+//! `rewrite-wrapper` (replace a hand-written init wrapper with the known-good template, keeping
+//! the envd binary it runs). Both read the image through the layered device, check everything
+//! that can be checked before writing, and return a [`Plan`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::envd_file::{self, HostEnvd};
+use super::plan::{
+    self, Backend, Changes, Content, EditOptions, Mode, ModeChoice, Plan, Target, UNIT_PATH, WANTS_LINK,
+};
+use crate::build::{Artifact, Build};
+use crate::checks::contents;
+use crate::device::Device;
+use crate::envd;
+use crate::error::{Error, Result};
+use crate::rootfs::Rootfs;
+use crate::rootfs::boot::{self, Context, Scan};
+
+/// `inject-envd`'s inputs.
+#[derive(Clone, Debug)]
+pub struct InjectOptions {
+    pub envd: PathBuf,
+    pub mode: ModeChoice,
+    pub envd_args: Vec<String>,
+    pub edit: EditOptions,
+}
+
+/// The build's rootfs, read through its layers.
+pub fn open_rootfs(build: &Build) -> Result<Rootfs> {
+    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::invalid(&build.dir, e.to_string()))?;
+    Rootfs::open(Arc::new(dev)).map_err(|e| Error::invalid(build.path("rootfs.ext4"), e.to_string()))
+}
+
+/// Decide in-place or fork, applying the guards (every reason at once, exit 5).
+fn target(build: &Build, opts: &EditOptions) -> Result<Target> {
+    if let Some(fork) = opts.fork {
+        if opts.drop_snapshot {
+            return Err(Error::Usage(
+                "--drop-snapshot is for in-place edits; a --fork never has a memory snapshot".into(),
+            ));
+        }
+        return Ok(Target::Fork { new_build_id: plan::fork_id(build, fork)? });
+    }
+    let dependents = crate::build::dependents(&build.storage_root, &build.id)?;
+    let reasons = plan::in_place_refusals(build, opts, &dependents);
+    if !reasons.is_empty() {
+        return Err(Error::refused(format!("build {} cannot be edited in place", build.id), reasons));
+    }
+    let busy = super::apply::in_use(build)?;
+    if !busy.is_empty() {
+        return Err(Error::refused("the build's rootfs is in use", busy));
+    }
+    Ok(Target::InPlace)
+}
+
+fn journal_check(fs: &Rootfs, opts: &EditOptions, warnings: &mut Vec<String>) -> Result<bool> {
+    if !fs.superblock.needs_recovery() {
+        return Ok(false);
+    }
+    match opts.backend {
+        Backend::Mount => {
+            warnings.push("the journal needs recovery: the kernel mount replays it on the work copy".into());
+            Ok(false)
+        }
+        Backend::Debugfs if opts.replay_journal => {
+            warnings
+                .push("the journal needs recovery: e2fsck replays it on the work copy before debugfs writes".into());
+            Ok(true)
+        }
+        Backend::Debugfs => Err(Error::refused(
+            "the ext4 journal needs recovery, and debugfs ignores it: a later replay would erase what it writes",
+            vec![
+                "add --replay-journal (e2fsck replays it on the work copy first), or use --backend mount (root)".into(),
+            ],
+        )),
+    }
+}
+
+fn check_envd_for_image(host: &HostEnvd, fs: &Rootfs, ctx: &Context) -> Result<()> {
+    if let Some(arch) = ctx.arch
+        && host.elf.machine != arch.elf_machine()
+    {
+        return Err(Error::invalid(
+            &host.path,
+            format!(
+                "envd is built for {}, the build's VM is {} (from the {}); install the {} build of envd",
+                host.elf.machine_name(),
+                arch.name(),
+                ctx.arch_source,
+                arch.name()
+            ),
+        ));
+    }
+    if let Some(loader) = &host.elf.interpreter {
+        let r = boot::resolve(fs, loader);
+        if !r.found().is_some_and(|e| e.is_executable()) {
+            return Err(Error::invalid(
+                &host.path,
+                format!(
+                    "envd is dynamically linked and its loader {loader} is not in the image ({}); use a static envd (CGO_ENABLED=0), as E2B builds it",
+                    contents::why(&r)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Plan `inject-envd`.
+pub fn plan_inject(build: &Build, opts: &InjectOptions) -> Result<(Plan, Context)> {
+    let host = envd_file::inspect(&opts.envd)?;
+    let fs = open_rootfs(build)?;
+    let ctx = contents::context(build, Scan::WhenFlagsNeedIt);
+    check_envd_for_image(&host, &fs, &ctx)?;
+    let era = host.binary.era().unwrap_or_else(envd::current);
+    plan::check_envd_args(&opts.envd_args, era)?;
+    let target = target(build, &opts.edit)?;
+    let mut warnings = Vec::new();
+    if host.binary.era().is_none() {
+        warnings.push(format!(
+            "{} does not look like envd (no envd flag names in it); continuing, flags were checked against the current envd",
+            host.path.display()
+        ));
+    }
+    let replay = journal_check(&fs, &opts.edit, &mut warnings)?;
+    let (mode, reason) = plan::choose_mode(&fs, &ctx, opts.mode)?;
+    let mut ch = Changes::default();
+    let envd_path = ch.write(&fs, boot::ENVD_PATH, Content::Host { path: host.path.clone() }, 0o755)?;
+    match mode {
+        Mode::Init => {
+            ch.link(&fs, &ctx.init, boot::ENVD_PATH)?;
+            if !opts.envd_args.is_empty() {
+                return Err(Error::Usage(
+                    "--as init cannot pass --envd-arg: the kernel runs /sbin/init without arguments; use --as wrapper or --as service"
+                        .into(),
+                ));
+            }
+        }
+        Mode::Wrapper => {
+            let text = plan::render_for(mode, boot::ENVD_PATH, &opts.envd_args).unwrap_or_default();
+            warnings.extend(plan::wrapper_tool_warnings(&fs, &ctx, &text));
+            ch.mountpoints(&fs)?;
+            ch.write(&fs, &ctx.init, Content::Text { text }, 0o755)?;
+        }
+        Mode::Service => {
+            let text = plan::render_for(mode, boot::ENVD_PATH, &opts.envd_args).unwrap_or_default();
+            let unit = ch.write(&fs, UNIT_PATH, Content::Text { text }, 0o644)?;
+            ch.link(&fs, WANTS_LINK, &unit)?;
+        }
+    }
+    let in_place = target == Target::InPlace;
+    Ok((
+        Plan {
+            build_id: build.id,
+            target,
+            mode: Some(mode),
+            mode_reason: reason,
+            backend: opts.edit.backend,
+            envd: Some(host),
+            envd_path,
+            envd_args: opts.envd_args.clone(),
+            dropped_args: Vec::new(),
+            changes: ch.list,
+            drop_snapshot: in_place && opts.edit.drop_snapshot && build.has_memory_snapshot(),
+            backup: opts.edit.backup,
+            replay_journal: replay,
+            rewrite_header: in_place && plan::header_needs_rewrite(build),
+            warnings,
+        },
+        ctx,
+    ))
+}
+
+/// Plan `rewrite-wrapper`: the init script becomes the template, around the same envd binary,
+/// keeping the flags that envd accepts and dropping the others.
+pub fn plan_rewrite(build: &Build, extra_args: &[String], edit: &EditOptions) -> Result<(Plan, Context)> {
+    let fs = open_rootfs(build)?;
+    let ctx = contents::context(build, Scan::WhenFlagsNeedIt);
+    let w = plan::find_wrapper(&fs, &ctx)?;
+    // The era of the envd that stays.
+    let facts = boot::gather(&fs, &Context { scan: Scan::Always, ..ctx.clone() });
+    let era = facts.envd.iter().find(|e| e.path == w.envd).and_then(|e| e.binary.as_ref()).and_then(|b| b.era());
+    let era = era.unwrap_or_else(envd::current);
+    let (parsed, _) = envd::parse_args_counted(&w.args);
+    let mut keep = Vec::new();
+    let mut dropped = Vec::new();
+    for a in &parsed {
+        if envd::check(std::slice::from_ref(a), era).is_empty() {
+            keep.push(format!("-{}", a.name));
+            if let Some(v) = &a.value {
+                keep.push(v.clone());
+            }
+        } else {
+            dropped.push(a.raw.clone());
+        }
+    }
+    plan::check_envd_args(extra_args, era)?;
+    keep.extend(extra_args.iter().cloned());
+    let target = target(build, edit)?;
+    let mut warnings = Vec::new();
+    let replay = journal_check(&fs, edit, &mut warnings)?;
+    let text = plan::render_for(Mode::Wrapper, &w.envd, &keep).unwrap_or_default();
+    if let Err(why) = plan::shell_in_image(&fs, &ctx) {
+        return Err(Error::refused("the wrapper template needs a working /bin/sh in the image", vec![why]));
+    }
+    warnings.extend(plan::wrapper_tool_warnings(&fs, &ctx, &text));
+    let mut ch = Changes::default();
+    ch.mountpoints(&fs)?;
+    ch.write(&fs, &w.script, Content::Text { text }, 0o755)?;
+    let in_place = target == Target::InPlace;
+    let reason = format!(
+        "{} started {} {}; it becomes tmpl's wrapper around the same binary",
+        w.script,
+        w.envd,
+        w.args.join(" ")
+    );
+    Ok((
+        Plan {
+            build_id: build.id,
+            target,
+            mode: Some(Mode::Wrapper),
+            mode_reason: reason,
+            backend: edit.backend,
+            envd: None,
+            envd_path: w.envd,
+            envd_args: keep,
+            dropped_args: dropped,
+            changes: ch.list,
+            drop_snapshot: in_place && edit.drop_snapshot && build.has_memory_snapshot(),
+            backup: edit.backup,
+            replay_journal: replay,
+            rewrite_header: in_place && plan::header_needs_rewrite(build),
+            warnings,
+        },
+        ctx,
+    ))
+}

@@ -1,0 +1,15 @@
+//! Editing a build's rootfs: `inject-envd` and `rewrite-wrapper`. Plans first (`plan`: what to
+//! write, decided from the image read through the layered device, with the safety guards), then
+//! one transactional `apply` (edit a copy with debugfs or a kernel mount, verify it with the same
+//! checks `verify` runs, rename it into place with a backup — or write a new build for `--fork`).
+//! Never prints; the commands render plans and results.
+
+pub mod apply;
+pub mod envd_file;
+pub mod inject;
+pub mod manifest;
+pub mod plan;
+pub mod render;
+
+pub use apply::{Applied, apply};
+pub use plan::{Backend, Change, EditOptions, Mode, ModeChoice, Plan, Target};
