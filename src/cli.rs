@@ -78,6 +78,9 @@ pub enum Command {
     Explain(commands::explain::Args),
     /// Boot a build's rootfs under QEMU (or the node's Firecracker) and prove init/envd start
     BootTest(commands::boot_test::Args),
+    /// Delete every node-local cache entry of builds (template, build, chunk, sandbox, snapshot
+    /// caches), safely; --show-roots, --summarize for cluster-wide runs
+    PurgeCache(commands::purge_cache::Args),
 }
 
 impl Command {
@@ -88,6 +91,7 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Explain(_) => "explain",
             Command::BootTest(_) => "boot-test",
+            Command::PurgeCache(_) => "purge-cache",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod boot_test;
 pub mod demo;
 pub mod explain;
 pub mod inspect;
+pub mod purge_cache;
 pub mod verify;
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -21,6 +22,7 @@ pub fn dispatch(cli: Cli, out: &Output) -> Result<u8> {
         Command::Demo(a) => demo::run(a, &g, out),
         Command::Explain(a) => explain::run(a, &g, out),
         Command::BootTest(a) => boot_test::run(a, &g, out),
+        Command::PurgeCache(a) => purge_cache::run(a, &g, out),
     }
 }
 
