@@ -668,3 +668,30 @@ fn the_nomad_job_is_a_parameterized_sysbatch_running_purge_cache_json() {
     assert_eq!(doc["build_ids"].as_array().unwrap().len(), 2);
     assert_eq!(n.listing(), before);
 }
+
+/// A process named `firecracker` holding a file of the build counts as a running orchestrator
+/// (development mode takes no lock): only the shared chunk cache is purged.
+#[test]
+fn firecracker_holding_a_build_file_means_the_orchestrator_runs() {
+    let n = Node::new();
+    let fc = n.top.join("bin/firecracker");
+    std::fs::create_dir_all(fc.parent().unwrap()).unwrap();
+    std::fs::copy(std::fs::canonicalize("/bin/sh").unwrap(), &fc).unwrap();
+    let held = n.build().join(format!("{A}-rootfs.ext4-r4nd0m"));
+    let mut proc_ = Command::new(&fc).arg("-c").arg(format!("exec 3<'{}'; exec 4>'{}/ready'; sleep 30", held.display(), n.top.display())).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !n.top.join("ready").exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (code, doc) = n.json(&["--build-id", A]);
+    let _ = proc_.kill();
+    let _ = proc_.wait();
+    assert_eq!(code, 5, "{doc:#}");
+    assert_eq!(doc["orchestrator"]["running"], true);
+    assert_eq!(doc["orchestrator"]["firecracker"][0]["comm"], "firecracker");
+    assert!(doc["orchestrator"]["reason"].as_str().unwrap().contains("Firecracker"));
+    assert!(!n.chunks().join(A).exists());
+    let tc = cache(&doc, "template");
+    assert_eq!(tc["skipped"][0]["reason"], "orchestrator-running");
+    assert!(n.template().join(A).exists() && held.exists());
+}
