@@ -678,7 +678,11 @@ fn firecracker_holding_a_build_file_means_the_orchestrator_runs() {
     std::fs::create_dir_all(fc.parent().unwrap()).unwrap();
     std::fs::copy(std::fs::canonicalize("/bin/sh").unwrap(), &fc).unwrap();
     let held = n.build().join(format!("{A}-rootfs.ext4-r4nd0m"));
-    let mut proc_ = Command::new(&fc).arg("-c").arg(format!("exec 3<'{}'; exec 4>'{}/ready'; sleep 30", held.display(), n.top.display())).spawn().unwrap();
+    let mut proc_ = Command::new(&fc)
+        .arg("-c")
+        .arg(format!("exec 3<'{}'; exec 4>'{}/ready'; sleep 30", held.display(), n.top.display()))
+        .spawn()
+        .unwrap();
     let t0 = std::time::Instant::now();
     while !n.top.join("ready").exists() && t0.elapsed() < std::time::Duration::from_secs(5) {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -694,4 +698,54 @@ fn firecracker_holding_a_build_file_means_the_orchestrator_runs() {
     let tc = cache(&doc, "template");
     assert_eq!(tc["skipped"][0]["reason"], "orchestrator-running");
     assert!(n.template().join(A).exists() && held.exists());
+}
+
+/// deploy/nomad/collect.sh against a stand-in `nomad` that serves two nodes' real reports.
+#[test]
+fn collect_script_dispatches_waits_and_summarizes() {
+    let n1 = Node::new();
+    let d = tempfile::tempdir().unwrap();
+    let out1 = n1.cmd().env("TMPL_NODE_NAME", "n1").args(["--json", "--build-id", A]).output().unwrap();
+    std::fs::write(d.path().join("a1.json"), &out1.stdout).unwrap();
+    let n2 = Node::new();
+    let out2 = n2.cmd().env("TMPL_NODE_NAME", "n2").args(["--json", "--build-id", A]).output().unwrap();
+    std::fs::write(d.path().join("a2.json"), &out2.stdout).unwrap();
+    let fake = d.path().join("nomad");
+    std::fs::write(
+        &fake,
+        r#"#!/bin/sh
+echo "$*" >> "$FAKE_DIR/calls"
+case "$1 $2" in
+  "job dispatch") echo "Dispatched Job ID = tmpl-purge-cache/dispatch-1-abc"; echo "Evaluation ID = x" ;;
+  "job allocs") case "$*" in *ClientStatus*) echo "complete complete " ;; *) echo "a1 a2 " ;; esac ;;
+  "alloc logs") cat "$FAKE_DIR/$3.json" ;;
+  *) exit 1 ;;
+esac
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", d.path().display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nomad/collect.sh"))
+        .args(["--dry-run", A, B])
+        .env("PATH", path)
+        .env("FAKE_DIR", d.path())
+        .env("TMPL", assert_cmd::cargo::cargo_bin("tmpl"))
+        .env("SUMMARY_JSON", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["totals"]["nodes"], 2);
+    assert_eq!(s["totals"]["expected_nodes"], 2);
+    assert_eq!(s["verdict"], "clean");
+    let calls = std::fs::read_to_string(d.path().join("calls")).unwrap();
+    assert!(calls.contains(&format!("-meta dry_run=true -meta build_ids={A},{B} tmpl-purge-cache")), "{calls}");
+    assert!(calls.contains("alloc logs a2 purge-cache"));
 }
