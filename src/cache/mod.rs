@@ -293,6 +293,25 @@ pub fn plan(roots: &Roots, opts: &Options) -> Result<Plan> {
     Ok(Plan { build_ids, all, force: opts.force, orchestrator, caches, threads: opts.threads() })
 }
 
+/// One call for library users (e.g. after an in-place change of a build): purge every node-local
+/// cache entry of `ids`, roots from the process environment like the orchestrator's, the template
+/// storage protected. `dry_run` plans only. The outcome says per entry what happened and why
+/// anything was skipped (`outcome.verdict`).
+pub fn purge_builds(
+    ids: &[BuildId],
+    storage_root: Option<&Path>,
+    force: bool,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let roots = Roots::from_env(&RootFlags::default());
+    let mut opts = Options::new(Selection::builds(ids.iter().copied()));
+    opts.force = force;
+    opts.protect.extend(storage_root.map(Path::to_path_buf));
+    let plan = plan(&roots, &opts)?;
+    Ok(if dry_run { plan.preview() } else { apply(&plan, progress) })
+}
+
 fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
