@@ -82,6 +82,9 @@ pub enum Command {
     InjectEnvd(commands::inject_envd::Args),
     /// Replace a hand-written init wrapper with tmpl's template, keeping the envd binary
     RewriteWrapper(commands::rewrite_wrapper::Args),
+    /// Delete every node-local cache entry of builds (template, build, chunk, sandbox, snapshot
+    /// caches), safely; --show-roots, --summarize for cluster-wide runs
+    PurgeCache(commands::purge_cache::Args),
 }
 
 impl Command {
@@ -94,6 +97,7 @@ impl Command {
             Command::BootTest(_) => "boot-test",
             Command::InjectEnvd(_) => "inject-envd",
             Command::RewriteWrapper(_) => "rewrite-wrapper",
+            Command::PurgeCache(_) => "purge-cache",
         }
     }
 }

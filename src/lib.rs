@@ -6,6 +6,7 @@
 //! never print and never import clap.
 
 pub mod build;
+pub mod cache;
 pub mod checks;
 pub mod cli;
 pub mod commands;

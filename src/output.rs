@@ -170,6 +170,21 @@ impl Progress for Bar {
         }
     }
 
+    fn start_items(&self, what: &str, total: u64) {
+        let pb = ProgressBar::new(total);
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg:24} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}")
+        {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(what.to_string());
+        if let Ok(mut g) = self.bar.lock()
+            && let Some(old) = g.replace(pb)
+        {
+            old.finish_and_clear();
+        }
+    }
+
     fn inc(&self, n: u64) {
         if let Ok(g) = self.bar.lock()
             && let Some(pb) = g.as_ref()

@@ -5,6 +5,10 @@
 pub trait Progress: Sync {
     /// A new phase begins, with a known total (bytes or items).
     fn start(&self, _what: &str, _total: u64) {}
+    /// Like `start`, for a total counted in items (files deleted) rather than bytes.
+    fn start_items(&self, what: &str, total: u64) {
+        self.start(what, total)
+    }
     /// `n` more units are done.
     fn inc(&self, _n: u64) {}
     /// The current phase is over.

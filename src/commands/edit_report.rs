@@ -5,7 +5,6 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
 use crate::edit::plan::{Change, Content};
 use crate::edit::{self, Applied, Backend, EditOptions, Plan, Target};
 use crate::error::Result;
@@ -59,7 +58,7 @@ impl EditArgs {
 /// What happened to the node caches of the edited build.
 #[derive(Debug, Serialize)]
 pub struct CacheStep {
-    /// `skipped` (--no-purge, fork, dry run), `purged`, `failed`.
+    /// `skipped` (--no-purge), `purged`, `partly-skipped` (a safety rule kept entries), `failed`.
     pub status: &'static str,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,7 +189,6 @@ pub fn finish(
     ctx: &crate::rootfs::boot::Context,
     build: &crate::build::Build,
     args: &EditArgs,
-    g: &GlobalArgs,
     out: &crate::output::Output,
 ) -> Result<u8> {
     if args.dry_run {
@@ -220,7 +218,7 @@ pub fn finish(
             ));
             Some(CacheStep { status: "skipped", detail: "--no-purge".into(), report: None })
         }
-        Target::InPlace => Some(super::purge_after_edit(build.id, g)),
+        Target::InPlace => Some(super::purge_after_edit(build.id, &build.storage_root, out)),
     };
     if matches!(plan.target, Target::InPlace) {
         next.push(format!(

@@ -44,5 +44,5 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
         edit: args.edit.options()?,
     };
     let (plan, ctx) = inject::plan_inject(&build, &opts)?;
-    edit_report::finish("inject-envd", plan, &ctx, &build, &args.edit, g, out)
+    edit_report::finish("inject-envd", plan, &ctx, &build, &args.edit, out)
 }

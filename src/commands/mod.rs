@@ -7,6 +7,7 @@ pub mod edit_report;
 pub mod explain;
 pub mod inject_envd;
 pub mod inspect;
+pub mod purge_cache;
 pub mod rewrite_wrapper;
 pub mod verify;
 
@@ -26,6 +27,7 @@ pub fn dispatch(cli: Cli, out: &Output) -> Result<u8> {
         Command::BootTest(a) => boot_test::run(a, &g, out),
         Command::InjectEnvd(a) => inject_envd::run(a, &g, out),
         Command::RewriteWrapper(a) => rewrite_wrapper::run(a, &g, out),
+        Command::PurgeCache(a) => purge_cache::run(a, &g, out),
     }
 }
 
@@ -34,12 +36,34 @@ pub fn storage(g: &GlobalArgs) -> Result<Storage> {
     Storage::from_env(g.storage.as_deref())
 }
 
-/// After an in-place edit: which node caches still hold the old bytes of `id`. (Replaced by the
-/// purge itself once `purge-cache` is in.)
-pub fn purge_after_edit(id: crate::storage::BuildId, _g: &GlobalArgs) -> edit_report::CacheStep {
-    edit_report::CacheStep {
-        status: "skipped",
-        detail: format!("purge the node caches of {id} with tmpl purge-cache"),
-        report: None,
+/// After an in-place edit: purge this node's caches of the edited build (the purge-cache code,
+/// the storage root protected). Entries a safety rule keeps (a running orchestrator) are reported.
+pub fn purge_after_edit(
+    id: crate::storage::BuildId,
+    storage: &std::path::Path,
+    out: &Output,
+) -> edit_report::CacheStep {
+    let progress = out.progress();
+    match crate::cache::purge_builds(&[id], Some(storage), false, false, progress.as_ref()) {
+        Ok(o) => {
+            let t = &o.totals;
+            let status = match o.verdict {
+                crate::cache::Verdict::Clean => "purged",
+                crate::cache::Verdict::SafetySkipped => "partly-skipped",
+                crate::cache::Verdict::Failed => "failed",
+            };
+            let detail = format!(
+                "{} entries, {} freed on this node{}",
+                t.purged,
+                crate::report::human_bytes(t.freed_bytes),
+                if t.skipped > 0 {
+                    format!("; {} left alone by a safety rule (see purge-cache)", t.skipped)
+                } else {
+                    String::new()
+                }
+            );
+            edit_report::CacheStep { status, detail, report: serde_json::to_value(&o).ok() }
+        }
+        Err(e) => edit_report::CacheStep { status: "failed", detail: e.to_string(), report: None },
     }
 }

@@ -30,5 +30,5 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     let loc = storage.locate(&args.build)?;
     let build = Build::open(&loc)?;
     let (plan, ctx) = inject::plan_rewrite(&build, &args.envd_args, &args.edit.options()?)?;
-    edit_report::finish("rewrite-wrapper", plan, &ctx, &build, &args.edit, g, out)
+    edit_report::finish("rewrite-wrapper", plan, &ctx, &build, &args.edit, out)
 }

@@ -1,0 +1,597 @@
+//! `tmpl purge-cache --build-id ID... | --all`: delete every node-local cache entry of the given
+//! builds, safely; `--show-roots` says where the caches are; `--summarize` merges the JSON
+//! reports of many nodes (a Nomad sysbatch dispatch) into one.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use serde::Serialize;
+
+use crate::cache::summary::{self, ClusterSummary, NodeVerdict};
+use crate::cache::{
+    self, CacheKind, EntryStatus, Liveness, Options, Outcome, RootFlags, RootStatus, Roots, Selection, Source,
+    SourceKind, Verdict,
+};
+use crate::cli::GlobalArgs;
+use crate::error::{Error, Result};
+use crate::exit_code;
+use crate::output::Output;
+use crate::report::{Report, Style, human_bytes, sanitize};
+use crate::storage::{BuildId, Storage};
+
+/// Exit codes of this command (also in the README).
+pub const EXIT_CODES: &str = "\
+Exit status: 0 everything selected was purged, or nothing was cached (with --dry-run: nothing would be skipped); \
+3 a build ID is not a UUID (nothing is touched); 4 a deletion failed or a cache root could not be read; \
+5 something was left alone by a safety rule (orchestrator running, entry in use, root that does not look like \
+its cache, stored build) while the rest was purged. --summarize: 0 every node clean, 5 some node skipped \
+something, 4 a node failed, reported an error, sent no report (--expect-nodes) or sent something else.";
+
+#[derive(Debug, clap::Args)]
+#[command(
+    group(clap::ArgGroup::new("mode").args(["build_ids", "all", "show_roots", "summarize"]).required(true)),
+    after_help = EXIT_CODES
+)]
+pub struct Args {
+    /// Build IDs (UUIDs) whose cache entries go; repeat the flag or separate with commas
+    #[arg(long = "build-id", value_name = "ID", num_args = 1.., action = clap::ArgAction::Append)]
+    pub build_ids: Vec<String>,
+    /// Every build's entries, leftover trash, and sandbox files no process has open
+    #[arg(long)]
+    pub all: bool,
+    /// Show where each cache root is and which setting chose it
+    #[arg(long)]
+    pub show_roots: bool,
+    /// Merge per-node `purge-cache --json` reports (files, or - for stdin) into a cluster summary
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub summarize: Vec<PathBuf>,
+    /// With --summarize: how many nodes must have reported
+    #[arg(long, value_name = "N", requires = "summarize")]
+    pub expect_nodes: Option<usize>,
+    /// Plan only: list what would be deleted and why the rest is skipped
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub dry_run: bool,
+    /// Also purge caches that are unsafe while the orchestrator runs (open files are still kept)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub force: bool,
+    /// Only these caches (template, build, chunk, sandbox, snapshot); default all
+    #[arg(long = "cache", value_name = "KIND", value_delimiter = ',',
+          value_parser = ["template", "build", "chunk", "sandbox", "snapshot"])]
+    pub caches: Vec<String>,
+    /// ORCHESTRATOR_BASE_PATH (parent of template/, build/, sandbox/)
+    #[arg(long, value_name = "DIR")]
+    pub base_path: Option<PathBuf>,
+    /// TEMPLATE_CACHE_DIR
+    #[arg(long, value_name = "DIR")]
+    pub template_cache: Option<PathBuf>,
+    /// DEFAULT_CACHE_DIR
+    #[arg(long, value_name = "DIR")]
+    pub build_cache: Option<PathBuf>,
+    /// SHARED_CHUNK_CACHE_PATH
+    #[arg(long, value_name = "DIR")]
+    pub chunk_cache: Option<PathBuf>,
+    /// SANDBOX_CACHE_DIR
+    #[arg(long, value_name = "DIR")]
+    pub sandbox_cache: Option<PathBuf>,
+    /// SNAPSHOT_CACHE_DIR
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_cache: Option<PathBuf>,
+    /// ORCHESTRATOR_LOCK_PATH
+    #[arg(long, value_name = "FILE")]
+    pub lock_path: Option<PathBuf>,
+    /// A self-hosted folder with e2b-template-cache, e2b-chunk-cache, e2b-sandbox-cache,
+    /// e2b-snapshot-cache, e2b-orchestrator/ and e2b-orchestrator.lock
+    #[arg(long, value_name = "DIR")]
+    pub e2b_dir: Option<PathBuf>,
+    /// Worker threads for measuring and deleting (default 4 per core, at least 8)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub jobs: usize,
+    /// Node name in the report (default: TMPL_NODE_NAME, else the hostname)
+    #[arg(long, value_name = "NAME", env = "TMPL_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+impl Args {
+    fn flags(&self) -> RootFlags {
+        RootFlags {
+            base_path: self.base_path.clone(),
+            template_cache: self.template_cache.clone(),
+            build_cache: self.build_cache.clone(),
+            chunk_cache: self.chunk_cache.clone(),
+            sandbox_cache: self.sandbox_cache.clone(),
+            snapshot_cache: self.snapshot_cache.clone(),
+            lock_path: self.lock_path.clone(),
+            e2b_dir: self.e2b_dir.clone(),
+        }
+    }
+}
+
+/// Parse `--build-id` values: commas and whitespace separate; every piece must be a UUID.
+pub fn parse_build_ids(values: &[String]) -> Result<Vec<BuildId>> {
+    let mut out = Vec::new();
+    for v in values {
+        for piece in v.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()) {
+            out.push(BuildId::parse(piece)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Usage("--build-id needs at least one build ID".into()));
+    }
+    Ok(out)
+}
+
+/// This machine's name.
+fn hostname() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+pub fn run(a: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
+    if !a.summarize.is_empty() {
+        return summarize(&a, out);
+    }
+    let roots = Roots::from_env(&a.flags());
+    if a.show_roots {
+        let storage = Storage::from_env(g.storage.as_deref()).ok();
+        return Ok(out.emit(&RootsReport::new(&roots, storage.as_ref().map(|s| s.root.as_path()))));
+    }
+    let selection = if a.all { Selection::All } else { Selection::builds(parse_build_ids(&a.build_ids)?) };
+    let mut opts = Options::new(selection);
+    opts.force = a.force;
+    opts.jobs = a.jobs;
+    if !a.caches.is_empty() {
+        opts.kinds = Some(a.caches.iter().filter_map(|k| CacheKind::parse(k)).collect());
+    }
+    if let Ok(s) = Storage::from_env(g.storage.as_deref()) {
+        opts.protect.push(s.root);
+    }
+    if let Some(d) = &a.e2b_dir {
+        opts.protect.push(d.join("e2b-template-storage"));
+        opts.protect.push(d.join("e2b-build-cache"));
+    }
+    let plan = cache::plan(&roots, &opts)?;
+    let outcome = if a.dry_run {
+        plan.preview()
+    } else {
+        let progress = out.progress();
+        cache::apply(&plan, &*progress)
+    };
+    let report = PurgeReport::new(a.node_name.clone().unwrap_or_else(hostname), outcome);
+    Ok(out.emit(&report))
+}
+
+/// One node's purge (or dry run).
+#[derive(Debug, Serialize)]
+pub struct PurgeReport {
+    pub node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nomad_alloc_id: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub exit_code: u8,
+}
+
+impl PurgeReport {
+    pub fn new(node: String, outcome: Outcome) -> Self {
+        let exit_code = verdict_code(outcome.verdict);
+        let nomad_alloc_id = std::env::var("NOMAD_ALLOC_ID").ok().filter(|s| !s.is_empty());
+        PurgeReport { node, nomad_alloc_id, outcome, exit_code }
+    }
+}
+
+fn verdict_code(v: Verdict) -> u8 {
+    match v {
+        Verdict::Clean => exit_code::OK,
+        Verdict::SafetySkipped => exit_code::REFUSED,
+        Verdict::Failed => exit_code::ENVIRONMENT,
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
+fn short(id: &Option<BuildId>) -> String {
+    id.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
+}
+
+impl Report for PurgeReport {
+    fn command(&self) -> &'static str {
+        "purge-cache"
+    }
+
+    fn ok(&self) -> bool {
+        self.outcome.verdict == Verdict::Clean
+    }
+
+    fn failure_code(&self) -> u8 {
+        self.exit_code
+    }
+
+    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        let o = &self.outcome;
+        let what = if o.all {
+            "every build".to_string()
+        } else {
+            let ids: Vec<String> = o.build_ids.iter().map(|i| i.to_string()).collect();
+            format!("{} ({})", plural(ids.len(), "build"), ids.join(", "))
+        };
+        let dry = if o.dry_run { "dry run: nothing deleted. " } else { "" };
+        writeln!(w, "{}purge-cache on {}: {what}", dry, style.bold(&sanitize(&self.node)))?;
+        let state = if o.orchestrator.running { "running" } else { "not running" };
+        writeln!(
+            w,
+            "orchestrator: {state} — {}{}",
+            sanitize(&o.orchestrator.reason),
+            if o.force { " (--force)" } else { "" }
+        )?;
+        for c in &o.caches {
+            let root =
+                c.root.as_ref().map(|p| sanitize(&p.display().to_string()).into_owned()).unwrap_or_else(|| "-".into());
+            let head = format!("{:<9} {root}", c.kind.name());
+            match c.status {
+                RootStatus::Ok => writeln!(w, "{} ({})", style.bold(&head), sanitize(&c.source.detail))?,
+                RootStatus::Absent => writeln!(w, "{head}: absent (nothing cached)")?,
+                RootStatus::Unset => writeln!(w, "{head}: {}", sanitize(&c.source.detail))?,
+                RootStatus::Excluded => writeln!(w, "{head}: not selected (--cache)")?,
+                RootStatus::Refused | RootStatus::Error => writeln!(
+                    w,
+                    "{}: {}: {}",
+                    style.bold(&head),
+                    style.ok(false),
+                    sanitize(c.reason.as_deref().unwrap_or(""))
+                )?,
+            }
+            for n in &c.notes {
+                writeln!(w, "    note: {}", sanitize(n))?;
+            }
+            for e in &c.entries {
+                let label = match e.status {
+                    EntryStatus::Planned => "would purge",
+                    EntryStatus::Purged => "purged",
+                    EntryStatus::Gone => "gone",
+                    EntryStatus::Failed => "FAILED",
+                };
+                let objs = if e.entry.objects.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", e.entry.objects.join(", "))
+                };
+                writeln!(
+                    w,
+                    "    {label:<11} {} {}{} — {}, {}",
+                    short(&e.entry.build_id),
+                    sanitize(&e.entry.path.display().to_string()),
+                    sanitize(&objs),
+                    human_bytes(e.entry.allocated_bytes),
+                    plural(e.entry.files as usize, "file"),
+                )?;
+                if let Some(err) = &e.error {
+                    writeln!(w, "                {}", sanitize(err))?;
+                }
+            }
+            for s in &c.skipped {
+                writeln!(
+                    w,
+                    "    {:<11} {} {} — {}: {}",
+                    "skipped",
+                    short(&s.entry.build_id),
+                    sanitize(&s.entry.path.display().to_string()),
+                    serde_json::to_value(s.reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    sanitize(&s.detail)
+                )?;
+            }
+        }
+        let t = &o.totals;
+        let verb = if o.dry_run { "would free" } else { "freed" };
+        writeln!(
+            w,
+            "\ntotal: {} {}, {} {verb} (allocated); {} skipped for safety ({}); {} failed; {} refused",
+            if o.dry_run { t.entries } else { t.purged },
+            if o.dry_run { "entries planned" } else { "entries purged" },
+            human_bytes(if o.dry_run { t.planned_bytes } else { t.freed_bytes }),
+            t.skipped,
+            human_bytes(t.skipped_bytes),
+            t.failed,
+            plural(t.refused_roots, "root"),
+        )
+    }
+}
+
+/// `--show-roots`.
+#[derive(Debug, Serialize)]
+pub struct RootsReport {
+    pub base: PathBuf,
+    pub base_source: Source,
+    pub caches: Vec<RootLine>,
+    pub orchestrator: Liveness,
+    pub lock_source: Source,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<String>,
+}
+
+/// One root as configured.
+#[derive(Debug, Serialize)]
+pub struct RootLine {
+    pub kind: CacheKind,
+    pub env: &'static str,
+    pub path: Option<PathBuf>,
+    pub source: Source,
+    /// exists, absent, not-a-directory, unset
+    pub state: &'static str,
+    /// Where a symlinked root leads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symlink_to: Option<PathBuf>,
+}
+
+impl RootsReport {
+    pub fn new(roots: &Roots, storage_root: Option<&std::path::Path>) -> Self {
+        let caches = roots
+            .caches
+            .iter()
+            .map(|c| {
+                let (state, symlink_to) = match &c.path {
+                    None => ("unset", None),
+                    Some(p) => match std::fs::symlink_metadata(p) {
+                        Err(_) => ("absent", None),
+                        Ok(m) if m.file_type().is_symlink() => {
+                            let t = std::fs::canonicalize(p).ok();
+                            (if p.is_dir() { "exists" } else { "absent" }, t)
+                        }
+                        Ok(m) if m.is_dir() => ("exists", None),
+                        Ok(_) => ("not-a-directory", None),
+                    },
+                };
+                RootLine {
+                    kind: c.kind,
+                    env: c.kind.env(),
+                    path: c.path.clone(),
+                    source: c.source.clone(),
+                    state,
+                    symlink_to,
+                }
+            })
+            .collect();
+        let any_env = roots
+            .caches
+            .iter()
+            .any(|c| matches!(c.source.kind, SourceKind::Env | SourceKind::Flag | SourceKind::E2bDir));
+        let hints = if any_env {
+            Vec::new()
+        } else {
+            cache::roots::e2b_dir_hints(storage_root)
+                .into_iter()
+                .map(|d| {
+                    format!(
+                        "{} holds e2b-*-cache folders: a self-hosted layout? try --e2b-dir {}",
+                        d.display(),
+                        d.display()
+                    )
+                })
+                .collect()
+        };
+        RootsReport {
+            base: roots.base.clone(),
+            base_source: roots.base_source.clone(),
+            caches,
+            orchestrator: cache::liveness::probe(&roots.lock),
+            lock_source: roots.lock_source.clone(),
+            hints,
+        }
+    }
+}
+
+impl Report for RootsReport {
+    fn command(&self) -> &'static str {
+        "purge-cache"
+    }
+
+    fn ok(&self) -> bool {
+        true
+    }
+
+    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        writeln!(w, "{:<9} {:<24} {:<36} {:<16} from", "cache", "variable", "path", "state")?;
+        writeln!(
+            w,
+            "{:<9} {:<24} {:<36} {:<16} {}",
+            "base",
+            "ORCHESTRATOR_BASE_PATH",
+            sanitize(&self.base.display().to_string()),
+            if self.base.is_dir() { "exists" } else { "absent" },
+            sanitize(&self.base_source.detail)
+        )?;
+        for c in &self.caches {
+            let path = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
+            let state = match &c.symlink_to {
+                Some(t) => format!("{} (symlink → {})", c.state, t.display()),
+                None => c.state.to_string(),
+            };
+            writeln!(
+                w,
+                "{:<9} {:<24} {:<36} {:<16} {}",
+                style.bold(c.kind.name()),
+                c.env,
+                sanitize(&path),
+                sanitize(&state),
+                sanitize(&c.source.detail)
+            )?;
+        }
+        writeln!(
+            w,
+            "{:<9} {:<24} {:<36} {:<16} {}",
+            "lock",
+            "ORCHESTRATOR_LOCK_PATH",
+            sanitize(&self.orchestrator.lock_path.display().to_string()),
+            serde_json::to_value(self.orchestrator.lock)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            sanitize(&self.lock_source.detail)
+        )?;
+        writeln!(
+            w,
+            "\norchestrator: {} — {}",
+            if self.orchestrator.running { "running" } else { "not running" },
+            sanitize(&self.orchestrator.reason)
+        )?;
+        for h in &self.hints {
+            writeln!(w, "hint: {}", sanitize(h))?;
+        }
+        Ok(())
+    }
+}
+
+/// `--summarize`.
+#[derive(Debug, Serialize)]
+pub struct SummaryReport {
+    pub summarize: bool,
+    #[serde(flatten)]
+    pub summary: ClusterSummary,
+    pub exit_code: u8,
+}
+
+impl Report for SummaryReport {
+    fn command(&self) -> &'static str {
+        "purge-cache"
+    }
+
+    fn ok(&self) -> bool {
+        self.summary.verdict == Verdict::Clean
+    }
+
+    fn failure_code(&self) -> u8 {
+        self.exit_code
+    }
+
+    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        let s = &self.summary;
+        let t = &s.totals;
+        let what = if s.all { "every build".to_string() } else { s.build_ids.join(", ") };
+        writeln!(
+            w,
+            "{}cluster purge of {}: {} reported ({} clean, {} skipped something, {} failed{})",
+            if s.dry_run { "dry run: " } else { "" },
+            sanitize(&what),
+            plural(t.nodes, "node"),
+            t.clean,
+            t.safety_skipped,
+            t.failed,
+            t.expected_nodes.map(|e| format!(", {e} expected")).unwrap_or_default()
+        )?;
+        for n in &s.nodes {
+            let v = match n.verdict {
+                NodeVerdict::Clean => style.ok(true),
+                NodeVerdict::SafetySkipped => "skipped".into(),
+                NodeVerdict::Failed => style.ok(false),
+                NodeVerdict::Error => "ERROR".into(),
+                NodeVerdict::Invalid => "INVALID".into(),
+            };
+            let err = n.error.as_ref().map(|e| format!(" — {}", sanitize(e))).unwrap_or_default();
+            writeln!(
+                w,
+                "  {v:<8} {:<24} {} purged, {} freed, {} skipped, {} failed{}{err}",
+                sanitize(&n.node),
+                n.purged,
+                human_bytes(n.freed_bytes),
+                n.skipped,
+                n.failed,
+                if n.orchestrator_running { " (orchestrator running)" } else { "" }
+            )?;
+        }
+        writeln!(w, "\nper cache:")?;
+        for k in &s.caches {
+            writeln!(
+                w,
+                "  {:<9} {} nodes, {} entries ({} planned), {} purged, {} freed, {} skipped, {} failed{}",
+                k.kind,
+                k.nodes,
+                k.entries,
+                human_bytes(k.planned_bytes),
+                k.purged,
+                human_bytes(k.freed_bytes),
+                k.skipped,
+                k.failed,
+                if k.shared { " (shared: counted once)" } else { "" }
+            )?;
+        }
+        if !s.skipped.is_empty() {
+            writeln!(w, "\nskipped:")?;
+            for k in s.skipped.iter().take(50) {
+                writeln!(w, "  {} {} {}: {}", sanitize(&k.node), k.kind, sanitize(&k.path), sanitize(&k.reason))?;
+            }
+            if s.skipped.len() > 50 {
+                writeln!(w, "  ... and {} more (--json lists all)", s.skipped.len() - 50)?;
+            }
+        }
+        if !s.failures.is_empty() {
+            writeln!(w, "\nfailures:")?;
+            for f in &s.failures {
+                writeln!(w, "  {}", sanitize(f))?;
+            }
+        }
+        writeln!(
+            w,
+            "\ntotal: {} entries purged, {} freed (allocated), {} skipped",
+            t.purged,
+            human_bytes(t.freed_bytes),
+            t.skipped
+        )
+    }
+}
+
+/// Most text one summarize input may hold (a few hundred nodes' reports fit easily).
+const MAX_INPUT: u64 = 256 << 20;
+
+fn summarize(a: &Args, out: &Output) -> Result<u8> {
+    let mut inputs = Vec::new();
+    for f in &a.summarize {
+        let (name, text) = if f.as_os_str() == "-" {
+            let mut s = String::new();
+            io::stdin().take(MAX_INPUT + 1).read_to_string(&mut s).map_err(|e| Error::read("-", e))?;
+            ("-".to_string(), s)
+        } else {
+            let file = std::fs::File::open(f).map_err(|e| Error::read(f, e))?;
+            let mut s = String::new();
+            file.take(MAX_INPUT + 1).read_to_string(&mut s).map_err(|e| Error::read(f, e))?;
+            (f.display().to_string(), s)
+        };
+        if text.len() as u64 > MAX_INPUT {
+            return Err(Error::invalid(&name, format!("larger than {} MiB", MAX_INPUT >> 20)));
+        }
+        let parsed = summary::parse_stream(&name, &text);
+        if parsed.is_empty() {
+            inputs.push(summary::Input { source: name, doc: Err("empty input".into()) });
+        } else {
+            inputs.extend(parsed);
+        }
+    }
+    let summary = summary::merge(&inputs, a.expect_nodes);
+    let exit_code = verdict_code(summary.verdict);
+    Ok(out.emit(&SummaryReport { summarize: true, summary, exit_code }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_id_lists() {
+        let ids = parse_build_ids(&[
+            "aaaaaaaa-0000-4000-8000-000000000001,bbbbbbbb-0000-4000-8000-000000000002".into(),
+            " cccccccc-0000-4000-8000-000000000003 ".into(),
+        ])
+        .unwrap();
+        assert_eq!(ids.len(), 3);
+        assert!(matches!(
+            parse_build_ids(&["aaaaaaaa-0000-4000-8000-000000000001,..".into()]),
+            Err(Error::BadBuildId(_))
+        ));
+        assert!(matches!(parse_build_ids(&[",".into()]), Err(Error::Usage(_))));
+    }
+}
