@@ -464,13 +464,10 @@ pub fn full_image(build: &Build) -> std::result::Result<(), String> {
     let Some(h) = files.effective_header(build.id) else {
         return Err("the rootfs header cannot be read".into());
     };
-    for m in &h.mappings {
-        if m.is_nil() {
-            continue;
-        }
-        if m.build != build.id {
-            return Err(format!("the rootfs is a diff layer: it maps blocks to build {}", m.build));
-        }
+    if let Some(m) = h.mappings.iter().find(|m| !m.is_nil() && m.build != build.id) {
+        return Err(format!("the rootfs is a diff layer: it maps blocks to build {}", m.build));
+    }
+    for m in h.mappings.iter().filter(|m| !m.is_nil()) {
         if m.storage_offset != m.offset {
             return Err("the rootfs is a compacted layer (blocks stored at other offsets than on the device)".into());
         }

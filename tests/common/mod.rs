@@ -128,3 +128,16 @@ pub fn copy_host_shell(tree: &Path) {
         std::os::unix::fs::symlink(Path::new("/").join(rel), link).unwrap();
     }
 }
+
+/// Running as root? In CI (TMPL_TEST_REQUIRE_TOOLS=1) a test that needs root fails without it;
+/// locally it prints why it skips.
+pub fn require_root() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("this test needs root (TMPL_TEST_REQUIRE_TOOLS=1)");
+    }
+    eprintln!("SKIP: not root");
+    false
+}
