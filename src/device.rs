@@ -362,6 +362,8 @@ mod tests {
                 Mapping { offset: 12288, length: 4096, build: a, storage_offset: 4096 },
             ],
             synthesized: false,
+            flags: 0,
+            builds: Vec::new(),
         };
         let d = Device::from_header(&h, |x| dir.path().join(if *x == a { "a" } else { "b" })).unwrap();
         let mut buf = vec![0u8; 16384];

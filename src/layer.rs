@@ -112,6 +112,8 @@ pub fn write_layer(
         base_build_id: base,
         mappings: maps,
         synthesized: false,
+        flags: 0,
+        builds: Vec::new(),
     };
     if own == 0 {
         // E2B stores no data file when a layer owns nothing.

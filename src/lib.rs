@@ -9,6 +9,7 @@ pub mod build;
 pub mod checks;
 pub mod cli;
 pub mod commands;
+pub mod compress;
 pub mod demo;
 pub mod device;
 pub mod elf;
