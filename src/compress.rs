@@ -367,6 +367,12 @@ pub struct FrameDecoder {
     zstd: Option<zstd::bulk::Decompressor<'static>>,
 }
 
+impl std::fmt::Debug for FrameDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameDecoder").field("zstd", &self.zstd.is_some()).finish()
+    }
+}
+
 impl Default for FrameDecoder {
     fn default() -> Self {
         Self::new()

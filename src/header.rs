@@ -166,6 +166,18 @@ impl FrameTable {
         true
     }
 
+    /// The frames overlapping any of the uncompressed `[start, end)` ranges (E2B's
+    /// `TrimToRanges`: what a child header keeps of an ancestor's table).
+    pub fn trimmed_to(&self, ranges: &[(u64, u64)]) -> FrameTable {
+        let frames = self
+            .frames
+            .iter()
+            .filter(|f| ranges.iter().any(|&(s, e)| f.start_u < e && s < f.end_u()))
+            .copied()
+            .collect();
+        FrameTable { compression: self.compression, frames }
+    }
+
     /// End of the last frame in uncompressed bytes.
     pub fn end_u(&self) -> u64 {
         self.frames.last().map_or(0, Frame::end_u)
