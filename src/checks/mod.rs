@@ -4,6 +4,7 @@
 //! its `CHECKS`; [`catalog`] gathers them for `tmpl explain` and the documentation, and a test
 //! proves that every id a check emits is in the catalog.
 
+pub mod data;
 pub mod header;
 pub mod memfile;
 pub mod metadata;
@@ -36,7 +37,9 @@ pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID];
 /// Every finding tmpl can emit.
 pub fn catalog() -> Vec<&'static Check> {
     let mut all: Vec<&'static Check> = Vec::new();
-    for list in [CHECKS, metadata::CHECKS, header::CHECKS, snapfile::CHECKS, memfile::CHECKS, rootfs::CHECKS] {
+    for list in
+        [CHECKS, metadata::CHECKS, header::CHECKS, data::CHECKS, snapfile::CHECKS, memfile::CHECKS, rootfs::CHECKS]
+    {
         all.extend_from_slice(list);
     }
     all
