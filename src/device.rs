@@ -107,10 +107,13 @@ pub enum SourceSpec {
     Framed { path: PathBuf, table: Arc<FrameTable> },
 }
 
+/// (source index, frame index) → decompressed bytes.
+type CachedFrame = ((usize, usize), Arc<Vec<u8>>);
+
 /// Recently decompressed frames, most recent last.
 #[derive(Debug, Default)]
 struct FrameCache {
-    frames: Vec<((usize, usize), Arc<Vec<u8>>)>,
+    frames: Vec<CachedFrame>,
     bytes: usize,
 }
 
