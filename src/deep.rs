@@ -6,7 +6,7 @@
 //!
 //! Throughput: files are hashed in parallel (rayon, largest first), and within each file a
 //! producer thread reads and decompresses while the consumer hashes, so the two cores of a node
-//! both work even on one file. Memory is bounded: a few buffers of one read chunk (4 MiB) or one
+//! both work even on one file. Memory is bounded: a few buffers of one read chunk (1 MiB) or one
 //! frame (at most [`crate::header::MAX_FRAME_U`]) per file in flight, whatever the file size.
 //! A file shared by several builds (a common ancestor) is read once.
 
@@ -30,7 +30,7 @@ use crate::report::{Check, Finding};
 use crate::storage::BuildId;
 
 /// Read size for plain files.
-const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 1 << 20;
 /// Buffers queued between the reader/decompressor and the hasher, per file.
 const QUEUE: usize = 3;
 
