@@ -301,8 +301,14 @@ impl Build {
         let dir = self.dir_of(&id);
         let entry = header.build_info(&id);
         let complete = entry.is_some_and(|e| e.frames.is_compressed() && e.frames.is_contiguous());
-        // The build's own header: its self entry holds the untrimmed frame table.
-        let own = if id == self.id || complete {
+        let variants: Vec<(Compression, Option<FileFacts>)> = [Compression::None, Compression::Zstd, Compression::Lz4]
+            .into_iter()
+            .map(|c| (c, stat(&dir.join(format!("{}{}", artifact.data_name(), c.suffix()))).ok().flatten()))
+            .collect();
+        let plain_present = variants[0].1.is_some();
+        // The build's own header: its self entry holds the untrimmed frame table, size and
+        // SHA-256. Not needed by a V1–V3 reader of plain data (no builds sections anywhere).
+        let own = if id == self.id || complete || (header.format() < 4 && plain_present) {
             None
         } else {
             read_small(&dir.join(artifact.header_name()), header::MAX_HEADER_BYTES)
@@ -324,10 +330,6 @@ impl Build {
         };
         let file_size = entry.and_then(|e| e.known_size()).or_else(|| own_entry.and_then(|e| e.known_size()));
         let checksum = entry.and_then(|e| e.known_checksum()).or_else(|| own_entry.and_then(|e| e.known_checksum()));
-        let variants: Vec<(Compression, Option<FileFacts>)> = [Compression::None, Compression::Zstd, Compression::Lz4]
-            .into_iter()
-            .map(|c| (c, stat(&dir.join(format!("{}{}", artifact.data_name(), c.suffix()))).ok().flatten()))
-            .collect();
         let compression = match &table {
             Some(t) => t.compression,
             None => variants

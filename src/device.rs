@@ -584,6 +584,20 @@ mod tests {
     }
 
     #[test]
+    fn frame_cache_is_bounded_and_keeps_recent_frames() {
+        let mut c = FrameCache::default();
+        for i in 0..40 {
+            c.put((0, i), Arc::new(vec![0u8; 2 << 20]));
+            assert!(c.bytes <= FRAME_CACHE_BYTES);
+        }
+        assert_eq!(c.frames.len(), FRAME_CACHE_BYTES / (2 << 20));
+        assert!(c.get((0, 39)).is_some() && c.get((0, 0)).is_none());
+        // One frame larger than the budget is still kept (the one being read).
+        c.put((1, 0), Arc::new(vec![0u8; FRAME_CACHE_BYTES + 1]));
+        assert_eq!(c.frames.len(), 1);
+    }
+
+    #[test]
     fn errors_name_the_build_and_offset() {
         let dir = tempfile::tempdir().unwrap();
         let a = id(1);
