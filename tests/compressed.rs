@@ -105,7 +105,10 @@ impl Fixture {
                     f["message"].as_str().unwrap().to_string(),
                 )
             })
-            .collect();
+            .collect::<Vec<(String, String, String)>>();
+        for (id, _, _) in &fs {
+            assert!(tmpl::checks::find(id).is_some(), "{id} is emitted but not in checks::catalog()");
+        }
         (code, fs)
     }
 }
