@@ -9,11 +9,13 @@ use std::borrow::Cow;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::compress::Compression;
 use crate::error::{Error, Result};
-use crate::header::{self, Header};
+use crate::header::{self, FrameTable, Header};
 use crate::metadata::{self, Metadata};
 use crate::snapshot::{self, SnapfileInfo};
 use crate::storage::{BuildId, BuildLocation};
@@ -25,6 +27,10 @@ pub const KNOWN_FILES: &[&str] =
     &[METADATA, "rootfs.ext4", "rootfs.ext4.header", "memfile", "memfile.header", SNAPFILE];
 /// Suffixes of compressed data files (V4/V5 builds).
 pub const COMPRESSED_SUFFIXES: &[&str] = &[".zstd", ".lz4"];
+/// The Local provider's sidecar beside a compressed object: its uncompressed size in decimal
+/// (`<object>.uncompressed-size`, `storage_fs.go`).
+pub const SIDECAR_SUFFIX: &str = ".uncompressed-size";
+const MAX_SIDECAR_BYTES: u64 = 64;
 
 /// The two block devices a build describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -213,9 +219,12 @@ impl Build {
             let entry = entry.map_err(|e| Error::read(dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let known = KNOWN_FILES.contains(&name.as_str())
-                || Artifact::ALL
-                    .iter()
-                    .any(|a| COMPRESSED_SUFFIXES.iter().any(|s| name == format!("{}{s}", a.data_name())));
+                || Artifact::ALL.iter().any(|a| {
+                    COMPRESSED_SUFFIXES.iter().any(|s| {
+                        name == format!("{}{s}", a.data_name())
+                            || name == format!("{}{s}{SIDECAR_SUFFIX}", a.data_name())
+                    })
+                });
             if !known {
                 extra_files.push(name);
             }
@@ -284,6 +293,78 @@ impl Build {
         self.dir.join(name)
     }
 
+    /// Where build `id`'s data for `artifact` lives, as a reader of `header` (this build's header)
+    /// finds it: the compressed file named by the frame table in `header`'s builds section, else
+    /// by the table in `id`'s own header (E2B's reader falls back to it), else the plain file.
+    /// Stats the file and reads the Local provider's size sidecar; never reads data.
+    pub fn data_file(&self, header: &Header, id: BuildId, artifact: Artifact) -> DataFile {
+        let dir = self.dir_of(&id);
+        let entry = header.build_info(&id);
+        let complete = entry.is_some_and(|e| e.frames.is_compressed() && e.frames.is_contiguous());
+        let variants: Vec<(Compression, Option<FileFacts>)> = [Compression::None, Compression::Zstd, Compression::Lz4]
+            .into_iter()
+            .map(|c| (c, stat(&dir.join(format!("{}{}", artifact.data_name(), c.suffix()))).ok().flatten()))
+            .collect();
+        let plain_present = variants[0].1.is_some();
+        // The build's own header: its self entry holds the untrimmed frame table, size and
+        // SHA-256. Not needed by a V1–V3 reader of plain data (no builds sections anywhere).
+        let own = if id == self.id || complete || (header.format() < 4 && plain_present) {
+            None
+        } else {
+            read_small(&dir.join(artifact.header_name()), header::MAX_HEADER_BYTES)
+                .ok()
+                .flatten()
+                .and_then(|b| header::parse(&b).ok())
+        };
+        let own_entry = own.as_ref().and_then(|h| h.build_info(&id));
+        let this_table = entry.filter(|e| e.frames.is_compressed()).map(|e| Arc::new(e.frames.clone()));
+        let own_table = own_entry.filter(|e| e.frames.is_compressed()).map(|e| Arc::new(e.frames.clone()));
+        let (table, table_source) = match (&this_table, &own_table) {
+            (Some(t), _) => (Some(t.clone()), Some(TableSource::ThisHeader)),
+            (None, Some(t)) => (Some(t.clone()), Some(TableSource::OwnHeader)),
+            (None, None) => (None, None),
+        };
+        let full_table = match (&own_table, &this_table) {
+            (Some(t), _) => Some(t.clone()),
+            (None, t) => t.clone(),
+        };
+        let file_size = entry.and_then(|e| e.known_size()).or_else(|| own_entry.and_then(|e| e.known_size()));
+        let checksum = entry.and_then(|e| e.known_checksum()).or_else(|| own_entry.and_then(|e| e.known_checksum()));
+        let compression = match &table {
+            Some(t) => t.compression,
+            None => variants
+                .iter()
+                .find(|(c, f)| *c == Compression::None && f.is_some())
+                .or_else(|| variants.iter().find(|(_, f)| f.is_some()))
+                .map_or(Compression::None, |(c, _)| *c),
+        };
+        let name = format!("{}{}", artifact.data_name(), compression.suffix());
+        let path = dir.join(&name);
+        let facts = variants.iter().find(|(c, _)| *c == compression).and_then(|(_, f)| *f);
+        let others = variants
+            .iter()
+            .filter(|(c, f)| *c != compression && f.is_some())
+            .map(|(c, _)| format!("{}{}", artifact.data_name(), c.suffix()))
+            .collect();
+        let sidecar = (compression != Compression::None).then(|| read_sidecar(&path)).flatten();
+        let label = if id == self.id { name } else { format!("{id}/{name}") };
+        DataFile {
+            build: id,
+            artifact,
+            label,
+            path,
+            compression,
+            table,
+            table_source,
+            full_table,
+            facts,
+            file_size,
+            checksum,
+            sidecar,
+            others,
+        }
+    }
+
     /// Builds whose data this build reads (distinct non-nil ids in both headers, minus itself).
     pub fn dependencies(&self) -> Vec<BuildId> {
         let mut deps = Vec::new();
@@ -321,6 +402,57 @@ impl Build {
             && self.rootfs.is_absent()
             && self.memfile.is_absent()
     }
+}
+
+/// Where a frame table came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableSource {
+    /// The builds section of the header being read.
+    ThisHeader,
+    /// The data file's own build's header (the reader's fallback).
+    OwnHeader,
+}
+
+/// One build's data file for one artifact, resolved through the headers (see
+/// [`Build::data_file`]).
+#[derive(Clone, Debug)]
+pub struct DataFile {
+    pub build: BuildId,
+    pub artifact: Artifact,
+    /// The file's name for findings: `rootfs.ext4.zstd` for this build,
+    /// `<build-id>/rootfs.ext4.zstd` for another.
+    pub label: String,
+    pub path: PathBuf,
+    pub compression: Compression,
+    /// The frame table a reader of the header uses (compressed files only).
+    pub table: Option<Arc<FrameTable>>,
+    pub table_source: Option<TableSource>,
+    /// The most complete table known: the build's own (untrimmed) one when available.
+    pub full_table: Option<Arc<FrameTable>>,
+    /// `stat` of the file; `None` when it is missing.
+    pub facts: Option<FileFacts>,
+    /// Uncompressed size from a builds section (positive values only).
+    pub file_size: Option<u64>,
+    /// SHA-256 of the uncompressed data from a builds section (non-zero only).
+    pub checksum: Option<[u8; 32]>,
+    /// The `.uncompressed-size` sidecar: absent, a value, or why it is unusable.
+    pub sidecar: Option<std::result::Result<u64, String>>,
+    /// Other data files of the same build and artifact that exist (plain beside compressed).
+    pub others: Vec<String>,
+}
+
+/// Read a `.uncompressed-size` sidecar beside `path` (`None` when absent).
+pub fn read_sidecar(path: &Path) -> Option<std::result::Result<u64, String>> {
+    let mut p = path.as_os_str().to_owned();
+    p.push(SIDECAR_SUFFIX);
+    let bytes = match read_small(Path::new(&p), MAX_SIDECAR_BYTES) {
+        Ok(None) => return None,
+        Ok(Some(b)) => b,
+        Err(e) => return Some(Err(e)),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Some(text.trim().parse::<u64>().map_err(|_| format!("{:?} is not a decimal size", text.trim())))
 }
 
 /// Builds in `storage_root` whose headers map blocks to `id` (its dependents). Reads only the

@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::build::Artifact;
+use crate::build::{Artifact, Build};
+use crate::compress::Compression;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::header::{self, Header};
-use crate::layer::{self, Parent};
+use crate::layer::{self, LayerFormat, Parent};
 use crate::metadata;
 use crate::progress::NoProgress;
 use crate::snapshot::{self, Arch};
 use crate::storage::BuildId;
+use crate::storage::BuildLocation;
 use crate::tools::e2fs::{self, MkfsOptions};
 
 /// Marker file that identifies a demo storage (so `--dir` can be reused safely).
@@ -58,6 +60,13 @@ pub mod ids {
     pub const FAKE_SNAPFILE: &str = "e7000000-0000-4000-8000-000000000017";
     pub const ENVD_FLAG: &str = "e8000000-0000-4000-8000-000000000018";
     pub const DANGLING_INIT: &str = "e9000000-0000-4000-8000-000000000019";
+    /// Healthy V4 base with zstd-compressed rootfs and memfile.
+    pub const ZSTD_BASE: &str = "a0000000-0000-4000-8000-000000000005";
+    /// Healthy V5 child of ZSTD_BASE with LZ4-compressed data.
+    pub const LZ4_CHILD: &str = "a0000000-0000-4000-8000-000000000006";
+    pub const LZ4_CHECKSUM: &str = "eb000000-0000-4000-8000-00000000001b";
+    pub const PENDING_UPLOAD: &str = "ec000000-0000-4000-8000-00000000001c";
+    pub const SHORT_COMPRESSED: &str = "ea000000-0000-4000-8000-00000000001a";
     /// Referenced by MISSING_ANCESTOR, deliberately absent.
     pub const GONE: &str = "deadbeef-0000-4000-8000-0000000000ff";
 }
@@ -180,29 +189,57 @@ impl StorageWriter {
         parent: Option<&BuildId>,
         generation: u64,
     ) -> Result<Header> {
+        self.layer_as(id, Artifact::Rootfs, image, parent, generation, &LayerFormat::V3)
+    }
+
+    /// Store `image` as build `id`'s `artifact` in `format` (V3, or V4/V5 with compressed
+    /// frames), as a compacted layer over `parent`'s (read through its own header and frames).
+    pub fn layer_as(
+        &self,
+        id: &BuildId,
+        artifact: Artifact,
+        image: &Path,
+        parent: Option<&BuildId>,
+        generation: u64,
+        format: &LayerFormat,
+    ) -> Result<Header> {
         let dir = self.dir(id)?;
         let img = Device::plain_file(image).map_err(|e| Error::invalid(image, e.to_string()))?;
         match parent {
-            None => Ok(layer::write_layer(&img, &dir, *id, Artifact::Rootfs, None, generation, &NoProgress)?.header),
+            None => Ok(layer::write_layer_as(&img, &dir, *id, artifact, None, generation, format, &NoProgress)?.header),
             Some(p) => {
                 let pdir = self.root.join(p.to_string());
-                let ph =
-                    header::parse(&std::fs::read(pdir.join("rootfs.ext4.header")).map_err(|e| Error::read(&pdir, e))?)
-                        .map_err(|e| Error::invalid(&pdir, e.to_string()))?;
-                let pdev = Device::from_header(&ph, |x| self.root.join(x.to_string()).join("rootfs.ext4"))
-                    .map_err(|e| Error::invalid(&pdir, e.to_string()))?;
-                Ok(layer::write_layer(
+                let pb = Build::open(&BuildLocation {
+                    dir: pdir.clone(),
+                    folder_id: Some(*p),
+                    storage_root: self.root.clone(),
+                })?;
+                let Some(ph) = pb.artifact(artifact).header.parsed() else {
+                    return Err(Error::invalid(&pdir, format!("{} is missing or invalid", artifact.header_name())));
+                };
+                let pdev = Device::open(&pb, artifact).map_err(|e| Error::invalid(&pdir, e.to_string()))?;
+                Ok(layer::write_layer_as(
                     &img,
                     &dir,
                     *id,
-                    Artifact::Rootfs,
-                    Some(Parent { header: &ph, device: &pdev }),
+                    artifact,
+                    Some(Parent { header: ph, device: &pdev }),
                     generation,
+                    format,
                     &NoProgress,
                 )?
                 .header)
             }
         }
+    }
+
+    /// Guest memory of `mem_mib` stored as a compacted (mostly nil) layer in `format`.
+    pub fn memfile_as(&self, id: &BuildId, mem_mib: u64, format: &LayerFormat, scratch: &Path) -> Result<Header> {
+        let img = scratch.join(format!("{id}.mem"));
+        layer::sparse_file(&img, mem_mib << 20, 8)?;
+        let h = self.layer_as(id, Artifact::Memfile, &img, None, 0, format);
+        let _ = std::fs::remove_file(&img);
+        h
     }
 }
 
@@ -327,6 +364,51 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
         std::os::unix::fs::symlink("/usr/local/bin/envd", &init).map_err(|e| Error::write(&init, e))
     })?;
 
+    // 2026 builds: V4/V5 headers with builds sections, data in compressed frames.
+    let zstd4 = LayerFormat::framed(4, Compression::Zstd);
+    let lz4_5 = LayerFormat::framed(5, Compression::Lz4);
+    let zbase = id(ids::ZSTD_BASE);
+    let ztree = scratch.path().join("ztree");
+    rootfs_tree(&ztree, ids::ZSTD_BASE, &[])?;
+    let zbase_img = scratch.path().join("zbase.ext4");
+    make_image(&ztree, &zbase_img, IMAGE_SIZE)?;
+    w.layer_as(&zbase, Artifact::Rootfs, &zbase_img, None, 0, &zstd4)?;
+    w.memfile_as(&zbase, MEM_MIB, &zstd4, scratch.path())?;
+    w.snapfile(&zbase, "8.0.0", MEM_MIB)?;
+    w.metadata(&zbase, FC_VERSION, false)?;
+    let zchild = id(ids::LZ4_CHILD);
+    w.layer_as(&zchild, Artifact::Rootfs, &child_img, Some(&zbase), 1, &lz4_5)?;
+    w.memfile_as(&zchild, MEM_MIB, &lz4_5, scratch.path())?;
+    w.snapfile(&zchild, "8.0.0", MEM_MIB)?;
+    w.metadata(&zchild, FC_VERSION, false)?;
+    let broken_z = |sid: &str| -> Result<BuildId> {
+        let b = id(sid);
+        w.layer_as(&b, Artifact::Rootfs, &child_img, Some(&zbase), 1, &zstd4)?;
+        w.memfile_as(&b, MEM_MIB, &zstd4, scratch.path())?;
+        w.snapfile(&b, "8.0.0", MEM_MIB)?;
+        w.metadata(&b, FC_VERSION, false)?;
+        Ok(b)
+    };
+    let zsum = broken_z(ids::LZ4_CHECKSUM)?;
+    let zpath = root.join(ids::LZ4_CHECKSUM).join("rootfs.ext4.header");
+    let mut bytes = std::fs::read(&zpath).map_err(|e| Error::read(&zpath, e))?;
+    // Inside the first LZ4 block's data: 64 (metadata) + 5 (flags, length) + 7 (frame header)
+    // + 4 (block size) bytes in.
+    bytes[64 + 5 + 7 + 4 + 3] ^= 0x20;
+    std::fs::write(&zpath, &bytes).map_err(|e| Error::write(&zpath, e))?;
+
+    let pending = broken_z(ids::PENDING_UPLOAD)?;
+    let ppath = root.join(ids::PENDING_UPLOAD).join("memfile.header");
+    let mut bytes = std::fs::read(&ppath).map_err(|e| Error::read(&ppath, e))?;
+    bytes[64] |= header::FLAG_PENDING_UPLOAD;
+    std::fs::write(&ppath, &bytes).map_err(|e| Error::write(&ppath, e))?;
+
+    let zshort = broken_z(ids::SHORT_COMPRESSED)?;
+    let spath = root.join(ids::SHORT_COMPRESSED).join("rootfs.ext4.zstd");
+    let f = std::fs::OpenOptions::new().write(true).open(&spath).map_err(|e| Error::write(&spath, e))?;
+    let len = f.metadata().map_err(|e| Error::read(&spath, e))?.len();
+    f.set_len(len / 2).map_err(|e| Error::write(&spath, e))?;
+
     Ok(vec![
         Scenario {
             build_id: base,
@@ -405,6 +487,36 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
             name: "hand-made snapfile",
             description: "4 KiB of zeros written as a placeholder snapfile",
             expect: vec!["snapfile.bad-magic"],
+        },
+        Scenario {
+            build_id: zbase,
+            name: "healthy compressed base (V4)",
+            description: "V4 headers with builds section and SHA-256; rootfs.ext4.zstd and memfile.zstd in 2 MiB frames, with size sidecars",
+            expect: vec![],
+        },
+        Scenario {
+            build_id: zchild,
+            name: "healthy compressed child (V5)",
+            description: "V5 varint mappings over the zstd base; its own blocks in LZ4 frames",
+            expect: vec![],
+        },
+        Scenario {
+            build_id: zsum,
+            name: "corrupt V4 header",
+            description: "one flipped bit inside the header's LZ4 frame",
+            expect: vec!["header.v4-lz4-checksum"],
+        },
+        Scenario {
+            build_id: pending,
+            name: "half-uploaded header",
+            description: "memfile.header with IncompletePendingUpload set (copied from a peer mid-upload)",
+            expect: vec!["header.pending-upload"],
+        },
+        Scenario {
+            build_id: zshort,
+            name: "truncated compressed data",
+            description: "rootfs.ext4.zstd cut in half: its frame table reaches past the end",
+            expect: vec!["header.data-too-short"],
         },
     ])
 }

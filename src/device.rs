@@ -2,22 +2,30 @@
 //!
 //! Every byte of an image that tmpl reads goes through [`Device`]: each mapped range is read from
 //! the owning build's data file at its storage offset, nil ranges read as zeros, and a headerless
-//! build is its plain data file. Reads are positional (`pread`), nothing is copied or cached, and
-//! memory use does not depend on the image size. Errors name the build, file and offset.
+//! build is its plain data file. Plain data files are read positionally (`pread`) straight into
+//! the caller's buffer. Compressed data files (`rootfs.ext4.zstd`, `memfile.lz4`) are read through
+//! their frame table: only the frames a read touches are read and decompressed, and the last few
+//! are kept in a small cache (at most [`FRAME_CACHE_BYTES`]). Memory use does not depend on the
+//! image size. Errors name the build, file and offset (and the frame).
 //!
-//! Layered, compacted and full builds look the same to the rootfs reader, the editor and the VM
-//! runner through this type.
+//! Layered, compacted, compressed and full builds look the same to the rootfs reader, the editor
+//! and the VM runner through this type.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::build::{Artifact, Build};
-use crate::header::{Header, Mapping};
+use crate::compress::{Compression, FrameDecoder};
+use crate::header::{FrameTable, Header, Mapping};
 use crate::progress::Progress;
 use crate::storage::BuildId;
+
+/// Decompressed frames kept per device (E2B frames are 2 MiB: 16 of them).
+pub const FRAME_CACHE_BYTES: usize = 32 << 20;
 
 /// Positional reads of a fixed-size byte source.
 pub trait ReadAt {
@@ -50,6 +58,25 @@ pub enum DeviceError {
     },
     #[error("read of {len} bytes at offset {offset} goes past the end of the device ({size} bytes)")]
     OutOfRange { offset: u64, len: usize, size: u64 },
+    #[error(
+        "reading device offset {offset}: build {build}, {} frame {frame} (compressed bytes {start_c}..{end_c}, uncompressed {start_u}..): {reason}",
+        path.display()
+    )]
+    Frame {
+        offset: u64,
+        build: BuildId,
+        path: PathBuf,
+        frame: usize,
+        start_c: u64,
+        end_c: u64,
+        start_u: u64,
+        reason: String,
+    },
+    #[error(
+        "reading device offset {offset}: build {build}, {}: uncompressed byte {file_offset} is in no frame of the frame table",
+        path.display()
+    )]
+    NotInFrameTable { offset: u64, build: BuildId, path: PathBuf, file_offset: u64 },
 }
 
 impl DeviceError {
@@ -67,6 +94,46 @@ struct Source {
     build: BuildId,
     path: PathBuf,
     file: File,
+    /// The frame table of a compressed data file; `None` for a plain one.
+    frames: Option<Arc<FrameTable>>,
+}
+
+/// How to open one build's data file.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// An uncompressed data file, read at storage offsets.
+    Plain(PathBuf),
+    /// A compressed data file and the table of its frames.
+    Framed { path: PathBuf, table: Arc<FrameTable> },
+}
+
+/// (source index, frame index) → decompressed bytes.
+type CachedFrame = ((usize, usize), Arc<Vec<u8>>);
+
+/// Recently decompressed frames, most recent last.
+#[derive(Debug, Default)]
+struct FrameCache {
+    frames: Vec<CachedFrame>,
+    bytes: usize,
+}
+
+impl FrameCache {
+    fn get(&mut self, key: (usize, usize)) -> Option<Arc<Vec<u8>>> {
+        let i = self.frames.iter().position(|(k, _)| *k == key)?;
+        let e = self.frames.remove(i);
+        let v = e.1.clone();
+        self.frames.push(e);
+        Some(v)
+    }
+
+    fn put(&mut self, key: (usize, usize), v: Arc<Vec<u8>>) {
+        self.bytes += v.len();
+        self.frames.push((key, v));
+        while self.bytes > FRAME_CACHE_BYTES && self.frames.len() > 1 {
+            let (_, old) = self.frames.remove(0);
+            self.bytes -= old.len();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +159,8 @@ pub struct Device {
     bytes_read: AtomicU64,
     /// True when the whole device is one file at identical offsets.
     plain: bool,
+    cache: Mutex<FrameCache>,
+    decoders: Mutex<Vec<FrameDecoder>>,
 }
 
 impl Device {
@@ -108,14 +177,40 @@ impl Device {
             return Err(unavailable(if files.compressed.is_empty() {
                 format!("neither {} nor {} exists", artifact.data_name(), artifact.header_name())
             } else {
-                format!("only compressed data ({}) exists, which this version cannot read", files.compressed[0].0)
+                format!(
+                    "{} exists but {} does not: compressed data cannot be read without the frame table in its header",
+                    files.compressed[0].0,
+                    artifact.header_name()
+                )
             }));
         };
-        Self::from_header(&header, |id| build.data_path(id, artifact))
+        Self::from_specs(&header, |id| {
+            let df = build.data_file(&header, *id, artifact);
+            match (&df.compression, df.table) {
+                (Compression::None, _) => Ok(SourceSpec::Plain(df.path)),
+                (_, Some(table)) => Ok(SourceSpec::Framed { path: df.path, table }),
+                (_, None) => Err(DeviceError::Unavailable {
+                    build: *id,
+                    artifact: artifact.data_name(),
+                    reason: format!(
+                        "{} is compressed but neither this header nor {}'s own header has its frame table",
+                        df.label, id
+                    ),
+                }),
+            }
+        })
     }
 
-    /// A device over a header, opening each referenced build's data file via `path_of`.
+    /// A device over a header, opening each referenced build's (plain) data file via `path_of`.
     pub fn from_header(header: &Header, path_of: impl Fn(&BuildId) -> PathBuf) -> Result<Device, DeviceError> {
+        Self::from_specs(header, |id| Ok(SourceSpec::Plain(path_of(id))))
+    }
+
+    /// A device over a header, opening each referenced build's data file as `spec_of` says.
+    pub fn from_specs(
+        header: &Header,
+        spec_of: impl Fn(&BuildId) -> Result<SourceSpec, DeviceError>,
+    ) -> Result<Device, DeviceError> {
         let mut sources: Vec<Source> = Vec::new();
         let mut maps: Vec<Mapping> = header.mappings.iter().copied().filter(|m| m.length > 0).collect();
         maps.sort_by_key(|m| m.offset);
@@ -137,13 +232,16 @@ impl Device {
                 let idx = match sources.iter().position(|s| s.build == m.build) {
                     Some(i) => i,
                     None => {
-                        let path = path_of(&m.build);
+                        let (path, frames) = match spec_of(&m.build)? {
+                            SourceSpec::Plain(p) => (p, None),
+                            SourceSpec::Framed { path, table } => (path, Some(table)),
+                        };
                         let file = File::open(&path).map_err(|source| DeviceError::Open {
                             build: m.build,
                             path: path.clone(),
                             source,
                         })?;
-                        sources.push(Source { build: m.build, path, file });
+                        sources.push(Source { build: m.build, path, file, frames });
                         sources.len() - 1
                     }
                 };
@@ -153,7 +251,7 @@ impl Device {
             pos = end;
         }
         let plain = segments.len() == 1
-            && matches!(segments[0].target, Target::File { storage_offset: 0, .. })
+            && matches!(segments[0].target, Target::File { storage_offset: 0, source } if sources[source].frames.is_none())
             && segments[0].offset == 0;
         Ok(Device {
             size: header.size,
@@ -162,6 +260,8 @@ impl Device {
             sources,
             bytes_read: AtomicU64::new(0),
             plain,
+            cache: Mutex::default(),
+            decoders: Mutex::default(),
         })
     }
 
@@ -180,9 +280,11 @@ impl Device {
             size,
             block_size: 4096,
             segments: vec![Segment { offset: 0, length: size, target: Target::File { source: 0, storage_offset: 0 } }],
-            sources: vec![Source { build: BuildId::nil(), path: path.to_path_buf(), file }],
+            sources: vec![Source { build: BuildId::nil(), path: path.to_path_buf(), file, frames: None }],
             bytes_read: AtomicU64::new(0),
             plain: true,
+            cache: Mutex::default(),
+            decoders: Mutex::default(),
         })
     }
 
@@ -193,6 +295,80 @@ impl Device {
     /// Bytes read from data files so far (zero ranges are not counted).
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// True when some bytes come from compressed data files.
+    pub fn is_compressed(&self) -> bool {
+        self.sources.iter().any(|s| s.frames.is_some())
+    }
+
+    /// Frame `fi` of source `si`, decompressed (from the cache when recent).
+    fn frame(&self, si: usize, fi: usize, offset: u64) -> Result<Arc<Vec<u8>>, DeviceError> {
+        if let Ok(mut c) = self.cache.lock()
+            && let Some(hit) = c.get((si, fi))
+        {
+            return Ok(hit);
+        }
+        let src = &self.sources[si];
+        let Some(table) = src.frames.as_ref() else {
+            return Err(DeviceError::NotInFrameTable {
+                offset,
+                build: src.build,
+                path: src.path.clone(),
+                file_offset: 0,
+            });
+        };
+        let f = table.frames[fi];
+        let err = |reason: String| DeviceError::Frame {
+            offset,
+            build: src.build,
+            path: src.path.clone(),
+            frame: fi,
+            start_c: f.start_c,
+            end_c: f.end_c(),
+            start_u: f.start_u,
+            reason,
+        };
+        let mut cbuf = vec![0u8; f.size_c as usize];
+        src.file.read_exact_at(&mut cbuf, f.start_c).map_err(|e| err(e.to_string()))?;
+        let mut dec = self.decoders.lock().ok().and_then(|mut d| d.pop()).unwrap_or_default();
+        let mut out = Vec::new();
+        let res = dec.decode_into(table.compression, &cbuf, f.size_u as usize, &mut out);
+        if let Ok(mut d) = self.decoders.lock() {
+            d.push(dec);
+        }
+        res.map_err(|e| err(e.message))?;
+        let out = Arc::new(out);
+        if let Ok(mut c) = self.cache.lock() {
+            c.put((si, fi), out.clone());
+        }
+        Ok(out)
+    }
+
+    /// Read `dst` from uncompressed offset `file_offset` of compressed source `si`.
+    fn read_framed(&self, si: usize, dst: &mut [u8], file_offset: u64, offset: u64) -> Result<(), DeviceError> {
+        let src = &self.sources[si];
+        let Some(table) = src.frames.as_ref() else {
+            return Err(DeviceError::NotInFrameTable { offset, build: src.build, path: src.path.clone(), file_offset });
+        };
+        let mut done = 0usize;
+        while done < dst.len() {
+            let u = file_offset + done as u64;
+            let Some(fi) = table.locate(u) else {
+                return Err(DeviceError::NotInFrameTable {
+                    offset: offset + done as u64,
+                    build: src.build,
+                    path: src.path.clone(),
+                    file_offset: u,
+                });
+            };
+            let data = self.frame(si, fi, offset + done as u64)?;
+            let within = (u - table.frames[fi].start_u) as usize;
+            let n = (data.len() - within).min(dst.len() - done);
+            dst[done..done + n].copy_from_slice(&data[within..within + n]);
+            done += n;
+        }
+        Ok(())
     }
 
     /// True when the device is a single file read at identical offsets (a full image).
@@ -223,6 +399,24 @@ impl Device {
         progress.start("assembling image", self.size);
         for seg in &self.segments {
             let len = seg.length.min(self.size.saturating_sub(seg.offset));
+            if let Target::File { source, storage_offset } = seg.target
+                && self.sources[source].frames.is_some()
+            {
+                // Compressed: decompress through the frames, leave zero chunks as holes.
+                let mut buf = vec![0u8; 1 << 20];
+                let mut done = 0u64;
+                while done < len {
+                    let n = (len - done).min(buf.len() as u64) as usize;
+                    self.read_framed(source, &mut buf[..n], storage_offset + done, seg.offset + done)?;
+                    if buf[..n].iter().any(|&b| b != 0) {
+                        out.write_all_at(&buf[..n], seg.offset + done).map_err(out_err)?;
+                    }
+                    self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+                    progress.inc(n as u64);
+                    done += n as u64;
+                }
+                continue;
+            }
             if let Target::File { source, storage_offset } = seg.target {
                 let src = &self.sources[source];
                 copy_range(&src.file, storage_offset, out, seg.offset, len).map_err(|e| DeviceError::Read {
@@ -295,6 +489,10 @@ impl ReadAt for Device {
             let dst = &mut buf[done..done + n];
             match seg.target {
                 Target::Zero => dst.fill(0),
+                Target::File { source, storage_offset } if self.sources[source].frames.is_some() => {
+                    self.read_framed(source, dst, storage_offset + within, at)?;
+                    self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Target::File { source, storage_offset } => {
                     let src = &self.sources[source];
                     let file_offset = storage_offset + within;
@@ -362,6 +560,8 @@ mod tests {
                 Mapping { offset: 12288, length: 4096, build: a, storage_offset: 4096 },
             ],
             synthesized: false,
+            flags: 0,
+            builds: Vec::new(),
         };
         let d = Device::from_header(&h, |x| dir.path().join(if *x == a { "a" } else { "b" })).unwrap();
         let mut buf = vec![0u8; 16384];
@@ -381,6 +581,20 @@ mod tests {
         let mut back = vec![0u8; 16384];
         out.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, buf);
+    }
+
+    #[test]
+    fn frame_cache_is_bounded_and_keeps_recent_frames() {
+        let mut c = FrameCache::default();
+        for i in 0..40 {
+            c.put((0, i), Arc::new(vec![0u8; 2 << 20]));
+            assert!(c.bytes <= FRAME_CACHE_BYTES);
+        }
+        assert_eq!(c.frames.len(), FRAME_CACHE_BYTES / (2 << 20));
+        assert!(c.get((0, 39)).is_some() && c.get((0, 0)).is_none());
+        // One frame larger than the budget is still kept (the one being read).
+        c.put((1, 0), Arc::new(vec![0u8; FRAME_CACHE_BYTES + 1]));
+        assert_eq!(c.frames.len(), 1);
     }
 
     #[test]

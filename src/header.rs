@@ -11,17 +11,40 @@
 //!  48  [16] BaseBuildId
 //! ```
 //!
-//! Versions 1–3 share this layout. V4/V5 (LZ4-framed, 2026) are recognised by their version
-//! number and reported as not yet supported rather than misparsed.
+//! Versions 1–3 share this layout. V4 and V5 (2026) keep the 64-byte prefix and add a flags byte,
+//! the inner block's length and one LZ4 frame holding a builds section (per referenced build: data
+//! file size, SHA-256, frame table) and the mappings (V4: 40-byte records; V5: varint columns);
+//! see [`framed`]. All versions parse into the same [`Header`].
 
-use serde::Serialize;
+mod framed;
 
+use serde::{Serialize, Serializer};
+
+use crate::compress::{Compression, Lz4Error};
 use crate::storage::BuildId;
+
+pub use framed::{EncodeError, encode_inner, try_encode};
 
 pub const META_LEN: usize = 64;
 pub const MAPPING_LEN: usize = 40;
 /// Largest header we read (E2B caps the V4 inner block at 256 MiB; V1–V3 are smaller in practice).
 pub const MAX_HEADER_BYTES: u64 = 256 * 1024 * 1024 + META_LEN as u64;
+/// Cap on a V4/V5 inner block's declared uncompressed length (`v4MaxUncompressedHeaderSize`,
+/// 256 MiB since 2026; it was 64 MiB).
+pub const MAX_INNER_LEN: u64 = 256 * 1024 * 1024;
+/// Cap on frames per frame table (`maxDeserializedFrames`).
+pub const MAX_FRAMES: u64 = 1 << 20;
+/// Cap on one frame's uncompressed size. E2B's frames are 2 MiB by default and must divide its
+/// 4 MiB chunk size; tmpl refuses larger ones so a crafted table cannot make it allocate more.
+pub const MAX_FRAME_U: u64 = 16 << 20;
+/// Cap on one frame's compressed size (incompressible data grows a little).
+pub const MAX_FRAME_C: u64 = 2 * MAX_FRAME_U;
+/// Cap on V5 non-nil mapping entries (`maxV5MappingEntries`, 8 Mi).
+pub const MAX_V5_ENTRIES: u64 = 8 << 20;
+/// Cap on distinct builds in a V5 build table (65535).
+pub const MAX_V5_BUILDS: u64 = 65535;
+/// Flags bit 0: `IncompletePendingUpload` (never persisted by E2B).
+pub const FLAG_PENDING_UPLOAD: u8 = 0x01;
 /// Version from which the mapping must be sorted, contiguous and cover `[0, Size)` exactly
 /// (`NormalizeFixVersion` in E2B).
 pub const NORMALIZE_FIX_VERSION: u64 = 3;
@@ -68,6 +91,135 @@ pub struct Header {
     pub mappings: Vec<Mapping>,
     /// True when the body was empty and one self mapping was synthesised, as E2B's reader does.
     pub synthesized: bool,
+    /// V4/V5: the flags byte (bit 0 = IncompletePendingUpload). 0 for V1–V3.
+    pub flags: u8,
+    /// V4/V5: the builds section, in stored order (E2B sorts it by UUID bytes). Empty for V1–V3.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<BuildInfo>,
+}
+
+/// One frame of a compressed data file: uncompressed range `[start_u, start_u + size_u)` stored
+/// at `[start_c, start_c + size_c)` of the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    pub start_u: u64,
+    pub start_c: u64,
+    pub size_u: u32,
+    pub size_c: u32,
+}
+
+impl Frame {
+    pub fn end_u(&self) -> u64 {
+        self.start_u + u64::from(self.size_u)
+    }
+
+    pub fn end_c(&self) -> u64 {
+        self.start_c + u64::from(self.size_c)
+    }
+}
+
+/// The decompression index of one build's data file (`FrameTable`). Empty (or compression
+/// `None`) means the data file is stored uncompressed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FrameTable {
+    pub compression: Compression,
+    pub frames: Vec<Frame>,
+}
+
+impl FrameTable {
+    /// True when the data file is compressed and this table describes (some of) its frames.
+    pub fn is_compressed(&self) -> bool {
+        self.compression != Compression::None && !self.frames.is_empty()
+    }
+
+    /// Index of the frame holding uncompressed offset `u`, if any (frames are sorted by `start_u`).
+    pub fn locate(&self, u: u64) -> Option<usize> {
+        let i = self.frames.partition_point(|f| f.start_u <= u);
+        let i = i.checked_sub(1)?;
+        (u < self.frames[i].end_u()).then_some(i)
+    }
+
+    /// The first uncompressed offset in `[start, end)` that no frame covers.
+    pub fn first_gap(&self, start: u64, end: u64) -> Option<u64> {
+        let mut at = start;
+        while at < end {
+            match self.locate(at) {
+                Some(i) => at = self.frames[i].end_u(),
+                None => return Some(at),
+            }
+        }
+        None
+    }
+
+    /// Frames run from offset 0 in both spaces with no gaps: the table describes the whole file
+    /// (not trimmed to the frames one header reads).
+    pub fn is_contiguous(&self) -> bool {
+        let mut u = 0;
+        let mut c = 0;
+        for f in &self.frames {
+            if f.start_u != u || f.start_c != c {
+                return false;
+            }
+            u = f.end_u();
+            c = f.end_c();
+        }
+        true
+    }
+
+    /// The frames overlapping any of the uncompressed `[start, end)` ranges (E2B's
+    /// `TrimToRanges`: what a child header keeps of an ancestor's table).
+    pub fn trimmed_to(&self, ranges: &[(u64, u64)]) -> FrameTable {
+        let frames = self
+            .frames
+            .iter()
+            .filter(|f| ranges.iter().any(|&(s, e)| f.start_u < e && s < f.end_u()))
+            .copied()
+            .collect();
+        FrameTable { compression: self.compression, frames }
+    }
+
+    /// End of the last frame in uncompressed bytes.
+    pub fn end_u(&self) -> u64 {
+        self.frames.last().map_or(0, Frame::end_u)
+    }
+
+    /// End of the last frame in compressed bytes (the data file must be at least this long).
+    pub fn end_c(&self) -> u64 {
+        self.frames.last().map_or(0, Frame::end_c)
+    }
+}
+
+/// One entry of a V4/V5 builds section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BuildInfo {
+    pub build: BuildId,
+    /// Uncompressed size of the build's data file (0 = unknown, e.g. inherited from a V3 layer).
+    pub file_size: i64,
+    /// SHA-256 of the uncompressed data file; all zero = unknown.
+    #[serde(serialize_with = "hex_or_null")]
+    pub checksum: [u8; 32],
+    pub frames: FrameTable,
+}
+
+impl BuildInfo {
+    /// The checksum, unless it is all zeros (unknown).
+    pub fn known_checksum(&self) -> Option<[u8; 32]> {
+        (self.checksum != [0u8; 32]).then_some(self.checksum)
+    }
+
+    /// The file size, when known (positive).
+    pub fn known_size(&self) -> Option<u64> {
+        u64::try_from(self.file_size).ok().filter(|&n| n > 0)
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_or_null<S: Serializer>(c: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    if *c == [0u8; 32] { s.serialize_none() } else { s.serialize_str(&hex(c)) }
 }
 
 /// Why a header cannot be parsed.
@@ -83,6 +235,34 @@ pub enum ParseError {
     UnknownVersion { version: u64 },
     #[error("header of {len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")]
     TooLarge { len: u64 },
+    #[error("V{version} header of {len} bytes ends before its flags byte and inner length (69 bytes)")]
+    FramedTooShort { version: u64, len: usize },
+    #[error("inner block length {inner_len} exceeds the {MAX_INNER_LEN}-byte cap")]
+    InnerTooLarge { inner_len: u64 },
+    #[error("inner block length is {declared} but the LZ4 frame decompresses to {actual}")]
+    InnerLengthMismatch { declared: u64, actual: String },
+    #[error("inner block: {0}")]
+    Lz4(Lz4Error),
+    #[error("inner block ends inside the {section} ({need} bytes needed, {have} left)")]
+    InnerTruncated { section: &'static str, need: u64, have: u64 },
+    #[error("frame table of build {build}: compression type 0 (none) but {count} frames")]
+    FrameTableTypeZero { build: BuildId, count: u32 },
+    #[error("frame table of build {build}: unknown compression type {compression}")]
+    FrameTableUnknownType { build: BuildId, compression: u32 },
+    #[error("frame table of build {build}: {count} frames, over the cap of {MAX_FRAMES}")]
+    FrameCountCap { build: BuildId, count: u64 },
+    #[error("frame table of build {build}, frame {frame}: {reason}")]
+    FrameInvalid { build: BuildId, frame: u64, reason: String },
+    #[error("V5 build table has {count} builds, over the cap of {MAX_V5_BUILDS}")]
+    V5BuildCountCap { count: u64 },
+    #[error("V5 mapping section has {count} entries, over the cap of {MAX_V5_ENTRIES}")]
+    V5EntryCountCap { count: u64 },
+    #[error("V5 entry {entry} names build index {index}, but the build table has {builds} builds")]
+    V5BuildIndex { entry: u64, index: u64, builds: u64 },
+    #[error("V5 entry {entry} starts at byte {offset}, before the previous entry ends at {previous_end}")]
+    V5Overlap { entry: u64, offset: u64, previous_end: u64 },
+    #[error("V5 entry {entry}: {reason}")]
+    V5BadEntry { entry: u64, reason: String },
 }
 
 /// The format version, from the raw version field.
@@ -117,11 +297,6 @@ pub fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
         return Err(ParseError::TooShort { len: bytes.len() });
     }
     let version = u64_at(bytes, 0);
-    match format_version(version) {
-        1..=3 => {}
-        v @ (4 | 5) => return Err(ParseError::NotYetSupported { version: v }),
-        v => return Err(ParseError::UnknownVersion { version: v }),
-    }
     let mut h = Header {
         version,
         block_size: u64_at(bytes, 8),
@@ -131,7 +306,17 @@ pub fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
         base_build_id: id_at(bytes, 48),
         mappings: Vec::new(),
         synthesized: false,
+        flags: 0,
+        builds: Vec::new(),
     };
+    match format_version(version) {
+        1..=3 => {}
+        4 | 5 => {
+            framed::parse_body(&mut h, &bytes[META_LEN..])?;
+            return Ok(h);
+        }
+        v => return Err(ParseError::UnknownVersion { version: v }),
+    }
     let body = &bytes[META_LEN..];
     if !body.len().is_multiple_of(MAPPING_LEN) {
         return Err(ParseError::BodyNotMultiple { body: body.len(), extra: body.len() % MAPPING_LEN });
@@ -145,6 +330,12 @@ pub fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
             storage_offset: u64_at(r, 32),
         })
         .collect();
+    synthesize_if_empty(&mut h);
+    Ok(h)
+}
+
+/// An empty mapping list reads as one self mapping `[0, roundup(Size, 4096))` (V1–V4).
+fn synthesize_if_empty(h: &mut Header) {
     if h.mappings.is_empty() {
         h.synthesized = true;
         h.mappings.push(Mapping {
@@ -154,19 +345,27 @@ pub fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
             storage_offset: 0,
         });
     }
-    Ok(h)
 }
 
-/// Encode a header in the V1–V3 layout (mappings as stored; a synthesised body is written empty).
-pub fn encode(h: &Header) -> Vec<u8> {
-    let n = if h.synthesized { 0 } else { h.mappings.len() };
-    let mut out = Vec::with_capacity(META_LEN + n * MAPPING_LEN);
+fn encode_meta(h: &Header, out: &mut Vec<u8>) {
     out.extend_from_slice(&h.version.to_le_bytes());
     out.extend_from_slice(&h.block_size.to_le_bytes());
     out.extend_from_slice(&h.size.to_le_bytes());
     out.extend_from_slice(&h.generation.to_le_bytes());
     out.extend_from_slice(h.build_id.as_bytes());
     out.extend_from_slice(h.base_build_id.as_bytes());
+}
+
+/// Encode a header in the layout of its version: V1–V3 mappings as stored (a synthesised body is
+/// written empty); V4/V5 through [`try_encode`]. V5 stores mappings in 4 KiB pages: this function
+/// rounds unaligned values down, `try_encode` refuses them.
+pub fn encode(h: &Header) -> Vec<u8> {
+    if matches!(h.format(), 4 | 5) {
+        return framed::encode_lossy(h);
+    }
+    let n = if h.synthesized { 0 } else { h.mappings.len() };
+    let mut out = Vec::with_capacity(META_LEN + n * MAPPING_LEN);
+    encode_meta(h, &mut out);
     if !h.synthesized {
         for m in &h.mappings {
             out.extend_from_slice(&m.offset.to_le_bytes());
@@ -190,6 +389,8 @@ pub fn headerless(id: BuildId, data_len: u64, block_size: u64) -> Header {
         base_build_id: id,
         mappings: vec![Mapping { offset: 0, length: data_len, build: id, storage_offset: 0 }],
         synthesized: true,
+        flags: 0,
+        builds: Vec::new(),
     }
 }
 
@@ -317,6 +518,11 @@ impl Header {
         format_version(self.version)
     }
 
+    /// The builds-section entry of `id` (the last one, as E2B's map keeps it), V4/V5 only.
+    pub fn build_info(&self, id: &BuildId) -> Option<&BuildInfo> {
+        self.builds.iter().rev().find(|b| &b.build == id)
+    }
+
     /// Distinct non-nil builds named by the mappings, in first-appearance order.
     pub fn referenced_builds(&self) -> Vec<BuildId> {
         let mut seen = Vec::new();
@@ -440,12 +646,13 @@ mod tests {
         gap.extend_from_slice(&bytes[144..]);
         let h = parse(&gap).unwrap();
         assert_eq!(validate(&h), vec![Issue::Gap { index: 1, start: 8192, end: 12288 }]);
-        // V4/V5 recognised, not parsed.
+        // Version 4/5 over a V3 body: no LZ4 frame where one must be.
         let mut v4 = bytes.clone();
         v4[0] = 4;
-        assert_eq!(parse(&v4), Err(ParseError::NotYetSupported { version: 4 }));
+        assert!(matches!(parse(&v4), Err(ParseError::Lz4(Lz4Error::BadMagic(_)))));
         v4[0] = 5;
-        assert_eq!(parse(&v4), Err(ParseError::NotYetSupported { version: 5 }));
+        assert!(matches!(parse(&v4), Err(ParseError::Lz4(Lz4Error::BadMagic(_)))));
+        assert_eq!(parse(&v4[..68]), Err(ParseError::FramedTooShort { version: 5, len: 68 }));
         v4[0] = 9;
         assert_eq!(parse(&v4), Err(ParseError::UnknownVersion { version: 9 }));
         v4[0] = 0;
@@ -467,6 +674,8 @@ mod tests {
                 .map(|(o, l)| Mapping { offset: o, length: l, build: a, storage_offset: o })
                 .collect(),
             synthesized: false,
+            flags: 0,
+            builds: Vec::new(),
         };
         assert_eq!(validate(&mk(vec![(4096, 4096)], 8192)), vec![Issue::DoesNotStartAtZero { first: 4096 }]);
         assert_eq!(
@@ -495,6 +704,8 @@ mod tests {
                 build_id: BuildId::from_bytes(idb), base_build_id: BuildId::from_bytes(baseb),
                 mappings: maps.into_iter().map(|(o,l,b,s)| Mapping{offset:o,length:l,build:BuildId::from_bytes(b),storage_offset:s}).collect(),
                 synthesized: false,
+                flags: 0,
+                builds: Vec::new(),
             };
             let bytes = encode(&h);
             prop_assert_eq!(bytes.len(), META_LEN + MAPPING_LEN * h.mappings.len());

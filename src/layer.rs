@@ -1,20 +1,50 @@
 //! Write an image into storage the way E2B does since 2025: as a compacted layer. Zero blocks
 //! become nil mappings, blocks identical to the parent's map onto the parent's bytes, and only
-//! the remaining blocks are stored in this build's data file, described by a V3 header.
+//! the remaining blocks are stored in this build's data file, described by a V3 header — or, as
+//! E2B does since 2026-05, by a V4/V5 header with a builds section (size, SHA-256 and frame table
+//! of each build it reads) and a data file of independently compressed frames
+//! (`rootfs.ext4.zstd`, `memfile.lz4`) with the Local provider's `.uncompressed-size` sidecar.
 //!
 //! Used by `--fork` (a self-contained new build), the demo and the layered test fixtures.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::build::Artifact;
+use sha2::{Digest, Sha256};
+
+use crate::build::{Artifact, SIDECAR_SUFFIX};
+use crate::compress::{self, Compression};
 use crate::device::{Device, ReadAt};
 use crate::error::{Error, Result};
-use crate::header::{self, Header, Mapping};
+use crate::header::{self, BuildInfo, Frame, FrameTable, Header, Mapping};
 use crate::progress::Progress;
 use crate::storage::BuildId;
+
+/// E2B's default frame size (`DefaultCompressFrameSize`, 2 MiB of uncompressed data).
+pub const DEFAULT_FRAME_SIZE: u32 = 2 << 20;
+
+/// How a layer is stored: header version, data compression and frame size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerFormat {
+    /// 3 (no builds section), 4 or 5.
+    pub version: u64,
+    /// Compression of the data file (V4/V5 only).
+    pub compression: Compression,
+    pub frame_size: u32,
+}
+
+impl LayerFormat {
+    /// The 2025 layout: V3 header, plain data file.
+    pub const V3: LayerFormat =
+        LayerFormat { version: 3, compression: Compression::None, frame_size: DEFAULT_FRAME_SIZE };
+
+    /// A V4/V5 layout with `compression`.
+    pub fn framed(version: u64, compression: Compression) -> LayerFormat {
+        LayerFormat { version, compression, frame_size: DEFAULT_FRAME_SIZE }
+    }
+}
 
 /// The layer this build sits on.
 pub struct Parent<'a> {
@@ -36,7 +66,7 @@ fn mapping_at(h: &Header, off: u64) -> Option<&Mapping> {
 }
 
 /// Read `image` (any `ReadAt`) block by block and write `<dir>/<artifact data>` plus
-/// `<dir>/<artifact header>` for build `id`. `dir` must exist. Block size 4096.
+/// `<dir>/<artifact header>` for build `id` (V3 layout). `dir` must exist. Block size 4096.
 pub fn write_layer(
     image: &dyn ReadAt,
     dir: &Path,
@@ -46,12 +76,30 @@ pub fn write_layer(
     generation: u64,
     progress: &dyn Progress,
 ) -> Result<Written> {
+    write_layer_as(image, dir, id, artifact, parent, generation, &LayerFormat::V3, progress)
+}
+
+/// [`write_layer`] in a chosen layout. For V4/V5 the header carries a builds section: this
+/// build's size, SHA-256 and frame table, and the entries of the parent's header for every
+/// ancestor still referenced (tables trimmed to the frames this layer reads, as E2B does).
+#[allow(clippy::too_many_arguments)]
+pub fn write_layer_as(
+    image: &dyn ReadAt,
+    dir: &Path,
+    id: BuildId,
+    artifact: Artifact,
+    parent: Option<Parent>,
+    generation: u64,
+    format: &LayerFormat,
+    progress: &dyn Progress,
+) -> Result<Written> {
     const BS: u64 = header::PAGE;
     let size = image.size();
     let data_path = dir.join(artifact.data_name());
     let mut data = File::create(&data_path).map_err(|e| Error::write(&data_path, e))?;
     let mut maps: Vec<Mapping> = Vec::new();
     let mut own = 0u64;
+    let mut sha = Sha256::new();
     let mut buf = vec![0u8; BS as usize];
     let mut pbuf = vec![0u8; BS as usize];
     let push = |maps: &mut Vec<Mapping>, m: Mapping| {
@@ -90,6 +138,7 @@ pub fn write_layer(
                 },
                 _ => {
                     data.write_all(&buf).map_err(|e| Error::write(&data_path, e))?;
+                    sha.update(&buf);
                     let m = Mapping { offset: off, length: BS, build: id, storage_offset: own };
                     own += BS;
                     m
@@ -103,7 +152,7 @@ pub fn write_layer(
     progress.finish();
     data.sync_all().map_err(|e| Error::write(&data_path, e))?;
     let base = parent.as_ref().map_or(id, |p| p.header.base_build_id);
-    let header = Header {
+    let mut header = Header {
         version: 3,
         block_size: BS,
         size,
@@ -112,14 +161,84 @@ pub fn write_layer(
         base_build_id: base,
         mappings: maps,
         synthesized: false,
+        flags: 0,
+        builds: Vec::new(),
     };
+    drop(data);
     if own == 0 {
         // E2B stores no data file when a layer owns nothing.
         std::fs::remove_file(&data_path).map_err(|e| Error::write(&data_path, e))?;
     }
     let hpath = dir.join(artifact.header_name());
-    write_atomic(&hpath, &header::encode(&header))?;
+    if format.version < 4 {
+        write_atomic(&hpath, &header::encode(&header))?;
+        return Ok(Written { header, own_bytes: own });
+    }
+    header.version = format.version;
+    let mut frames = FrameTable::default();
+    if own > 0 && format.compression != Compression::None {
+        frames = compress_file(&data_path, artifact, format)?;
+        std::fs::remove_file(&data_path).map_err(|e| Error::write(&data_path, e))?;
+    }
+    let checksum: [u8; 32] = if own > 0 { sha.finalize().into() } else { [0; 32] };
+    let mut builds = vec![BuildInfo { build: id, file_size: own as i64, checksum, frames }];
+    if let Some(p) = &parent {
+        for other in header.referenced_builds() {
+            if other == id {
+                continue;
+            }
+            if let Some(e) = p.header.build_info(&other) {
+                let ranges: Vec<(u64, u64)> = header
+                    .mappings
+                    .iter()
+                    .filter(|m| m.build == other)
+                    .map(|m| (m.storage_offset, m.storage_end()))
+                    .collect();
+                builds.push(BuildInfo { frames: e.frames.trimmed_to(&ranges), ..e.clone() });
+            }
+        }
+    }
+    builds.sort_by(|a, b| a.build.as_bytes().cmp(b.build.as_bytes()));
+    header.builds = builds;
+    let bytes = header::try_encode(&header).map_err(|e| Error::invalid(&hpath, e.to_string()))?;
+    write_atomic(&hpath, &bytes)?;
     Ok(Written { header, own_bytes: own })
+}
+
+/// Compress `plain` into `<data><suffix>` frame by frame, write the Local provider's size
+/// sidecar, and return the frame table.
+fn compress_file(plain: &Path, artifact: Artifact, format: &LayerFormat) -> Result<FrameTable> {
+    let dir = plain.parent().unwrap_or(Path::new("."));
+    let name = format!("{}{}", artifact.data_name(), format.compression.suffix());
+    let out_path = dir.join(&name);
+    let mut src = File::open(plain).map_err(|e| Error::read(plain, e))?;
+    let mut out = File::create(&out_path).map_err(|e| Error::write(&out_path, e))?;
+    let mut buf = vec![0u8; format.frame_size.max(4096) as usize];
+    let (mut u, mut c) = (0u64, 0u64);
+    let mut frames = Vec::new();
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match src.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::read(plain, e)),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        let enc = compress::encode_frame(format.compression, &buf[..n]).map_err(|e| Error::write(&out_path, e))?;
+        out.write_all(&enc).map_err(|e| Error::write(&out_path, e))?;
+        frames.push(Frame { start_u: u, start_c: c, size_u: n as u32, size_c: enc.len() as u32 });
+        u += n as u64;
+        c += enc.len() as u64;
+    }
+    out.sync_all().map_err(|e| Error::write(&out_path, e))?;
+    let sidecar = dir.join(format!("{name}{SIDECAR_SUFFIX}"));
+    std::fs::write(&sidecar, u.to_string()).map_err(|e| Error::write(&sidecar, e))?;
+    Ok(FrameTable { compression: format.compression, frames })
 }
 
 /// Write a file by writing a temporary sibling and renaming it into place (and truncating: E2B's
@@ -192,5 +311,94 @@ mod tests {
         // The stored header parses back to the same mappings.
         let stored = header::parse(&std::fs::read(cdir.join("rootfs.ext4.header")).unwrap()).unwrap();
         assert_eq!(stored, child.header);
+    }
+
+    fn open(root: &Path, id: BuildId) -> crate::build::Build {
+        crate::build::Build::open(&crate::storage::BuildLocation {
+            dir: root.join(id.to_string()),
+            folder_id: Some(id),
+            storage_root: root.to_path_buf(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn compressed_base_and_child_read_back_through_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (bid, cid) = (BuildId::from_bytes([0xB; 16]), BuildId::from_bytes([0xC; 16]));
+        for d in [bid, cid] {
+            std::fs::create_dir_all(root.join(d.to_string())).unwrap();
+        }
+        // 5 MiB with zero blocks, so frames are 2 MiB, 2 MiB and a short last one.
+        let mut img: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i / 4096 % 251) as u8 ^ (i % 7) as u8).collect();
+        img[..4096].fill(0);
+        img[1 << 20..(1 << 20) + 8192].fill(0);
+        let fmt = LayerFormat { frame_size: 1 << 20, ..LayerFormat::framed(4, Compression::Zstd) };
+        let base = write_layer_as(&img, &root.join(bid.to_string()), bid, Artifact::Rootfs, None, 0, &fmt, &NoProgress)
+            .unwrap();
+        let bdir = root.join(bid.to_string());
+        assert!(!bdir.join("rootfs.ext4").exists() && bdir.join("rootfs.ext4.zstd").exists());
+        let sidecar = std::fs::read_to_string(bdir.join("rootfs.ext4.zstd.uncompressed-size")).unwrap();
+        assert_eq!(sidecar, base.own_bytes.to_string());
+        let info = base.header.build_info(&bid).unwrap();
+        assert_eq!(info.known_size(), Some(base.own_bytes));
+        assert!(info.frames.is_contiguous() && info.frames.frames.len() == 5);
+        let b = open(root, bid);
+        assert_eq!(b.rootfs.header.parsed(), Some(&base.header));
+        let bdev = Device::open(&b, Artifact::Rootfs).unwrap();
+        assert!(bdev.is_compressed() && !bdev.is_plain());
+        let mut back = vec![0u8; img.len()];
+        bdev.read_exact_at(&mut back, 0).unwrap();
+        assert!(back == img);
+        // A child layer as V5 with LZ4 frames, over the compressed base.
+        let mut edited = img.clone();
+        edited[3 * 1024 * 1024 + 5] ^= 0xFF;
+        let fmt = LayerFormat::framed(5, Compression::Lz4);
+        let child = write_layer_as(
+            &edited,
+            &root.join(cid.to_string()),
+            cid,
+            Artifact::Rootfs,
+            Some(Parent { header: &base.header, device: &bdev }),
+            1,
+            &fmt,
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(child.own_bytes, 4096);
+        // The child's header carries the base's entry, trimmed to the frames it reads.
+        let inherited = child.header.build_info(&bid).unwrap();
+        assert_eq!(inherited.checksum, info.checksum);
+        assert!(inherited.frames.frames.len() <= info.frames.frames.len());
+        let c = open(root, cid);
+        let cdev = Device::open(&c, Artifact::Rootfs).unwrap();
+        let mut back = vec![0u8; edited.len()];
+        cdev.read_exact_at(&mut back, 0).unwrap();
+        assert!(back == edited);
+        // Assembling writes the same bytes.
+        let out = tempfile::tempfile().unwrap();
+        cdev.assemble_to(&out, &NoProgress).unwrap();
+        let mut assembled = vec![0u8; edited.len()];
+        out.read_exact_at(&mut assembled, 0).unwrap();
+        assert!(assembled == edited);
+        // A corrupt frame is an error naming the build, the file and the frame.
+        let zpath = bdir.join("rootfs.ext4.zstd");
+        let mut z = std::fs::read(&zpath).unwrap();
+        let f1 = info.frames.frames[1];
+        z[(f1.start_c + u64::from(f1.size_c) / 2) as usize] ^= 0xFF;
+        std::fs::write(&zpath, &z).unwrap();
+        let bdev = Device::open(&open(root, bid), Artifact::Rootfs).unwrap();
+        let s = f1.start_u + 100;
+        let m = base
+            .header
+            .mappings
+            .iter()
+            .find(|m| m.build == bid && m.storage_offset <= s && s < m.storage_end())
+            .unwrap();
+        let err = bdev.read_exact_at(&mut [0u8; 16], m.offset + (s - m.storage_offset)).unwrap_err().to_string();
+        assert!(err.contains(&bid.to_string()) && err.contains("rootfs.ext4.zstd") && err.contains("frame 1"), "{err}");
+        // Reads touching only other frames still work.
+        bdev.read_exact_at(&mut [0u8; 16], (5 << 20) - 100).unwrap();
     }
 }

@@ -10,6 +10,8 @@ pub mod cache;
 pub mod checks;
 pub mod cli;
 pub mod commands;
+pub mod compress;
+pub mod deep;
 pub mod demo;
 pub mod device;
 pub mod edit;

@@ -397,6 +397,8 @@ fn a_full_image_header_with_nil_ranges_is_rewritten() {
         base_build_id: id,
         mappings: maps,
         synthesized: false,
+        flags: 0,
+        builds: Vec::new(),
     };
     std::fs::write(d.join("rootfs.ext4.header"), tmpl::header::encode(&h)).unwrap();
     let (code, v, err) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b)]);

@@ -1,7 +1,10 @@
-//! `*.header` checks and the data files they require (reference: e2b-formats.md §3).
+//! `*.header` checks and the data files they require (reference: e2b-formats.md §3, §7).
+//! Every way a V4/V5 header can be corrupt has its own finding id.
 
 use crate::build::{Artifact, Build, HeaderError, Loaded};
-use crate::header::{self, Header, Issue, NORMALIZE_FIX_VERSION, ParseError};
+use crate::checks::data;
+use crate::compress::Compression;
+use crate::header::{self, FLAG_PENDING_UPLOAD, Header, Issue, NORMALIZE_FIX_VERSION, ParseError};
 use crate::report::{Check, Finding, Severity, human_bytes};
 use crate::storage::BuildId;
 
@@ -11,11 +14,119 @@ pub const INVALID: Check = Check {
     title: "a header file is truncated or malformed",
     hint: "the orchestrator cannot map this build's blocks; restore the header from the source storage",
 };
-pub const UNSUPPORTED_VERSION: Check = Check {
-    id: "header.unsupported-version",
-    severity: Severity::Info,
-    title: "V4/V5 header (2026 layout): not yet supported by this tmpl",
-    hint: "the header and the data it maps were not checked",
+pub const V4_INNER_TOO_LARGE: Check = Check {
+    id: "header.v4-inner-too-large",
+    severity: Severity::Error,
+    title: "V4/V5 header: inner block length over the 256 MiB cap",
+    hint: "E2B's reader refuses it (v4MaxUncompressedHeaderSize); the length field is corrupt, restore the header from the source storage",
+};
+pub const V4_INNER_LENGTH: Check = Check {
+    id: "header.v4-inner-length-mismatch",
+    severity: Severity::Error,
+    title: "V4/V5 header: inner block length does not match the LZ4 frame",
+    hint: "the length field or the frame is corrupt (a partial rewrite or a header copied over another); restore the header from the source storage",
+};
+pub const V4_BAD_LZ4: Check = Check {
+    id: "header.v4-bad-lz4",
+    severity: Severity::Error,
+    title: "V4/V5 header: the LZ4 frame is malformed or truncated",
+    hint: "the header was cut short or overwritten; restore it from the source storage",
+};
+pub const V4_LZ4_CHECKSUM: Check = Check {
+    id: "header.v4-lz4-checksum",
+    severity: Severity::Error,
+    title: "V4/V5 header: an LZ4 checksum (descriptor, block or content xxHash32) fails",
+    hint: "bytes of the header changed after it was written (disk or copy corruption); restore it from the source storage",
+};
+pub const V4_TRUNCATED: Check = Check {
+    id: "header.v4-truncated",
+    severity: Severity::Error,
+    title: "V4/V5 header: a count runs past the end of the inner block",
+    hint: "the builds section or the mappings are shorter than their counts say; restore the header from the source storage",
+};
+pub const PENDING_UPLOAD: Check = Check {
+    id: "header.pending-upload",
+    severity: Severity::Error,
+    title: "V4/V5 header has the IncompletePendingUpload flag set",
+    hint: "E2B never stores such a header (StoreHeader refuses it): this is an in-flight header from a peer, copied mid-upload; re-copy the build once its upload has finished",
+};
+pub const UNKNOWN_FLAGS: Check = Check {
+    id: "header.unknown-flags",
+    severity: Severity::Warning,
+    title: "V4/V5 header flags byte has bits E2B does not define",
+    hint: "only bit 0 (IncompletePendingUpload) exists; the byte is probably corrupt",
+};
+pub const FRAME_TABLE_TYPE_ZERO: Check = Check {
+    id: "header.frame-table-type-zero",
+    severity: Severity::Error,
+    title: "a frame table says \"uncompressed\" but lists frames",
+    hint: "E2B rejects it as a corrupted header (compression type 0 with a frame count); restore the header from the source storage",
+};
+pub const FRAME_TABLE_UNKNOWN_TYPE: Check = Check {
+    id: "header.frame-table-unknown-type",
+    severity: Severity::Error,
+    title: "a frame table names a compression type other than none, zstd or lz4",
+    hint: "the header is corrupt or from a newer E2B; restore it from the source storage",
+};
+pub const FRAME_COUNT_CAP: Check = Check {
+    id: "header.frame-count-cap",
+    severity: Severity::Error,
+    title: "a frame table lists more than 1 Mi frames",
+    hint: "E2B refuses tables over maxDeserializedFrames (2 TiB of 2 MiB frames); the count is corrupt",
+};
+pub const FRAME_TABLE_INVALID: Check = Check {
+    id: "header.frame-table-invalid",
+    severity: Severity::Error,
+    title: "a frame has a zero, negative or oversized size, or frames overlap",
+    hint: "frames must be sorted and disjoint in both the compressed and the uncompressed file; restore the header from the source storage",
+};
+pub const V5_BUILD_COUNT_CAP: Check = Check {
+    id: "header.v5-build-count-cap",
+    severity: Severity::Error,
+    title: "V5 build table over 65535 builds",
+    hint: "the count is corrupt; restore the header from the source storage",
+};
+pub const V5_ENTRY_COUNT_CAP: Check = Check {
+    id: "header.v5-entry-count-cap",
+    severity: Severity::Error,
+    title: "V5 mapping section over 8 Mi entries",
+    hint: "E2B refuses it (maxV5MappingEntries); the count is corrupt",
+};
+pub const V5_BUILD_INDEX: Check = Check {
+    id: "header.v5-build-index",
+    severity: Severity::Error,
+    title: "a V5 mapping entry points past the build table",
+    hint: "the index column is corrupt; restore the header from the source storage",
+};
+pub const V5_OVERLAP: Check = Check {
+    id: "header.v5-overlap",
+    severity: Severity::Error,
+    title: "a V5 mapping entry starts before the previous one ends",
+    hint: "the offset column is corrupt; E2B's reader refuses the header",
+};
+pub const V5_BAD_ENTRY: Check = Check {
+    id: "header.v5-bad-entry",
+    severity: Severity::Error,
+    title: "a V5 mapping entry is empty, out of range or past the device Size",
+    hint: "the varint columns are corrupt; restore the header from the source storage",
+};
+pub const BUILD_ENTRY_INVALID: Check = Check {
+    id: "header.build-entry-invalid",
+    severity: Severity::Error,
+    title: "a builds-section entry is invalid (negative size or listed twice)",
+    hint: "the builds section is corrupt; restore the header from the source storage",
+};
+pub const NO_FRAME_TABLE: Check = Check {
+    id: "header.no-frame-table",
+    severity: Severity::Error,
+    title: "a compressed data file has no frame table",
+    hint: "compressed data can only be read through the frame table in a V4/V5 header (this build's or the data's own build's); restore that header",
+};
+pub const FRAME_TABLE_GAP: Check = Check {
+    id: "header.frame-table-gap",
+    severity: Severity::Error,
+    title: "the mappings read compressed bytes no frame covers",
+    hint: "the frame table was trimmed or is corrupt; reads of these blocks fail. Restore the headers from the source storage",
 };
 pub const UNKNOWN_VERSION: Check = Check {
     id: "header.unknown-version",
@@ -116,8 +227,26 @@ pub const UNUSED_DATA: Check = Check {
 
 pub const CHECKS: &[&Check] = &[
     &INVALID,
-    &UNSUPPORTED_VERSION,
     &UNKNOWN_VERSION,
+    &V4_INNER_TOO_LARGE,
+    &V4_INNER_LENGTH,
+    &V4_BAD_LZ4,
+    &V4_LZ4_CHECKSUM,
+    &V4_TRUNCATED,
+    &PENDING_UPLOAD,
+    &UNKNOWN_FLAGS,
+    &FRAME_TABLE_TYPE_ZERO,
+    &FRAME_TABLE_UNKNOWN_TYPE,
+    &FRAME_COUNT_CAP,
+    &FRAME_TABLE_INVALID,
+    &V5_BUILD_COUNT_CAP,
+    &V5_ENTRY_COUNT_CAP,
+    &V5_BUILD_INDEX,
+    &V5_OVERLAP,
+    &V5_BAD_ENTRY,
+    &BUILD_ENTRY_INVALID,
+    &NO_FRAME_TABLE,
+    &FRAME_TABLE_GAP,
     &BUILD_ID_MISMATCH,
     &MAPPING_ORDER,
     &COVERAGE,
@@ -137,6 +266,32 @@ pub const CHECKS: &[&Check] = &[
 
 /// Most mapping issues reported per header (the rest are counted).
 const MAX_MAPPING_ISSUES: usize = 5;
+
+/// The finding for a header that does not parse.
+pub fn parse_check(e: &ParseError) -> &'static Check {
+    match e {
+        ParseError::UnknownVersion { .. } => &UNKNOWN_VERSION,
+        ParseError::InnerTooLarge { .. } => &V4_INNER_TOO_LARGE,
+        ParseError::InnerLengthMismatch { .. } => &V4_INNER_LENGTH,
+        ParseError::Lz4(l) if l.is_checksum() => &V4_LZ4_CHECKSUM,
+        ParseError::Lz4(_) => &V4_BAD_LZ4,
+        ParseError::InnerTruncated { .. } => &V4_TRUNCATED,
+        ParseError::FrameTableTypeZero { .. } => &FRAME_TABLE_TYPE_ZERO,
+        ParseError::FrameTableUnknownType { .. } => &FRAME_TABLE_UNKNOWN_TYPE,
+        ParseError::FrameCountCap { .. } => &FRAME_COUNT_CAP,
+        ParseError::FrameInvalid { .. } => &FRAME_TABLE_INVALID,
+        ParseError::V5BuildCountCap { .. } => &V5_BUILD_COUNT_CAP,
+        ParseError::V5EntryCountCap { .. } => &V5_ENTRY_COUNT_CAP,
+        ParseError::V5BuildIndex { .. } => &V5_BUILD_INDEX,
+        ParseError::V5Overlap { .. } => &V5_OVERLAP,
+        ParseError::V5BadEntry { .. } => &V5_BAD_ENTRY,
+        ParseError::TooShort { .. }
+        | ParseError::BodyNotMultiple { .. }
+        | ParseError::NotYetSupported { .. }
+        | ParseError::TooLarge { .. }
+        | ParseError::FramedTooShort { .. } => &INVALID,
+    }
+}
 
 fn missing_data(a: Artifact) -> &'static Check {
     match a {
@@ -177,7 +332,7 @@ pub fn check(build: &Build, a: Artifact) -> Vec<Finding> {
                 }
             } else if let Some((name, _)) = files.compressed.first() {
                 out.push(Finding::new(
-                    &INVALID,
+                    &NO_FRAME_TABLE,
                     hfile,
                     format!(
                         "{name} exists but {} is missing: compressed data cannot be read without its header",
@@ -187,16 +342,12 @@ pub fn check(build: &Build, a: Artifact) -> Vec<Finding> {
             }
             return out;
         }
-        Loaded::Invalid(HeaderError::Parse(ParseError::NotYetSupported { version })) => {
-            out.push(Finding::new(
-                &UNSUPPORTED_VERSION,
-                hfile,
-                format!("{} is a V{version} header; its mappings were not checked", a.header_name()),
-            ));
-            return out;
-        }
         Loaded::Invalid(HeaderError::Parse(e @ ParseError::UnknownVersion { .. })) => {
             out.push(Finding::new(&UNKNOWN_VERSION, hfile, e.to_string()));
+            return out;
+        }
+        Loaded::Invalid(HeaderError::Parse(e)) => {
+            out.push(Finding::new(parse_check(e), hfile, format!("{}: {e}", a.header_name())));
             return out;
         }
         Loaded::Invalid(e) => {
@@ -214,8 +365,44 @@ pub fn check(build: &Build, a: Artifact) -> Vec<Finding> {
             format!("BuildId is {} but the folder is {folder}", h.build_id),
         ));
     }
+    out.extend(framed(h, hfile.clone()));
     out.extend(structure(h, hfile.clone()));
     out.extend(data_files(build, a, h));
+    out
+}
+
+/// V4/V5 facts beyond parsing: the flags byte and the builds section.
+fn framed(h: &Header, file: Option<String>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if h.format() < 4 {
+        return out;
+    }
+    if h.flags & FLAG_PENDING_UPLOAD != 0 {
+        out.push(Finding::new(
+            &PENDING_UPLOAD,
+            file.clone(),
+            format!("flags byte is {:#04x}: bit 0 (IncompletePendingUpload) is set", h.flags),
+        ));
+    }
+    if h.flags & !FLAG_PENDING_UPLOAD != 0 {
+        out.push(Finding::new(&UNKNOWN_FLAGS, file.clone(), format!("flags byte is {:#04x}", h.flags)));
+    }
+    for (i, b) in h.builds.iter().enumerate() {
+        if b.file_size < 0 {
+            out.push(Finding::new(
+                &BUILD_ENTRY_INVALID,
+                file.clone(),
+                format!("build {} has a negative data file size {}", b.build, b.file_size),
+            ));
+        }
+        if h.builds[..i].iter().any(|o| o.build == b.build) {
+            out.push(Finding::new(
+                &BUILD_ENTRY_INVALID,
+                file.clone(),
+                format!("build {} is listed more than once in the builds section", b.build),
+            ));
+        }
+    }
     out
 }
 
@@ -259,105 +446,209 @@ fn structure(h: &Header, file: Option<String>) -> Vec<Finding> {
     out
 }
 
-/// Every build the header maps blocks to must have a data file long enough.
+/// Every build the header maps blocks to must have a data file long enough: plain files by
+/// length, compressed files through their frame table (coverage of the mappings, compressed
+/// length) and their uncompressed size (builds section, `.uncompressed-size` sidecar).
 fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
     let mut out = Vec::new();
     let refs: Vec<BuildId> = h.referenced_builds();
     let files = build.artifact(a);
-    if !refs.contains(&build.id)
-        && let Some(d) = files.data
-    {
-        out.push(Finding::new(
-            &UNUSED_DATA,
-            Some(a.data_name().into()),
-            format!("{} ({}) is not used by the header", a.data_name(), human_bytes(d.len)),
-        ));
+    if !refs.contains(&build.id) {
+        if let Some(d) = files.data {
+            out.push(Finding::new(
+                &UNUSED_DATA,
+                Some(a.data_name().into()),
+                format!("{} ({}) is not used by the header", a.data_name(), human_bytes(d.len)),
+            ));
+        }
+        for (name, f) in &files.compressed {
+            out.push(Finding::new(
+                &UNUSED_DATA,
+                Some(name.clone()),
+                format!("{name} ({}) is not used by the header", human_bytes(f.len)),
+            ));
+        }
     }
     for id in refs {
         let need = h.required_len(&id);
-        let (label, facts) = if id == build.id {
-            let label = a.data_name().to_string();
-            match files.data {
-                Some(d) => (label, d),
-                None if !files.compressed.is_empty() => {
-                    out.push(Finding::new(
-                        &UNSUPPORTED_VERSION,
-                        Some(label),
-                        "compressed data file: not checked by this version".to_string(),
-                    ));
-                    continue;
-                }
-                None => {
-                    out.push(Finding::new(
-                        missing_data(a),
-                        Some(label),
-                        format!(
-                            "{} maps {} of the device to this build, but {} is missing",
-                            a.header_name(),
-                            human_bytes(need),
-                            a.data_name()
-                        ),
-                    ));
-                    continue;
-                }
-            }
-        } else {
-            let dir = build.dir_of(&id);
-            let label = format!("{id}/{}", a.data_name());
-            if !dir.is_dir() {
-                out.push(Finding::new(
-                    &MISSING_BUILD,
-                    Some(id.to_string()),
-                    format!(
-                        "{} maps blocks to build {id}, which is not in {}",
-                        a.header_name(),
-                        build.storage_root.display()
-                    ),
-                ));
+        if id != build.id && !build.dir_of(&id).is_dir() {
+            out.push(Finding::new(
+                &MISSING_BUILD,
+                Some(id.to_string()),
+                format!(
+                    "{} maps blocks to build {id}, which is not in {}",
+                    a.header_name(),
+                    build.storage_root.display()
+                ),
+            ));
+            continue;
+        }
+        let df = build.data_file(h, id, a);
+        let label = df.label.clone();
+        let Some(facts) = df.facts else {
+            if df.compression != Compression::None && df.table.is_none() {
+                out.push(Finding::new(&NO_FRAME_TABLE, Some(label), "missing".to_string()));
                 continue;
             }
-            match crate::build::stat(&dir.join(a.data_name())) {
-                Ok(Some(d)) => (label, d),
-                Ok(None) => {
-                    let compressed = crate::build::COMPRESSED_SUFFIXES
-                        .iter()
-                        .any(|s| dir.join(format!("{}{s}", a.data_name())).exists());
-                    if compressed {
-                        out.push(Finding::new(
-                            &UNSUPPORTED_VERSION,
-                            Some(label),
-                            "ancestor data is compressed: not checked by this version".to_string(),
-                        ));
-                    } else {
-                        out.push(Finding::new(
-                            &ANCESTOR_DATA_MISSING,
-                            Some(label),
-                            format!(
-                                "build {id} is needed for {} of this {} but its {} is missing",
-                                human_bytes(need),
-                                a.label(),
-                                a.data_name()
-                            ),
-                        ));
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    out.push(Finding::new(&ANCESTOR_DATA_MISSING, Some(label), e.to_string()));
-                    continue;
+            let other = if df.others.is_empty() {
+                String::new()
+            } else {
+                format!(" (present instead: {})", df.others.join(", "))
+            };
+            let check = if id == build.id { missing_data(a) } else { &ANCESTOR_DATA_MISSING };
+            let msg = if id == build.id {
+                format!(
+                    "{} maps {} of the device to this build, but {label} is missing{other}",
+                    a.header_name(),
+                    human_bytes(need)
+                )
+            } else {
+                format!(
+                    "build {id} is needed for {} of this {} but its {label} is missing{other}",
+                    human_bytes(need),
+                    a.label()
+                )
+            };
+            out.push(Finding::new(check, Some(label), msg));
+            continue;
+        };
+        if !df.others.is_empty() {
+            out.push(Finding::new(
+                &data::PLAIN_AND_COMPRESSED,
+                Some(label.clone()),
+                format!("{label} is read; {} also exists", df.others.join(", ")),
+            ));
+        }
+        if df.compression == Compression::None {
+            if facts.len < need {
+                out.push(Finding::new(
+                    &DATA_TOO_SHORT,
+                    Some(label.clone()),
+                    format!(
+                        "{label} is {} bytes but the mappings read up to byte {need} ({} missing)",
+                        facts.len,
+                        need - facts.len
+                    ),
+                ));
+            }
+            if let Some(size) = df.file_size
+                && facts.len != size
+            {
+                out.extend(data::size_mismatch(&label, facts.len, size));
+            }
+            continue;
+        }
+        let Some(table) = df.table.as_ref() else {
+            out.push(Finding::new(
+                &NO_FRAME_TABLE,
+                Some(label.clone()),
+                format!(
+                    "{label} is {} compressed data, but neither {} nor {id}'s own header has a frame table for it",
+                    df.compression.name(),
+                    a.header_name()
+                ),
+            ));
+            continue;
+        };
+        let mut gaps = 0usize;
+        for m in h.mappings.iter().filter(|m| m.build == id) {
+            if let Some(g) = table.first_gap(m.storage_offset, m.storage_end()) {
+                gaps += 1;
+                if gaps <= MAX_MAPPING_ISSUES {
+                    out.push(Finding::new(
+                        &FRAME_TABLE_GAP,
+                        Some(label.clone()),
+                        format!(
+                            "mapping at device offset {} reads uncompressed bytes {}..{} of {label}; byte {g} is in no frame",
+                            m.offset,
+                            m.storage_offset,
+                            m.storage_end()
+                        ),
+                    ));
                 }
             }
-        };
-        if facts.len < need {
+        }
+        if gaps > MAX_MAPPING_ISSUES {
+            out.push(Finding::new(
+                &FRAME_TABLE_GAP,
+                Some(label.clone()),
+                format!("… and {} more mappings outside the frame table", gaps - MAX_MAPPING_ISSUES),
+            ));
+        }
+        if facts.len < table.end_c() {
             out.push(Finding::new(
                 &DATA_TOO_SHORT,
                 Some(label.clone()),
                 format!(
-                    "{label} is {} bytes but the mappings read up to byte {need} ({} missing)",
+                    "{label} is {} bytes but its frame table reaches byte {} ({} missing)",
                     facts.len,
-                    need - facts.len
+                    table.end_c(),
+                    table.end_c() - facts.len
                 ),
             ));
+        }
+        if let Some(full) = df.full_table.as_ref().filter(|t| t.is_contiguous()) {
+            if let Some(size) = df.file_size
+                && full.end_u() != size
+            {
+                out.push(Finding::new(
+                    &data::SIZE_MISMATCH,
+                    Some(label.clone()),
+                    format!(
+                        "the frame table covers {} uncompressed bytes but the builds section says {size}",
+                        full.end_u()
+                    ),
+                ));
+            }
+            if facts.len > full.end_c() {
+                out.push(
+                    Finding::new(
+                        &data::SIZE_MISMATCH,
+                        Some(label.clone()),
+                        format!(
+                            "{label} is {} bytes, {} more than its frames: a stale tail (E2B's Local provider does not truncate on rewrite)",
+                            facts.len,
+                            facts.len - full.end_c()
+                        ),
+                    )
+                    .severity(Severity::Warning),
+                );
+            }
+        }
+        if let Some(size) = df.file_size
+            && size < need
+        {
+            out.push(Finding::new(
+                &DATA_TOO_SHORT,
+                Some(label.clone()),
+                format!("the builds section says {label} holds {size} uncompressed bytes but the mappings read up to byte {need}"),
+            ));
+        }
+        match &df.sidecar {
+            None => {}
+            Some(Err(e)) => out.push(Finding::new(
+                &data::SIDECAR_INVALID,
+                Some(format!("{label}{}", crate::build::SIDECAR_SUFFIX)),
+                e.clone(),
+            )),
+            Some(Ok(v)) => {
+                let expect = df.file_size.or(df.full_table.as_ref().filter(|t| t.is_contiguous()).map(|t| t.end_u()));
+                if let Some(e) = expect
+                    && *v != e
+                {
+                    out.push(Finding::new(
+                        &data::SIDECAR_MISMATCH,
+                        Some(format!("{label}{}", crate::build::SIDECAR_SUFFIX)),
+                        format!("the sidecar says {v} uncompressed bytes, the header {e}"),
+                    ));
+                } else if *v < need {
+                    out.push(Finding::new(
+                        &DATA_TOO_SHORT,
+                        Some(format!("{label}{}", crate::build::SIDECAR_SUFFIX)),
+                        format!("the sidecar says {v} uncompressed bytes but the mappings read up to byte {need}"),
+                    ));
+                }
+            }
         }
     }
     out

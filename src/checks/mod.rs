@@ -5,6 +5,7 @@
 //! proves that every id a check emits is in the catalog.
 
 pub mod contents;
+pub mod data;
 pub mod header;
 pub mod manifest;
 pub mod memfile;
@@ -39,9 +40,16 @@ pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID];
 /// Every finding tmpl can emit.
 pub fn catalog() -> Vec<&'static Check> {
     let mut all: Vec<&'static Check> = Vec::new();
-    for list in
-        [CHECKS, metadata::CHECKS, header::CHECKS, snapfile::CHECKS, memfile::CHECKS, rootfs::CHECKS, contents::CHECKS]
-    {
+    for list in [
+        CHECKS,
+        metadata::CHECKS,
+        header::CHECKS,
+        data::CHECKS,
+        snapfile::CHECKS,
+        memfile::CHECKS,
+        rootfs::CHECKS,
+        contents::CHECKS,
+    ] {
         all.extend_from_slice(list);
     }
     all

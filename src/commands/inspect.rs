@@ -11,6 +11,7 @@ use crate::checks::contents;
 use crate::cli::GlobalArgs;
 use crate::error::Error;
 use crate::error::Result;
+use crate::header::{BuildInfo, Mapping, hex};
 use crate::metadata::Metadata;
 use crate::output::Output;
 use crate::report::{Report, Style, human_bytes, sanitize};
@@ -33,6 +34,13 @@ pub struct Args {
     /// With --path: print the file's content (raw bytes; in --json as text or base64, up to 16 MiB)
     #[arg(long, requires = "path")]
     pub cat: bool,
+    /// Also list every mapping of both headers: offset, length, build, storage offset
+    #[arg(long)]
+    pub mappings: bool,
+    /// Also list the builds section of V4/V5 headers: each build's size, SHA-256 and frame table
+    /// (compression, uncompressed/compressed offsets and sizes)
+    #[arg(long)]
+    pub frames: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,6 +129,19 @@ pub struct InspectReport {
     /// What the rootfs does at boot: init chain, wrapper, envd, systemd, resolv.conf, /.e2b.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootFacts>,
+    /// With `--mappings`: every mapping of each header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mappings: Option<PerArtifact<Vec<Mapping>>>,
+    /// With `--frames`: the builds section of each header (V4/V5; empty for V1–V3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames: Option<PerArtifact<Vec<BuildInfo>>>,
+}
+
+/// One value per artifact.
+#[derive(Debug, Serialize)]
+pub struct PerArtifact<T> {
+    pub rootfs: T,
+    pub memfile: T,
 }
 
 fn status<T, E>(l: &Loaded<T, E>) -> &'static str {
@@ -228,7 +249,22 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
         filesystem,
         filesystem_error,
         boot,
+        mappings: None,
+        frames: None,
     })
+}
+
+/// The low-level view: mappings and builds sections as stored (`--mappings`, `--frames`).
+fn low_level(build: &Build, mappings: bool, frames: bool, report: &mut InspectReport) {
+    let header = |a: Artifact| build.artifact(a).effective_header(build.id);
+    if mappings {
+        let maps = |a| header(a).map(|h| h.mappings.clone()).unwrap_or_default();
+        report.mappings = Some(PerArtifact { rootfs: maps(Artifact::Rootfs), memfile: maps(Artifact::Memfile) });
+    }
+    if frames {
+        let builds = |a| header(a).map(|h| h.builds.clone()).unwrap_or_default();
+        report.frames = Some(PerArtifact { rootfs: builds(Artifact::Rootfs), memfile: builds(Artifact::Memfile) });
+    }
 }
 
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
@@ -238,7 +274,8 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     if let Some(path) = &args.path {
         return inspect_path(&build, path, args.cat, out);
     }
-    let report = inspect(&build)?;
+    let mut report = inspect(&build)?;
+    low_level(&build, args.mappings, args.frames, &mut report);
     Ok(out.emit(&report))
 }
 
@@ -762,6 +799,60 @@ impl Report for InspectReport {
         };
         writeln!(w, "  reads from {}", list(&self.dependencies))?;
         writeln!(w, "  read by    {}", list(&self.dependents))?;
+        self.render_low_level(w, style)
+    }
+}
+
+impl InspectReport {
+    fn render_low_level(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        if let Some(m) = &self.mappings {
+            for (name, maps) in [("rootfs", &m.rootfs), ("memfile", &m.memfile)] {
+                writeln!(w, "\n{}", style.bold(&format!("{name} mappings ({})", maps.len())))?;
+                if maps.is_empty() {
+                    writeln!(w, "  none (no header)")?;
+                    continue;
+                }
+                writeln!(w, "  {:>14} {:>14}  {:<36} {:>14}", "offset", "length", "build", "storage offset")?;
+                for x in maps {
+                    let b = if x.is_nil() { "- (zeros)".to_string() } else { x.build.to_string() };
+                    writeln!(w, "  {:>14} {:>14}  {:<36} {:>14}", x.offset, x.length, b, x.storage_offset)?;
+                }
+            }
+        }
+        if let Some(f) = &self.frames {
+            for (name, builds) in [("rootfs", &f.rootfs), ("memfile", &f.memfile)] {
+                writeln!(w, "\n{}", style.bold(&format!("{name} builds section")))?;
+                if builds.is_empty() {
+                    writeln!(w, "  none (V1–V3 header, or no header: data files are uncompressed)")?;
+                    continue;
+                }
+                for b in builds {
+                    let sha = b.known_checksum().map_or_else(|| "-".to_string(), |c| hex(&c));
+                    let t = &b.frames;
+                    let kind = if t.is_compressed() {
+                        format!("{}, {} frames", t.compression.name(), t.frames.len())
+                    } else {
+                        "uncompressed".to_string()
+                    };
+                    writeln!(w, "  {}  size {}  {kind}", b.build, b.file_size)?;
+                    writeln!(w, "    sha256 {sha}")?;
+                    if t.is_compressed() {
+                        writeln!(
+                            w,
+                            "    {:>6} {:>14} {:>10} {:>14} {:>10}",
+                            "frame", "U offset", "U size", "C offset", "C size"
+                        )?;
+                        for (i, fr) in t.frames.iter().enumerate() {
+                            writeln!(
+                                w,
+                                "    {:>6} {:>14} {:>10} {:>14} {:>10}",
+                                i, fr.start_u, fr.size_u, fr.start_c, fr.size_c
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }

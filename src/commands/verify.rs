@@ -9,9 +9,11 @@ use serde::Serialize;
 use crate::build::Build;
 use crate::checks;
 use crate::cli::GlobalArgs;
+use crate::deep;
 use crate::error::{Error, Result};
 use crate::output::Output;
-use crate::report::{Finding, Report, Severity, Style, Tally, render_findings};
+use crate::progress::Progress;
+use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings};
 use crate::storage::{BuildId, BuildLocation, Storage, StorageSource};
 
 #[derive(Debug, clap::Args)]
@@ -25,6 +27,10 @@ pub struct Args {
     /// Treat warnings as failures too
     #[arg(long)]
     pub strict: bool,
+    /// Also read every data file the builds depend on (compressed ones frame by frame): lengths
+    /// against the headers and sidecars, and the SHA-256 where a V4/V5 header records one
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +40,9 @@ pub struct BuildResult {
     pub ok: bool,
     pub tally: Tally,
     pub findings: Vec<Finding>,
+    /// With `--deep`: every data file the build reads, streamed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deep: Option<Vec<deep::FileResult>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +63,9 @@ pub struct VerifyReport {
     /// Entries under the storage root that are not build folders (with --all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_entries: Option<usize>,
+    /// With `--deep`: files streamed, bytes read and hashed, time and throughput.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deep: Option<deep::Summary>,
 }
 
 impl Report for VerifyReport {
@@ -74,6 +86,23 @@ impl Report for VerifyReport {
             };
             writeln!(w, "{} {}{counts}", style.ok(b.ok), style.bold(&b.build_id.to_string()))?;
             render_findings(w, style, &b.findings, "    ")?;
+            for f in b.deep.iter().flatten() {
+                let digest = match (&f.sha256, &f.expected_sha256) {
+                    (Some(got), Some(want)) if got == want => "sha256 ok".to_string(),
+                    (Some(_), Some(_)) => "SHA-256 MISMATCH".to_string(),
+                    (Some(_), None) => "no sha256 recorded".to_string(),
+                    (None, _) => "not read to the end".to_string(),
+                };
+                if style.verbose || !f.ok {
+                    writeln!(
+                        w,
+                        "    data  {:<52} {:>10} {}",
+                        f.file,
+                        human_bytes(f.bytes_hashed),
+                        if f.ok { digest } else { format!("{digest}, FAILED") }
+                    )?;
+                }
+            }
         }
         let s = &self.summary;
         let other =
@@ -88,6 +117,18 @@ impl Report for VerifyReport {
             plural(s.tally.warnings, "warning"),
             s.tally.infos
         )?;
+        if let Some(d) = &self.deep {
+            writeln!(
+                w,
+                "deep: {} data files, {} hashed ({} read) in {:.2} s: {:.0} MB/s on {} threads",
+                d.files,
+                human_bytes(d.bytes_hashed),
+                human_bytes(d.bytes_read),
+                d.seconds,
+                d.mb_per_s,
+                d.threads
+            )?;
+        }
         if s.tally.infos > 0 && !style.verbose {
             writeln!(w, "(-v shows info findings; --json gives everything)")?;
         }
@@ -97,13 +138,19 @@ impl Report for VerifyReport {
 
 /// Check one located build.
 pub fn verify_one(loc: &BuildLocation, strict: bool) -> Result<BuildResult> {
+    verify_open(loc, strict).map(|(_, r)| r)
+}
+
+/// Check one located build and keep it open (for `--deep`).
+fn verify_open(loc: &BuildLocation, strict: bool) -> Result<(Build, BuildResult)> {
     let build = Build::open(loc)?;
     let outcome = checks::run(&build, crate::rootfs::boot::Scan::WhenFlagsNeedIt);
     let tally = Tally::of(&outcome.findings);
     let ok = tally.errors == 0 && (!strict || tally.warnings == 0);
     let mut findings = outcome.findings;
     findings.sort_by_key(|f| f.severity);
-    Ok(BuildResult { build_id: build.id, path: build.dir.clone(), ok, tally, findings })
+    let r = BuildResult { build_id: build.id, path: build.dir.clone(), ok, tally, findings, deep: None };
+    Ok((build, r))
 }
 
 /// Verify a set of located builds in parallel, in the given order.
@@ -113,8 +160,40 @@ pub fn verify_all(
     strict: bool,
     other_entries: Option<usize>,
 ) -> Result<VerifyReport> {
-    let results: Vec<Result<BuildResult>> = locs.par_iter().map(|l| verify_one(l, strict)).collect();
-    let builds = results.into_iter().collect::<Result<Vec<_>>>()?;
+    verify_all_with(storage, locs, strict, other_entries, None)
+}
+
+/// [`verify_all`], and with `deep` (a progress sink) also stream every data file the builds read
+/// (each shared file once).
+pub fn verify_all_with(
+    storage: &Storage,
+    locs: &[BuildLocation],
+    strict: bool,
+    other_entries: Option<usize>,
+    deep: Option<&dyn Progress>,
+) -> Result<VerifyReport> {
+    let mut deep_summary = None;
+    let builds = match deep {
+        None => {
+            let results: Vec<Result<BuildResult>> = locs.par_iter().map(|l| verify_one(l, strict)).collect();
+            results.into_iter().collect::<Result<Vec<_>>>()?
+        }
+        Some(progress) => {
+            let results: Vec<Result<(Build, BuildResult)>> = locs.par_iter().map(|l| verify_open(l, strict)).collect();
+            let mut pairs = results.into_iter().collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&Build> = pairs.iter().map(|(b, _)| b).collect();
+            let outcome = deep::verify(&refs, progress);
+            for ((_, r), (_, files, findings)) in pairs.iter_mut().zip(outcome.per_build) {
+                r.findings.extend(findings);
+                r.findings.sort_by_key(|f| f.severity);
+                r.tally = Tally::of(&r.findings);
+                r.ok = r.tally.errors == 0 && (!strict || r.tally.warnings == 0);
+                r.deep = Some(files);
+            }
+            deep_summary = Some(outcome.summary);
+            pairs.into_iter().map(|(_, r)| r).collect()
+        }
+    };
     let mut tally = Tally::default();
     for b in &builds {
         tally.merge(b.tally);
@@ -127,6 +206,7 @@ pub fn verify_all(
         builds,
         summary,
         other_entries,
+        deep: deep_summary,
     })
 }
 
@@ -160,7 +240,9 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
         return Err(Error::invalid(&storage.root, "holds no build folders (UUID-named directories)"));
     }
     out.debug(&format!("storage {} ({}), {} build(s)", storage.root.display(), storage.source.describe(), locs.len()));
-    let report = verify_all(&storage, &locs, args.strict, other)?;
+    let progress = out.progress();
+    let deep = args.deep.then_some(&*progress);
+    let report = verify_all_with(&storage, &locs, args.strict, other, deep)?;
     Ok(out.emit(&report))
 }
 

@@ -377,10 +377,14 @@ fn edit_image(image: &Path, plan: &Plan, scratch: &Path) -> Result<()> {
     }
 }
 
-/// A header that maps the whole device of `size` bytes to `id`'s data file at the same offsets.
+/// A header that maps the whole device of `size` bytes to `id`'s data file at the same offsets,
+/// in the V1–V3 layout (the template's version when it is one of those, else 3: the data file
+/// is a plain full image, so there are no frames to describe).
 pub fn identity_header(template: Option<&Header>, id: BuildId, size: u64, generation: u64, base: BuildId) -> Header {
     Header {
-        version: template.map_or(3, |h| h.version),
+        version: template.map(|h| h.version).filter(|v| (1..=3).contains(&header::format_version(*v))).unwrap_or(3),
+        flags: 0,
+        builds: Vec::new(),
         block_size: template.map_or(header::PAGE, |h| h.block_size),
         size,
         generation,
