@@ -628,3 +628,43 @@ fn hostile_build_ids_and_paths() {
     let (code, _, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--fork", "../x"]);
     assert_eq!(code, 3);
 }
+
+#[test]
+fn fork_of_a_compressed_v5_build() {
+    let Some(b) = bins() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("demo");
+    let out = common::tmpl().args(["demo", "--dir"]).arg(&store).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let src = tmpl::demo::ids::LZ4_CHILD;
+    assert!(store.join(src).join("rootfs.ext4.lz4").exists(), "the demo child is stored compressed");
+    let new = "f3000000-0000-4000-8000-000000000004";
+    let out = common::tmpl()
+        .arg("--storage")
+        .arg(&store)
+        .args(["--json", "inject-envd", src, "--envd"])
+        .arg(&b.envd)
+        .args(["--fork", new])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = common::tmpl().arg("--storage").arg(&store).args(["--json", "verify", new]).output().unwrap();
+    let v: Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["builds"][0]["tally"]["errors"], 0, "{v}");
+    assert_eq!(v["builds"][0]["tally"]["warnings"], 0, "{v}");
+    let marker = common::tmpl()
+        .arg("--storage")
+        .arg(&store)
+        .args(["inspect", new, "--path", "/.e2b", "--cat"])
+        .output()
+        .unwrap();
+    let marker = String::from_utf8(marker.stdout).unwrap();
+    assert!(marker.contains(&format!("BUILD_ID={new}")) && marker.contains("TEMPLATE_ID=demo"), "{marker}");
+    let cat = common::tmpl()
+        .arg("--storage")
+        .arg(&store)
+        .args(["inspect", new, "--path", "/usr/bin/envd", "--cat"])
+        .output()
+        .unwrap();
+    assert_eq!(cat.stdout, std::fs::read(&b.envd).unwrap());
+}

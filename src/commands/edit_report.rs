@@ -138,7 +138,7 @@ impl Report for EditReport {
                     if sha256.is_empty() { String::new() } else { format!(" sha256 {}", &sha256[..16]) },
                     match content {
                         Content::Host { path } => format!(" from {}", path.display()),
-                        Content::Text { .. } => " (rendered from templates/)".into(),
+                        Content::Text { .. } => " (generated)".into(),
                     },
                     replaces.map(|k| format!(" (replaces a {k:?})").to_lowercase()).unwrap_or_default()
                 ),

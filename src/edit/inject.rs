@@ -108,6 +108,24 @@ fn check_envd_for_image(host: &HostEnvd, fs: &Rootfs, ctx: &Context) -> Result<(
     Ok(())
 }
 
+/// A fork is a new build: its `/.e2b` marker (E2B's finalize step writes `BUILD_ID=`) names the
+/// new ID, the other lines kept.
+fn fork_marker(fs: &Rootfs, ch: &mut Changes, target: Target) -> Result<()> {
+    let Target::Fork { new_build_id } = target else { return Ok(()) };
+    let Some(e) =
+        fs.lstat("/.e2b").ok().flatten().filter(|e| e.kind == crate::rootfs::FileKind::Regular && e.len <= 64 * 1024)
+    else {
+        return Ok(());
+    };
+    let Ok(old) = fs.read("/.e2b") else { return Ok(()) };
+    let old = String::from_utf8_lossy(&old);
+    let mut lines: Vec<String> =
+        old.lines().filter(|l| !l.trim_start().starts_with("BUILD_ID=")).map(str::to_string).collect();
+    lines.push(format!("BUILD_ID={new_build_id}"));
+    ch.write(fs, "/.e2b", Content::Text { text: format!("{}\n", lines.join("\n")) }, e.mode)?;
+    Ok(())
+}
+
 /// Plan `inject-envd`.
 pub fn plan_inject(build: &Build, opts: &InjectOptions) -> Result<(Plan, Context)> {
     let host = envd_file::inspect(&opts.envd)?;
@@ -150,6 +168,7 @@ pub fn plan_inject(build: &Build, opts: &InjectOptions) -> Result<(Plan, Context
             ch.link(&fs, WANTS_LINK, &unit)?;
         }
     }
+    fork_marker(&fs, &mut ch, target)?;
     let in_place = target == Target::InPlace;
     Ok((
         Plan {
@@ -209,6 +228,7 @@ pub fn plan_rewrite(build: &Build, extra_args: &[String], edit: &EditOptions) ->
     let mut ch = Changes::default();
     ch.mountpoints(&fs)?;
     ch.write(&fs, &w.script, Content::Text { text }, 0o755)?;
+    fork_marker(&fs, &mut ch, target)?;
     let in_place = target == Target::InPlace;
     let reason = format!(
         "{} started {} {}; it becomes tmpl's wrapper around the same binary",
