@@ -4,13 +4,9 @@
 //! static C init, boots it (TCG unless a test says otherwise: `-m 256 -smp 1`, a few seconds
 //! each) and checks the verdict, the console evidence and that the build folder is unchanged.
 //!
-//! NOTE FOR THE LEAD (merge with the inject-envd branch): the issue's case "inject-envd's wrapper
-//! around a static test envd" belongs here once `tmpl inject-envd` exists on this branch: build
-//! an image with `common::fake_envd_source(...)` as the envd, run `tmpl inject-envd` on it, then
-//! `boot-test` with the default --expect must be `ok` (the wrapper prints vm::DEFAULT_MARKER,
-//! "tmpl-init: starting envd", before it execs envd), and with a wrapper passing `-debug` to an
-//! envd without it the verdict must be `panic` with `wrapper.envd-flag` among the decoded findings.
-//! It is not faked here.
+//! The last cases boot tmpl inject-envd's own wrapper around a static test envd (ok, with the
+//! wrapper's marker on the console) and a hand-written wrapper passing the removed `-debug`
+//! (the exitcode=0x00000200 panic, decoded to `wrapper.envd-flag`, then fixed by rewrite-wrapper).
 
 mod common;
 
@@ -438,4 +434,78 @@ fn firecracker_backend_configures_the_vm_and_reads_its_console() {
     assert_eq!(drive["is_read_only"], true);
     assert_eq!(drive["path_on_host"].as_str().unwrap(), storage.join(BASE).join("rootfs.ext4").to_str().unwrap());
     assert_eq!(hash_tree(&storage), before);
+}
+
+/// An image with a real shell, mount, mkdir and sleep from the host, and `envd` a static fake
+/// envd of the current era (prints "envd running" and stays up; exits 2 on unknown flags).
+fn shell_tree(dir: &Path) -> PathBuf {
+    let t = tree(dir, Init::None);
+    for p in ["/bin/sh", "/bin/mount", "/bin/mkdir", "/bin/sleep"] {
+        common::copy_host_program(&t, p);
+    }
+    let envd = common::static_binary(
+        dir,
+        "envd",
+        &common::fake_envd_source(
+            "0.5.1",
+            &["port", "version", "commit", "isnotfc", "cgroup-root", "verbose", "no-cgroups", "resume-handover"],
+        ),
+    );
+    std::fs::copy(envd, t.join("usr/bin/envd")).unwrap();
+    t
+}
+
+#[test]
+fn inject_envds_wrapper_boots_to_envd() {
+    let Some(k) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let t = shell_tree(dir.path());
+    let storage = full_build(dir.path(), &t);
+    let envd = t.join("usr/bin/envd");
+    let inject = common::tmpl()
+        .arg("--storage")
+        .arg(&storage)
+        .args(["inject-envd", BASE, "--as", "wrapper", "--envd-arg", "-isnotfc", "--envd"])
+        .arg(&envd)
+        .output()
+        .unwrap();
+    assert!(inject.status.success(), "{}", String::from_utf8_lossy(&inject.stderr));
+    let before = hash_tree(&storage.join(BASE));
+    let log = dir.path().join("console.log");
+    let (v, code) = boot(&storage, BASE, &k, &["--expect", "envd running", "--console", log.to_str().unwrap()]);
+    assert_eq!(v["verdict"], "ok", "{v}");
+    assert_eq!(code, 0);
+    let console = std::fs::read_to_string(&log).unwrap();
+    let marker = console.find("tmpl-init: starting envd").expect("the wrapper's marker is on the console");
+    assert!(console[marker..].contains("envd running"), "envd started after the marker:\n{console}");
+    assert_eq!(hash_tree(&storage.join(BASE)), before, "boot-test never writes to the build");
+    // The default expectation (the wrapper's marker) works as well.
+    let (v, _) = boot(&storage, BASE, &k, &[]);
+    assert_eq!(v["verdict"], "ok", "{v}");
+}
+
+#[test]
+fn a_hand_written_wrapper_passing_debug_panics_with_exitcode_0x200() {
+    let Some(k) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let t = shell_tree(dir.path());
+    std::fs::write(t.join("sbin/init"), "#!/bin/sh\nexec /usr/bin/envd -debug\n").unwrap();
+    std::fs::set_permissions(t.join("sbin/init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let storage = full_build(dir.path(), &t);
+    // Offline, verify predicts it ...
+    let out = common::tmpl().arg("--storage").arg(&storage).args(["--json", "verify", BASE]).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["builds"][0]["findings"].as_array().unwrap().iter().any(|f| f["id"] == "wrapper.envd-flag"), "{v}");
+    // ... and the boot proves it.
+    let (v, code) = boot(&storage, BASE, &k, &[]);
+    assert_eq!(v["verdict"], "panic", "{v}");
+    assert_eq!(code, 1);
+    assert!(rules(&v).iter().any(|r| r == "panic.init-exit-2"), "{v}");
+    let findings = v["decoded"].to_string();
+    assert!(findings.contains("wrapper.envd-flag"), "{findings}");
+    // rewrite-wrapper fixes it, and the fixed build boots.
+    let fix = common::tmpl().arg("--storage").arg(&storage).args(["rewrite-wrapper", BASE]).output().unwrap();
+    assert!(fix.status.success(), "{}", String::from_utf8_lossy(&fix.stderr));
+    let (v, _) = boot(&storage, BASE, &k, &[]);
+    assert_eq!(v["verdict"], "ok", "{v}");
 }

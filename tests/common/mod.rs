@@ -102,12 +102,12 @@ pub fn fsck_clean(image: &Path) -> bool {
     tmpl::tools::e2fs::fsck_readonly(image).expect("e2fsck runs").clean
 }
 
-/// Copy the host's `/bin/sh` and the shared libraries it needs (per its PT_INTERP and `ldd`) into
-/// `tree`, so the image has a working shell.
-pub fn copy_host_shell(tree: &Path) {
-    let sh = std::fs::canonicalize("/bin/sh").unwrap();
-    let mut files = vec![sh.clone()];
-    let ldd = Command::new("ldd").arg(&sh).output().unwrap();
+/// Copy a host program (resolved through symlinks) and the shared libraries it needs (per
+/// `ldd`) into `tree` at the same paths.
+pub fn copy_host_program(tree: &Path, program: &str) {
+    let real = std::fs::canonicalize(program).unwrap();
+    let mut files = vec![real.clone()];
+    let ldd = Command::new("ldd").arg(&real).output().unwrap();
     for line in String::from_utf8_lossy(&ldd.stdout).lines() {
         for tok in line.split_whitespace() {
             if tok.starts_with('/') {
@@ -118,15 +118,21 @@ pub fn copy_host_shell(tree: &Path) {
     for f in files {
         let dest = tree.join(f.strip_prefix("/").unwrap());
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(std::fs::canonicalize(&f).unwrap(), &dest).unwrap();
+        if !dest.exists() {
+            std::fs::copy(std::fs::canonicalize(&f).unwrap(), &dest).unwrap();
+        }
     }
-    let bin = tree.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let link = bin.join("sh");
-    if !link.exists() {
-        let rel = sh.strip_prefix("/").unwrap();
-        std::os::unix::fs::symlink(Path::new("/").join(rel), link).unwrap();
+    let named = tree.join(program.trim_start_matches('/'));
+    if !named.exists() && std::fs::symlink_metadata(&named).is_err() {
+        std::fs::create_dir_all(named.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&real, named).unwrap();
     }
+}
+
+/// Copy the host's `/bin/sh` and the shared libraries it needs into `tree`, so the image has a
+/// working shell.
+pub fn copy_host_shell(tree: &Path) {
+    copy_host_program(tree, "/bin/sh");
 }
 
 /// Running as root? In CI (TMPL_TEST_REQUIRE_TOOLS=1) a test that needs root fails without it;
