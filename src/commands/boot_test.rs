@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::explain::render_explanations;
-use crate::build::Build;
 use crate::cli::GlobalArgs;
 use crate::error::{Error, Result};
 use crate::exit_code;
@@ -211,12 +210,7 @@ pub fn options(args: &Args) -> Result<BootOptions> {
 
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     let opts = options(&args)?;
-    let storage = super::storage(g)?;
-    if !args.build.contains('/') {
-        BuildId::parse(&args.build)?;
-    }
-    let loc = storage.locate(&args.build)?;
-    let build = Build::open(&loc)?;
+    let build = super::open_build(g, &args.build)?;
     out.note(&format!(
         "booting {} under {} (up to {} s)...",
         build.id,

@@ -2,7 +2,6 @@
 //! /usr/bin/envd and make it start at boot, transactionally and verified.
 
 use super::edit_report::{self, EditArgs};
-use crate::build::Build;
 use crate::cli::GlobalArgs;
 use crate::edit::ModeChoice;
 use crate::edit::inject::{self, InjectOptions};
@@ -34,9 +33,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let storage = super::storage(g)?;
-    let loc = storage.locate(&args.build)?;
-    let build = Build::open(&loc)?;
+    let build = super::open_build(g, &args.build)?;
     let opts = InjectOptions {
         envd: args.envd.clone(),
         mode: args.mode,

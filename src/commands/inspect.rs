@@ -268,9 +268,7 @@ fn low_level(build: &Build, mappings: bool, frames: bool, report: &mut InspectRe
 }
 
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let storage = super::storage(g)?;
-    let loc = storage.locate(&args.build)?;
-    let build = Build::open(&loc)?;
+    let build = super::open_build(g, &args.build)?;
     if let Some(path) = &args.path {
         return inspect_path(&build, path, args.cat, out);
     }

@@ -36,6 +36,12 @@ pub fn storage(g: &GlobalArgs) -> Result<Storage> {
     Storage::from_env(g.storage.as_deref())
 }
 
+/// Resolve a BUILD argument (a UUID, checked before any file is touched, or a path) and open it.
+pub fn open_build(g: &GlobalArgs, arg: &str) -> Result<crate::build::Build> {
+    let loc = storage(g)?.locate(arg)?;
+    crate::build::Build::open(&loc)
+}
+
 /// After an in-place edit: purge this node's caches of the edited build (the purge-cache code,
 /// the storage root protected). Entries a safety rule keeps (a running orchestrator) are reported.
 pub fn purge_after_edit(

@@ -3,7 +3,6 @@
 //! layout) and the flags that envd accepts.
 
 use super::edit_report::{self, EditArgs};
-use crate::build::Build;
 use crate::cli::GlobalArgs;
 use crate::edit::inject;
 use crate::error::Result;
@@ -26,9 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let storage = super::storage(g)?;
-    let loc = storage.locate(&args.build)?;
-    let build = Build::open(&loc)?;
+    let build = super::open_build(g, &args.build)?;
     let (plan, ctx) = inject::plan_rewrite(&build, &args.envd_args, &args.edit.options()?)?;
     edit_report::finish("rewrite-wrapper", plan, &ctx, &build, &args.edit, out)
 }
