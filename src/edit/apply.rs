@@ -228,14 +228,17 @@ fn apply_debugfs(image: &Path, plan: &Plan, files: &[(usize, PathBuf)], scratch:
 fn apply_mount(image: &Path, plan: &Plan, files: &[(usize, PathBuf)]) -> Result<()> {
     use std::os::unix::fs::{PermissionsExt, symlink};
     let m = crate::sys::mount_image(image, &crate::sys::MountOptions::read_write())?;
-    // Paths are canonical in the image (no symlinked directories), so joining them onto the
-    // mount point cannot leave the image; the final component is replaced, never followed.
-    let host = |p: &str| m.path().join(p.trim_start_matches('/'));
+    // The directory is resolved inside the image (its symlinks, if any, stay in the image); the
+    // final component is replaced, never followed.
+    let host = |p: &str| -> Result<PathBuf> {
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        Ok(m.resolve(if dir.is_empty() { "/" } else { dir })?.join(name))
+    };
     let werr = |p: &Path, e: std::io::Error| Error::write(p, e);
     for (i, c) in plan.changes.iter().enumerate() {
         match c {
             Change::Mkdir { path, mode } => {
-                let p = host(path);
+                let p = host(path)?;
                 std::fs::create_dir(&p).map_err(|e| werr(&p, e))?;
                 std::fs::set_permissions(&p, std::fs::Permissions::from_mode(u32::from(*mode)))
                     .map_err(|e| werr(&p, e))?;
@@ -243,7 +246,7 @@ fn apply_mount(image: &Path, plan: &Plan, files: &[(usize, PathBuf)]) -> Result<
                     .map_err(|e| werr(&p, e.into()))?;
             }
             Change::Write { path, mode, uid, gid, .. } => {
-                let p = host(path);
+                let p = host(path)?;
                 let tmp = p.with_file_name(format!(
                     ".tmpl-new-{}",
                     p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
@@ -261,7 +264,7 @@ fn apply_mount(image: &Path, plan: &Plan, files: &[(usize, PathBuf)]) -> Result<
                 std::fs::rename(&tmp, &p).map_err(|e| werr(&p, e))?;
             }
             Change::Link { path, target, .. } => {
-                let p = host(path);
+                let p = host(path)?;
                 let tmp = p.with_file_name(format!(
                     ".tmpl-new-{}",
                     p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
@@ -501,6 +504,21 @@ pub fn apply(build: &Build, mut plan: Plan, ctx: &Context, progress: &dyn Progre
     }
 }
 
+/// Remove scratch folders of earlier runs that were killed (safe: we hold the build's lock, so
+/// no other tmpl is working in it).
+fn clear_stale_scratch(dir: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(".tmpl-work-") && std::fs::remove_dir_all(e.path()).is_ok() {
+                notes.push(format!("removed {n}, left by an interrupted run"));
+            }
+        }
+    }
+    notes
+}
+
 fn apply_in_place(
     build: &Build,
     plan: &Plan,
@@ -508,6 +526,7 @@ fn apply_in_place(
     progress: &dyn Progress,
 ) -> Result<(Applied, Vec<String>)> {
     let _lock = lock_build(&build.dir, true)?;
+    let stale = clear_stale_scratch(&build.dir);
     let busy = in_use(build)?;
     if !busy.is_empty() {
         return Err(Error::refused("the build's rootfs is in use", busy));
@@ -521,7 +540,7 @@ fn apply_in_place(
     fault("after-verify")?;
 
     // Prepare every new file in the scratch folder before touching the build.
-    let mut notes = Vec::new();
+    let mut notes = stale;
     let header_src = build.rootfs.header.parsed();
     let new_header = if plan.rewrite_header {
         let h = header_src.expect("rewrite_header implies a parsed header");
@@ -653,7 +672,15 @@ fn apply_fork(
     let _lock = lock_build(&build.dir, false)?;
     let final_dir = build.storage_root.join(new_id.to_string());
     let partial = build.storage_root.join(format!(".tmpl-fork-{new_id}.partial"));
-    std::fs::create_dir(&partial).map_err(|e| Error::write(&partial, e))?;
+    if let Err(e) = std::fs::create_dir(&partial) {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(Error::refused(
+                format!("a fork to {new_id} is in progress or was interrupted"),
+                vec![format!("remove {} if no tmpl is running", partial.display())],
+            ));
+        }
+        return Err(Error::write(&partial, e));
+    }
     let mut guard = Scratch { dir: partial.clone(), keep: false };
     let scratch = Scratch::new(&partial, ".work-")?;
     // The full rootfs, assembled through the source's layers (holes where it maps nothing).
