@@ -648,3 +648,62 @@ fn without_qemu_boot_test_is_skipped_unless_a_kernel_was_asked_for() {
     assert_eq!(Run::step(&v, "boot-test")["status"], "failed");
     assert!(v["note"].as_str().unwrap().contains("kept for inspection"), "{v:#}");
 }
+
+#[test]
+fn script_is_shellcheck_clean() {
+    if !common::require("shellcheck") {
+        return;
+    }
+    let out = Command::new("shellcheck").arg(SCRIPT).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The example workflow (templates/ci/) is not run by our CI; check that it still calls the
+/// script with options the script has, and does what its comments promise.
+#[test]
+fn example_workflow_uses_the_scripts_options() {
+    let wf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/templates/ci/template-ci.yml")).unwrap();
+    let help = Command::new("bash").arg(SCRIPT).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for needle in [
+        "workflow_dispatch:",
+        "build_id:",
+        "envd_url:",
+        "self-hosted",
+        "qemu-system-x86",
+        "e2fsprogs",
+        "scripts/template-ci.sh \"${args[@]}\" \"$BUILD_ID\"",
+        "actions/upload-artifact",
+        ".purge.command",
+    ] {
+        assert!(wf.contains(needle), "the workflow lacks {needle:?}");
+    }
+    let mut used = 0;
+    for line in wf.lines().filter(|l| l.trim_start().starts_with("args") || l.contains("args+=(")) {
+        for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if let Some(opt) = word.strip_prefix("--").filter(|o| !o.is_empty()) {
+                assert!(help.contains(&format!("--{opt}")), "the workflow passes --{opt}, which the script lacks");
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 4, "the workflow's script arguments were not found");
+    // Inputs reach scripts through env: no `${{ }}` expression inside a `run: |` block.
+    let mut run_indent: Option<usize> = None;
+    let mut bodies = 0;
+    for line in wf.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(ri) = run_indent {
+            if line.trim().is_empty() || indent > ri {
+                assert!(!line.contains("${{"), "an expression inside a run block: {line}");
+                bodies += 1;
+                continue;
+            }
+            run_indent = None;
+        }
+        if line.trim_start().trim_start_matches("- ").starts_with("run: |") {
+            run_indent = Some(indent);
+        }
+    }
+    assert!(bodies > 20, "run blocks were not found");
+}
