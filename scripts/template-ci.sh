@@ -21,7 +21,9 @@
 set -euo pipefail
 
 prog=template-ci
-here=$(cd "${BASH_SOURCE[0]%/*}" && pwd)
+here=.
+case "${BASH_SOURCE[0]}" in */*) here=${BASH_SOURCE[0]%/*} ;; esac
+here=$(cd "$here" && pwd)
 
 usage() {
     cat <<'EOF'
