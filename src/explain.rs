@@ -199,6 +199,11 @@ pub const RULES: &[Rule] = &[
         title: "envd's service process exited",
         findings: &["systemd.envd-flag", "wrapper.envd-flag", "envd.wrong-arch", "envd.loader-missing"],
     },
+    Rule {
+        key: "wrapper.envd-exited",
+        title: "envd exited under tmpl's init wrapper (restarted)",
+        findings: &["wrapper.envd-flag", "wrapper.command-missing", "envd.wrong-arch", "envd.loader-missing"],
+    },
     Rule { key: "guest.oom", title: "the guest ran out of memory", findings: &[] },
     Rule {
         key: "metadata.semver",
@@ -353,6 +358,7 @@ static SYSTEMD_EXEC: LazyLock<Regex> = LazyLock::new(|| {
 static SYSTEMD_EXITED: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(envd\.service): Main process exited, code=(exited|killed|dumped), status=(\d+)(?:/([A-Z0-9]+))?")
 });
+static WRAPPER_EXITED: LazyLock<Regex> = LazyLock::new(|| re(r"tmpl-init: envd exited with status (\d+)"));
 static SYSTEMD_UNIT_MISSING: LazyLock<Regex> =
     LazyLock::new(|| re(r"Unit (envd\.service) (?:not found|could not be found)"));
 static SEMVER_EMPTY: LazyLock<Regex> =
@@ -905,6 +911,28 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
             .commands(&[&format!("ls -l {path}"), &format!("file {path}")]),
         );
     }
+    if let Some(c) = WRAPPER_EXITED.captures(text) {
+        let n: u16 = c[1].parse().unwrap_or(0);
+        let cause = match n {
+            2 => "status 2: Go's flag error (the wrapper passes a flag this envd does not accept) or a Go panic"
+                .to_string(),
+            126 | 127 => format!(
+                "status {n}: the shell could not run envd (missing, not executable, wrong architecture, loader missing)"
+            ),
+            n if n > 128 => {
+                let (name, what) = signal_name(u8::try_from(n - 128).unwrap_or(0));
+                format!("envd was killed by {name} ({what})")
+            }
+            n => format!("envd exited with status {n}; read its output just above"),
+        };
+        return Some(ex(
+            line_no,
+            text,
+            "wrapper.envd-exited",
+            format!("tmpl's init wrapper saw envd exit with status {n} and restarts it"),
+            cause,
+        ));
+    }
     if let Some(c) = SYSTEMD_UNIT_MISSING.captures(text) {
         return Some(ex(
             line_no,
@@ -1238,6 +1266,9 @@ mod tests {
         let e = one("envd.service: Main process exited, code=exited, status=2/INVALIDARGUMENT");
         assert!(e.rule == "systemd.envd-exited" && e.cause.contains("flag"), "{e:?}");
         assert!(one("envd.service: Main process exited, code=killed, status=11/SEGV").cause.contains("SIGSEGV"));
+        let w = one("tmpl-init: envd exited with status 2; restarting in 1s");
+        assert!(w.rule == "wrapper.envd-exited" && w.cause.contains("flag"), "{w:?}");
+        assert!(one("tmpl-init: envd exited with status 139; restarting in 1s").cause.contains("SIGSEGV"));
     }
 
     #[test]

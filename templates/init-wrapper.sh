@@ -27,10 +27,11 @@ mounted /tmp || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 
 [ -c /dev/console ] && exec </dev/null >/dev/console 2>&1
 
+# envd runs in the foreground: the shell waits for it (and reaps any orphaned child while it
+# waits), and it keeps the console as stdin even when /dev could not be mounted.
 while :; do
 	echo "tmpl-init: starting envd ($ENVD)"
-	"$ENVD"{{ARGS}} &
-	wait $!
+	"$ENVD"{{ARGS}}
 	echo "tmpl-init: envd exited with status $?; restarting in 1s"
 	sleep 1 || :
 done

@@ -566,7 +566,7 @@ fn rewrite_wrapper_keeps_the_binary_and_drops_removed_flags() {
     assert_eq!(v["plan"]["envd_args"], serde_json::json!(["-port", "49983"]));
     let img = dir(&s, BUILD).join("rootfs.ext4");
     let init = String::from_utf8(common::debugfs_cat(&img, "/sbin/init")).unwrap();
-    assert!(init.contains("ENVD=/usr/local/bin/envd.real") && init.contains("\"$ENVD\" -port 49983 &"), "{init}");
+    assert!(init.contains("ENVD=/usr/local/bin/envd.real") && init.contains("\"$ENVD\" -port 49983\n"), "{init}");
     assert_eq!(common::debugfs_cat(&img, "/usr/local/bin/envd.real"), std::fs::read(&b.envd).unwrap(), "binary kept");
     assert!(common::fsck_clean(&img));
     let (code, f) = s.verify(BUILD);

@@ -73,7 +73,7 @@ mod tests {
         assert_eq!(envd.len(), 1);
         assert_eq!(envd[0].program(), "/usr/local/bin/envd.real");
         assert_eq!(envd[0].args(), ["-isnotfc", "it's"]);
-        assert!(envd[0].background);
+        assert!(!envd[0].background, "envd runs in the foreground of the supervising loop");
         assert!(w.contains("tmpl-init: starting envd"), "boot-test's default marker");
         for m in ["/proc", "/sys", "/dev", "/run", "/tmp"] {
             assert!(

@@ -158,11 +158,16 @@ pub struct Watched {
     pub elapsed: Duration,
 }
 
-/// Lines that end a boot as failed, whenever they appear.
+/// What tmpl's init wrapper (templates/init-wrapper.sh) prints when envd exits and it restarts it.
+pub const WRAPPER_ENVD_EXITED: &str = "tmpl-init: envd exited with status";
+
+/// Lines that end a boot as failed, whenever they appear: a kernel panic, systemd seeing
+/// envd.service exit, or tmpl's wrapper restarting an envd that exited.
 pub fn is_failure_line(line: &str) -> bool {
     line.contains("Kernel panic - not syncing")
         || (line.contains("envd.service")
             && (line.contains("Main process exited") || line.contains("Failed with result")))
+        || line.contains(WRAPPER_ENVD_EXITED)
 }
 
 /// Lines that say the guest has stopped on purpose.
@@ -284,6 +289,21 @@ mod tests {
         };
         let w = watch(&mut p, &mut c, &cfg).unwrap();
         (w, c)
+    }
+
+    #[test]
+    fn the_wrappers_restart_line_fails_the_boot() {
+        let (w, _) = run(
+            vec![
+                (0, "tmpl-init: starting envd (/usr/bin/envd)\n"),
+                (50, "tmpl-init: envd exited with status 2; restarting in 1s\n"),
+            ],
+            None,
+            None,
+        );
+        assert!(w.marker.is_some());
+        assert_eq!(w.failure.unwrap().line, 2);
+        assert_eq!(w.end, End::Failed);
     }
 
     #[test]
