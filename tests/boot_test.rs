@@ -24,32 +24,9 @@ use tmpl::storage::BuildId;
 const BASE: &str = "b0070000-0000-4000-8000-000000000001";
 const CHILD: &str = "c0070000-0000-4000-8000-000000000002";
 
-/// The test kernel, or None (skip) outside CI; in CI a missing kernel fails the test.
-fn kernel() -> Option<PathBuf> {
-    let from_env = std::env::var_os("TMPL_TEST_KERNEL").filter(|v| !v.is_empty()).map(PathBuf::from);
-    let found = from_env.or_else(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-kernel");
-        std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
-    });
-    match found {
-        Some(k) if k.is_file() => Some(k),
-        other => {
-            if std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("no test kernel ({other:?}): run scripts/fetch-test-kernel.sh and set TMPL_TEST_KERNEL");
-            }
-            eprintln!("SKIP: no test kernel (run scripts/fetch-test-kernel.sh)");
-            None
-        }
-    }
-}
-
 /// Everything a boot test needs, or None to skip.
 fn setup() -> Option<PathBuf> {
-    let k = kernel()?;
+    let k = common::test_kernel()?;
     for tool in ["qemu-system-x86_64", "mkfs.ext4", "gcc"] {
         if !common::require(tool) {
             return None;

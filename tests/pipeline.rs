@@ -100,30 +100,6 @@ fn bins() -> Option<&'static Bins> {
     .as_ref()
 }
 
-/// The test kernel (TMPL_TEST_KERNEL, else target/test-kernel/vmlinuz-*), or None to skip; in CI
-/// (TMPL_TEST_REQUIRE_TOOLS=1) a missing kernel or QEMU fails the test.
-fn kernel() -> Option<PathBuf> {
-    let from_env = std::env::var_os("TMPL_TEST_KERNEL").filter(|v| !v.is_empty()).map(PathBuf::from);
-    let found = from_env.or_else(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-kernel");
-        std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
-    });
-    match found {
-        Some(k) if k.is_file() => common::require("qemu-system-x86_64").then_some(k),
-        other => {
-            if std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("no test kernel ({other:?}): run scripts/fetch-test-kernel.sh and set TMPL_TEST_KERNEL");
-            }
-            eprintln!("SKIP: no test kernel (run scripts/fetch-test-kernel.sh)");
-            None
-        }
-    }
-}
-
 /// One test's scratch space: the work directory and node-cache roots that point into it (an
 /// in-place edit purges this node's caches; the machine's own /orchestrator stays out of it).
 struct Scratch {
@@ -505,7 +481,7 @@ fn bad_arguments_are_refused_before_anything_runs() {
 #[test]
 fn boot_test_step_boots_the_injected_envd() {
     let Some(b) = bins() else { return };
-    let Some(k) = kernel() else { return };
+    let Some(k) = common::test_kernel() else { return };
     let s = Scratch::new();
     let storage = wrapper_storage(&s, b, &b.envd);
     let work = s.path("work");
@@ -544,7 +520,7 @@ fn boot_test_step_boots_the_injected_envd() {
 #[test]
 fn a_failed_boot_fails_the_pipeline() {
     let Some(b) = bins() else { return };
-    let Some(k) = kernel() else { return };
+    let Some(k) = common::test_kernel() else { return };
     let s = Scratch::new();
     let storage = wrapper_storage(&s, b, &b.envd);
     // envd as PID 1 that exits at once: the kernel panics ("Attempted to kill init!").

@@ -147,3 +147,28 @@ pub fn require_root() -> bool {
     eprintln!("SKIP: not root");
     false
 }
+
+/// The test kernel for boot tests (TMPL_TEST_KERNEL, else target/test-kernel/vmlinuz-* from
+/// scripts/fetch-test-kernel.sh) with QEMU installed, or None to skip; in CI
+/// (TMPL_TEST_REQUIRE_TOOLS=1) a missing kernel or QEMU fails the test.
+pub fn test_kernel() -> Option<PathBuf> {
+    let from_env = std::env::var_os("TMPL_TEST_KERNEL").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let found = from_env.or_else(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-kernel");
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+    });
+    match found {
+        Some(k) if k.is_file() => require("qemu-system-x86_64").then_some(k),
+        other => {
+            if std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("no test kernel ({other:?}): run scripts/fetch-test-kernel.sh and set TMPL_TEST_KERNEL");
+            }
+            eprintln!("SKIP: no test kernel (run scripts/fetch-test-kernel.sh)");
+            None
+        }
+    }
+}
