@@ -34,6 +34,9 @@ usage: scripts/template-ci.sh [OPTIONS] --envd PATH BUILD_ID
   --as MODE          how envd starts: auto (default), init, wrapper, service
   --envd-arg ARG     extra envd argument, repeatable (checked against this envd's flags)
   --in-place         edit BUILD_ID itself instead of forking a new build (inject-envd's guards apply)
+  --kernel-version V, --firecracker-version V
+                     for the metadata.json a fork writes when the build's own names none (legacy
+                     builds); passed to inject-envd
   --fork             fork to a new build ID (the default)
   --kernel PATH      guest kernel for boot-test (default: TMPL_KERNEL, else what boot-test finds;
                      the step is skipped when it finds none)
@@ -63,6 +66,7 @@ envd=""
 as_mode=auto
 envd_args=()
 boot_args=()
+inject_extra=()
 kernel=${TMPL_KERNEL:-}
 kernel_origin=""
 [ -n "$kernel" ] && kernel_origin=TMPL_KERNEL
@@ -85,12 +89,14 @@ while [ $# -gt 0 ]; do
         --in-place) target=in-place; target_flags+=" in-place"; shift; continue ;;
         --fork) target=fork; target_flags+=" fork"; shift; continue ;;
         --) shift; positional+=("$@"); break ;;
-        --storage=* | --envd=* | --as=* | --envd-arg=* | --kernel=* | --tmpl=* | --work-dir=* | --boot-arg=*)
+        --storage=* | --envd=* | --as=* | --envd-arg=* | --kernel=* | --tmpl=* | --work-dir=* | --boot-arg=* | \
+            --kernel-version=* | --firecracker-version=*)
             val=${opt#*=}
             opt=${opt%%=*}
             shift
             ;;
-        --storage | --envd | --as | --envd-arg | --kernel | --tmpl | --work-dir | --boot-arg)
+        --storage | --envd | --as | --envd-arg | --kernel | --tmpl | --work-dir | --boot-arg | \
+            --kernel-version | --firecracker-version)
             [ $# -ge 2 ] || die 2 "$opt needs a value"
             val=$2
             shift 2
@@ -107,6 +113,7 @@ while [ $# -gt 0 ]; do
         --tmpl) tmpl=$val ;;
         --work-dir) work_dir=$val ;;
         --boot-arg) boot_args+=("$val") ;;
+        --kernel-version | --firecracker-version) inject_extra+=("$opt=$val") ;;
     esac
 done
 
@@ -283,6 +290,7 @@ pipeline() {
     local inject=("$tmpl" "${global[@]}" inject-envd "$build" --envd "$envd" --as "$as_mode")
     local a
     for a in "${envd_args[@]}"; do inject+=("--envd-arg=$a"); done
+    for a in "${inject_extra[@]}"; do inject+=("$a"); done
     [ "$target" = fork ] && inject+=(--fork)
     run inject-envd "${inject[@]}"
     if [ "$rc" != 0 ]; then

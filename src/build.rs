@@ -177,14 +177,29 @@ pub struct Build {
     pub extra_files: Vec<String>,
 }
 
-fn read_small(path: &Path, cap: u64) -> std::result::Result<Option<Vec<u8>>, String> {
-    match std::fs::metadata(path) {
+/// Read a small structured file (header, metadata, sidecar, manifest): `Ok(None)` when it does
+/// not exist. It must be a regular file (a link to one is followed; a link to `/dev/zero` or a
+/// FIFO is refused) and is read through a cap, so nothing can make tmpl read without bound.
+pub fn read_small(path: &Path, cap: u64) -> std::result::Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let f = match std::fs::File::open(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read: {e}")),
-        Ok(m) if m.len() > cap => return Err(format!("{} bytes is larger than the {cap}-byte limit", m.len())),
-        Ok(_) => {}
+        Ok(f) => f,
+    };
+    let m = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !m.is_file() {
+        return Err("is not a regular file".to_string());
     }
-    std::fs::read(path).map(Some).map_err(|e| format!("cannot read: {e}"))
+    if m.len() > cap {
+        return Err(format!("{} bytes is larger than the {cap}-byte limit", m.len()));
+    }
+    let mut out = Vec::with_capacity(m.len() as usize);
+    f.take(cap + 1).read_to_end(&mut out).map_err(|e| format!("cannot read: {e}"))?;
+    if out.len() as u64 > cap {
+        return Err(format!("larger than the {cap}-byte limit"));
+    }
+    Ok(Some(out))
 }
 
 fn open_artifact(dir: &Path, artifact: Artifact) -> Result<ArtifactFiles> {
@@ -455,14 +470,16 @@ pub fn read_sidecar(path: &Path) -> Option<std::result::Result<u64, String>> {
     Some(text.trim().parse::<u64>().map_err(|_| format!("{:?} is not a decimal size", text.trim())))
 }
 
-/// Builds in `storage_root` whose headers map blocks to `id` (its dependents). Reads only the
-/// header files of the other builds.
-pub fn dependents(storage_root: &Path, id: &BuildId) -> Result<Vec<BuildId>> {
+/// Builds in `storage_root` whose headers map blocks to `id` (its dependents), and the builds
+/// whose headers could not be read (so whether they depend on `id` is unknown), with why. Reads
+/// only the header files of the other builds.
+pub fn dependents(storage_root: &Path, id: &BuildId) -> Result<(Vec<BuildId>, Vec<String>)> {
     let rd = match std::fs::read_dir(storage_root) {
         Ok(rd) => rd,
         Err(e) => return Err(Error::read(storage_root, e)),
     };
     let mut out = Vec::new();
+    let mut unknown = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::read(storage_root, e))?;
         let Some(other) = entry.file_name().to_str().and_then(|n| BuildId::parse(n).ok()) else { continue };
@@ -471,15 +488,22 @@ pub fn dependents(storage_root: &Path, id: &BuildId) -> Result<Vec<BuildId>> {
         }
         for a in Artifact::ALL {
             let p = entry.path().join(a.header_name());
-            let Ok(bytes) = std::fs::read(&p) else { continue };
-            if let Ok(h) = header::parse(&bytes)
-                && h.mappings.iter().any(|m| m.build == *id)
-            {
-                out.push(other);
-                break;
+            let parsed = match read_small(&p, header::MAX_HEADER_BYTES) {
+                Ok(None) => continue,
+                Ok(Some(bytes)) => header::parse(&bytes).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match parsed {
+                Ok(h) if h.mappings.iter().any(|m| m.build == *id) => {
+                    out.push(other);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => unknown.push(format!("{other}/{}: {e}", a.header_name())),
             }
         }
     }
     out.sort();
-    Ok(out)
+    out.dedup();
+    Ok((out, unknown))
 }

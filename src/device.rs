@@ -173,6 +173,11 @@ impl Device {
         if let crate::build::Loaded::Invalid(e) = &files.header {
             return Err(unavailable(format!("{} is unreadable: {e}", artifact.header_name())));
         }
+        // Headerless: the data file is the whole device, whatever the build is called (a build
+        // copied to a folder that is not a UUID has no ID to map to).
+        if matches!(files.header, crate::build::Loaded::Absent) && files.data.is_some() {
+            return Self::plain_file_of(build.id, &build.path(artifact.data_name()));
+        }
         let Some(header) = files.effective_header(build.id) else {
             return Err(unavailable(if files.compressed.is_empty() {
                 format!("neither {} nor {} exists", artifact.data_name(), artifact.header_name())
@@ -267,20 +272,19 @@ impl Device {
 
     /// A plain image file as a device (used for full images outside a build folder).
     pub fn plain_file(path: &Path) -> Result<Device, DeviceError> {
-        let file = File::open(path).map_err(|source| DeviceError::Open {
-            build: BuildId::nil(),
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let size = file
-            .metadata()
-            .map_err(|source| DeviceError::Open { build: BuildId::nil(), path: path.to_path_buf(), source })?
-            .len();
+        Self::plain_file_of(BuildId::nil(), path)
+    }
+
+    /// A build's full image file as a device; errors name `build`.
+    pub fn plain_file_of(build: BuildId, path: &Path) -> Result<Device, DeviceError> {
+        let file = File::open(path).map_err(|source| DeviceError::Open { build, path: path.to_path_buf(), source })?;
+        let size =
+            file.metadata().map_err(|source| DeviceError::Open { build, path: path.to_path_buf(), source })?.len();
         Ok(Device {
             size,
             block_size: 4096,
             segments: vec![Segment { offset: 0, length: size, target: Target::File { source: 0, storage_offset: 0 } }],
-            sources: vec![Source { build: BuildId::nil(), path: path.to_path_buf(), file, frames: None }],
+            sources: vec![Source { build, path: path.to_path_buf(), file, frames: None }],
             bytes_read: AtomicU64::new(0),
             plain: true,
             cache: Mutex::default(),

@@ -283,9 +283,18 @@ fn layered_builds_need_fork_and_fork_makes_a_self_contained_build() {
     assert_eq!(code, 5);
     assert!(v["error"]["details"].to_string().contains("diff layer"), "{v}");
 
-    // --fork NEW_ID: assembled through the layers, patched, a new self-contained build.
+    // --fork NEW_ID: assembled through the layers, patched, a new self-contained build. These
+    // builds have no metadata.json: the fork's must name a kernel and a Firecracker.
     let new = "f2000000-0000-4000-8000-000000000003";
-    let (code, v, err) = run(&s, &["inject-envd", &child_s, "--envd", &envd_arg(bins), "--fork", new]);
+    let (code, v, _) = run(&s, &["inject-envd", &child_s, "--envd", &envd_arg(bins), "--fork", new]);
+    assert_eq!(code, 5, "{v}");
+    assert!(v["error"]["details"].to_string().contains("--kernel-version"), "{v}");
+    let versions = ["--kernel-version", "vmlinux-6.1.158", "--firecracker-version", "v1.14.1_431f1fc"];
+    let mut args = vec!["inject-envd", &child_s, "--envd"];
+    let envd = envd_arg(bins);
+    args.extend([envd.as_str(), "--fork", new]);
+    args.extend(versions);
+    let (code, v, err) = run(&s, &args);
     assert_eq!(code, 0, "{err} {v}");
     assert_eq!(v["plan"]["target"]["new_build_id"], new);
     assert!(v["next_steps"].to_string().contains("no cache purge"));
@@ -296,6 +305,7 @@ fn layered_builds_need_fork_and_fork_makes_a_self_contained_build() {
     assert!(h.is_identity() && h.build_id.to_string() == new && h.base_build_id.to_string() == new, "{h:?}");
     let meta: Value = serde_json::from_slice(&std::fs::read(nd.join("metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["template"]["build_id"], new);
+    assert_eq!(meta["template"]["kernel_version"], "vmlinux-6.1.158");
     assert_eq!(meta["filesystem_only"], true);
     assert!(!nd.join("snapfile").exists() && !nd.join("memfile").exists());
     // The child's own file came through the layers, and the new envd is in.
@@ -310,11 +320,15 @@ fn layered_builds_need_fork_and_fork_makes_a_self_contained_build() {
     no_scratch_left(&s, &child_s);
 
     // A fresh random ID, and a fork onto an existing build is refused.
-    let (code, v, _) = run(&s, &["inject-envd", &child_s, "--envd", &envd_arg(bins), "--fork"]);
-    assert_eq!(code, 0);
+    let mut args = vec!["inject-envd", &child_s, "--envd", envd.as_str(), "--fork"];
+    args.extend(versions);
+    let (code, v, _) = run(&s, &args);
+    assert_eq!(code, 0, "{v}");
     let fresh = v["plan"]["target"]["new_build_id"].as_str().unwrap().to_string();
     assert!(BuildId::parse(&fresh).is_ok() && fresh != new);
-    let (code, _, _) = run(&s, &["inject-envd", &child_s, "--envd", &envd_arg(bins), "--fork", new]);
+    let mut args = vec!["inject-envd", &child_s, "--envd", envd.as_str(), "--fork", new];
+    args.extend(versions);
+    let (code, _, _) = run(&s, &args);
     assert_eq!(code, 5);
 }
 

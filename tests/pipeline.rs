@@ -227,6 +227,9 @@ fn wrapper_storage(s: &Scratch, b: &Bins, envd: &Path) -> PathBuf {
     let storage = s.path("store");
     std::fs::create_dir_all(storage.join(BUILD)).unwrap();
     common::mkfs(&tree.root, &storage.join(BUILD).join("rootfs.ext4"), 24);
+    // A filesystem-only build (metadata v2 names its kernel and Firecracker, as E2B writes it).
+    let w = tmpl::demo::StorageWriter::new(&storage).unwrap();
+    w.metadata(&tmpl::storage::BuildId::parse(BUILD).unwrap(), "v1.14.1_431f1fc", true).unwrap();
     storage
 }
 

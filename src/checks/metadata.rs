@@ -60,7 +60,15 @@ pub const UNKNOWN_FIRECRACKER: Check = Check {
     hint: "the snapfile version cannot be cross-checked against it",
 };
 
+pub const NO_VERSIONS: Check = Check {
+    id: "metadata.missing-versions",
+    severity: Severity::Error,
+    title: "metadata version 2 without kernel_version or firecracker_version",
+    hint: "the orchestrator picks the kernel and Firecracker binary by these names; an empty one cannot boot or resume. Fill them in (E2B's look like vmlinux-6.1.158, v1.14.1_431f1fc)",
+};
+
 pub const CHECKS: &[&Check] = &[
+    &NO_VERSIONS,
     &ABSENT,
     &INVALID,
     &LEGACY_VERSION,
@@ -142,6 +150,21 @@ pub fn check(build: &Build) -> Vec<Finding> {
             out.push(Finding::new(&NO_TEMPLATE, file(), "template.build_id is missing"))
         }
         _ => {}
+    }
+    if !m.contents_ignored {
+        let empty: Vec<&str> =
+            [("kernel_version", m.kernel_version()), ("firecracker_version", m.firecracker_version())]
+                .into_iter()
+                .filter(|(_, v)| v.is_none_or(|v| v.trim().is_empty()))
+                .map(|(k, _)| k)
+                .collect();
+        if !empty.is_empty() {
+            out.push(Finding::new(
+                &NO_VERSIONS,
+                file(),
+                format!("template.{} missing or empty", empty.join(" and template.")),
+            ));
+        }
     }
     if !m.contents_ignored
         && let Some(fc) = m.firecracker_version()

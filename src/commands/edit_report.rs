@@ -11,12 +11,19 @@ use crate::error::Result;
 use crate::report::{Report, Style, human_bytes, render_findings, sanitize};
 use crate::storage::BuildId;
 
+/// `--backend` (the command line's view of `edit::Backend`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackendArg {
+    Debugfs,
+    Mount,
+}
+
 /// Options of both editing commands.
 #[derive(Debug, clap::Args)]
 pub struct EditArgs {
     /// How bytes get into the image: debugfs (no root) or a kernel loop mount (root)
-    #[arg(long, value_enum, default_value_t = Backend::Debugfs)]
-    pub backend: Backend,
+    #[arg(long, value_enum, default_value_t = BackendArg::Debugfs)]
+    pub backend: BackendArg,
     /// Write the result as a new build (a fresh UUID, or NEW_ID); the old build is untouched
     #[arg(long, value_name = "NEW_ID", num_args = 0..=1, default_missing_value = "new")]
     pub fork: Option<String>,
@@ -36,6 +43,13 @@ pub struct EditArgs {
     /// Print the plan; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Kernel version for the metadata.json tmpl writes (--fork, --drop-snapshot) when the build's
+    /// own metadata has none (legacy builds), e.g. vmlinux-6.1.158
+    #[arg(long, value_name = "VERSION")]
+    pub kernel_version: Option<String>,
+    /// Firecracker version for that metadata.json, e.g. v1.14.1_431f1fc
+    #[arg(long, value_name = "VERSION")]
+    pub firecracker_version: Option<String>,
 }
 
 impl EditArgs {
@@ -46,11 +60,17 @@ impl EditArgs {
             Some(id) => Some(Some(BuildId::parse(id)?)),
         };
         Ok(EditOptions {
-            backend: self.backend,
+            backend: match self.backend {
+                BackendArg::Debugfs => Backend::Debugfs,
+                BackendArg::Mount => Backend::Mount,
+            },
             fork,
             drop_snapshot: self.drop_snapshot,
             replay_journal: self.replay_journal,
             backup: !self.no_backup,
+            purge: !self.no_purge,
+            kernel_version: self.kernel_version.clone(),
+            firecracker_version: self.firecracker_version.clone(),
         })
     }
 }
@@ -84,8 +104,14 @@ impl Report for EditReport {
         self.command
     }
 
+    /// The edit itself either completed or returned an error; a failed cache purge after it
+    /// makes the run not ok (exit 4), since the nodes still serve the old bytes.
     fn ok(&self) -> bool {
-        true
+        !self.caches.as_ref().is_some_and(|c| c.status == "failed")
+    }
+
+    fn failure_code(&self) -> u8 {
+        crate::exit_code::ENVIRONMENT
     }
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {

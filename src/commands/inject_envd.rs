@@ -4,6 +4,15 @@
 use super::edit_report::{self, EditArgs};
 use crate::cli::GlobalArgs;
 use crate::edit::ModeChoice;
+
+/// `--as` (the command line's view of `edit::ModeChoice`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Auto,
+    Init,
+    Wrapper,
+    Service,
+}
 use crate::edit::inject::{self, InjectOptions};
 use crate::error::Result;
 use crate::output::Output;
@@ -23,8 +32,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub envd: std::path::PathBuf,
     /// How envd starts: auto picks service (systemd), else wrapper (a shell exists), else init
-    #[arg(long = "as", value_enum, default_value_t = ModeChoice::Auto)]
-    pub mode: ModeChoice,
+    #[arg(long = "as", value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
     /// An extra envd argument (repeat for several); checked against the flags this envd accepts
     #[arg(long = "envd-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub envd_args: Vec<String>,
@@ -36,7 +45,12 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     let build = super::open_build(g, &args.build)?;
     let opts = InjectOptions {
         envd: args.envd.clone(),
-        mode: args.mode,
+        mode: match args.mode {
+            ModeArg::Auto => ModeChoice::Auto,
+            ModeArg::Init => ModeChoice::Init,
+            ModeArg::Wrapper => ModeChoice::Wrapper,
+            ModeArg::Service => ModeChoice::Service,
+        },
         envd_args: args.envd_args.clone(),
         edit: args.edit.options()?,
     };

@@ -239,7 +239,7 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
         rootfs: artifact_facts(build, Artifact::Rootfs),
         memfile: artifact_facts(build, Artifact::Memfile),
         dependencies: build.dependencies(),
-        dependents: build::dependents(&build.storage_root, &build.id).unwrap_or_default(),
+        dependents: build::dependents(&build.storage_root, &build.id).map(|(d, _)| d).unwrap_or_default(),
         snapfile_status: status(&build.snapfile),
         snapfile_error: match &build.snapfile {
             Loaded::Invalid(e) => Some(e.clone()),

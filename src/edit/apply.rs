@@ -227,13 +227,22 @@ fn apply_debugfs(image: &Path, plan: &Plan, files: &[(usize, PathBuf)], scratch:
 
 fn apply_mount(image: &Path, plan: &Plan, files: &[(usize, PathBuf)]) -> Result<()> {
     use std::os::unix::fs::{PermissionsExt, symlink};
-    let m = crate::sys::mount_image(image, &crate::sys::MountOptions::read_write())?;
-    // The directory is resolved inside the image (its symlinks, if any, stay in the image); the
-    // final component is replaced, never followed.
-    let host = |p: &str| -> Result<PathBuf> {
-        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
-        Ok(m.resolve(if dir.is_empty() { "/" } else { dir })?.join(name))
-    };
+    // The host kernel parses this image: refuse one e2fsck already finds damaged.
+    let fsck = e2fs::fsck_readonly(image)?;
+    if !fsck.clean {
+        return Err(Error::refused(
+            "the image has filesystem errors; the mount backend does not hand a damaged ext4 to the host kernel",
+            vec![
+                format!("e2fsck -fn exit {}: {}", fsck.status, fsck.output),
+                "repair a copy with e2fsck -fy, or use --backend debugfs".into(),
+            ],
+        ));
+    }
+    let opts = crate::sys::MountOptions { no_symfollow: true, ..crate::sys::MountOptions::read_write() };
+    let m = crate::sys::mount_image(image, &opts)?;
+    // Directories are resolved inside the image (their symlinks, if any, stay in the image); the
+    // final component is replaced, never followed; and the mount never follows a symlink.
+    let host = |p: &str| -> Result<PathBuf> { Ok(m.resolve(p)?) };
     let werr = |p: &Path, e: std::io::Error| Error::write(p, e);
     for (i, c) in plan.changes.iter().enumerate() {
         match c {
@@ -436,11 +445,7 @@ pub fn in_use(build: &Build) -> Result<Vec<String>> {
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     for h in crate::sys::holders(&refs).map_err(|e| Error::read("/proc", e))? {
         if h.pid != me {
-            reasons.push(
-                format!("{} is {:?} by process {} ({})", h.path.display(), h.access, h.pid, h.comm)
-                    .replace("Open", "open")
-                    .replace("Mapped", "mapped"),
-            );
+            reasons.push(format!("{} is {} by process {} ({})", h.path.display(), h.access, h.pid, h.comm));
         }
     }
     let image = build.path(Artifact::Rootfs.data_name());
@@ -462,30 +467,24 @@ pub fn in_use(build: &Build) -> Result<Vec<String>> {
 
 /// Metadata for an edited build: the old document with `filesystem_only` set when the snapshot
 /// is gone, and the build ID of the new build for a fork.
-fn metadata_for(build: &Build, id: BuildId, filesystem_only: bool) -> (String, Vec<String>) {
-    let mut notes = Vec::new();
+fn metadata_for(build: &Build, id: BuildId, versions: Option<&(String, String)>) -> (String, Vec<String>) {
+    let notes = Vec::new();
     let doc = match build.meta() {
         Some(m) if m.effective_version >= 2 => {
             let mut v = m.with_build_id(&id.to_string());
-            if let Some(o) = v.as_object_mut()
-                && filesystem_only
-            {
+            if let Some(o) = v.as_object_mut() {
                 o.insert("filesystem_only".into(), serde_json::Value::Bool(true));
                 o.remove("prefetch");
+                if let (Some((k, f)), Some(t)) = (versions, o.get_mut("template").and_then(|t| t.as_object_mut())) {
+                    t.insert("kernel_version".into(), serde_json::Value::String(k.clone()));
+                    t.insert("firecracker_version".into(), serde_json::Value::String(f.clone()));
+                }
             }
             serde_json::to_string(&v).unwrap_or_default()
         }
-        m => {
-            let kernel = m.and_then(|m| m.kernel_version()).unwrap_or("").to_string();
-            let fc = m.and_then(|m| m.firecracker_version()).unwrap_or("").to_string();
-            if kernel.is_empty() || fc.is_empty() {
-                notes.push(
-                    "metadata.json had no kernel_version/firecracker_version: fill them in before the orchestrator \
-                     cold-boots this build"
-                        .into(),
-                );
-            }
-            metadata::render_v2(&id.to_string(), &kernel, &fc, filesystem_only)
+        _ => {
+            let (k, f) = versions.cloned().unwrap_or_default();
+            metadata::render_v2(&id.to_string(), &k, &f, true)
         }
     };
     (doc, notes)
@@ -501,6 +500,90 @@ pub fn apply(build: &Build, mut plan: Plan, ctx: &Context, progress: &dyn Progre
     match plan.target {
         Target::InPlace => apply_in_place(build, &plan, ctx, progress),
         Target::Fork { new_build_id } => apply_fork(build, &plan, ctx, new_build_id, progress),
+    }
+}
+
+/// Give `to` the owner and permission bits of `from` (the image the operator's tools expect).
+fn keep_owner_and_mode(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(m) = std::fs::metadata(from) else { return Ok(()) };
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(m.mode() & 0o7777))
+        .map_err(|e| Error::write(to, e))?;
+    // Only root can give files away; as another user the files are ours already.
+    if rustix::process::geteuid().is_root() {
+        rustix::fs::chown(to, Some(rustix::fs::Uid::from_raw(m.uid())), Some(rustix::fs::Gid::from_raw(m.gid())))
+            .map_err(|e| Error::write(to, e.into()))?;
+    }
+    Ok(())
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::write(path, e))
+}
+
+/// fsync a directory, so the renames in it are on disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::write(dir, e))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = File::create(path).map_err(|e| Error::write(path, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::write(path, e))
+}
+
+/// A new directory named `base`, or `base-2`, `base-3`... when that exists.
+fn unique_dir(parent: &Path, base: &str) -> Result<PathBuf> {
+    for n in 1..1000 {
+        let p = parent.join(if n == 1 { base.to_string() } else { format!("{base}-{n}") });
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::write(&p, e)),
+        }
+    }
+    Err(Error::Write { path: parent.join(base), source: std::io::Error::other("no free backup folder name") })
+}
+
+/// Verify the edited image; when that fails, say which of the problems the original image
+/// already had (so the operator repairs those first instead of blaming the edit).
+fn verify_or_explain(
+    image: &Path,
+    plan: &Plan,
+    ctx: &Context,
+    id: BuildId,
+    original: Option<&Path>,
+) -> Result<Verification> {
+    match verify_image(image, plan, ctx, id) {
+        Ok(v) => Ok(v),
+        Err(Error::VerificationFailed(msg)) => {
+            let Some(orig) = original else { return Err(Error::VerificationFailed(msg)) };
+            let mut before = Vec::new();
+            if let Ok(f) = e2fs::fsck_readonly(orig)
+                && !f.clean
+            {
+                before.push(format!("e2fsck -fn already fails on the original image (exit {})", f.status));
+            }
+            if let Ok(dev) = Device::plain_file(orig)
+                && let Ok(fs) = Rootfs::open(Arc::new(dev))
+            {
+                let facts = boot::gather(&fs, ctx);
+                for f in contents::judge(&facts, Some(&id.to_string()), None) {
+                    if f.severity == Severity::Error && msg.contains(&f.id) {
+                        before.push(format!("{} was already in the original image", f.id));
+                    }
+                }
+            }
+            if before.is_empty() {
+                Err(Error::VerificationFailed(msg))
+            } else {
+                Err(Error::VerificationFailed(format!(
+                    "{msg} — {}; repair the image first (e2fsck -fy on a copy) or fix those findings",
+                    before.join("; ")
+                )))
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -535,43 +618,42 @@ fn apply_in_place(
     let mut scratch = Scratch::new(&build.dir, ".tmpl-work-")?;
     let work_image = scratch.dir.join("rootfs.ext4");
     copy_sparse(&rootfs, &work_image, progress)?;
+    keep_owner_and_mode(&rootfs, &work_image)?;
     edit_image(&work_image, plan, &scratch.dir)?;
-    let verification = verify_image(&work_image, plan, ctx, build.id)?;
+    sync_file(&work_image)?;
+    let verification = verify_or_explain(&work_image, plan, ctx, build.id, Some(&rootfs))?;
     fault("after-verify")?;
 
     // Prepare every new file in the scratch folder before touching the build.
     let mut notes = stale;
-    let header_src = build.rootfs.header.parsed();
-    let new_header = if plan.rewrite_header {
-        let h = header_src.expect("rewrite_header implies a parsed header");
-        let nh = identity_header(Some(h), build.id, h.size, h.generation, h.base_build_id);
-        let p = scratch.dir.join("rootfs.ext4.header");
-        std::fs::write(&p, header::encode(&nh)).map_err(|e| Error::write(&p, e))?;
-        Some(p)
-    } else {
-        None
+    let new_header = match (plan.rewrite_header, build.rootfs.header.parsed()) {
+        (true, Some(h)) => {
+            let nh = identity_header(Some(h), build.id, h.size, h.generation, h.base_build_id);
+            let p = scratch.dir.join("rootfs.ext4.header");
+            write_synced(&p, &header::encode(&nh))?;
+            keep_owner_and_mode(&header_path, &p)?;
+            Some(p)
+        }
+        _ => None,
     };
     let new_metadata = if plan.drop_snapshot {
-        let (doc, n) = metadata_for(build, build.id, true);
+        let (doc, n) = metadata_for(build, build.id, plan.versions.as_ref());
         notes.extend(n);
         notes.push(
             "the build is now filesystem_only: resume is a cold boot, which orchestrators before 2026-06 cannot do"
                 .into(),
         );
         let p = scratch.dir.join("metadata.json");
-        std::fs::write(&p, doc).map_err(|e| Error::write(&p, e))?;
+        write_synced(&p, doc.as_bytes())?;
         Some(p)
     } else {
         None
     };
-
     let new_manifest = scratch.dir.join(manifest::FILE);
     manifest::write_to(&new_manifest, &Manifest::new(build.id, None, plan, &verification))?;
 
     // Backup: the old rootfs by hard link (its inode survives the rename), small files by copy.
-    let stamp = now_utc().replace([':', '-'], "");
-    let backup = build.dir.join(format!(".tmpl-backup-{stamp}"));
-    std::fs::create_dir(&backup).map_err(|e| Error::write(&backup, e))?;
+    let backup = unique_dir(&build.dir, &format!(".tmpl-backup-{}", now_utc().replace([':', '-'], "")))?;
     std::fs::hard_link(&rootfs, backup.join("rootfs.ext4")).map_err(|e| Error::write(&backup, e))?;
     for name in [Artifact::Rootfs.header_name(), crate::build::METADATA, manifest::FILE] {
         let p = build.path(name);
@@ -579,17 +661,37 @@ fn apply_in_place(
             std::fs::copy(&p, backup.join(name)).map_err(|e| Error::write(&backup, e))?;
         }
     }
+    sync_dir(&backup)?;
 
-    // Commit: rename the new files over the old ones; undo on any failure.
+    // The guards again, now that the build is locked and the edit is ready: a build that
+    // started to read this one, or a snapshot that appeared, since the plan was made.
+    let (dependents, unknown) = crate::build::dependents(&build.storage_root, &build.id)?;
+    let snapshot_now = build.path(SNAPFILE).exists() || build.path("memfile").exists();
+    if !dependents.is_empty() || !unknown.is_empty() || (snapshot_now && !plan.drop_snapshot) {
+        let _ = std::fs::remove_dir_all(&backup);
+        return Err(Error::refused(
+            "the build changed while it was being edited; nothing was replaced",
+            dependents
+                .iter()
+                .map(|d| format!("build {d} now reads this build's blocks"))
+                .chain(unknown)
+                .chain(snapshot_now.then(|| "a memory snapshot appeared".to_string()))
+                .collect(),
+        ));
+    }
+
+    // Commit: rename the new files over the old ones, the header first (an identity header
+    // over the old full image reads the same bytes, so a crash between the two renames leaves a
+    // consistent build); undo on any failure.
     let mut undo: Vec<(PathBuf, Option<PathBuf>)> = Vec::new(); // (live path, backup copy or none)
     let result = (|| -> Result<Vec<String>> {
-        std::fs::rename(&work_image, &rootfs).map_err(|e| Error::write(&rootfs, e))?;
-        undo.push((rootfs.clone(), Some(backup.join("rootfs.ext4"))));
-        fault("during-commit")?;
         if let Some(h) = &new_header {
             std::fs::rename(h, &header_path).map_err(|e| Error::write(&header_path, e))?;
             undo.push((header_path.clone(), Some(backup.join(Artifact::Rootfs.header_name()))));
         }
+        std::fs::rename(&work_image, &rootfs).map_err(|e| Error::write(&rootfs, e))?;
+        undo.push((rootfs.clone(), Some(backup.join("rootfs.ext4"))));
+        fault("during-commit")?;
         let mut dropped = Vec::new();
         if plan.drop_snapshot {
             let mut names = vec![SNAPFILE.to_string(), "memfile".to_string(), "memfile.header".to_string()];
@@ -612,28 +714,41 @@ fn apply_in_place(
             std::fs::rename(m, &live).map_err(|e| Error::write(&live, e))?;
             undo.push((live, had.then(|| backup.join(crate::build::METADATA))));
         }
+        fault("late-commit")?;
         let live = build.path(manifest::FILE);
         let had = live.exists();
         std::fs::rename(&new_manifest, &live).map_err(|e| Error::write(&live, e))?;
         undo.push((live, had.then(|| backup.join(manifest::FILE))));
+        sync_dir(&build.dir)?;
         Ok(dropped)
     })();
     let snapshot_dropped = match result {
         Ok(d) => d,
         Err(e) => {
+            let mut failed = Vec::new();
             for (live, saved) in undo.into_iter().rev() {
-                match saved {
-                    // Snapshot files were moved, the rest are links/copies: renaming back restores both.
-                    Some(b) => {
-                        let _ = std::fs::rename(&b, &live);
-                    }
-                    None => {
-                        let _ = std::fs::remove_file(&live);
-                    }
+                // Snapshot files were moved, the rest are links/copies: renaming back restores both.
+                let r = match &saved {
+                    Some(b) => std::fs::rename(b, &live),
+                    None => std::fs::remove_file(&live),
+                };
+                if let Err(err) = r {
+                    failed.push(format!("{}: {err}", live.display()));
                 }
             }
-            let _ = std::fs::remove_dir_all(&backup);
-            return Err(e);
+            let _ = sync_dir(&build.dir);
+            if failed.is_empty() {
+                let _ = std::fs::remove_dir_all(&backup);
+                return Err(e);
+            }
+            return Err(Error::Write {
+                path: build.dir.clone(),
+                source: std::io::Error::other(format!(
+                    "{e}; restoring the originals failed for {} — they are in {}, put them back by hand",
+                    failed.join(", "),
+                    backup.display()
+                )),
+            });
         }
     };
     let manifest_path = build.path(manifest::FILE);
@@ -691,7 +806,8 @@ fn apply_fork(
     out.sync_all().map_err(|e| Error::write(&image, e))?;
     drop(out);
     edit_image(&image, plan, &scratch.dir)?;
-    let verification = verify_image(&image, plan, ctx, new_id)?;
+    sync_file(&image)?;
+    let verification = verify_or_explain(&image, plan, ctx, new_id, None)?;
     drop(scratch);
     fault("after-verify")?;
     // A self-contained build: a header mapping every block to its own full image, metadata with
@@ -699,11 +815,21 @@ fn apply_fork(
     let size = std::fs::metadata(&image).map_err(|e| Error::read(&image, e))?.len();
     let h = identity_header(build.rootfs.header.parsed(), new_id, size, 0, new_id);
     write_atomic(&partial.join(Artifact::Rootfs.header_name()), &header::encode(&h))?;
-    let (doc, mut notes) = metadata_for(build, new_id, true);
+    let (doc, mut notes) = metadata_for(build, new_id, plan.versions.as_ref());
     write_atomic(&partial.join(crate::build::METADATA), doc.as_bytes())?;
     manifest::write_to(&partial.join(manifest::FILE), &Manifest::new(new_id, Some(build.id), plan, &verification))?;
-    std::fs::rename(&partial, &final_dir).map_err(|e| Error::write(&final_dir, e))?;
+    sync_dir(&partial)?;
+    // Appear atomically, and never over a folder that appeared meanwhile (even an empty one).
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &partial,
+        rustix::fs::CWD,
+        &final_dir,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
+    .map_err(|e| Error::write(&final_dir, e.into()))?;
     guard.keep = true;
+    sync_dir(&build.storage_root)?;
     notes.push(format!(
         "the new build {new_id} boots cold (filesystem_only, no memory snapshot); orchestrators before 2026-06 cannot cold-boot it"
     ));

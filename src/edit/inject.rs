@@ -43,8 +43,8 @@ fn target(build: &Build, opts: &EditOptions) -> Result<Target> {
         }
         return Ok(Target::Fork { new_build_id: plan::fork_id(build, fork)? });
     }
-    let dependents = crate::build::dependents(&build.storage_root, &build.id)?;
-    let reasons = plan::in_place_refusals(build, opts, &dependents);
+    let (dependents, unknown) = crate::build::dependents(&build.storage_root, &build.id)?;
+    let reasons = plan::in_place_refusals(build, opts, &dependents, &unknown);
     if !reasons.is_empty() {
         return Err(Error::refused(format!("build {} cannot be edited in place", build.id), reasons));
     }
@@ -126,6 +126,84 @@ fn fork_marker(fs: &Rootfs, ch: &mut Changes, target: Target) -> Result<()> {
     Ok(())
 }
 
+/// What both planners decide the same way: where the result goes (guards), the journal, the
+/// tools the backend needs, the versions for metadata.json, and warnings about ignored options.
+struct Common {
+    target: Target,
+    replay: bool,
+    versions: Option<(String, String)>,
+    warnings: Vec<String>,
+}
+
+fn common(build: &Build, fs: &Rootfs, edit: &EditOptions) -> Result<Common> {
+    let target = target(build, edit)?;
+    let mut warnings = Vec::new();
+    let replay = journal_check(fs, edit, &mut warnings)?;
+    crate::tools::find("e2fsck", "e2fsprogs")?;
+    match edit.backend {
+        Backend::Debugfs => {
+            crate::tools::find("debugfs", "e2fsprogs")?;
+        }
+        Backend::Mount if !rustix::process::geteuid().is_root() => {
+            return Err(Error::Environment(
+                "--backend mount needs root (CAP_SYS_ADMIN) to attach a loop device; use --backend debugfs".into(),
+            ));
+        }
+        Backend::Mount => {}
+    }
+    let in_place = target == Target::InPlace;
+    let drop_snapshot = in_place && edit.drop_snapshot && build.has_memory_snapshot();
+    let versions = if !in_place || drop_snapshot { Some(plan::metadata_versions(build, edit)?) } else { None };
+    if !rustix::process::geteuid().is_root() && in_place {
+        warnings.push(
+            "not running as root: processes of other users (a Firecracker run by root) cannot be seen by the in-use \
+             check; make sure no sandbox runs this build"
+                .into(),
+        );
+    }
+    if !in_place && (!edit.backup || !edit.purge) {
+        warnings.push("--no-backup and --no-purge do nothing with --fork (the source build is not changed)".into());
+    }
+    if in_place && edit.drop_snapshot && !build.has_memory_snapshot() {
+        warnings.push("--drop-snapshot: the build has no memory snapshot to drop".into());
+    }
+    Ok(Common { target, replay, versions, warnings })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    build: &Build,
+    edit: &EditOptions,
+    c: Common,
+    mode: Mode,
+    mode_reason: String,
+    envd: Option<HostEnvd>,
+    envd_path: String,
+    envd_args: Vec<String>,
+    dropped_args: Vec<String>,
+    changes: Vec<plan::Change>,
+) -> Plan {
+    let in_place = c.target == Target::InPlace;
+    Plan {
+        build_id: build.id,
+        target: c.target,
+        mode: Some(mode),
+        mode_reason,
+        backend: edit.backend,
+        envd,
+        envd_path,
+        envd_args,
+        dropped_args,
+        changes,
+        drop_snapshot: in_place && edit.drop_snapshot && build.has_memory_snapshot(),
+        backup: edit.backup,
+        replay_journal: c.replay,
+        rewrite_header: in_place && plan::header_needs_rewrite(build),
+        versions: c.versions,
+        warnings: c.warnings,
+    }
+}
+
 /// Plan `inject-envd`.
 pub fn plan_inject(build: &Build, opts: &InjectOptions) -> Result<(Plan, Context)> {
     let host = envd_file::inspect(&opts.envd)?;
@@ -134,32 +212,34 @@ pub fn plan_inject(build: &Build, opts: &InjectOptions) -> Result<(Plan, Context
     check_envd_for_image(&host, &fs, &ctx)?;
     let era = host.binary.era().unwrap_or_else(envd::current);
     plan::check_envd_args(&opts.envd_args, era)?;
-    let target = target(build, &opts.edit)?;
-    let mut warnings = Vec::new();
+    let mut c = common(build, &fs, &opts.edit)?;
     if host.binary.era().is_none() {
-        warnings.push(format!(
+        c.warnings.push(format!(
             "{} does not look like envd (no envd flag names in it); continuing, flags were checked against the current envd",
             host.path.display()
         ));
     }
-    let replay = journal_check(&fs, &opts.edit, &mut warnings)?;
     let (mode, reason) = plan::choose_mode(&fs, &ctx, opts.mode)?;
+    if mode == Mode::Init && !opts.envd_args.is_empty() {
+        let why = if opts.mode == ModeChoice::Init {
+            "--as init"
+        } else {
+            "auto chose --as init (no systemd, no working /bin/sh)"
+        };
+        return Err(Error::Usage(format!(
+            "{why}, and envd as init gets no arguments from the kernel, so --envd-arg cannot be passed; use --as wrapper or --as service"
+        )));
+    }
     let mut ch = Changes::default();
     let envd_path = ch.write(&fs, boot::ENVD_PATH, Content::Host { path: host.path.clone() }, 0o755)?;
     match mode {
         Mode::Init => {
             ch.link(&fs, &ctx.init, boot::ENVD_PATH)?;
-            if !opts.envd_args.is_empty() {
-                return Err(Error::Usage(
-                    "--as init cannot pass --envd-arg: the kernel runs /sbin/init without arguments; use --as wrapper or --as service"
-                        .into(),
-                ));
-            }
         }
         Mode::Wrapper => {
             let text = plan::render_for(mode, boot::ENVD_PATH, &opts.envd_args).unwrap_or_default();
-            warnings.extend(plan::wrapper_tool_warnings(&fs, &ctx, &text));
-            ch.mountpoints(&fs)?;
+            c.warnings.extend(plan::wrapper_tool_warnings(&fs, &ctx, &text));
+            ch.mountpoints(&fs);
             ch.write(&fs, &ctx.init, Content::Text { text }, 0o755)?;
         }
         Mode::Service => {
@@ -168,28 +248,10 @@ pub fn plan_inject(build: &Build, opts: &InjectOptions) -> Result<(Plan, Context
             ch.link(&fs, WANTS_LINK, &unit)?;
         }
     }
-    fork_marker(&fs, &mut ch, target)?;
-    let in_place = target == Target::InPlace;
-    Ok((
-        Plan {
-            build_id: build.id,
-            target,
-            mode: Some(mode),
-            mode_reason: reason,
-            backend: opts.edit.backend,
-            envd: Some(host),
-            envd_path,
-            envd_args: opts.envd_args.clone(),
-            dropped_args: Vec::new(),
-            changes: ch.list,
-            drop_snapshot: in_place && opts.edit.drop_snapshot && build.has_memory_snapshot(),
-            backup: opts.edit.backup,
-            replay_journal: replay,
-            rewrite_header: in_place && plan::header_needs_rewrite(build),
-            warnings,
-        },
-        ctx,
-    ))
+    fork_marker(&fs, &mut ch, c.target)?;
+    let args = opts.envd_args.clone();
+    let plan = assemble(build, &opts.edit, c, mode, reason, Some(host), envd_path, args, Vec::new(), ch.list);
+    Ok((plan, ctx))
 }
 
 /// Plan `rewrite-wrapper`: the init script becomes the template, around the same envd binary,
@@ -217,43 +279,27 @@ pub fn plan_rewrite(build: &Build, extra_args: &[String], edit: &EditOptions) ->
     }
     plan::check_envd_args(extra_args, era)?;
     keep.extend(extra_args.iter().cloned());
-    let target = target(build, edit)?;
-    let mut warnings = Vec::new();
-    let replay = journal_check(&fs, edit, &mut warnings)?;
+    let mut c = common(build, &fs, edit)?;
     let text = plan::render_for(Mode::Wrapper, &w.envd, &keep).unwrap_or_default();
     if let Err(why) = plan::shell_in_image(&fs, &ctx) {
         return Err(Error::refused("the wrapper template needs a working /bin/sh in the image", vec![why]));
     }
-    warnings.extend(plan::wrapper_tool_warnings(&fs, &ctx, &text));
+    c.warnings.extend(plan::wrapper_tool_warnings(&fs, &ctx, &text));
+    for other in &w.others {
+        c.warnings.push(format!(
+            "the old wrapper also ran `{other}`; the template does not (add it back by hand if the image needs it)"
+        ));
+    }
     let mut ch = Changes::default();
-    ch.mountpoints(&fs)?;
+    ch.mountpoints(&fs);
     ch.write(&fs, &w.script, Content::Text { text }, 0o755)?;
-    fork_marker(&fs, &mut ch, target)?;
-    let in_place = target == Target::InPlace;
+    fork_marker(&fs, &mut ch, c.target)?;
     let reason = format!(
         "{} started {} {}; it becomes tmpl's wrapper around the same binary",
         w.script,
         w.envd,
         w.args.join(" ")
     );
-    Ok((
-        Plan {
-            build_id: build.id,
-            target,
-            mode: Some(Mode::Wrapper),
-            mode_reason: reason,
-            backend: edit.backend,
-            envd: None,
-            envd_path: w.envd,
-            envd_args: keep,
-            dropped_args: dropped,
-            changes: ch.list,
-            drop_snapshot: in_place && edit.drop_snapshot && build.has_memory_snapshot(),
-            backup: edit.backup,
-            replay_journal: replay,
-            rewrite_header: in_place && plan::header_needs_rewrite(build),
-            warnings,
-        },
-        ctx,
-    ))
+    let plan = assemble(build, edit, c, Mode::Wrapper, reason, None, w.envd, keep, dropped, ch.list);
+    Ok((plan, ctx))
 }

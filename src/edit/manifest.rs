@@ -102,15 +102,10 @@ pub fn write_to(path: &Path, m: &Manifest) -> Result<()> {
 
 /// Read a build's manifest: `Ok(None)` when there is none.
 pub fn read(dir: &Path) -> std::result::Result<Option<Manifest>, String> {
-    let p = dir.join(FILE);
-    match std::fs::metadata(&p) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-        Ok(m) if m.len() > 16 * 1024 * 1024 => return Err("larger than 16 MiB".into()),
-        Ok(_) => {}
+    match crate::build::read_small(&dir.join(FILE), 16 * 1024 * 1024)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| e.to_string()),
     }
-    let bytes = std::fs::read(&p).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| e.to_string())
 }
 
 /// The current time as RFC 3339 UTC (`2026-11-22T21:50:00Z`), from the system clock.

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use sha2::Digest;
 
 use super::envd_file::HostEnvd;
 use super::render;
@@ -20,7 +21,7 @@ pub const UNIT_PATH: &str = "/etc/systemd/system/envd.service";
 pub const WANTS_LINK: &str = "/etc/systemd/system/multi-user.target.wants/envd.service";
 
 /// How envd is made to start at boot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// `/sbin/init` is envd itself.
@@ -32,7 +33,7 @@ pub enum Mode {
 }
 
 /// `--as`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeChoice {
     Auto,
@@ -42,7 +43,7 @@ pub enum ModeChoice {
 }
 
 /// How bytes get into the image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// e2fsprogs' debugfs: no root, no mount.
@@ -133,6 +134,10 @@ pub struct Plan {
     /// The header has nil ranges or is missing parts: it is rewritten to map every block of the
     /// (full) data file to this build, so no written block lands in a nil range.
     pub rewrite_header: bool,
+    /// Kernel and Firecracker versions written into metadata.json when tmpl writes one (fork,
+    /// --drop-snapshot): the build's own, or --kernel-version/--firecracker-version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<(String, String)>,
     pub warnings: Vec<String>,
 }
 
@@ -145,6 +150,10 @@ pub struct EditOptions {
     pub drop_snapshot: bool,
     pub replay_journal: bool,
     pub backup: bool,
+    pub purge: bool,
+    /// Versions for metadata.json when the build's own are missing (legacy builds).
+    pub kernel_version: Option<String>,
+    pub firecracker_version: Option<String>,
 }
 
 /// Where a path goes inside the image.
@@ -240,13 +249,12 @@ impl Changes {
 
     /// The directories the wrapper mounts on, created when the image lacks them (so the wrapper
     /// never needs `mkdir` for them at boot).
-    pub fn mountpoints(&mut self, fs: &Rootfs) -> Result<()> {
+    pub fn mountpoints(&mut self, fs: &Rootfs) {
         for (d, mode) in [("/proc", 0o555), ("/sys", 0o555), ("/dev", 0o755), ("/run", 0o755), ("/tmp", 0o1777)] {
             if matches!(boot::resolve(fs, d).end, End::Missing { .. }) {
                 self.list.push(Change::Mkdir { path: d.to_string(), mode });
             }
         }
-        Ok(())
     }
 
     pub fn link(&mut self, fs: &Rootfs, path: &str, target: &str) -> Result<String> {
@@ -256,8 +264,6 @@ impl Changes {
         Ok(p.path)
     }
 }
-
-use sha2::Digest;
 
 /// Check extra envd arguments against the era of the envd being installed. Removed or unknown
 /// flags are refused with the reason (envd would exit 2).
@@ -386,6 +392,20 @@ pub struct WrapperFacts {
     pub script: String,
     pub envd: String,
     pub args: Vec<String>,
+    /// Other commands of the old wrapper that the template does not run (shown to the operator).
+    pub others: Vec<String>,
+}
+
+/// Commands the template covers itself (mounting the kernel filesystems, console output, PATH).
+fn template_covers(words: &[String]) -> bool {
+    let prog = words.first().map(|w| w.rsplit('/').next().unwrap_or(w)).unwrap_or("");
+    match prog {
+        "echo" | "printf" | "mkdir" | "sleep" | "export" | "set" | "true" | ":" | "[" | "test" | "exec" | "wait" => {
+            true
+        }
+        "mount" => words.iter().any(|w| matches!(w.as_str(), "proc" | "sysfs" | "devtmpfs" | "devpts" | "tmpfs")),
+        _ => false,
+    }
 }
 
 /// Find the wrapper and the real envd binary in an image whose init is a script (following a
@@ -416,7 +436,13 @@ pub fn find_wrapper(fs: &Rootfs, ctx: &Context) -> Result<WrapperFacts> {
         if let Some(b) = bin {
             // Arguments of the outermost envd-named command in the init script itself.
             let outer = s.commands.iter().find(|oc| oc.envd).unwrap_or(c);
-            return Ok(WrapperFacts { script: s.path.clone(), envd: b, args: outer.words[1..].to_vec() });
+            let others = s
+                .commands
+                .iter()
+                .filter(|oc| !oc.envd && !template_covers(&oc.words))
+                .map(|oc| oc.words.join(" "))
+                .collect();
+            return Ok(WrapperFacts { script: s.path.clone(), envd: b, args: outer.words[1..].to_vec(), others });
         }
     }
     Err(Error::invalid(
@@ -427,7 +453,7 @@ pub fn find_wrapper(fs: &Rootfs, ctx: &Context) -> Result<WrapperFacts> {
 
 /// Refusal reasons for editing `build` in place (empty: allowed). `dependents` are the builds
 /// of the storage whose headers map this one's blocks.
-pub fn in_place_refusals(build: &Build, opts: &EditOptions, dependents: &[BuildId]) -> Vec<String> {
+pub fn in_place_refusals(build: &Build, opts: &EditOptions, dependents: &[BuildId], unknown: &[String]) -> Vec<String> {
     let mut reasons = Vec::new();
     if build.has_memory_snapshot() && !opts.drop_snapshot {
         reasons.push(
@@ -444,8 +470,21 @@ pub fn in_place_refusals(build: &Build, opts: &EditOptions, dependents: &[BuildI
             list.join(", ")
         ));
     }
+    if !unknown.is_empty() {
+        reasons.push(format!(
+            "whether other builds read this one cannot be told, their headers cannot be read: {}. Repair them, or use --fork",
+            unknown.join("; ")
+        ));
+    }
     if let Err(why) = full_image(build) {
         reasons.push(format!("{why}; only --fork can edit it (it assembles a full image from the layers)"));
+    }
+    let data = build.path(Artifact::Rootfs.data_name());
+    if std::fs::symlink_metadata(&data).is_ok_and(|m| m.file_type().is_symlink()) {
+        reasons.push(format!(
+            "{} is a symlink: an in-place edit would replace the link, not the image it points to; use --fork",
+            data.display()
+        ));
     }
     reasons
 }
@@ -455,8 +494,9 @@ pub fn in_place_refusals(build: &Build, opts: &EditOptions, dependents: &[BuildI
 /// zeros (or holes) there.
 pub fn full_image(build: &Build) -> std::result::Result<(), String> {
     let files = &build.rootfs;
-    if !files.compressed.is_empty() && files.data.is_none() {
-        return Err("the rootfs is stored compressed".into());
+    if !files.compressed.is_empty() {
+        let names: Vec<&str> = files.compressed.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(format!("the rootfs is stored compressed ({})", names.join(", ")));
     }
     let Some(data) = files.data else {
         return Err("the build has no rootfs.ext4 of its own (all its blocks come from other builds)".into());
@@ -484,7 +524,33 @@ pub fn full_image(build: &Build) -> std::result::Result<(), String> {
 /// Does the header need rewriting after an in-place edit (a stored header with nil ranges, in
 /// which new blocks would be invisible)?
 pub fn header_needs_rewrite(build: &Build) -> bool {
-    build.rootfs.header.parsed().is_some_and(|h| h.mappings.iter().any(|m| m.is_nil()) || !h.is_identity())
+    build.rootfs.header.parsed().is_some_and(|h| {
+        // V4/V5 record the data file's size and SHA-256, which the edit changes.
+        h.format() >= 4 || h.mappings.iter().any(|m| m.is_nil()) || !h.is_identity()
+    })
+}
+
+/// The kernel and Firecracker versions for a metadata.json tmpl writes: the build's own, else
+/// the options'; refused when neither has them (the orchestrator cannot cold-boot a build
+/// without them).
+pub fn metadata_versions(build: &Build, opts: &EditOptions) -> Result<(String, String)> {
+    let meta = build.meta();
+    let pick = |own: Option<&str>, given: &Option<String>| {
+        given.clone().filter(|v| !v.is_empty()).or_else(|| own.filter(|v| !v.is_empty()).map(str::to_string))
+    };
+    let kernel = pick(meta.and_then(|m| m.kernel_version()), &opts.kernel_version);
+    let fc = pick(meta.and_then(|m| m.firecracker_version()), &opts.firecracker_version);
+    match (kernel, fc) {
+        (Some(k), Some(f)) => Ok((k, f)),
+        (k, f) => Err(Error::refused(
+            "tmpl must write metadata.json (a cold-boot build), but the build does not say which kernel and Firecracker it runs on",
+            vec![format!(
+                "pass {}{} (E2B's defaults look like vmlinux-6.1.158 and v1.14.1_431f1fc)",
+                if k.is_none() { "--kernel-version VERSION " } else { "" },
+                if f.is_none() { "--firecracker-version VERSION" } else { "" }
+            )],
+        )),
+    }
 }
 
 /// The new build ID for `--fork`, checked free in the storage.

@@ -27,11 +27,25 @@ pub fn unit_quote(s: &str) -> String {
     format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// Replace each `{{NAME}}` in one pass (a value that contains `{{...}}` stays as it is).
 fn fill(template: &str, vars: &[(&str, String)]) -> String {
-    let mut out = template.to_string();
-    for (k, v) in vars {
-        out = out.replace(&format!("{{{{{k}}}}}"), v);
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}").and_then(|end| vars.iter().find(|(k, _)| *k == &after[..end]).map(|(_, v)| (end, v))) {
+            Some((end, v)) => {
+                out.push_str(v);
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
     }
+    out.push_str(rest);
     out
 }
 
@@ -93,6 +107,12 @@ mod tests {
         assert!(
             entries.iter().any(|e| e.section == "Install" && e.key == "WantedBy" && e.value == "multi-user.target")
         );
+    }
+
+    #[test]
+    fn substitution_is_one_pass() {
+        assert_eq!(fill("a {{X}} b {{Y}}", &[("X", "{{Y}}".into()), ("Y", "y".into())]), "a {{Y}} b y");
+        assert_eq!(fill("{{UNKNOWN}} {{X}}", &[("X", "x".into())]), "{{UNKNOWN}} x");
     }
 
     #[test]

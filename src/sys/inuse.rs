@@ -51,6 +51,15 @@ pub enum Access {
     Mapped,
 }
 
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Open => "open",
+            Access::Mapped => "mapped",
+        })
+    }
+}
+
 /// One process using one of the files asked about.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Holder {

@@ -52,6 +52,9 @@ pub struct MountOptions {
     pub parent: Option<PathBuf>,
     /// Force the pre-5.8 loop ioctls (see [`LoopOptions::force_legacy`]).
     pub force_legacy_loop: bool,
+    /// `MS_NOSYMFOLLOW` (Linux 5.10+): the host never follows a symlink inside the image, so a
+    /// write through the mount cannot land outside it whatever the image's links say.
+    pub no_symfollow: bool,
 }
 
 impl MountOptions {
@@ -69,8 +72,14 @@ impl MountOptions {
     /// (a read does not change the image); device nodes and setuid bits in a guest image mean
     /// nothing on the host.
     pub fn flags(&self) -> MountFlags {
-        let base = MountFlags::NOATIME | MountFlags::NODEV | MountFlags::NOSUID;
-        if self.read_only { base | MountFlags::RDONLY } else { base }
+        let mut f = MountFlags::NOATIME | MountFlags::NODEV | MountFlags::NOSUID;
+        if self.read_only {
+            f |= MountFlags::RDONLY;
+        }
+        if self.no_symfollow {
+            f |= MountFlags::NOSYMFOLLOW;
+        }
+        f
     }
 }
 

@@ -38,7 +38,10 @@ const MARK: &str = "tmpl_mark_";
 /// debugfs splits on whitespace and understands double quotes; refuse what it cannot quote.
 fn quote(s: &str) -> Result<String> {
     if s.is_empty() || s.contains(['"', '\n', '\r', '\0']) {
-        return Err(Error::Usage(format!("the debugfs backend cannot write the path {s:?}; use --backend mount")));
+        return Err(Error::invalid(
+            s,
+            "the debugfs backend cannot write a path with quotes or line breaks; use --backend mount",
+        ));
     }
     Ok(if s.contains([' ', '\t']) { format!("\"{s}\"") } else { s.to_string() })
 }
