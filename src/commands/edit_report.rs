@@ -107,7 +107,7 @@ impl Report for EditReport {
     /// The edit itself either completed or returned an error; a failed cache purge after it
     /// makes the run not ok (exit 4), since the nodes still serve the old bytes.
     fn ok(&self) -> bool {
-        !self.caches.as_ref().is_some_and(|c| c.status == "failed")
+        self.caches.as_ref().is_none_or(|c| c.status != "failed")
     }
 
     fn failure_code(&self) -> u8 {
