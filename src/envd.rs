@@ -217,7 +217,13 @@ impl Problem {
         match self {
             Problem::Unknown { flag } => format!("-{flag} is not an envd flag"),
             Problem::Removed { flag, until, replacement } => {
-                let r = replacement.map(|r| format!("; use -{r}")).unwrap_or_default();
+                let r = replacement
+                    .map(|r| {
+                        format!(
+                            "; drop it (its successor -{r} makes envd skip Firecracker's MMDS, which is wrong inside a sandbox)"
+                        )
+                    })
+                    .unwrap_or_else(|| "; drop it".to_string());
                 format!("-{flag} was removed from envd on {until}{r}")
             }
             Problem::TooNew { flag, since } => format!("-{flag} only exists in envd built after {since}"),

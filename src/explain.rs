@@ -540,7 +540,11 @@ fn explain_flag(line: usize, text: &str, flag: &str) -> Explanation {
                 "envd stopped accepting -{flag} on {until} ({}){}; the wrapper or unit that starts envd still passes \
                  it, and envd exits with status 2",
                 f.meaning,
-                if flag == "debug" { "; its replacement is -isnotfc" } else { "" }
+                if flag == "debug" {
+                    "; drop it — its successor -isnotfc is for running envd outside Firecracker, wrong in a sandbox"
+                } else {
+                    ""
+                }
             ),
             (Some(since), None) => format!(
                 "-{flag} exists only since {since}: this envd is older than the wrapper expects; inject a newer envd or \

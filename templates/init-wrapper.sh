@@ -16,22 +16,34 @@ mounted() {
 mounted /proc || mount -t proc proc /proc
 [ -d /sys ] || mkdir -p /sys
 mounted /sys || mount -t sysfs sysfs /sys
+# cgroup v2, which envd's cgroup manager expects at /sys/fs/cgroup (its -cgroup-root default).
+[ -d /sys/fs/cgroup ] && { mounted /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup; }
 [ -d /dev ] || mkdir -p /dev
 mounted /dev || mount -t devtmpfs devtmpfs /dev
 [ -d /dev/pts ] || mkdir -p /dev/pts
 mounted /dev/pts || mount -t devpts -o gid=5,mode=620 devpts /dev/pts
+# POSIX shared memory (shm_open, Python multiprocessing).
+[ -d /dev/shm ] || mkdir -p /dev/shm
+mounted /dev/shm || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 [ -d /run ] || mkdir -p /run
 mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 [ -d /tmp ] || mkdir -p /tmp
 mounted /tmp || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 
-[ -c /dev/console ] && exec </dev/null >/dev/console 2>&1
+# The hostname the image carries, without needing a hostname binary.
+if [ -r /etc/hostname ] && [ -w /proc/sys/kernel/hostname ]; then
+	read -r name < /etc/hostname && [ -n "$name" ] && echo "$name" > /proc/sys/kernel/hostname
+fi
 
-# envd runs in the foreground: the shell waits for it (and reaps any orphaned child while it
-# waits), and it keeps the console as stdin even when /dev could not be mounted.
+# Output to the serial console (stdin from /dev/null), once /dev has them.
+[ -c /dev/console ] && [ -c /dev/null ] && exec </dev/null >/dev/console 2>&1
+
+# envd runs in the foreground: the shell waits for it and reaps any orphaned child while it
+# waits (PID 1 inherits them). Without `sleep` in the image, a crude counting loop keeps a
+# crashing envd from spinning the CPU.
 while :; do
 	echo "tmpl-init: starting envd ($ENVD)"
 	"$ENVD"{{ARGS}}
 	echo "tmpl-init: envd exited with status $?; restarting in 1s"
-	sleep 1 || :
+	sleep 1 2>/dev/null || { i=0; while [ "$i" -lt 200000 ]; do i=$((i + 1)); done; }
 done

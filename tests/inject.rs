@@ -682,3 +682,84 @@ fn fork_of_a_compressed_v5_build() {
         .unwrap();
     assert_eq!(cat.stdout, std::fs::read(&b.envd).unwrap());
 }
+
+#[test]
+fn mount_backend_wrapper_and_fork_write_top_level_paths() {
+    if !common::require_root() {
+        return;
+    }
+    let Some((s, b)) = store_with(|t, _| {
+        t.shell().file("/.e2b", "ENV_ID=x\nBUILD_ID=a1000000-0000-4000-8000-000000000001\n", 0o644);
+        std::fs::remove_dir(t.p("/run")).unwrap();
+    }) else {
+        return;
+    };
+    // A fork with the mount backend writes /.e2b (top level) and creates /run.
+    let new = "f4000000-0000-4000-8000-000000000005";
+    let versions = ["--kernel-version", "vmlinux-6.1.158", "--firecracker-version", "v1.14.1_431f1fc"];
+    let mut args = vec!["inject-envd", BUILD, "--envd"];
+    let envd = envd_arg(b);
+    args.extend([envd.as_str(), "--backend", "mount", "--as", "wrapper", "--fork", new]);
+    args.extend(versions);
+    let (code, v, err) = run(&s, &args);
+    assert_eq!(code, 0, "{err} {v}");
+    assert_injected(&s, new, b);
+    let img = dir(&s, new).join("rootfs.ext4");
+    assert!(String::from_utf8(common::debugfs_cat(&img, "/.e2b")).unwrap().contains(&format!("BUILD_ID={new}")));
+    assert!(tmpl::tools::debugfs::stat(&img, "/run").unwrap().contains("Type: directory"));
+    assert!(tmpl::sys::loop_uses(&img).unwrap().is_empty());
+}
+
+#[test]
+fn late_faults_restore_header_snapshot_and_metadata() {
+    let Some((s, b)) = store_with(|t, _| {
+        t.shell();
+    }) else {
+        return;
+    };
+    let id = BuildId::parse(BUILD).unwrap();
+    s.w.snapfile(&id, "8.0.0", 64).unwrap();
+    s.w.memfile(&id, 64, true).unwrap();
+    s.w.metadata(&id, "v1.14.1_431f1fc", false).unwrap();
+    // A header with a nil range, so the commit renames a header too.
+    let d = dir(&s, BUILD);
+    let len = std::fs::metadata(d.join("rootfs.ext4")).unwrap().len();
+    let mut h = tmpl::header::headerless(id, len, 4096);
+    h.version = 3;
+    h.synthesized = false;
+    h.mappings = vec![
+        tmpl::header::Mapping { offset: 0, length: len - 4096, build: id, storage_offset: 0 },
+        tmpl::header::Mapping { offset: len - 4096, length: 4096, build: BuildId::nil(), storage_offset: 0 },
+    ];
+    std::fs::write(d.join("rootfs.ext4.header"), tmpl::header::encode(&h)).unwrap();
+    let before = digest(&d);
+    for step in ["during-commit", "late-commit"] {
+        let out = common::tmpl()
+            .env(tmpl::edit::apply::FAULT_ENV, step)
+            .arg("--storage")
+            .arg(&s.w.root)
+            .args(["inject-envd", BUILD, "--drop-snapshot", "--envd", &envd_arg(b)])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{step}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(digest(&d), before, "{step}: rootfs, header, snapfile, memfile and metadata are all back");
+    }
+}
+
+#[test]
+fn the_rendered_wrapper_passes_shellcheck_and_sh_n() {
+    if !common::require("shellcheck") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("init");
+    std::fs::write(
+        &p,
+        tmpl::edit::render::wrapper("/usr/local/bin/envd.real", &["-port".into(), "49983".into(), "it's".into()]),
+    )
+    .unwrap();
+    let sc = std::process::Command::new("shellcheck").args(["-s", "sh"]).arg(&p).output().unwrap();
+    assert!(sc.status.success(), "{}", String::from_utf8_lossy(&sc.stdout));
+    let n = std::process::Command::new("sh").arg("-n").arg(&p).output().unwrap();
+    assert!(n.status.success(), "{}", String::from_utf8_lossy(&n.stderr));
+}

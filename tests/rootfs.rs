@@ -425,3 +425,111 @@ fn following_init_in_a_large_image_reads_only_kilobytes() {
     let image = 1024u64 << 20;
     assert!(chain > 0 && chain < 512 * 1024, "read {chain} bytes of a {image}-byte image to follow /sbin/init");
 }
+
+#[test]
+fn busybox_inittab_and_openrc() {
+    // Busybox as init: inittab runs envd (a `-` login-shell prefix is not a path).
+    let Some((_s, code, f)) = case(|t, b| {
+        t.copy("/bin/busybox", &b.systemd).link("/sbin/init", "/bin/busybox").copy("/usr/bin/envd", &b.envd).file(
+            "/etc/inittab",
+            "::sysinit:/etc/init.d/rcS\n::respawn:/usr/bin/envd -isnotfc\nttyS0::respawn:-/bin/busybox\n",
+            0o644,
+        );
+    }) else {
+        return;
+    };
+    assert_eq!(content_ids(&f), ["wrapper.command-missing"], "only rcS is missing: {f:?}");
+    assert!(message(&f, "wrapper.command-missing").contains("/etc/init.d/rcS"), "{f:?}");
+    assert_eq!(code, 0);
+    // An inittab that passes a removed flag.
+    let Some((_s, _, f)) = case(|t, b| {
+        t.copy("/bin/busybox", &b.systemd).link("/sbin/init", "/bin/busybox").copy("/usr/bin/envd", &b.envd).file(
+            "/etc/inittab",
+            "::respawn:/usr/bin/envd -debug\n",
+            0o644,
+        );
+    }) else {
+        return;
+    };
+    assert!(content_ids(&f).contains(&"wrapper.envd-flag".into()), "{f:?}");
+    // OpenRC under busybox init: command= and command_args= are checked.
+    let Some((s, _, f)) = case(|t, b| {
+        t.copy("/bin/busybox", &b.systemd)
+            .link("/sbin/init", "/bin/busybox")
+            .copy("/usr/bin/envd", &b.envd)
+            .file("/etc/inittab", "::sysinit:/sbin/openrc sysinit\n", 0o644)
+            .copy("/sbin/openrc", &b.systemd)
+            .file(
+                "/etc/init.d/envd",
+                "#!/sbin/openrc-run\ncommand=\"/usr/bin/envd\"\ncommand_args=\"-cmd /start.sh\"\nsupervisor=supervise-daemon\n",
+                0o755,
+            )
+            .link("/etc/runlevels/default/envd", "/etc/init.d/envd");
+    }) else {
+        return;
+    };
+    assert!(content_ids(&f).contains(&"wrapper.envd-flag".into()), "{f:?}");
+    assert!(message(&f, "wrapper.envd-flag").contains("-cmd"), "{f:?}");
+    let v = s.inspect(BUILD);
+    assert_eq!(v["boot"]["openrc"]["runlevels"], serde_json::json!(["default"]));
+    assert!(v["boot"]["envd_started_by"].as_array().unwrap().iter().any(|x| x == "openrc"), "{v}");
+}
+
+#[test]
+fn systemd_drop_ins_override_exec_start() {
+    let dropin = "[Service]\nExecStart=\nExecStart=/usr/bin/envd -debug\n";
+    let Some((_s, _, f)) = case(|t, b| {
+        systemd_tree(t, b, Some(UNIT), true);
+        t.file("/etc/systemd/system/envd.service.d/override.conf", dropin, 0o644);
+    }) else {
+        return;
+    };
+    assert_eq!(content_ids(&f), ["systemd.envd-flag"], "{f:?}");
+    assert!(f.iter().any(|(_, _, m)| m.contains("-debug")), "{f:?}");
+}
+
+#[test]
+fn dos_line_endings_are_reported() {
+    let Some((_s, code, f)) = case(|t, b| {
+        t.shell().copy("/usr/bin/envd", &b.envd).file("/sbin/init", "#!/bin/sh\r\nexec /usr/bin/envd\r\n", 0o755);
+    }) else {
+        return;
+    };
+    let ids = content_ids(&f);
+    assert!(ids.contains(&"wrapper.crlf".into()) && ids.contains(&"init.interpreter-missing".into()), "{f:?}");
+    assert!(message(&f, "init.interpreter-missing").contains("carriage return"), "{f:?}");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn the_systemd_resolved_stub_is_fine_under_systemd() {
+    let Some((_s, code, f)) = case(|t, b| {
+        systemd_tree(t, b, Some(UNIT), true);
+        t.link("/etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf");
+    }) else {
+        return;
+    };
+    assert_eq!(content_ids(&f), Vec::<String>::new(), "{f:?}");
+    assert!(f.iter().any(|(id, sev, _)| id == "rootfs.resolv-conf-dangling" && sev == "info"), "{f:?}");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_build_copied_to_a_folder_that_is_not_a_uuid() {
+    let Some(bins) = bins() else { return };
+    let s = Store::new();
+    let t = Tree::new(s.dir.path());
+    t.envd_as_init(bins);
+    let loose = s.dir.path().join("loose/my-build");
+    std::fs::create_dir_all(&loose).unwrap();
+    common::mkfs(&t.root, &loose.join("rootfs.ext4"), 16);
+    let out = common::tmpl().args(["--json", "verify"]).arg(&loose).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> =
+        v["builds"][0]["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert!(!ids.iter().any(|i| i.starts_with("rootfs.") && *i != "rootfs.headerless"), "{v}");
+    assert!(ids.contains(&"build.folder-not-uuid"), "{v}");
+    let cat =
+        common::tmpl().args(["inspect"]).arg(&loose).args(["--path", "/etc/resolv.conf", "--cat"]).output().unwrap();
+    assert_eq!(cat.stdout, b"nameserver 8.8.8.8\n");
+}

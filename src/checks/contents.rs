@@ -110,7 +110,14 @@ check!(
     "wrapper.envd-flag",
     Error,
     "a wrapper passes envd a flag this envd does not accept",
-    "envd exits with status 2 (Go flag error): \"Attempted to kill init! exitcode=0x00000200\" when it is PID 1; drop or rename the flag (-debug became -isnotfc; -cmd was removed): tmpl rewrite-wrapper BUILD"
+    "envd exits with status 2 (Go flag error): \"Attempted to kill init! exitcode=0x00000200\" when it is PID 1; drop the flag (-debug and -cmd are gone; -debug's successor -isnotfc is only for envd outside Firecracker): tmpl rewrite-wrapper BUILD"
+);
+check!(
+    WRAPPER_CRLF,
+    "wrapper.crlf",
+    Error,
+    "the init script has DOS (CRLF) line endings",
+    "sh reads the carriage return as part of every command (\"envd\\r: not found\"), and the kernel as part of the #! interpreter; convert the script with dos2unix (or sed -i 's/\\r$//') — or tmpl rewrite-wrapper"
 );
 check!(
     WRAPPER_PID1_EXITS,
@@ -235,6 +242,7 @@ pub const CHECKS: &[&Check] = &[
     &WRAPPER_COMMAND_MISSING,
     &WRAPPER_ENVD_FLAG,
     &WRAPPER_PID1_EXITS,
+    &WRAPPER_CRLF,
     &ENVD_MISSING,
     &ENVD_NONSTANDARD,
     &ENVD_EMPTY,
@@ -302,6 +310,12 @@ pub fn why(r: &Resolution) -> String {
 }
 
 fn helper_problem(h: &Helper, what: &str) -> String {
+    if h.resolution.path.ends_with('\r') {
+        return format!(
+            "its {what} is {:?}: the #! line ends with a carriage return (DOS line endings), and no such file exists",
+            h.resolution.path
+        );
+    }
     match h.resolution.found() {
         None => format!("its {what} {}", why(&h.resolution)),
         Some(e) if !e.is_executable() => format!("its {what} {} is not executable", e.path),
@@ -480,6 +494,9 @@ pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> 
     }
     // What init runs.
     if let Some(s) = &f.init.script {
+        if s.crlf {
+            out.push(Finding::new(&WRAPPER_CRLF, at(&s.path), format!("{} has CRLF line endings", s.path)));
+        }
         if !s.keeps_running {
             out.push(Finding::new(
                 &WRAPPER_PID1_EXITS,
@@ -497,6 +514,11 @@ pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> 
         }
     }
     let init_kind = init.program.as_ref().map(|p| p.kind);
+    if let Some(o) = &f.openrc {
+        for c in &o.commands {
+            command_findings(c, true, f.expected_arch, &mut out, &mut missing, false);
+        }
+    }
     missing_findings(std::mem::take(&mut missing), &mut out);
     // systemd.
     if init_kind == Some(ProgramKind::Systemd) {
@@ -624,6 +646,12 @@ pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> 
     match &f.resolv_conf.resolution.end {
         End::Missing { .. } => {
             out.push(Finding::new(&RESOLV_MISSING, at("/etc/resolv.conf"), "/etc/resolv.conf does not exist"))
+        }
+        End::Dangling { target, .. }
+            if init_kind == Some(ProgramKind::Systemd) && target.starts_with("/run/systemd/resolve/") =>
+        {
+            let msg = format!("{} (systemd-resolved creates it at boot)", why(&f.resolv_conf.resolution));
+            out.push(Finding::new(&RESOLV_DANGLING, at("/etc/resolv.conf"), msg).severity(Severity::Info));
         }
         End::Dangling { .. } => {
             out.push(Finding::new(&RESOLV_DANGLING, at("/etc/resolv.conf"), why(&f.resolv_conf.resolution)))

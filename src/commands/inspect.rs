@@ -564,7 +564,7 @@ fn render_boot(w: &mut dyn Write, style: &Style, b: &BootFacts) -> io::Result<()
         End::Found { entry } if entry.kind == FileKind::Regular => {
             format!("{} ({})", sanitize(&rc.describe()), human_bytes(entry.len))
         }
-        _ => format!("{}: {}", sanitize(&rc.describe()), contents::why(rc)),
+        _ => sanitize(&contents::why(rc)).into_owned(),
     };
     writeln!(w, "  resolv     {rc_state}")?;
     if let Some(m) = &b.e2b_marker {

@@ -8,13 +8,7 @@ pub const WRAPPER_TEMPLATE: &str = include_str!("../../templates/init-wrapper.sh
 /// `templates/envd.service`: E2B's unit, simplified.
 pub const UNIT_TEMPLATE: &str = include_str!("../../templates/envd.service");
 
-/// Quote a word for POSIX sh (single quotes; `'` as `'\''`).
-pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+pub use crate::rootfs::script::quote as sh_quote;
 
 /// Quote a word for a systemd `ExecStart=` line (double quotes; `\` and `"` escaped; `%` doubled
 /// because systemd expands specifiers; `$` doubled because it expands variables).

@@ -9,7 +9,7 @@
 //! following `/sbin/init` reads kilobytes; scanning an envd binary for its era reads the binary
 //! and is only done when asked ([`Scan`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -413,6 +413,8 @@ pub struct ScriptFacts {
     pub commands: Vec<CommandFacts>,
     /// False when the script can fall off its end (fatal for PID 1).
     pub keeps_running: bool,
+    /// DOS (CRLF) line endings.
+    pub crlf: bool,
 }
 
 /// What `init=` resolves to and what it runs.
@@ -447,6 +449,8 @@ pub struct SystemdFacts {
 pub struct OpenrcFacts {
     pub script: String,
     pub runlevels: Vec<String>,
+    /// The daemon it starts (`command=` with `command_args=`), checked like a wrapper's command.
+    pub commands: Vec<CommandFacts>,
 }
 
 /// One envd binary in the image.
@@ -670,7 +674,7 @@ impl Walker<'_> {
         self.visited.insert(path.to_string());
         let s = script::parse(text);
         let commands = s.commands.iter().map(|c| self.command(c, &s, path, 0)).collect();
-        ScriptFacts { path: path.to_string(), commands, keeps_running: s.keeps_running }
+        ScriptFacts { path: path.to_string(), commands, keeps_running: s.keeps_running, crlf: s.crlf }
     }
 
     /// Commands of a text that is not a file of its own (unit ExecStart, inittab process).
@@ -697,16 +701,40 @@ impl Walker<'_> {
             facts.masked = r.found().is_some_and(|e| e.path == "/dev/null" || e.kind == FileKind::CharDevice)
                 || matches!(&r.end, End::Dangling { target, .. } if target == "/dev/null");
             facts.unit = Some(p.clone());
+            // The unit, then its drop-ins (`envd.service.d/*.conf` in every unit directory,
+            // by file name, the most specific directory winning a name), as systemd merges them.
+            let mut entries: Vec<(String, unit::Entry)> = Vec::new();
             if let Some(text) = r.found().filter(|e| e.kind == FileKind::Regular).and_then(|e| self.text(&e.path)) {
-                let entries = unit::parse(&text);
-                for e in unit::exec_starts(&entries) {
-                    let cmds = unit::exec_commands(&e.value);
-                    let s = Script::default();
-                    for c in &cmds {
-                        let mut f = self.command(c, &s, &p, 0);
-                        f.at = format!("rootfs:{p}:{}", e.line);
-                        facts.exec_start.push(f);
+                entries.extend(unit::parse(&text).into_iter().map(|e| (p.clone(), e)));
+            }
+            let mut dropins: BTreeMap<String, String> = BTreeMap::new();
+            for d in unit::UNIT_DIRS.iter().rev() {
+                let ddir = format!("{d}/envd.service.d");
+                if let Ok(list) = self.fs.read_dir(&ddir) {
+                    for (name, _) in list.into_iter().filter(|(n, _)| n.ends_with(".conf")) {
+                        dropins.insert(name.clone(), format!("{ddir}/{name}"));
                     }
+                }
+            }
+            for path in dropins.values() {
+                if let Some(text) = self.text(path) {
+                    entries.extend(unit::parse(&text).into_iter().map(|e| (path.clone(), e)));
+                }
+            }
+            let mut starts: Vec<&(String, unit::Entry)> = Vec::new();
+            for fe in entries.iter().filter(|(_, e)| e.section == "Service" && e.key == "ExecStart") {
+                if fe.1.value.is_empty() {
+                    starts.clear();
+                } else {
+                    starts.push(fe);
+                }
+            }
+            let s = Script::default();
+            for (file, e) in starts {
+                for c in &unit::exec_commands(&e.value) {
+                    let mut f = self.command(c, &s, file, 0);
+                    f.at = format!("rootfs:{file}:{}", e.line);
+                    facts.exec_start.push(f);
                 }
             }
             break;
@@ -731,6 +759,21 @@ impl Walker<'_> {
     fn openrc(&mut self) -> Option<OpenrcFacts> {
         let script = "/etc/init.d/envd";
         resolve(self.fs, script).found()?;
+        // An openrc-run script names its daemon in `command=` and its flags in `command_args=`.
+        let mut commands = Vec::new();
+        if let Some(text) = self.text(script) {
+            let parsed = script::parse(&text);
+            if let Some(cmd) = parsed.vars.get("command").filter(|c| !c.is_empty()) {
+                let line = text.lines().position(|l| l.trim_start().starts_with("command=")).map_or(0, |i| i + 1);
+                let args = parsed.vars.get("command_args").cloned().unwrap_or_default();
+                let joined = script::parse(&format!("{} {args}", script::quote(cmd)));
+                for c in &joined.commands {
+                    let mut f = self.command(c, &joined, script, 0);
+                    f.at = format!("rootfs:{script}:{line}");
+                    commands.push(f);
+                }
+            }
+        }
         let mut runlevels = Vec::new();
         if let Ok(levels) = self.fs.read_dir("/etc/runlevels") {
             for (level, _) in levels {
@@ -739,7 +782,7 @@ impl Walker<'_> {
                 }
             }
         }
-        Some(OpenrcFacts { script: script.to_string(), runlevels })
+        Some(OpenrcFacts { script: script.to_string(), runlevels, commands })
     }
 
     /// Busybox init: `/etc/inittab` `id:runlevels:action:process`, or its default (rcS).
@@ -754,7 +797,8 @@ impl Walker<'_> {
                     }
                     let mut f = l.splitn(4, ':');
                     let (_, _, _, Some(process)) = (f.next(), f.next(), f.next(), f.next()) else { continue };
-                    out.extend(self.snippet(process, "/etc/inittab", i + 1));
+                    // A leading `-` asks busybox for a login shell; it is not part of the path.
+                    out.extend(self.snippet(process.trim_start_matches('-'), "/etc/inittab", i + 1));
                 }
             }
             None => {

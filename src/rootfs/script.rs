@@ -30,7 +30,8 @@ pub fn shebang(head: &[u8]) -> Option<Shebang> {
     let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
     let line = &rest[..line_end.min(SHEBANG_MAX - 2)];
     let line = String::from_utf8_lossy(line);
-    let line = line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
+    // The kernel keeps a trailing `\r` (DOS line endings): `#!/bin/sh\r` names "/bin/sh\r".
+    let line = line.trim_matches(|c| c == ' ' || c == '\t');
     let (interp, arg) = match line.find([' ', '\t']) {
         Some(i) => (&line[..i], Some(line[i..].trim_matches([' ', '\t']).to_string())),
         None => (line, None),
@@ -80,9 +81,17 @@ pub struct Script {
     /// Functions the script defines (calls to them are not programs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub functions: Vec<String>,
-    /// The script cannot end on its own: an `exec` at the top level, a `while`/`until` loop, a
-    /// `wait`, or `sleep infinity`. When false, a script run as PID 1 exits and the kernel panics.
+    /// Variables assigned at the top level (last value wins).
+    #[serde(skip)]
+    pub vars: BTreeMap<String, String>,
+    /// The script cannot end on its own: an unconditional `exec`, an endless loop (`while :`,
+    /// `while true`, `until false`), `wait`, `sleep infinity` or envd in the foreground at its
+    /// top level (or in a function it calls there). When false, a script run as PID 1 exits and
+    /// the kernel panics.
     pub keeps_running: bool,
+    /// DOS line endings: `sh` reads the `\r` as part of every command (and the kernel as part of
+    /// the `#!` interpreter).
+    pub crlf: bool,
 }
 
 /// Shell builtins and keywords: never looked up on disk.
@@ -103,6 +112,8 @@ enum Tok {
     Sep,
     /// `&`: ends a command and backgrounds it.
     Amp,
+    /// `&&`, `||`, `|`: ends a command that is joined to the next one.
+    AndOr,
     /// `;;`: ends a case item.
     DoubleSemi,
     /// `(` and `)`: subshells, case patterns.
@@ -183,7 +194,7 @@ impl<'a> Lexer<'a> {
                     self.i += 1;
                     if self.peek() == Some(b'&') {
                         self.i += 1;
-                        return Some((Tok::Sep, self.line));
+                        return Some((Tok::AndOr, self.line));
                     }
                     return Some((Tok::Amp, self.line));
                 }
@@ -192,7 +203,7 @@ impl<'a> Lexer<'a> {
                     if self.peek() == Some(b'|') {
                         self.i += 1;
                     }
-                    return Some((Tok::Sep, self.line));
+                    return Some((Tok::AndOr, self.line));
                 }
                 b'(' | b')' => {
                     self.i += 1;
@@ -419,46 +430,76 @@ fn strip_prefixes(words: &mut Vec<String>, exec: &mut bool) {
 }
 
 /// Read a script's commands.
-pub fn parse(text: &str) -> Script {
-    let mut lx = Lexer::new(text);
-    let mut script = Script::default();
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    let mut words: Vec<String> = Vec::new();
-    let mut start_line = 1;
-    // Nesting of if/while/for/case/{ }: assignments and `exec` count as top level only at 0.
-    let mut depth = 0usize;
-    let mut pending_fn = false;
+/// The reader's state while it walks the tokens.
+#[derive(Default)]
+struct Reader {
+    script: Script,
+    vars: BTreeMap<String, String>,
+    /// Nesting of if/while/for/case/{ }: assignments and `exec` count as top level only at 0.
+    depth: usize,
+    /// A `name()` was seen; its `{` opens the body.
+    pending_fn: Option<String>,
+    /// Function bodies being read: (name, depth of the body).
+    fn_stack: Vec<(String, usize)>,
+    /// Functions whose body cannot end (an unconditional exec or an endless loop at its top).
+    endless_fns: Vec<String>,
+}
 
-    let flush = |words: &mut Vec<String>,
-                 background: bool,
-                 line: usize,
-                 depth: &mut usize,
-                 vars: &mut BTreeMap<String, String>,
-                 script: &mut Script,
-                 pending_fn: &mut bool|
-     -> bool {
+impl Reader {
+    /// Where an unconditional exec or endless loop counts: the script's top level, or the top
+    /// level of the function being read.
+    fn mark_endless(&mut self) {
+        match self.fn_stack.last() {
+            None if self.depth == 0 => self.script.keeps_running = true,
+            Some((name, d)) if *d == self.depth => {
+                if !self.endless_fns.contains(name) {
+                    self.endless_fns.push(name.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One command's words. `background`: ended by `&`; `conditional`: joined to another
+    /// command by `&&`, `||` or `|` (so an exec in it may not run, or runs in a pipeline's
+    /// subshell). Returns whether it opened a `case`.
+    fn flush(&mut self, words: &mut Vec<String>, background: bool, conditional: bool, line: usize) -> bool {
         let raw = std::mem::take(words);
         let opens_case = raw.first().is_some_and(|w| w == "case");
         let mut ws: Vec<String> = Vec::new();
         let mut skip_operand = false;
-        for w in raw {
+        let mut iter = raw.into_iter().peekable();
+        while let Some(w) = iter.next() {
             // Keywords open and close blocks; the words after them form the command.
             if ws.is_empty() && KEYWORDS.contains(&w.as_str()) {
                 match w.as_str() {
                     "if" | "while" | "until" | "for" | "case" | "{" => {
-                        if matches!(w.as_str(), "while" | "until") {
-                            script.keeps_running = true;
+                        // Only a loop whose condition is always true cannot end by itself.
+                        let next = iter.peek().map(String::as_str).unwrap_or("");
+                        let endless = (w == "while" && matches!(next, ":" | "true" | "/bin/true" | "sleep"))
+                            || (w == "until" && matches!(next, "false" | "/bin/false"));
+                        if w == "{"
+                            && let Some(name) = self.pending_fn.take()
+                        {
+                            self.depth += 1;
+                            self.fn_stack.push((name, self.depth));
+                            continue;
                         }
-                        if w == "{" && *pending_fn {
-                            *pending_fn = false;
+                        if endless && !conditional && !background {
+                            self.mark_endless();
                         }
-                        *depth += 1;
+                        self.depth += 1;
                         if w == "for" || w == "case" {
                             // `for x in a b c` / `case $x in`: no command here.
                             ws.push(String::new());
                         }
                     }
-                    "fi" | "done" | "esac" | "}" => *depth = depth.saturating_sub(1),
+                    "fi" | "done" | "esac" | "}" => {
+                        if w == "}" && self.fn_stack.last().is_some_and(|(_, d)| *d == self.depth) {
+                            self.fn_stack.pop();
+                        }
+                        self.depth = self.depth.saturating_sub(1);
+                    }
                     _ => {}
                 }
                 continue;
@@ -485,17 +526,17 @@ pub fn parse(text: &str) -> Script {
         let mut rest = Vec::new();
         for w in ws {
             if only_assignments && let Some((name, value)) = is_assignment(&w) {
-                let v = substitute(value, vars);
-                if *depth == 0 && rest.is_empty() {
+                let v = substitute(value, &self.vars);
+                if self.depth == 0 && rest.is_empty() {
                     if name == "PATH" {
-                        script.path_var = Some(v.clone());
+                        self.script.path_var = Some(v.clone());
                     }
-                    vars.insert(name.to_string(), v);
+                    self.vars.insert(name.to_string(), v);
                 }
                 continue;
             }
             only_assignments = false;
-            rest.push(substitute(&w, vars));
+            rest.push(substitute(&w, &self.vars));
         }
         if rest.is_empty() {
             return false;
@@ -503,26 +544,28 @@ pub fn parse(text: &str) -> Script {
         if rest[0] == "export" || rest[0] == "readonly" || rest[0] == "local" {
             for w in &rest[1..] {
                 if let Some((name, value)) = is_assignment(w)
-                    && *depth == 0
+                    && self.depth == 0
                 {
                     if name == "PATH" {
-                        script.path_var = Some(value.to_string());
+                        self.script.path_var = Some(value.to_string());
                     }
-                    vars.insert(name.to_string(), value.to_string());
+                    self.vars.insert(name.to_string(), value.to_string());
                 }
             }
             return false;
         }
-        // `name() {` or `function name {`: a function definition.
+        // `function name {` (bash) or `name() {` written as one word.
         if rest[0].ends_with("()") || rest[0] == "function" {
             let name = if rest[0] == "function" { rest.get(1).cloned() } else { Some(rest[0].clone()) };
             if let Some(n) = name {
-                script.functions.push(n.trim_end_matches("()").to_string());
-            }
-            if rest.last().is_some_and(|w| w == "{") {
-                *depth += 1;
-            } else {
-                *pending_fn = true;
+                let n = n.trim_end_matches("()").to_string();
+                self.script.functions.push(n.clone());
+                if rest.last().is_some_and(|w| w == "{") {
+                    self.depth += 1;
+                    self.fn_stack.push((n, self.depth));
+                } else {
+                    self.pending_fn = Some(n);
+                }
             }
             return false;
         }
@@ -531,24 +574,33 @@ pub fn parse(text: &str) -> Script {
         if rest.is_empty() {
             return false;
         }
-        if exec && *depth == 0 && !background {
-            script.keeps_running = true;
+        let unconditional = !background && !conditional;
+        let never_returns = (exec && unconditional)
+            || (unconditional && rest[0] == "wait")
+            || (unconditional && rest[0].ends_with("sleep") && rest.get(1).is_some_and(|a| a == "infinity"))
+            // envd in the foreground keeps the script alive for as long as envd runs.
+            || (unconditional && is_envd_name(&rest[0]))
+            || (unconditional && self.endless_fns.contains(&rest[0]));
+        if never_returns {
+            self.mark_endless();
         }
-        if rest[0] == "wait" || (rest[0].ends_with("sleep") && rest.get(1).is_some_and(|a| a == "infinity")) {
-            script.keeps_running = true;
-        }
-        // envd in the foreground keeps the script alive for as long as envd runs.
-        if *depth == 0 && !background && is_envd_name(&rest[0]) {
-            script.keeps_running = true;
-        }
-        script.commands.push(Command { line, words: rest, exec, background });
+        self.script.commands.push(Command { line, words: rest, exec, background });
         false
-    };
+    }
+}
 
+/// Read a script's commands.
+pub fn parse(text: &str) -> Script {
+    let mut lx = Lexer::new(text);
+    let mut r = Reader::default();
+    let mut words: Vec<String> = Vec::new();
+    let mut start_line = 1;
     // After `case WORD in` and after each `;;`, words up to `)` are a pattern, not a command.
     let mut expect_pattern = false;
     // `name` followed by `(`: a function definition if `)` follows.
     let mut maybe_fn: Option<String> = None;
+    // The command being read follows `&&`, `||` or `|`.
+    let mut after_andor = false;
     while let Some((tok, line)) = lx.next() {
         match tok {
             Tok::Paren(b'(')
@@ -557,8 +609,9 @@ pub fn parse(text: &str) -> Script {
                 maybe_fn = words.pop();
             }
             Tok::Paren(b')') if maybe_fn.is_some() => {
-                script.functions.extend(maybe_fn.take());
-                pending_fn = true;
+                let name = maybe_fn.take().unwrap_or_default();
+                r.script.functions.push(name.clone());
+                r.pending_fn = Some(name);
             }
             Tok::Word(w) => {
                 if words.is_empty() {
@@ -571,32 +624,49 @@ pub fn parse(text: &str) -> Script {
                 expect_pattern = false;
             }
             Tok::Paren(_) if expect_pattern && words.is_empty() => {}
+            Tok::AndOr => {
+                if !words.is_empty() {
+                    r.flush(&mut words, false, true, start_line);
+                }
+                after_andor = true;
+            }
             Tok::Sep | Tok::Paren(_) | Tok::DoubleSemi => {
                 if !words.is_empty() {
                     let is_esac = words.first().is_some_and(|w| w == "esac");
-                    let opened =
-                        flush(&mut words, false, start_line, &mut depth, &mut vars, &mut script, &mut pending_fn);
+                    let opened = r.flush(&mut words, false, after_andor, start_line);
                     if opened {
                         expect_pattern = true;
                     } else if is_esac {
                         expect_pattern = false;
                     }
                 }
+                after_andor = false;
                 if tok == Tok::DoubleSemi {
                     expect_pattern = true;
                 }
             }
             Tok::Amp => {
                 if !words.is_empty() {
-                    flush(&mut words, true, start_line, &mut depth, &mut vars, &mut script, &mut pending_fn);
+                    r.flush(&mut words, true, after_andor, start_line);
                 }
+                after_andor = false;
             }
         }
     }
     if !words.is_empty() {
-        flush(&mut words, false, start_line, &mut depth, &mut vars, &mut script, &mut pending_fn);
+        r.flush(&mut words, false, after_andor, start_line);
     }
-    script
+    r.script.crlf = text.contains("\r\n");
+    r.script.vars = std::mem::take(&mut r.vars);
+    r.script
+}
+
+/// Quote a word for POSIX sh (single quotes; `'` as `'\''`), leaving plain words as they are.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// The PATH a script's commands are looked up in (its own `PATH=`, else a common default).
@@ -625,6 +695,8 @@ mod tests {
         assert_eq!(shebang(b"#!\n"), None);
         assert_eq!(shebang(b"\x7fELF"), None);
         assert_eq!(shebang(b"#!/bin/busybox sh").unwrap().arg.as_deref(), Some("sh"));
+        assert_eq!(shebang(b"#!/bin/sh\r\necho").unwrap().interpreter, "/bin/sh\r", "the kernel keeps the CR");
+        assert!(parse("#!/bin/sh\r\nexec /usr/bin/envd\r\n").crlf);
     }
 
     #[test]
@@ -654,6 +726,17 @@ mod tests {
         assert!(parse("#!/bin/sh\nwhile true; do /usr/bin/envd; sleep 1; done\n").keeps_running);
         assert!(parse("/usr/bin/envd &\nsleep infinity\n").keeps_running);
         assert!(!parse("if [ -x /x ]; then exec /x; fi\n").keeps_running, "exec only inside an if");
+        assert!(!parse("while read -r l; do echo $l; done < /etc/x\n").keeps_running, "a loop that ends");
+        assert!(parse("until false; do /usr/bin/envd; done\n").keeps_running);
+        assert!(!parse("[ -f /x ] || exec /usr/bin/envd\n").keeps_running, "a conditional exec");
+        assert!(!parse("true && exec /usr/bin/envd\n").keeps_running, "after &&");
+        assert!(!parse("exec /usr/bin/envd | tee /log\n").keeps_running, "in a pipeline");
+        assert!(
+            parse("main() {\n  mount -a\n  exec /usr/bin/envd\n}\nmain \"$@\"\n").keeps_running,
+            "a function that execs"
+        );
+        assert!(parse("main(){ exec envd; }; main").keeps_running);
+        assert!(!parse("helper() { exec /x; }\necho no call\n").keeps_running, "defined but not called");
         assert!(parse("mount -a\n/usr/bin/envd -port 49983\n").keeps_running, "envd in the foreground");
     }
 
