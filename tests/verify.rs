@@ -122,10 +122,15 @@ fn metadata_every_version() {
         format!(r#"{{"version":1,"template":{{"build_id":"{A}"}},"context":{{}}}}"#).as_bytes(),
     );
     expect(&f.verify(A).1, "metadata.legacy-version", "info");
-    f.write(A, "metadata.json", format!(r#"{{"version":3,"template":{{"build_id":"{A}","firecracker_version":"v1.14.1_431f1fc"}},"context":{{}},"new_thing":1}}"#).as_bytes());
+    f.write(A, "metadata.json", format!(r#"{{"version":3,"template":{{"build_id":"{A}","kernel_version":"vmlinux-6.1.158","firecracker_version":"v1.14.1_431f1fc"}},"context":{{}},"new_thing":1}}"#).as_bytes());
     let (code, v) = f.verify(A);
     assert!(expect(&v, "metadata.future-version", "info").contains("new_thing"));
     assert_eq!(code, 0);
+    // Version 2 must name its kernel and Firecracker: the orchestrator picks them by these names.
+    f.write(A, "metadata.json", format!(r#"{{"version":2,"template":{{"build_id":"{A}","kernel_version":"","firecracker_version":"v1.14.1_431f1fc"}},"context":{{}}}}"#).as_bytes());
+    let (code, v) = f.verify(A);
+    assert!(expect(&v, "metadata.missing-versions", "error").contains("kernel_version"));
+    assert_eq!(code, 1);
     std::fs::remove_file(f.path(A, "metadata.json")).unwrap();
     let (code, v) = f.verify(A);
     expect(&v, "metadata.absent", "info");

@@ -451,10 +451,8 @@ impl Reader {
     fn mark_endless(&mut self) {
         match self.fn_stack.last() {
             None if self.depth == 0 => self.script.keeps_running = true,
-            Some((name, d)) if *d == self.depth => {
-                if !self.endless_fns.contains(name) {
-                    self.endless_fns.push(name.clone());
-                }
+            Some((name, d)) if *d == self.depth && !self.endless_fns.contains(name) => {
+                self.endless_fns.push(name.clone());
             }
             _ => {}
         }
@@ -575,12 +573,13 @@ impl Reader {
             return false;
         }
         let unconditional = !background && !conditional;
-        let never_returns = (exec && unconditional)
-            || (unconditional && rest[0] == "wait")
-            || (unconditional && rest[0].ends_with("sleep") && rest.get(1).is_some_and(|a| a == "infinity"))
-            // envd in the foreground keeps the script alive for as long as envd runs.
-            || (unconditional && is_envd_name(&rest[0]))
-            || (unconditional && self.endless_fns.contains(&rest[0]));
+        // envd in the foreground keeps the script alive for as long as envd runs.
+        let never_returns = unconditional
+            && (exec
+                || rest[0] == "wait"
+                || (rest[0].ends_with("sleep") && rest.get(1).is_some_and(|a| a == "infinity"))
+                || is_envd_name(&rest[0])
+                || self.endless_fns.contains(&rest[0]));
         if never_returns {
             self.mark_endless();
         }
