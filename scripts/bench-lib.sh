@@ -139,3 +139,51 @@ if v is not None:
         return 1
     fi
 }
+
+# lines KIND FILE: the KIND| lines of FILE (none is not an error).
+lines() { grep "^$1|" "$2" || true; }
+
+# memory_target FILE: issue 7's memory target line from the GROWTH| lines in FILE: met when no
+# command's peak RSS on the big input exceeds 1.25× its peak RSS on the small one.
+memory_target() {
+    local measured verdict
+    measured=$(lines GROWTH "$1" | awk -F'|' '{ printf "%s%s %s → %s: %.1f → %.1f MiB (×%.2f)", (NR > 1 ? "; " : ""), $2, $3, $4, $5 / 1024, $6 / 1024, $6 / $5 }')
+    verdict=$(lines GROWTH "$1" | awk -F'|' 'BEGIN { v = "met" } { if ($6 / $5 > 1.25) v = "NOT met" } END { print (NR ? v : "not measured") }')
+    target "issue 7" "peak RSS of each tmpl command does not grow with image or memfile size" \
+        "${measured:-none}" "big/small ≤ 1.25" "$verdict"
+}
+
+# render_tables FILE: the markdown tables of bench/results.md from the lines collected in FILE:
+# results (one row per RESULT, its verdict when it has a target ratio), the issues' targets
+# (sorted by issue), notes, and peak memory.
+render_tables() {
+    echo "Each ratio is alternative time / tmpl time (above 1: tmpl is faster), each time the median of the runs column's number of alternating runs of each command; the target column is the minimum ratio an issue asks for."
+    echo
+    echo "| benchmark | tmpl | alternative | alternative time | ratio | target | runs |"
+    echo "|---|---|---|---|---|---|---|"
+    lines RESULT "$1" | while IFS='|' read -r _ name t alt a ratio tgt runs; do
+        local verdict=""
+        [ "$tgt" != "-" ] && verdict=" ($(meets "$ratio" "$tgt"))"
+        echo "| $name | $(ms "$t") | $alt | $(ms "$a") | ${ratio}× | ${tgt}${verdict} | ${runs:-$RUNS} |"
+    done
+    echo
+    echo "## Targets stated in the issues"
+    echo
+    echo "| issue | target | measured | bound | verdict |"
+    echo "|---|---|---|---|---|"
+    lines TARGET "$1" | sort -t'|' -k2,2V -s | while IFS='|' read -r _ issue what measured bound verdict; do
+        echo "| $issue | $what | $measured | $bound | **$verdict** |"
+    done
+    echo
+    echo "## Notes"
+    echo
+    lines NOTE "$1" | cut -d'|' -f2- | sed 's/^/- /'
+    echo
+    echo "## Peak resident memory"
+    echo
+    echo "Must not grow with image or memfile size (GNU time's maximum RSS: the largest of tmpl and the tools it runs)."
+    echo
+    echo "| command | peak RSS |"
+    echo "|---|---|"
+    lines RSS "$1" | while IFS='|' read -r _ what kb; do echo "| $what | ${kb} KiB |"; done
+}
