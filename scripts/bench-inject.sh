@@ -176,7 +176,7 @@ COPY_US=$(median_of "$INJECT_RUNS" "$SETUP && rm -f $WORK/copy.ext4" "cp --spars
 rm -f "$WORK/copy.ext4"
 DRY_US=$(median_of "$INJECT_RUNS" "$SETUP" "$TMPL_DEBUGFS --dry-run")
 REST_US=$(( T_DEBUGFS2 - DRY_US - COPY_US - DEBUGFS_US - E2FSCK_US ))
-echo "NOTE|inject-envd (debugfs backend) $(ms "$T_DEBUGFS2"), measured phase by phase on the same image (medians): planning and envd validation (--dry-run) $(ms "$DRY_US"), sparse copy + fsync of the image (cp --sparse=always + sync) $(ms "$COPY_US"), the debugfs edit $(ms "$DEBUGFS_US"), e2fsck -fn $(ms "$E2FSCK_US"); leaving $(ms "$REST_US") for the read-back, boot checks, backup, rename and manifest (phases timed apart include a process start each, so this is approximate)"
+echo "NOTE|inject-envd (debugfs backend) $(ms "$T_DEBUGFS2"), measured phase by phase on the same image (medians): planning and envd validation (--dry-run) $(ms "$DRY_US"), sparse copy + fsync of the image (cp --sparse=always + sync) $(ms "$COPY_US"), the debugfs edit $(ms "$DEBUGFS_US"), e2fsck -fn $(ms "$E2FSCK_US"); $(if [ "$REST_US" -gt 0 ]; then echo "leaving $(ms "$REST_US") for the read-back, boot checks, backup, rename and manifest"; else echo "together more than the whole run, so the read-back, boot checks, backup, rename and manifest are within the noise"; fi) (each phase timed apart includes a process start, so this is approximate)"
 # BENCH_PROFILE=0 skips the profiling (tests/bench_script.rs runs this script on a debug build).
 if [ "$IS_ROOT" = 1 ] && [ "${VERDICT:-met}" != met ] && [ "${BENCH_PROFILE:-1}" = 1 ]; then
     if command -v strace >/dev/null; then
