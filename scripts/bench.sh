@@ -10,10 +10,11 @@
 # tool versions; --note adds a line (e.g. that the machine was shared). Each section's wall time
 # goes to stderr and into the file. --quick uses small inputs and 3 runs and writes
 # target/bench/results-quick.md (CI may use it to keep the script working; its numbers are not
-# the published ones). Full mode takes about 6-8 minutes on a 2-core machine once the release
-# binaries are built (most of it rm -rf of 100,000 files: scripts/bench-purge.sh), --quick well
-# under 2. Needs root for the mount-based alternatives (rows are skipped otherwise), e2fsprogs,
-# gcc, python3 or jq; strace and perf are used when present to explain a target not met.
+# the published ones). Full mode takes about 3 minutes on a 2-core machine once the release
+# binaries are built (up to 5 under load; the largest parts are verify --deep beside sha256sum
+# and purge-cache beside rm -rf of 100,000 files), --quick about 1. Needs root for the
+# mount-based alternatives (rows are skipped otherwise), e2fsprogs, gcc, python3 or jq; strace
+# and perf are used when present to explain a target not met.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,6 +37,10 @@ BENCH_START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
+if ! command -v python3 >/dev/null && ! command -v jq >/dev/null; then
+    echo "scripts/bench.sh needs python3 or jq to read tmpl's JSON" >&2
+    exit 4
+fi
 if [ "$QUICK" = 1 ]; then RUNS=3; ROOTFS_GIB=1; STORES="20 200"; SNAP_MIB=64; else RUNS=${RUNS:-5}; ROOTFS_GIB=4; STORES="20 200 2000"; SNAP_MIB=256; fi
 export RUNS QUICK
 
