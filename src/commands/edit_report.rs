@@ -71,6 +71,7 @@ impl EditArgs {
             purge: !self.no_purge,
             kernel_version: self.kernel_version.clone(),
             firecracker_version: self.firecracker_version.clone(),
+            dry_run: self.dry_run,
         })
     }
 }

@@ -48,9 +48,13 @@ fn target(build: &Build, opts: &EditOptions) -> Result<Target> {
     if !reasons.is_empty() {
         return Err(Error::refused(format!("build {} cannot be edited in place", build.id), reasons));
     }
-    let busy = super::apply::in_use(build)?;
-    if !busy.is_empty() {
-        return Err(Error::refused("the build's rootfs is in use", busy));
+    // A dry run says now whether the image is in use; a real run checks it under the build's
+    // lock, right before copying (one /proc scan, at the moment that matters).
+    if opts.dry_run {
+        let busy = super::apply::in_use(build)?;
+        if !busy.is_empty() {
+            return Err(Error::refused("the build's rootfs is in use", busy));
+        }
     }
     Ok(Target::InPlace)
 }

@@ -154,6 +154,8 @@ pub struct EditOptions {
     /// Versions for metadata.json when the build's own are missing (legacy builds).
     pub kernel_version: Option<String>,
     pub firecracker_version: Option<String>,
+    /// Plan only (`--dry-run`).
+    pub dry_run: bool,
 }
 
 /// Where a path goes inside the image.
