@@ -10,11 +10,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tmpl::build::Artifact;
 use tmpl::device::Device;
 use tmpl::layer::{self, Parent};
@@ -94,26 +92,6 @@ fn full_build(dir: &Path, tree: &Path) -> PathBuf {
     storage
 }
 
-/// sha256 of every file under `root`, by relative path (names, sizes and bytes).
-fn hash_tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let mut h = Sha256::new();
-                h.update(std::fs::read(&p).unwrap());
-                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-                out.insert(p.strip_prefix(root).unwrap().display().to_string(), hex);
-            }
-        }
-    }
-    out
-}
-
 /// Run boot-test with TMPDIR set to an empty directory, and check that the boot left nothing in it
 /// (work directory, assembled image, QEMU overlay, console).
 fn boot(storage: &Path, build: &str, kernel: &Path, extra: &[&str]) -> (Value, i32) {
@@ -149,7 +127,7 @@ fn healthy_init_boots_to_the_marker_and_the_build_is_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let t = tree(dir.path(), Init::Binary(MARKER_INIT));
     let storage = full_build(dir.path(), &t);
-    let before = hash_tree(&storage);
+    let before = common::hash_tree(&storage);
     // --accel auto: KVM when it works, else a reported fallback to TCG.
     let (v, code) = boot(&storage, BASE, &k, &["--accel", "auto"]);
     assert_eq!(code, 0, "{v:#}");
@@ -165,7 +143,7 @@ fn healthy_init_boots_to_the_marker_and_the_build_is_unchanged() {
         assert!(v["accel_note"].as_str().is_some_and(|n| n.contains("TCG")), "a KVM fallback is reported: {v:#}");
     }
     assert!(v["decoded"].as_array().unwrap().is_empty(), "{v:#}");
-    assert_eq!(hash_tree(&storage), before, "boot-test must not write to the build folder");
+    assert_eq!(common::hash_tree(&storage), before, "boot-test must not write to the build folder");
 }
 
 #[test]
@@ -174,7 +152,7 @@ fn init_exiting_2_is_the_decoded_exitcode_0x200_panic() {
     let dir = tempfile::tempdir().unwrap();
     let t = tree(dir.path(), Init::Binary(EXIT2_INIT));
     let storage = full_build(dir.path(), &t);
-    let before = hash_tree(&storage);
+    let before = common::hash_tree(&storage);
     let (v, code) = boot(&storage, BASE, &k, &["--accel", "tcg"]);
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(v["verdict"], "panic");
@@ -189,7 +167,7 @@ fn init_exiting_2_is_the_decoded_exitcode_0x200_panic() {
     assert!(evidence.iter().any(|l| l.contains("exitcode=0x00000200")), "{evidence:?}");
     let panic = v["decoded"].as_array().unwrap().iter().find(|e| e["rule"] == "panic.init-exit-2").unwrap();
     assert!(panic["findings"].as_array().unwrap().iter().any(|f| f == "wrapper.envd-flag"));
-    assert_eq!(hash_tree(&storage), before);
+    assert_eq!(common::hash_tree(&storage), before);
 }
 
 #[test]
@@ -245,7 +223,7 @@ fn a_layered_build_is_assembled_and_boots() {
     )
     .unwrap();
     assert!(child.own_bytes < std::fs::metadata(&child_img).unwrap().len() / 4, "the child owns only changed blocks");
-    let before = hash_tree(&storage);
+    let before = common::hash_tree(&storage);
 
     let (v, code) = boot(&storage, CHILD, &k, &["--accel", "tcg"]);
     assert_eq!(code, 0, "{v:#}");
@@ -256,7 +234,7 @@ fn a_layered_build_is_assembled_and_boots() {
     let (v, _) = boot(&storage, BASE, &k, &["--accel", "tcg"]);
     assert_eq!(v["verdict"], "panic");
     assert!(rules(&v).contains(&"panic.init-exit-2".to_string()));
-    assert_eq!(hash_tree(&storage), before, "neither build folder changed");
+    assert_eq!(common::hash_tree(&storage), before, "neither build folder changed");
 }
 
 #[test]
@@ -366,7 +344,7 @@ fn firecracker_backend_configures_the_vm_and_reads_its_console() {
     let storage = full_build(dir.path(), &t);
     let kernel = dir.path().join("vmlinux.bin");
     std::fs::write(&kernel, b"\x7fELF\x02\x01").unwrap();
-    let before = hash_tree(&storage);
+    let before = common::hash_tree(&storage);
     let (v, code) = boot(
         &storage,
         BASE,
@@ -398,7 +376,7 @@ fn firecracker_backend_configures_the_vm_and_reads_its_console() {
     assert_eq!(v["root"]["source"]["kind"], "assembled");
     let machine: Value = serde_json::from_str(v["api_calls"][2]["body"].as_str().unwrap()).unwrap();
     assert_eq!(machine["mem_size_mib"], 128);
-    assert_eq!(hash_tree(&storage), before);
+    assert_eq!(common::hash_tree(&storage), before);
     // --read-only-root attaches the build's full image itself, read-only.
     let (v, code) = boot(
         &storage,
@@ -410,7 +388,7 @@ fn firecracker_backend_configures_the_vm_and_reads_its_console() {
     let drive: Value = serde_json::from_str(v["api_calls"][1]["body"].as_str().unwrap()).unwrap();
     assert_eq!(drive["is_read_only"], true);
     assert_eq!(drive["path_on_host"].as_str().unwrap(), storage.join(BASE).join("rootfs.ext4").to_str().unwrap());
-    assert_eq!(hash_tree(&storage), before);
+    assert_eq!(common::hash_tree(&storage), before);
 }
 
 /// An image with a real shell, mount, mkdir and sleep from the host, and `envd` a static fake
@@ -447,7 +425,7 @@ fn inject_envds_wrapper_boots_to_envd() {
         .output()
         .unwrap();
     assert!(inject.status.success(), "{}", String::from_utf8_lossy(&inject.stderr));
-    let before = hash_tree(&storage.join(BASE));
+    let before = common::hash_tree(&storage.join(BASE));
     let log = dir.path().join("console.log");
     let (v, code) = boot(&storage, BASE, &k, &["--expect", "envd running", "--console", log.to_str().unwrap()]);
     assert_eq!(v["verdict"], "ok", "{v}");
@@ -455,7 +433,7 @@ fn inject_envds_wrapper_boots_to_envd() {
     let console = std::fs::read_to_string(&log).unwrap();
     let marker = console.find("tmpl-init: starting envd").expect("the wrapper's marker is on the console");
     assert!(console[marker..].contains("envd running"), "envd started after the marker:\n{console}");
-    assert_eq!(hash_tree(&storage.join(BASE)), before, "boot-test never writes to the build");
+    assert_eq!(common::hash_tree(&storage.join(BASE)), before, "boot-test never writes to the build");
     // The default expectation (the wrapper's marker) works as well.
     let (v, _) = boot(&storage, BASE, &k, &[]);
     assert_eq!(v["verdict"], "ok", "{v}");

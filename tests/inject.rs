@@ -4,38 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::fixtures::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tmpl::storage::BuildId;
-
-/// Everything in a build folder: relative path → (kind, content digest or link target, mode).
-fn digest(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let v = if m.is_dir() {
-                walk(root, &p, out);
-                format!("dir {:o}", m.mode())
-            } else if m.file_type().is_symlink() {
-                format!("link {}", std::fs::read_link(&p).unwrap().display())
-            } else {
-                format!("file {:o} {}", m.mode(), tmpl::rootfs::hex(&Sha256::digest(std::fs::read(&p).unwrap())))
-            };
-            out.insert(rel, v);
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
 
 fn run(store: &Store, args: &[&str]) -> (i32, Value, String) {
     let out = common::tmpl().arg("--storage").arg(&store.w.root).arg("--json").args(args).output().unwrap();
@@ -185,19 +159,19 @@ fn service_mode_for_systemd_images_and_auto_decisions() {
     }) else {
         return;
     };
-    let before = digest(&dir(&s, BUILD));
+    let before = common::hash_tree(&dir(&s, BUILD));
     let (code, v, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--as", "service"]);
     assert_eq!(code, 5);
     assert!(v["error"]["message"].as_str().unwrap().contains("systemd"));
     let (code, _, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--as", "wrapper"]);
     assert_eq!(code, 5);
-    assert_eq!(digest(&dir(&s, BUILD)), before);
+    assert_eq!(common::hash_tree(&dir(&s, BUILD)), before);
     // auto without systemd or shell: init.
     let (code, v, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--dry-run"]);
     assert_eq!(code, 0);
     assert_eq!(v["plan"]["mode"], "init");
     assert_eq!(v["dry_run"], true);
-    assert_eq!(digest(&dir(&s, BUILD)), before, "a dry run changes nothing");
+    assert_eq!(common::hash_tree(&dir(&s, BUILD)), before, "a dry run changes nothing");
 }
 
 #[test]
@@ -231,7 +205,7 @@ fn the_memory_snapshot_guard_and_drop_snapshot() {
     s.w.snapfile(&id, "8.0.0", 64).unwrap();
     s.w.memfile(&id, 64, true).unwrap();
     s.w.metadata(&id, "v1.14.1_431f1fc", false).unwrap();
-    let before = digest(&dir(&s, BUILD));
+    let before = common::hash_tree(&dir(&s, BUILD));
     let (code, v, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b)]);
     assert_eq!(code, 5);
     let details = v["error"]["details"].to_string();
@@ -239,7 +213,7 @@ fn the_memory_snapshot_guard_and_drop_snapshot() {
         details.contains("memory snapshot") && details.contains("--fork") && details.contains("--drop-snapshot"),
         "{v}"
     );
-    assert_eq!(digest(&dir(&s, BUILD)), before, "refused: nothing changed");
+    assert_eq!(common::hash_tree(&dir(&s, BUILD)), before, "refused: nothing changed");
 
     let (code, v, err) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--drop-snapshot"]);
     assert_eq!(code, 0, "{err} {v}");
@@ -271,8 +245,8 @@ fn layered_builds_need_fork_and_fork_makes_a_self_contained_build() {
     common::mkfs(&t.root, &img2, 16);
     s.w.rootfs_layer(&child, &img2, Some(&base), 1).unwrap();
     let (base_s, child_s) = (base.to_string(), child.to_string());
-    let before_base = digest(&dir(&s, &base_s));
-    let before_child = digest(&dir(&s, &child_s));
+    let before_base = common::hash_tree(&dir(&s, &base_s));
+    let before_child = common::hash_tree(&dir(&s, &child_s));
 
     // The base is read by the child: in place is refused, naming the child.
     let (code, v, _) = run(&s, &["inject-envd", &base_s, "--envd", &envd_arg(bins)]);
@@ -298,8 +272,8 @@ fn layered_builds_need_fork_and_fork_makes_a_self_contained_build() {
     assert_eq!(code, 0, "{err} {v}");
     assert_eq!(v["plan"]["target"]["new_build_id"], new);
     assert!(v["next_steps"].to_string().contains("no cache purge"));
-    assert_eq!(digest(&dir(&s, &base_s)), before_base, "the source builds are untouched");
-    assert_eq!(digest(&dir(&s, &child_s)), before_child);
+    assert_eq!(common::hash_tree(&dir(&s, &base_s)), before_base, "the source builds are untouched");
+    assert_eq!(common::hash_tree(&dir(&s, &child_s)), before_child);
     let nd = dir(&s, new);
     let h = tmpl::header::parse(&std::fs::read(nd.join("rootfs.ext4.header")).unwrap()).unwrap();
     assert!(h.is_identity() && h.build_id.to_string() == new && h.base_build_id.to_string() == new, "{h:?}");
@@ -340,7 +314,7 @@ fn an_image_in_use_is_not_touched() {
         return;
     };
     let img = dir(&s, BUILD).join("rootfs.ext4");
-    let before = digest(&dir(&s, BUILD));
+    let before = common::hash_tree(&dir(&s, BUILD));
     // Held open by another process (as a running Firecracker would).
     let mut holder =
         std::process::Command::new("sh").arg("-c").arg("exec 3<\"$0\"; sleep 30").arg(&img).spawn().unwrap();
@@ -350,7 +324,7 @@ fn an_image_in_use_is_not_touched() {
     holder.wait().unwrap();
     assert_eq!(code, 5, "{v}");
     assert!(v["error"]["details"].to_string().contains("process"), "{v}");
-    assert_eq!(digest(&dir(&s, BUILD)), before);
+    assert_eq!(common::hash_tree(&dir(&s, BUILD)), before);
 
     // Mounted (by a loop device): refused too.
     if common::require_root() {
@@ -444,7 +418,7 @@ fn bad_envd_files_change_nothing() {
         std::fs::write(&p, bytes).unwrap();
         p.to_string_lossy().into_owned()
     };
-    let before = digest(&dir(&s, BUILD));
+    let before = common::hash_tree(&dir(&s, BUILD));
     for (path, expect) in [
         (w("text", b"#!/bin/sh\necho envd\n"), "not an envd binary"),
         (w("empty", b""), "empty"),
@@ -459,9 +433,9 @@ fn bad_envd_files_change_nothing() {
             }) else {
                 return;
             };
-            let before2 = digest(&dir(&s2, BUILD));
+            let before2 = common::hash_tree(&dir(&s2, BUILD));
             let r = run(&s2, &["inject-envd", BUILD, "--envd", &path]);
-            assert_eq!(digest(&dir(&s2, BUILD)), before2);
+            assert_eq!(common::hash_tree(&dir(&s2, BUILD)), before2);
             r
         } else {
             run(&s, &["inject-envd", BUILD, "--envd", &path])
@@ -469,7 +443,7 @@ fn bad_envd_files_change_nothing() {
         assert_eq!(code, 3, "{path}: {v}");
         assert!(v["error"]["message"].as_str().unwrap().contains(expect), "{path}: {v}");
     }
-    assert_eq!(digest(&dir(&s, BUILD)), before);
+    assert_eq!(common::hash_tree(&dir(&s, BUILD)), before);
 }
 
 #[test]
@@ -479,7 +453,7 @@ fn removed_flags_are_refused_for_a_new_envd() {
     }) else {
         return;
     };
-    let before = digest(&dir(&s, BUILD));
+    let before = common::hash_tree(&dir(&s, BUILD));
     for arg in ["-debug", "-cmd=/start.sh", "-bogus"] {
         let (code, v, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--envd-arg", arg]);
         assert_eq!(code, 5, "{arg}: {v}");
@@ -488,7 +462,7 @@ fn removed_flags_are_refused_for_a_new_envd() {
     let (code, v, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--envd-arg", "-debug", "--dry-run"]);
     assert_eq!(code, 5);
     assert!(v["error"]["details"].to_string().contains("-isnotfc"), "names the replacement: {v}");
-    assert_eq!(digest(&dir(&s, BUILD)), before);
+    assert_eq!(common::hash_tree(&dir(&s, BUILD)), before);
     // The old envd still accepts -debug.
     let (code, v, err) =
         run(&s, &["inject-envd", BUILD, "--envd", &b.old_envd.to_string_lossy(), "--envd-arg", "-debug", "--dry-run"]);
@@ -503,7 +477,7 @@ fn faults_between_copy_and_rename_leave_the_build_as_it_was() {
         }) else {
             return;
         };
-        let before = digest(&dir(&s, BUILD));
+        let before = common::hash_tree(&dir(&s, BUILD));
         let out = common::tmpl()
             .env(tmpl::edit::apply::FAULT_ENV, step)
             .arg("--storage")
@@ -513,7 +487,7 @@ fn faults_between_copy_and_rename_leave_the_build_as_it_was() {
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{step}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stderr).contains(step));
-        assert_eq!(digest(&dir(&s, BUILD)), before, "{step}: the build is byte-for-byte as it was");
+        assert_eq!(common::hash_tree(&dir(&s, BUILD)), before, "{step}: the build is byte-for-byte as it was");
     }
 }
 
@@ -543,11 +517,11 @@ fn a_dirty_journal_is_refused_by_debugfs_unless_replayed() {
     let sb = tmpl::rootfs::Superblock::read(&tmpl::device::Device::plain_file(&img).unwrap()).unwrap();
     assert!(sb.needs_recovery(), "the shutdown left the journal dirty");
 
-    let before = digest(&dir(&s, BUILD));
+    let before = common::hash_tree(&dir(&s, BUILD));
     let (code, v, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b)]);
     assert_eq!(code, 5, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("journal"), "{v}");
-    assert_eq!(digest(&dir(&s, BUILD)), before);
+    assert_eq!(common::hash_tree(&dir(&s, BUILD)), before);
     let (code, v, err) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--replay-journal"]);
     assert_eq!(code, 0, "{err} {v}");
     assert_injected(&s, BUILD, b);
@@ -732,7 +706,7 @@ fn late_faults_restore_header_snapshot_and_metadata() {
         tmpl::header::Mapping { offset: len - 4096, length: 4096, build: BuildId::nil(), storage_offset: 0 },
     ];
     std::fs::write(d.join("rootfs.ext4.header"), tmpl::header::encode(&h)).unwrap();
-    let before = digest(&d);
+    let before = common::hash_tree(&d);
     for step in ["during-commit", "late-commit"] {
         let out = common::tmpl()
             .env(tmpl::edit::apply::FAULT_ENV, step)
@@ -742,7 +716,11 @@ fn late_faults_restore_header_snapshot_and_metadata() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{step}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(digest(&d), before, "{step}: rootfs, header, snapfile, memfile and metadata are all back");
+        assert_eq!(
+            common::hash_tree(&d),
+            before,
+            "{step}: rootfs, header, snapfile, memfile and metadata are all back"
+        );
     }
 }
 

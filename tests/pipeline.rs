@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +15,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tmpl::demo::ids;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/template-ci.sh");
@@ -187,25 +185,6 @@ fn listing(storage: &Path) -> Vec<String> {
     v
 }
 
-/// sha256 of every file under `root` (including hidden ones such as backups), by relative path.
-fn hash_tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let hex: String =
-                    Sha256::digest(std::fs::read(&p).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
-                out.insert(p.strip_prefix(root).unwrap().display().to_string(), hex);
-            }
-        }
-    }
-    out
-}
-
 fn verify(storage: &Path, id: &str) -> (i32, Value) {
     let out = common::tmpl().arg("--storage").arg(storage).args(["--json", "verify", id]).output().unwrap();
     (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap())
@@ -240,7 +219,7 @@ fn healthy_path_forks_the_envd_flag_build_into_a_clean_new_build() {
     let storage = s.demo();
     let old = ids::ENVD_FLAG;
     let before = listing(&storage);
-    let old_files = hash_tree(&storage.join(old));
+    let old_files = common::hash_tree(&storage.join(old));
     let (code, _) = verify(&storage, old);
     assert_eq!(code, 1, "the demo build has wrapper.envd-flag");
 
@@ -302,7 +281,7 @@ fn healthy_path_forks_the_envd_flag_build_into_a_clean_new_build() {
     assert!(init.contains("tmpl-init: starting envd") && !init.contains("-debug"), "{init}");
     assert!(common::fsck_clean(&image));
     // The old build is untouched and still fails.
-    assert_eq!(hash_tree(&storage.join(old)), old_files);
+    assert_eq!(common::hash_tree(&storage.join(old)), old_files);
     assert_eq!(verify(&storage, old).0, 1);
 
     // boot-test was skipped as asked; the purge is for the old build.
@@ -360,7 +339,7 @@ fn a_refused_edit_propagates_inject_envds_exit_code() {
     let s = Scratch::new();
     let storage = s.demo();
     let before = listing(&storage);
-    let old_files = hash_tree(&storage.join(ids::ENVD_FLAG));
+    let old_files = common::hash_tree(&storage.join(ids::ENVD_FLAG));
     let base = || [OsStr::new("--storage"), storage.as_os_str(), OsStr::new("--envd"), b.envd.as_os_str()];
 
     // An envd argument this envd does not accept: inject-envd refuses (5) before writing.
@@ -390,7 +369,7 @@ fn a_refused_edit_propagates_inject_envds_exit_code() {
     assert!(!argv.as_array().unwrap().iter().any(|a| a == "--fork"), "{argv}");
 
     assert_eq!(listing(&storage), before, "no build was created");
-    assert_eq!(hash_tree(&storage.join(ids::ENVD_FLAG)), old_files, "the build is unchanged");
+    assert_eq!(common::hash_tree(&storage.join(ids::ENVD_FLAG)), old_files, "the build is unchanged");
 }
 
 #[test]

@@ -68,24 +68,9 @@ impl Fixture {
     }
 }
 
-fn findings(v: &Value) -> Vec<(String, String, String)> {
-    v["builds"][0]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["id"].as_str().unwrap().into(),
-                f["severity"].as_str().unwrap().into(),
-                f["message"].as_str().unwrap().into(),
-            )
-        })
-        .collect()
-}
-
 #[track_caller]
 fn expect(v: &Value, id: &str, severity: &str) -> String {
-    let fs = findings(v);
+    let fs = common::findings_of(v);
     fs.iter()
         .find(|(i, s, _)| i == id && s == severity)
         .map(|f| f.2.clone())
@@ -94,7 +79,7 @@ fn expect(v: &Value, id: &str, severity: &str) -> String {
 
 #[track_caller]
 fn clean(v: &Value) {
-    let bad: Vec<_> = findings(v).into_iter().filter(|(_, s, _)| s != "info").collect();
+    let bad: Vec<_> = common::findings_of(v).into_iter().filter(|(_, s, _)| s != "info").collect();
     assert!(bad.is_empty(), "{bad:#?}");
 }
 

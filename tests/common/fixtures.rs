@@ -129,18 +129,7 @@ impl Store {
         let out = common::tmpl().arg("--storage").arg(&self.w.root).args(["--json", "verify", id]).output().unwrap();
         let v: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-        let f = v["builds"][0]["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                (
-                    f["id"].as_str().unwrap().to_string(),
-                    f["severity"].as_str().unwrap().to_string(),
-                    f["message"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let f = common::findings_of(&v);
         (out.status.code().unwrap(), f)
     }
 

@@ -172,3 +172,45 @@ pub fn test_kernel() -> Option<PathBuf> {
         }
     }
 }
+
+/// (id, severity, message) of the first build's findings in a `verify --json` document.
+pub fn findings_of(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v["builds"][0]["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+                    (s("id"), s("severity"), s("message"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Everything under `root` (hidden files such as backups included): relative path → kind, mode
+/// and SHA-256 of the content (or a link's target). Two equal digests mean nothing changed.
+pub fn hash_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let v = if m.is_dir() {
+                walk(root, &p, out);
+                format!("dir {:o}", m.mode())
+            } else if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else {
+                let h = sha2::Sha256::digest(std::fs::read(&p).unwrap());
+                format!("file {:o} {}", m.mode(), tmpl::rootfs::hex(&h))
+            };
+            out.insert(rel, v);
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
