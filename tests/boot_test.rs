@@ -95,6 +95,7 @@ fn full_build(dir: &Path, tree: &Path) -> PathBuf {
 /// Run boot-test with TMPDIR set to an empty directory, and check that the boot left nothing in it
 /// (work directory, assembled image, QEMU overlay, console).
 fn boot(storage: &Path, build: &str, kernel: &Path, extra: &[&str]) -> (Value, i32) {
+    let _turn = common::vm_turn();
     let tmp = storage.parent().unwrap().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let out = common::tmpl()

@@ -464,6 +464,7 @@ fn bad_arguments_are_refused_before_anything_runs() {
 fn boot_test_step_boots_the_injected_envd() {
     let Some(b) = bins() else { return };
     let Some(k) = common::test_kernel() else { return };
+    let _turn = common::vm_turn();
     let s = Scratch::new();
     let storage = wrapper_storage(&s, b, &b.envd);
     let work = s.path("work");
@@ -503,6 +504,7 @@ fn boot_test_step_boots_the_injected_envd() {
 fn a_failed_boot_fails_the_pipeline() {
     let Some(b) = bins() else { return };
     let Some(k) = common::test_kernel() else { return };
+    let _turn = common::vm_turn();
     let s = Scratch::new();
     let storage = wrapper_storage(&s, b, &b.envd);
     // envd as PID 1 that exits at once: the kernel panics ("Attempted to kill init!").

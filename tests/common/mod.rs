@@ -214,3 +214,11 @@ pub fn hash_tree(root: &Path) -> std::collections::BTreeMap<String, String> {
     walk(root, root, &mut out);
     out
 }
+
+/// Held while a test boots a VM: QEMU under TCG needs a whole core, and several boots at once on
+/// a 2-core CI machine slow each other past their timeouts. Tests in one binary run in parallel
+/// threads; this makes their boots take turns.
+pub fn vm_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
