@@ -71,7 +71,13 @@ fn debugfs_init_mode_in_place() {
     }) else {
         return;
     };
-    let before = std::fs::read(dir(&s, BUILD).join("rootfs.ext4")).unwrap();
+    let image = dir(&s, BUILD).join("rootfs.ext4");
+    std::fs::set_permissions(&image, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        std::os::unix::fs::chown(&image, Some(1000), Some(1000)).unwrap();
+    }
+    let before = std::fs::read(&image).unwrap();
     let (code, v, err) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--as", "init"]);
     assert_eq!(code, 0, "{err} {v}");
     assert_eq!(v["plan"]["mode"], "init");
@@ -90,6 +96,13 @@ fn debugfs_init_mode_in_place() {
         tmpl::rootfs::hex(&Sha256::digest(std::fs::read(&b.envd).unwrap()))
     );
     assert_eq!(v["applied"]["verification"]["fsck_clean"], true);
+    // The edited image keeps the original's mode and owner.
+    let m = std::fs::metadata(&image).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    if root {
+        assert_eq!((m.uid(), m.gid()), (1000, 1000));
+    }
     no_scratch_left(&s, BUILD);
 }
 

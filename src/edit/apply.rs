@@ -618,10 +618,12 @@ fn apply_in_place(
     let mut scratch = Scratch::new(&build.dir, ".tmpl-work-")?;
     let work_image = scratch.dir.join("rootfs.ext4");
     copy_sparse(&rootfs, &work_image, progress)?;
-    keep_owner_and_mode(&rootfs, &work_image)?;
     edit_image(&work_image, plan, &scratch.dir)?;
     sync_file(&work_image)?;
     let verification = verify_or_explain(&work_image, plan, ctx, build.id, Some(&rootfs))?;
+    // The original's owner and mode, once the edit is done (a read-only original must not stop
+    // debugfs from writing the copy).
+    keep_owner_and_mode(&rootfs, &work_image)?;
     fault("after-verify")?;
 
     // Prepare every new file in the scratch folder before touching the build.
