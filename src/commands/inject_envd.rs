@@ -22,7 +22,8 @@ use crate::output::Output;
     after_help = "Exit status: 0 done (or planned, with --dry-run); 1 the edited copy failed verification (the build \
 is unchanged); 2 usage; 3 bad build or envd file (not ELF, wrong architecture, loader missing); 4 a tool failed \
 (debugfs, e2fsck, mount); 5 refused by a safety check (memory snapshot, dependent builds, compacted layer, image in \
-use, dirty journal, removed envd flags) — nothing was written."
+use, dirty journal, removed envd flags, no kernel/Firecracker version for the metadata it must write) — nothing \
+was written. After an in-place edit, a failed purge of this node's caches exits 4 (the edit itself is done)."
 )]
 pub struct Args {
     /// Build ID (UUID) or path to a build directory
