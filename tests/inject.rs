@@ -296,13 +296,8 @@ fn layered_builds_need_fork_and_fork_makes_a_self_contained_build() {
     assert_eq!(meta["filesystem_only"], true);
     assert!(!nd.join("snapfile").exists() && !nd.join("memfile").exists());
     // The child's own file came through the layers, and the new envd is in.
-    let motd = common::tmpl()
-        .arg("--storage")
-        .arg(&s.w.root)
-        .args(["inspect", new, "--path", "/etc/motd", "--cat"])
-        .output()
-        .unwrap();
-    assert_eq!(motd.stdout, b"child\n");
+    let motd = common::cat(&s.w.root, new, "/etc/motd");
+    assert_eq!(motd, b"child\n");
     assert_injected(&s, new, bins);
     no_scratch_left(&s, &child_s);
 
@@ -408,13 +403,8 @@ fn a_full_image_header_with_nil_ranges_is_rewritten() {
     let nh = tmpl::header::parse(&std::fs::read(d.join("rootfs.ext4.header")).unwrap()).unwrap();
     assert!(nh.is_identity(), "{nh:?}");
     // Read through the header, the new envd is there (its blocks were in nil ranges before).
-    let cat = common::tmpl()
-        .arg("--storage")
-        .arg(&s.w.root)
-        .args(["inspect", BUILD, "--path", "/usr/bin/envd", "--cat"])
-        .output()
-        .unwrap();
-    assert_eq!(cat.stdout, std::fs::read(&b.envd).unwrap());
+    let cat = common::cat(&s.w.root, BUILD, "/usr/bin/envd");
+    assert_eq!(cat, std::fs::read(&b.envd).unwrap());
 }
 
 #[test]
@@ -653,21 +643,11 @@ fn fork_of_a_compressed_v5_build() {
     let v: Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(v["builds"][0]["tally"]["errors"], 0, "{v}");
     assert_eq!(v["builds"][0]["tally"]["warnings"], 0, "{v}");
-    let marker = common::tmpl()
-        .arg("--storage")
-        .arg(&store)
-        .args(["inspect", new, "--path", "/.e2b", "--cat"])
-        .output()
-        .unwrap();
-    let marker = String::from_utf8(marker.stdout).unwrap();
+    let marker = common::cat(&store, new, "/.e2b");
+    let marker = String::from_utf8(marker).unwrap();
     assert!(marker.contains(&format!("BUILD_ID={new}")) && marker.contains("TEMPLATE_ID=demo"), "{marker}");
-    let cat = common::tmpl()
-        .arg("--storage")
-        .arg(&store)
-        .args(["inspect", new, "--path", "/usr/bin/envd", "--cat"])
-        .output()
-        .unwrap();
-    assert_eq!(cat.stdout, std::fs::read(&b.envd).unwrap());
+    let cat = common::cat(&store, new, "/usr/bin/envd");
+    assert_eq!(cat, std::fs::read(&b.envd).unwrap());
 }
 
 #[test]

@@ -222,3 +222,11 @@ pub fn vm_turn() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// `tmpl --storage STORAGE inspect BUILD --path PATH --cat`: the file's bytes as tmpl reads them
+/// through the build's layers (asserting the command succeeded).
+pub fn cat(storage: &Path, build: &str, path: &str) -> Vec<u8> {
+    let out = tmpl().arg("--storage").arg(storage).args(["inspect", build, "--path", path, "--cat"]).output().unwrap();
+    assert!(out.status.success(), "inspect --cat {path}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
