@@ -51,6 +51,15 @@ fn envd_arg(b: &Bins) -> String {
     b.envd.to_string_lossy().into_owned()
 }
 
+/// Give BUILD a memory snapshot (snapfile, memfile + header) and v2 metadata, as E2B writes them.
+fn with_memory_snapshot(s: &Store) -> BuildId {
+    let id = BuildId::parse(BUILD).unwrap();
+    s.w.snapfile(&id, "8.0.0", 64).unwrap();
+    s.w.memfile(&id, 64, true).unwrap();
+    s.w.metadata(&id, "v1.14.1_431f1fc", false).unwrap();
+    id
+}
+
 /// Check the result of an injection with the oracles: debugfs sees the file, e2fsck is clean,
 /// verify has no errors.
 fn assert_injected(s: &Store, id: &str, b: &Bins) {
@@ -214,10 +223,7 @@ fn the_memory_snapshot_guard_and_drop_snapshot() {
     }) else {
         return;
     };
-    let id = BuildId::parse(BUILD).unwrap();
-    s.w.snapfile(&id, "8.0.0", 64).unwrap();
-    s.w.memfile(&id, 64, true).unwrap();
-    s.w.metadata(&id, "v1.14.1_431f1fc", false).unwrap();
+    with_memory_snapshot(&s);
     let before = common::hash_tree(&dir(&s, BUILD));
     let (code, v, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b)]);
     assert_eq!(code, 5);
@@ -684,10 +690,7 @@ fn late_faults_restore_header_snapshot_and_metadata() {
     }) else {
         return;
     };
-    let id = BuildId::parse(BUILD).unwrap();
-    s.w.snapfile(&id, "8.0.0", 64).unwrap();
-    s.w.memfile(&id, 64, true).unwrap();
-    s.w.metadata(&id, "v1.14.1_431f1fc", false).unwrap();
+    let id = with_memory_snapshot(&s);
     // A header with a nil range, so the commit renames a header too.
     let d = dir(&s, BUILD);
     let len = std::fs::metadata(d.join("rootfs.ext4")).unwrap().len();
