@@ -90,8 +90,8 @@ impl Report for VerifyReport {
                 let digest = match (&f.sha256, &f.expected_sha256) {
                     (Some(got), Some(want)) if got == want => "sha256 ok".to_string(),
                     (Some(_), Some(_)) => "SHA-256 MISMATCH".to_string(),
-                    (Some(_), None) => "no sha256 recorded".to_string(),
-                    (None, _) => "not read to the end".to_string(),
+                    (_, None) if f.complete => "no sha256 recorded".to_string(),
+                    _ => "not read to the end".to_string(),
                 };
                 if style.verbose || !f.ok {
                     writeln!(

@@ -233,6 +233,9 @@ pub struct Program {
     pub not_elf: Option<String>,
     /// `machine` differs from the expected architecture.
     pub wrong_arch: bool,
+    /// The ELF headers describe more bytes than the file has: a cut copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
     /// The dynamic loader (`PT_INTERP`) of a dynamically linked ELF.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loader: Option<Helper>,
@@ -278,6 +281,7 @@ pub fn examine(fs: &Rootfs, entry: &Entry, ctx: &Context) -> Result<Program, Roo
         elf: None,
         not_elf: None,
         wrong_arch: false,
+        truncated: None,
         loader: None,
         shebang: None,
         interpreter: None,
@@ -295,6 +299,7 @@ pub fn examine(fs: &Rootfs, entry: &Entry, ctx: &Context) -> Result<Program, Roo
     match elf::parse(&head) {
         Ok(info) => {
             p.wrong_arch = ctx.arch.is_some_and(|a| a.elf_machine() != info.machine);
+            p.truncated = info.truncated(entry.len);
             p.kind = if base == "systemd" {
                 ProgramKind::Systemd
             } else if base == "busybox" || memchr::memmem::find(&head, b"BusyBox").is_some() {
@@ -330,6 +335,7 @@ impl Target {
         let Some(p) = &self.program else { return false };
         p.executable()
             && !p.wrong_arch
+            && p.truncated.is_none()
             && !matches!(p.kind, ProgramKind::NotRunnable | ProgramKind::Empty)
             && p.loader.as_ref().is_none_or(|l| l.usable)
             && p.interpreter.as_ref().is_none_or(|i| i.usable)
@@ -527,13 +533,10 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// A script, unit or config file; one over [`MAX_TEXT`] is not read (the filesystem records
+    /// it as an anomaly, which becomes a finding).
     fn text(&self, path: &str) -> Option<String> {
-        let e = self.fs.lstat(path).ok().flatten()?;
-        let meta_len = if e.kind == FileKind::Symlink { 0 } else { e.len };
-        if meta_len > MAX_TEXT {
-            return None;
-        }
-        self.fs.read(path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+        self.fs.read_capped(path, MAX_TEXT).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
     /// Note an envd binary and return its facts' index.
@@ -553,12 +556,9 @@ impl Walker<'_> {
         {
             let path = p.path.clone();
             let mut scan = MarkerScan::default();
-            let mut seen = 0u64;
-            let _ = self.fs.stream(&path, |chunk| {
-                if seen < envd::SCAN_LIMIT {
-                    scan.feed(chunk);
-                    seen += chunk.len() as u64;
-                }
+            // Only the first SCAN_LIMIT bytes: an inode claiming a terabyte costs no more.
+            let _ = self.fs.stream_at_most(&path, envd::SCAN_LIMIT, |chunk| {
+                scan.feed(chunk);
                 Ok(())
             });
             self.envd[i].binary = Some(scan.finish());
