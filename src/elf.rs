@@ -384,6 +384,25 @@ pub fn synthetic(machine: u16, interpreter: Option<&str>) -> Vec<u8> {
     b
 }
 
+/// [`synthetic`] with a second program header, a `PT_NOTE` holding Go's build-ID note (name
+/// "Go"), as the Go linker writes it: for tests of the Go checks.
+pub fn synthetic_go(machine: u16) -> Vec<u8> {
+    let mut b = synthetic(machine, None);
+    b[56..58].copy_from_slice(&2u16.to_le_bytes());
+    let note_off: u64 = 64 + 2 * 56;
+    let mut ph = vec![0u8; 56];
+    ph[..4].copy_from_slice(&PT_NOTE.to_le_bytes());
+    ph[8..16].copy_from_slice(&note_off.to_le_bytes());
+    ph[32..40].copy_from_slice(&20u64.to_le_bytes());
+    b.truncate(64 + 56);
+    b.extend_from_slice(&ph);
+    for v in [3u32, 4, 4] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"Go\0\0abcd");
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,24 +451,10 @@ mod tests {
 
     #[test]
     fn go_note_marks_a_go_binary() {
-        let mut b = synthetic(62, None);
-        assert!(!parse(&b).unwrap().go);
-        // A second program header (PT_NOTE) pointing at a note named "Go".
-        b[56..58].copy_from_slice(&2u16.to_le_bytes());
-        let note_off = 64 + 2 * 56;
-        let mut ph = vec![0u8; 56];
-        ph[..4].copy_from_slice(&PT_NOTE.to_le_bytes());
-        ph[8..16].copy_from_slice(&(note_off as u64).to_le_bytes());
-        ph[32..40].copy_from_slice(&20u64.to_le_bytes());
-        b.truncate(64 + 56);
-        b.extend_from_slice(&ph);
-        b.extend_from_slice(&3u32.to_le_bytes());
-        b.extend_from_slice(&4u32.to_le_bytes());
-        b.extend_from_slice(&4u32.to_le_bytes());
-        b.extend_from_slice(b"Go\0\0");
-        b.extend_from_slice(b"abcd");
+        assert!(!parse(&synthetic(62, None)).unwrap().go);
+        let mut b = synthetic_go(62);
         assert!(parse(&b).unwrap().go);
-        // A note whose sizes run past the segment is not read past it.
+        // A note whose name size runs past the segment is not read past it.
         let n = b.len();
         b[n - 20..n - 16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(!parse(&b).unwrap().go);

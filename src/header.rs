@@ -772,6 +772,64 @@ mod tests {
         assert!(mk(vec![(0, 8192)], 8192).is_identity());
     }
 
+    #[test]
+    fn a_size_whose_page_rounding_overflows_is_refused_not_wrapped() {
+        // Issue 12 item 10: Size = 2^64 − 100 and no mappings once gave a synthesised mapping of
+        // length 0 (the rounding wrapped), which verify then reported as if the header held it.
+        let mut bytes = unhex(TV_H3)[..64].to_vec();
+        bytes[16..24].copy_from_slice(&(u64::MAX - 99).to_le_bytes());
+        assert_eq!(parse(&bytes), Err(ParseError::SizeOverflow { size: u64::MAX - 99 }));
+        // The largest Size that still rounds is accepted.
+        bytes[16..24].copy_from_slice(&(u64::MAX - 4095).to_le_bytes());
+        assert_eq!(parse(&bytes).unwrap().mappings[0].length, u64::MAX - 4095);
+    }
+
+    #[test]
+    fn sums_of_untrusted_lengths_are_checked() {
+        // Two 2^63-byte mappings: their sum is 2^64 (inspect once printed "own 0 B").
+        let a = id(A);
+        let half = 1u64 << 63;
+        let h = Header {
+            version: 3,
+            block_size: 4096,
+            size: u64::MAX,
+            generation: 0,
+            build_id: a,
+            base_build_id: a,
+            mappings: vec![
+                Mapping { offset: 0, length: half, build: a, storage_offset: 0 },
+                Mapping { offset: half, length: half, build: a, storage_offset: half },
+            ],
+            synthesized: false,
+            flags: 0,
+            builds: Vec::new(),
+        };
+        assert_eq!(h.byte_split(), (None, Some(0), Some(0)));
+        assert_eq!(h.build_stats()[0].bytes, None);
+        let issues = validate(&h);
+        assert!(issues.iter().any(|i| matches!(i, Issue::Overflow { index: 1, .. })), "{issues:?}");
+        assert!(issues.iter().any(|i| i.describe().contains("2^64")));
+        // Capped validation keeps at most the cap and counts the rest.
+        let many = Header {
+            mappings: (0..100).map(|i| Mapping { offset: i * 10, length: 3, build: a, storage_offset: 0 }).collect(),
+            ..h.clone()
+        };
+        let (kept, total) = validate_capped(&many, 7);
+        assert_eq!(kept.len(), 7);
+        assert!(total > 100, "{total}");
+    }
+
+    #[test]
+    fn build_stats_match_the_slow_definitions() {
+        let h = parse(&unhex(TV_H3)).unwrap();
+        let stats = h.build_stats();
+        assert_eq!(stats.iter().map(|s| s.build).collect::<Vec<_>>(), h.referenced_builds());
+        for s in stats {
+            assert_eq!(s.required_len, h.required_len(&s.build));
+            assert_eq!(s.bytes, Some(h.mappings.iter().filter(|m| m.build == s.build).map(|m| m.length).sum()));
+        }
+    }
+
     proptest! {
         #[test]
         fn encode_parse_round_trip(

@@ -10,7 +10,7 @@ pub mod script;
 pub mod superblock;
 pub mod unit;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::Arc;
 
@@ -162,6 +162,8 @@ pub struct Rootfs {
     anomalies: RefCell<Vec<Anomaly>>,
     /// Set by a reader panic: the message every later read fails with.
     poisoned: RefCell<Option<Anomaly>>,
+    /// Bytes of file content handed to callers (holes included): the work a read path did.
+    delivered: Cell<u64>,
 }
 
 impl std::fmt::Debug for Rootfs {
@@ -246,12 +248,29 @@ impl Rootfs {
             Ext4Error::Incompatible(i) => RootfsError::NotExt4(format!("incompatible: {i}")),
             other => RootfsError::Corrupt(other.to_string()),
         })?;
-        Ok(Rootfs { fs, superblock, device, anomalies: RefCell::default(), poisoned: RefCell::default() })
+        Ok(Rootfs {
+            fs,
+            superblock,
+            device,
+            anomalies: RefCell::default(),
+            poisoned: RefCell::default(),
+            delivered: Cell::new(0),
+        })
     }
 
     /// The device underneath (for read accounting).
     pub fn device(&self) -> &Arc<Device> {
         &self.device
+    }
+
+    /// Bytes of file content read so far (holes included, unlike the device's count): what a
+    /// read path cost, whatever sizes the image claims.
+    pub fn bytes_delivered(&self) -> u64 {
+        self.delivered.get()
+    }
+
+    fn deliver(&self, n: usize) {
+        self.delivered.set(self.delivered.get().saturating_add(n as u64));
     }
 
     /// Everything over a cap or failing inside the reader, in the order met (no duplicates).
@@ -452,6 +471,7 @@ impl Rootfs {
             if k == 0 {
                 break;
             }
+            self.deliver(k);
             got += k;
         }
         out.truncate(got);
@@ -479,6 +499,7 @@ impl Rootfs {
             if k == 0 {
                 break;
             }
+            self.deliver(k);
             sink(&buf[..k]).map_err(|e| RootfsError::Io(e.to_string()))?;
             total += k as u64;
         }
