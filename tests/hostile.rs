@@ -33,7 +33,9 @@ fn debugfs_w(image: &Path, cmd: &str) {
 fn run_json(storage: &Path, args: &[&str]) -> (i32, Value, String) {
     let out = common::tmpl().arg("--storage").arg(storage).arg("--json").args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "tmpl panicked: {stderr}");
+    // A Rust panic message ("thread '…' panicked at …"); the words "panicked" in a finding about
+    // the isolated ext4 reader are fine.
+    assert!(!stderr.contains("panicked at"), "tmpl panicked: {stderr}");
     let code = out.status.code().unwrap_or_else(|| panic!("killed by a signal: {stderr}"));
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: stdout {:?}, stderr {stderr}", String::from_utf8_lossy(&out.stdout)));
@@ -105,11 +107,13 @@ fn a_directory_claiming_a_huge_size_is_not_searched() {
     ) else {
         return;
     };
+    // A directory over the cap may be real (a million entries): a warning that it was not read.
     let (code, v, _) = run_json(&s.w.root, &["verify", BUILD]);
-    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(code, 0, "{v:#}");
     let f = v["builds"][0]["findings"].as_array().unwrap().iter().find(|f| f["id"] == "rootfs.over-cap").cloned();
     let f = f.unwrap_or_else(|| panic!("no rootfs.over-cap: {v:#}"));
-    assert!(f["message"].as_str().unwrap().contains("directory"), "{f}");
+    assert_eq!(f["severity"], "warning");
+    assert!(f["message"].as_str().unwrap().contains("directory is 68719476736 bytes"), "{f}");
     assert!(!ids(&v, 0).contains(&"init.unreadable".into()), "init does not go through /etc/systemd");
 }
 

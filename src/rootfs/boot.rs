@@ -29,6 +29,13 @@ pub const MAX_LINKS: usize = 40;
 const MAX_SCRIPT_DEPTH: usize = 3;
 /// systemd unit and script files larger than this are not read whole.
 const MAX_TEXT: u64 = 1024 * 1024;
+/// Commands of one script (or inittab) checked: each may look a program up in every PATH
+/// directory, so a crafted megabyte of commands must not cost a lookup apiece. Real wrappers and
+/// inittabs have tens.
+const MAX_COMMANDS: usize = 1000;
+/// Directory entries examined where the boot path lists a directory (`*.wants` directories,
+/// drop-ins, runlevels): real systems have tens.
+const MAX_LISTED: usize = 256;
 
 /// When to stream envd binaries for their era and version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -533,6 +540,17 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// The first [`MAX_COMMANDS`] commands or [`MAX_LISTED`] entries of a list; a longer list is
+    /// recorded as an anomaly (a finding) and only its head is examined.
+    fn capped<'t, T>(&self, items: &'t [T], path: &str, what: &'static str) -> &'t [T] {
+        let cap = if what == "command count" || what == "line count" { MAX_COMMANDS } else { MAX_LISTED };
+        if items.len() > cap {
+            self.fs.note_over_cap(path, what, items.len() as u64, cap as u64);
+            return &items[..cap];
+        }
+        items
+    }
+
     /// A script, unit or config file; one over [`MAX_TEXT`] is not read (the filesystem records
     /// it as an anomaly, which becomes a finding).
     fn text(&self, path: &str) -> Option<String> {
@@ -650,7 +668,7 @@ impl Walker<'_> {
                 && let Some(text) = self.text(&p.path)
             {
                 let inner = script::parse(&text);
-                for ic in &inner.commands {
+                for ic in self.capped(&inner.commands, &p.path, "command count") {
                     nested.push(self.command(ic, &inner, &p.path, depth + 1));
                 }
             }
@@ -673,7 +691,7 @@ impl Walker<'_> {
     fn script(&mut self, path: &str, text: &str) -> ScriptFacts {
         self.visited.insert(path.to_string());
         let s = script::parse(text);
-        let commands = s.commands.iter().map(|c| self.command(c, &s, path, 0)).collect();
+        let commands = self.capped(&s.commands, path, "command count").iter().map(|c| self.command(c, &s, path, 0)).collect();
         ScriptFacts { path: path.to_string(), commands, keeps_running: s.keeps_running, crlf: s.crlf }
     }
 
@@ -711,7 +729,8 @@ impl Walker<'_> {
             for d in unit::UNIT_DIRS.iter().rev() {
                 let ddir = format!("{d}/envd.service.d");
                 if let Ok(list) = self.fs.read_dir(&ddir) {
-                    for (name, _) in list.into_iter().filter(|(n, _)| n.ends_with(".conf")) {
+                    let confs: Vec<(String, FileKind)> = list.into_iter().filter(|(n, _)| n.ends_with(".conf")).collect();
+                    for (name, _) in self.capped(&confs, &ddir, "drop-in count").iter().cloned() {
                         dropins.insert(name.clone(), format!("{ddir}/{name}"));
                     }
                 }
@@ -741,7 +760,8 @@ impl Walker<'_> {
         }
         for dir in ["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"] {
             let Ok(entries) = self.fs.read_dir(dir) else { continue };
-            for (name, kind) in entries {
+            let wants: Vec<(String, FileKind)> = entries.into_iter().filter(|(n, _)| n.ends_with(".wants")).collect();
+            for (name, kind) in self.capped(&wants, dir, "*.wants directory count").iter().cloned() {
                 if kind != FileKind::Directory || !name.ends_with(".wants") {
                     continue;
                 }
@@ -776,7 +796,7 @@ impl Walker<'_> {
         }
         let mut runlevels = Vec::new();
         if let Ok(levels) = self.fs.read_dir("/etc/runlevels") {
-            for (level, _) in levels {
+            for (level, _) in self.capped(&levels, "/etc/runlevels", "runlevel count").iter().cloned() {
                 if self.fs.lstat(&format!("/etc/runlevels/{level}/envd")).ok().flatten().is_some() {
                     runlevels.push(level);
                 }
@@ -790,7 +810,8 @@ impl Walker<'_> {
         let mut out = Vec::new();
         match self.text("/etc/inittab") {
             Some(text) => {
-                for (i, line) in text.lines().enumerate() {
+                let lines: Vec<&str> = text.lines().collect();
+                for (i, line) in self.capped(&lines, "/etc/inittab", "line count").iter().enumerate() {
                     let l = line.trim();
                     if l.is_empty() || l.starts_with('#') {
                         continue;

@@ -127,8 +127,11 @@ impl std::fmt::Display for Anomaly {
                 f,
                 "{path}: the inode says its {what} is {size} bytes, over the kernel's limit of {cap}: the inode is corrupt"
             ),
+            Anomaly::OverCap { path, what, size, cap } if what.ends_with("count") => {
+                write!(f, "{path}: {what} is {size}, over the {cap} tmpl examines: only the first {cap} were checked")
+            }
             Anomaly::OverCap { path, what, size, cap } => {
-                write!(f, "{path}: the inode says its {what} is {size}, over the {cap} tmpl reads: not checked")
+                write!(f, "{path}: the inode says its {what} is {size} bytes, over the {cap} tmpl reads: not checked")
             }
             Anomaly::ReaderPanic { path, message } => {
                 write!(f, "{path}: the ext4 reader (ext4-view) panicked: {message}")
@@ -288,6 +291,12 @@ impl Rootfs {
         if !list.contains(&a) {
             list.push(a);
         }
+    }
+
+    /// Record that a count or size read from the image at `path` is over a cap of the caller's
+    /// (only the first `cap` were examined).
+    pub fn note_over_cap(&self, path: &str, what: &'static str, size: u64, cap: u64) {
+        self.note(Anomaly::OverCap { path: path.to_string(), what, size, cap });
     }
 
     fn over_cap(&self, path: &[u8], what: &'static str, size: u64, cap: u64) -> RootfsError {
@@ -517,7 +526,8 @@ impl Rootfs {
     }
 
     /// Names and kinds of a directory's entries (without `.` and `..`), sorted. Directories over
-    /// [`MAX_DIR_BYTES`] or with more than [`MAX_DIR_ENTRIES`] entries are refused.
+    /// [`MAX_DIR_BYTES`] are refused; of a directory with more than [`MAX_DIR_ENTRIES`] entries
+    /// only the first are listed (both recorded as an [`Anomaly`]).
     pub fn read_dir(&self, path: &str) -> Result<Vec<(String, FileKind)>, RootfsError> {
         let w = self.resolved(path)?;
         if w.meta.is_dir() && w.meta.len() > MAX_DIR_BYTES {
@@ -536,8 +546,10 @@ impl Rootfs {
                 continue;
             }
             if out.len() >= MAX_DIR_ENTRIES {
+                // Only the first entries are listed; the rest are not read.
                 let n = MAX_DIR_ENTRIES as u64;
-                return Err(self.over_cap(&w.path, "directory entry count", n + 1, n));
+                self.note_over_cap(&lossy(&w.path), "directory entry count", n + 1, n);
+                break;
             }
             let kind = self.call(&w.path, |_| e.file_type())?.map_err(|e| path_err(path, e))?.into();
             out.push((name, kind));
