@@ -35,10 +35,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         generation: 1,
         build_id: id,
         base_build_id: id,
-        mappings: (0..n).map(|i| Mapping { offset: i * 4096, length: 4096, build: id, storage_offset: i * 4096 }).collect(),
+        mappings: (0..n)
+            .map(|i| Mapping { offset: i * 4096, length: 4096, build: id, storage_offset: i * 4096 })
+            .collect(),
         synthesized: false,
         flags: 0,
-        builds: vec![BuildInfo { build: id, file_size: i64::try_from(size)?, checksum: [0; 32], frames: FrameTable::default() }],
+        builds: vec![BuildInfo {
+            build: id,
+            file_size: i64::try_from(size)?,
+            checksum: [0; 32],
+            frames: FrameTable::default(),
+        }],
     };
     std::fs::create_dir_all(&root)?;
     let template = root.join(".heavy.header");

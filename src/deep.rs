@@ -67,10 +67,11 @@ pub struct Job {
 impl Job {
     /// Uncompressed bytes expected (for progress).
     fn expected_u(&self) -> u64 {
-        self.file_size
-            .or(self.sidecar)
-            .or(self.table_end_u)
-            .unwrap_or(if self.compression == Compression::None { self.stored_len } else { 0 })
+        self.file_size.or(self.sidecar).or(self.table_end_u).unwrap_or(if self.compression == Compression::None {
+            self.stored_len
+        } else {
+            0
+        })
     }
 }
 
@@ -269,7 +270,11 @@ fn data_extent(file: &File, off: u64, len: u64) -> (u64, u64) {
 }
 
 /// Read (and decompress) `job` into `tx` in order, recycling buffers from `back`.
-fn produce(job: &Job, tx: mpsc::SyncSender<Piece>, back: mpsc::Receiver<Vec<u8>>) -> Result<Produced, (Produced, Fault)> {
+fn produce(
+    job: &Job,
+    tx: mpsc::SyncSender<Piece>,
+    back: mpsc::Receiver<Vec<u8>>,
+) -> Result<Produced, (Produced, Fault)> {
     let mut p = Produced { bytes_read: 0, frames: None, partial_table: false };
     let file = match File::open(&job.path) {
         Ok(f) => f,

@@ -528,12 +528,10 @@ pub fn validate_capped(h: &Header, cap: usize) -> (Vec<Issue>, usize) {
             push(&mut issues, Issue::ZeroLength { index: i, offset: m.offset });
         }
         if m.overflows() {
-            push(&mut issues, Issue::Overflow {
-                index: i,
-                offset: m.offset,
-                length: m.length,
-                storage_offset: m.storage_offset,
-            });
+            push(
+                &mut issues,
+                Issue::Overflow { index: i, offset: m.offset, length: m.length, storage_offset: m.storage_offset },
+            );
         }
         if m.offset % PAGE != 0 || m.length % PAGE != 0 {
             push(&mut issues, Issue::Unaligned { index: i, offset: m.offset, length: m.length });
@@ -560,7 +558,7 @@ pub fn validate_capped(h: &Header, cap: usize) -> (Vec<Issue>, usize) {
     let end = prev_end.map(|(_, e)| e).unwrap_or(0);
     let bs = h.block_size.max(1);
     // A rounding that overflows allows any end.
-    let rounded = h.size.div_ceil(bs).checked_mul(bs).unwrap_or(u64::MAX);
+    let rounded = h.size.div_ceil(bs).saturating_mul(bs);
     if end < h.size {
         push(&mut issues, Issue::EndsShort { end, size: h.size });
     } else if end > page_rounded(h.size).unwrap_or(u64::MAX) && end > rounded {
@@ -568,8 +566,6 @@ pub fn validate_capped(h: &Header, cap: usize) -> (Vec<Issue>, usize) {
     }
     (issues, total)
 }
-
-
 
 impl Header {
     /// The format version (1–5).

@@ -43,12 +43,7 @@ fn run_json(storage: &Path, args: &[&str]) -> (i32, Value, String) {
 }
 
 fn ids(v: &Value, build: usize) -> Vec<String> {
-    v["builds"][build]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["id"].as_str().unwrap().to_string())
-        .collect()
+    v["builds"][build]["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
 }
 
 /// A store with one healthy build (`OTHER`) and `BUILD` made from `setup`, then corrupted by
@@ -70,8 +65,12 @@ fn store(setup: impl FnOnce(&Tree, &fixtures::Bins), corrupt: impl FnOnce(&Path)
 /// 134, no JSON), and `verify --all` died with it. Now it is a finding on that build only.
 #[test]
 fn a_symlink_claiming_64_gib_is_a_finding_and_the_run_goes_on() {
-    let Some(s) = store(|t, b| { t.envd_as_init(b); }, |img| debugfs_w(img, "sif /sbin/init size 68719476736"))
-    else {
+    let Some(s) = store(
+        |t, b| {
+            t.envd_as_init(b);
+        },
+        |img| debugfs_w(img, "sif /sbin/init size 68719476736"),
+    ) else {
         return;
     };
     let (code, v, _) = run_json(&s.w.root, &["verify", "--all"]);
@@ -155,7 +154,12 @@ fn a_terabyte_inode_costs_only_what_the_check_reads() {
 /// --all). Now it is a `rootfs.reader-panic` finding on that build, and the run goes on.
 #[test]
 fn an_ext4_view_panic_is_a_finding_on_that_build() {
-    let Some(s) = store(|t, b| { t.envd_as_init(b); }, |img| debugfs_w(img, "sif /sbin flags 0x81000")) else {
+    let Some(s) = store(
+        |t, b| {
+            t.envd_as_init(b);
+        },
+        |img| debugfs_w(img, "sif /sbin flags 0x81000"),
+    ) else {
         return;
     };
     for args in [&["verify", "--all"][..], &["verify", "--all", "--deep"]] {

@@ -9,10 +9,10 @@ use crate::build::Build;
 use crate::envd::Problem;
 use crate::report::{Check, Finding, Severity};
 use crate::rootfs::FileKind;
-use crate::rootfs::{Anomaly, Rootfs};
 use crate::rootfs::boot::{
     self, BootFacts, CommandFacts, Context, End, Helper, Lookup, ProgramKind, Resolution, Scan, Target,
 };
+use crate::rootfs::{Anomaly, Rootfs};
 use crate::snapshot::Arch;
 
 macro_rules! check {

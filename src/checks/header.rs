@@ -275,6 +275,8 @@ pub const CHECKS: &[&Check] = &[
 const MAX_MAPPING_ISSUES: usize = 5;
 /// Most mapping issues kept in memory while a header is checked (the rest are only counted).
 const MAX_ISSUES_KEPT: usize = 1000;
+/// Most data-file findings of one id per header (one per referenced build could be 65535).
+const MAX_FINDINGS_PER_ID: usize = 20;
 /// Most distinct builds whose data files are checked per header (E2B's V5 build-table cap).
 const MAX_REFERENCED_BUILDS: usize = 65535;
 
@@ -379,7 +381,7 @@ pub fn check(build: &Build, a: Artifact) -> Vec<Finding> {
     }
     out.extend(framed(h, hfile.clone()));
     out.extend(structure(h, hfile.clone()));
-    out.extend(data_files(build, a, h));
+    out.extend(collapse(data_files(build, a, h), MAX_FINDINGS_PER_ID));
     out
 }
 
@@ -469,6 +471,30 @@ fn structure(h: &Header, file: Option<String>) -> Vec<Finding> {
             file,
             format!("… and {} more unaligned mappings", unaligned_count - MAX_MAPPING_ISSUES),
         ));
+    }
+    out
+}
+
+/// Keep at most `max` findings of each id (in order); the rest become one "… and N more" line of
+/// that id, so a report's size does not grow with what a header names.
+fn collapse(findings: Vec<Finding>, max: usize) -> Vec<Finding> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let mut extra: Vec<(Finding, usize)> = Vec::new();
+    for f in findings {
+        let n = seen.entry(f.id.clone()).or_default();
+        *n += 1;
+        if *n <= max {
+            out.push(f);
+        } else if let Some(e) = extra.iter_mut().find(|(e, _)| e.id == f.id) {
+            e.1 += 1;
+        } else {
+            extra.push((f, 1));
+        }
+    }
+    for (f, n) in extra {
+        let msg = format!("… and {n} more like the above");
+        out.push(Finding { message: msg, file: None, ..f });
     }
     out
 }
@@ -676,7 +702,10 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
         out.push(Finding::new(
             &MISSING_BUILD,
             None,
-            format!("… and {} more builds the header maps blocks to are not in storage", missing_builds - MAX_MAPPING_ISSUES),
+            format!(
+                "… and {} more builds the header maps blocks to are not in storage",
+                missing_builds - MAX_MAPPING_ISSUES
+            ),
         ));
     }
     // Mappings reading compressed bytes no frame covers: one pass over the mappings.
@@ -709,4 +738,19 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collapse_keeps_the_first_of_each_id_and_counts_the_rest() {
+        let mut v: Vec<Finding> = (0..30).map(|i| Finding::new(&MISSING_BUILD, None, format!("b{i}"))).collect();
+        v.push(Finding::new(&DATA_TOO_SHORT, None, "short"));
+        let c = collapse(v, 3);
+        let msgs: Vec<&str> = c.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(msgs, ["b0", "b1", "b2", "short", "… and 27 more like the above"]);
+        assert_eq!(c[4].id, MISSING_BUILD.id);
+    }
 }

@@ -274,14 +274,12 @@ fn low_level(build: &Build, mappings: bool, frames: bool, report: &mut InspectRe
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     let build = super::open_build(g, &args.build)?;
     if let Some(path) = &args.path {
-        return crate::rootfs::guard::isolate(|| inspect_path(&build, path, args.cat, out)).map_err(|panic| {
-            Error::invalid(&build.dir, format!("tmpl failed while reading {path}: {panic}"))
-        })?;
+        return crate::rootfs::guard::isolate(|| inspect_path(&build, path, args.cat, out))
+            .map_err(|panic| Error::invalid(&build.dir, format!("tmpl failed while reading {path}: {panic}")))?;
     }
     // Isolated: a panic while reading this build's files is an error on it (exit 3), not a crash.
-    let mut report = crate::rootfs::guard::isolate(|| inspect(&build)).map_err(|panic| {
-        Error::invalid(&build.dir, format!("tmpl failed while reading this build: {panic}"))
-    })??;
+    let mut report = crate::rootfs::guard::isolate(|| inspect(&build))
+        .map_err(|panic| Error::invalid(&build.dir, format!("tmpl failed while reading this build: {panic}")))??;
     low_level(&build, args.mappings, args.frames, &mut report);
     Ok(out.emit(&report))
 }

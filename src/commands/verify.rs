@@ -155,11 +155,7 @@ fn verify_open(loc: &BuildLocation, strict: bool, deep: bool) -> Result<(BuildRe
     match checked {
         Ok(r) => r,
         Err(panic) => {
-            let f = Finding::new(
-                &checks::BUILD_CHECK_FAILED,
-                None,
-                format!("checking this build stopped: {panic}"),
-            );
+            let f = Finding::new(&checks::BUILD_CHECK_FAILED, None, format!("checking this build stopped: {panic}"));
             Ok((result(loc.folder_id.unwrap_or_else(BuildId::nil), loc.dir.clone(), vec![f], strict), Vec::new()))
         }
     }

@@ -691,7 +691,8 @@ impl Walker<'_> {
     fn script(&mut self, path: &str, text: &str) -> ScriptFacts {
         self.visited.insert(path.to_string());
         let s = script::parse(text);
-        let commands = self.capped(&s.commands, path, "command count").iter().map(|c| self.command(c, &s, path, 0)).collect();
+        let commands =
+            self.capped(&s.commands, path, "command count").iter().map(|c| self.command(c, &s, path, 0)).collect();
         ScriptFacts { path: path.to_string(), commands, keeps_running: s.keeps_running, crlf: s.crlf }
     }
 
@@ -729,8 +730,9 @@ impl Walker<'_> {
             for d in unit::UNIT_DIRS.iter().rev() {
                 let ddir = format!("{d}/envd.service.d");
                 if let Ok(list) = self.fs.read_dir(&ddir) {
-                    let confs: Vec<(String, FileKind)> = list.into_iter().filter(|(n, _)| n.ends_with(".conf")).collect();
-                    for (name, _) in self.capped(&confs, &ddir, "drop-in count").iter().cloned() {
+                    let confs: Vec<(String, FileKind)> =
+                        list.into_iter().filter(|(n, _)| n.ends_with(".conf")).collect();
+                    for (name, _) in self.capped(&confs, &ddir, "drop-in count") {
                         dropins.insert(name.clone(), format!("{ddir}/{name}"));
                     }
                 }

@@ -31,7 +31,8 @@ fn install_hook() {
                 .map(|s| (*s).to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_string());
-            let at = info.location().map(|l| format!(" (at {}:{})", short_file(l.file()), l.line())).unwrap_or_default();
+            let at =
+                info.location().map(|l| format!(" (at {}:{})", short_file(l.file()), l.line())).unwrap_or_default();
             LAST.with(|l| *l.borrow_mut() = Some(format!("{msg}{at}")));
         }));
     });
