@@ -191,7 +191,7 @@ run_section() {
 }
 
 run_section "init chain" bench_init_chain
-for sub in bench-inject bench-deep bench-purge; do
+for sub in bench-inject bench-deep bench-purge bench-robust; do
     if [ -x "scripts/$sub.sh" ]; then
         run_section "$sub" "scripts/$sub.sh"
     else

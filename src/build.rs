@@ -371,6 +371,7 @@ impl Build {
             compression,
             table,
             table_source,
+            full_table_from_own: own_table.is_some(),
             full_table,
             facts,
             file_size,
@@ -445,6 +446,8 @@ pub struct DataFile {
     pub table_source: Option<TableSource>,
     /// The most complete table known: the build's own (untrimmed) one when available.
     pub full_table: Option<Arc<FrameTable>>,
+    /// `full_table` comes from the data's own build's header (else from `header`'s own entry).
+    pub full_table_from_own: bool,
     /// `stat` of the file; `None` when it is missing.
     pub facts: Option<FileFacts>,
     /// Uncompressed size from a builds section (positive values only).

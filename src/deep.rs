@@ -6,14 +6,21 @@
 //!
 //! Throughput: files are hashed in parallel (rayon, largest first), and within each file a
 //! producer thread reads and decompresses while the consumer hashes, so the two cores of a node
-//! both work even on one file. Memory is bounded: a few buffers of one read chunk (1 MiB) or one
-//! frame (at most [`crate::header::MAX_FRAME_U`]) per file in flight, whatever the file size.
-//! A file shared by several builds (a common ancestor) is read once.
+//! both work even on one file. A file shared by several builds (a common ancestor) is read once.
+//!
+//! Time follows the allocated data: a plain file's holes (`SEEK_DATA`/`SEEK_HOLE`) are never
+//! read. Where a header records a SHA-256 the holes are hashed as zeros from memory (SHA-256 has
+//! to see every byte); where none is recorded nothing is hashed, and the pass reads every
+//! allocated byte (read errors) and counts the length.
+//!
+//! Memory is bounded whatever the number of builds and the size of the files: a job is a path
+//! and a few numbers (no parsed header, no frame table: the table is read again from its header
+//! when its file is streamed, and dropped after), and each file in flight holds a few buffers of
+//! one read chunk (1 MiB) or one frame (at most [`crate::header::MAX_FRAME_U`]) plus its table.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -24,7 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::build::{Artifact, Build};
 use crate::checks::data;
 use crate::compress::{self, Compression, FrameDecoder, FrameErrorKind};
-use crate::header::{FrameTable, hex};
+use crate::header::{self, FrameTable, hex};
 use crate::progress::Progress;
 use crate::report::{Check, Finding};
 use crate::storage::BuildId;
@@ -43,8 +50,11 @@ pub struct Job {
     /// `<build-id>/<name>`.
     pub name: String,
     pub compression: Compression,
-    /// The most complete frame table known (compressed files).
-    pub table: Option<Arc<FrameTable>>,
+    /// Where the most complete frame table known is (compressed files): the header file and
+    /// the build whose builds-section entry holds it. Read when the file is streamed.
+    pub table_from: Option<(PathBuf, BuildId)>,
+    /// Uncompressed end of that table (progress only).
+    pub table_end_u: Option<u64>,
     /// Uncompressed size from a builds section.
     pub file_size: Option<u64>,
     /// The sidecar's value, when it parses.
@@ -57,10 +67,11 @@ pub struct Job {
 impl Job {
     /// Uncompressed bytes expected (for progress).
     fn expected_u(&self) -> u64 {
-        self.file_size
-            .or(self.sidecar)
-            .or(self.table.as_ref().map(|t| t.end_u()))
-            .unwrap_or(if self.compression == Compression::None { self.stored_len } else { 0 })
+        self.file_size.or(self.sidecar).or(self.table_end_u).unwrap_or(if self.compression == Compression::None {
+            self.stored_len
+        } else {
+            0
+        })
     }
 }
 
@@ -72,12 +83,15 @@ pub struct FileResult {
     pub compression: Compression,
     /// Bytes read from disk.
     pub bytes_read: u64,
-    /// Uncompressed bytes hashed.
+    /// Uncompressed bytes of the file (holes included); hashed when a SHA-256 is recorded.
     pub bytes_hashed: u64,
+    /// The file was read (or decompressed) to its end.
+    pub complete: bool,
     /// Frames decompressed (compressed files).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frames: Option<u64>,
-    /// SHA-256 of the uncompressed bytes (absent when the file could not be read to its end).
+    /// SHA-256 of the uncompressed bytes: computed when a header records one to compare with
+    /// (absent otherwise, and when the file could not be read to its end).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// The SHA-256 the header records, if any.
@@ -122,13 +136,15 @@ pub fn jobs(build: &Build) -> Vec<Job> {
             if df.compression != Compression::None && df.table.is_none() {
                 continue;
             }
+            let header_of = if df.full_table_from_own { build.dir_of(&id) } else { build.dir.clone() };
             out.push(Job {
                 build: id,
                 artifact: a,
                 name: format!("{id}/{}{}", a.data_name(), df.compression.suffix()),
                 path: df.path,
                 compression: df.compression,
-                table: df.full_table,
+                table_from: df.full_table.as_ref().map(|_| (header_of.join(a.header_name()), id)),
+                table_end_u: df.full_table.as_ref().map(|t| t.end_u()),
                 file_size: df.file_size,
                 sidecar: df.sidecar.and_then(|s| s.ok()),
                 checksum: df.checksum,
@@ -141,13 +157,22 @@ pub fn jobs(build: &Build) -> Vec<Job> {
 
 /// Stream the data files of `builds` (each file once) and return per-build results.
 pub fn verify(builds: &[&Build], progress: &dyn Progress) -> Outcome {
+    let per_build: Vec<(BuildId, Vec<Job>)> = builds.iter().map(|b| (b.id, jobs(b))).collect();
+    verify_jobs(per_build, progress)
+}
+
+/// Stream the data files of builds given as their [`jobs`] (so the builds themselves need not
+/// be kept open) and return per-build results, in the order given.
+pub fn verify_jobs(builds: Vec<(BuildId, Vec<Job>)>, progress: &dyn Progress) -> Outcome {
     let started = Instant::now();
     // Distinct files, and which builds read each.
     let mut files: Vec<Job> = Vec::new();
     let mut readers: Vec<Vec<usize>> = Vec::new();
-    for (bi, b) in builds.iter().enumerate() {
-        for j in jobs(b) {
-            match files.iter().position(|f| f.path == j.path) {
+    let mut index: std::collections::HashMap<PathBuf, usize> = std::collections::HashMap::new();
+    let ids: Vec<BuildId> = builds.iter().map(|(id, _)| *id).collect();
+    for (bi, (_, build_jobs)) in builds.into_iter().enumerate() {
+        for j in build_jobs {
+            match index.get(&j.path).copied() {
                 Some(i) => {
                     let f = &mut files[i];
                     f.checksum = f.checksum.or(j.checksum);
@@ -157,13 +182,14 @@ pub fn verify(builds: &[&Build], progress: &dyn Progress) -> Outcome {
                     }
                 }
                 None => {
+                    index.insert(j.path.clone(), files.len());
                     files.push(j);
                     readers.push(vec![bi]);
                 }
             }
         }
     }
-    let total: u64 = files.iter().map(Job::expected_u).sum();
+    let total: u64 = files.iter().map(Job::expected_u).fold(0, u64::saturating_add);
     progress.start("verifying data (--deep)", total);
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].stored_len));
@@ -175,15 +201,15 @@ pub fn verify(builds: &[&Build], progress: &dyn Progress) -> Outcome {
         by_file[i] = Some(r);
     }
     let mut per_build: Vec<(BuildId, Vec<FileResult>, Vec<Finding>)> =
-        builds.iter().map(|b| (b.id, Vec::new(), Vec::new())).collect();
+        ids.iter().map(|id| (*id, Vec::new(), Vec::new())).collect();
     let mut summary =
         Summary { files: files.len(), seconds, threads: rayon::current_num_threads(), ..Summary::default() };
     for (i, r) in by_file.into_iter().enumerate() {
         let Some(r) = r else { continue };
-        summary.bytes_read += r.bytes_read;
-        summary.bytes_hashed += r.bytes_hashed;
+        summary.bytes_read = summary.bytes_read.saturating_add(r.bytes_read);
+        summary.bytes_hashed = summary.bytes_hashed.saturating_add(r.bytes_hashed);
         for &bi in &readers[i] {
-            let own = r.build == builds[bi].id;
+            let own = r.build == ids[bi];
             let label = if own {
                 r.file.split_once('/').map_or(r.file.clone(), |(_, n)| n.to_string())
             } else {
@@ -212,43 +238,96 @@ struct Produced {
     partial_table: bool,
 }
 
+/// What the producer hands the hasher: bytes read, or a run of zeros (a hole, never read).
+enum Piece {
+    Data(Vec<u8>),
+    Zeros(u64),
+}
+
+/// Read a job's frame table again from its header (so none is held while the job waits).
+fn load_table(from: &(PathBuf, BuildId)) -> Result<FrameTable, String> {
+    let bytes = crate::build::read_small(&from.0, header::MAX_HEADER_BYTES)?
+        .ok_or_else(|| format!("{} is gone", from.0.display()))?;
+    let h = header::parse(&bytes).map_err(|e| format!("{}: {e}", from.0.display()))?;
+    drop(bytes);
+    h.build_info(&from.1)
+        .map(|b| b.frames.clone())
+        .filter(FrameTable::is_compressed)
+        .ok_or_else(|| format!("{} no longer holds a frame table for {}", from.0.display(), from.1))
+}
+
+/// Where the next data at or after `off` starts, and where it ends (`SEEK_DATA`/`SEEK_HOLE`);
+/// `(len, len)` when only a hole is left. Filesystems without them report all data.
+fn data_extent(file: &File, off: u64, len: u64) -> (u64, u64) {
+    use rustix::fs::{SeekFrom, seek};
+    let start = match seek(file, SeekFrom::Data(off)) {
+        Ok(d) => d.min(len),
+        Err(rustix::io::Errno::NXIO) => return (len, len),
+        Err(_) => return (off, len),
+    };
+    let end = seek(file, SeekFrom::Hole(start)).map_or(len, |h| h.min(len));
+    (start, end.max(start))
+}
+
 /// Read (and decompress) `job` into `tx` in order, recycling buffers from `back`.
 fn produce(
     job: &Job,
-    tx: mpsc::SyncSender<Vec<u8>>,
+    tx: mpsc::SyncSender<Piece>,
     back: mpsc::Receiver<Vec<u8>>,
 ) -> Result<Produced, (Produced, Fault)> {
+    let mut p = Produced { bytes_read: 0, frames: None, partial_table: false };
     let file = match File::open(&job.path) {
         Ok(f) => f,
-        Err(e) => {
-            return Err((Produced { bytes_read: 0, frames: None, partial_table: false }, Fault::Read(e.to_string())));
-        }
+        Err(e) => return Err((p, Fault::Read(e.to_string()))),
     };
     let take = |size: usize| -> Vec<u8> {
         let mut b = back.try_recv().unwrap_or_default();
         b.resize(size, 0);
         b
     };
-    let mut p = Produced { bytes_read: 0, frames: None, partial_table: false };
-    match (&job.compression, &job.table) {
+    let table = match (&job.compression, &job.table_from) {
+        (Compression::None, _) | (_, None) => None,
+        (_, Some(from)) => match load_table(from) {
+            Ok(t) => Some(t),
+            Err(e) => return Err((p, Fault::Read(format!("frame table: {e}")))),
+        },
+    };
+    match (&job.compression, &table) {
         (Compression::None, _) | (_, None) => {
+            let len = match file.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => return Err((p, Fault::Read(e.to_string()))),
+            };
             let mut off = 0u64;
-            loop {
-                let mut buf = take(CHUNK);
-                let n = match read_some(&file, &mut buf, off) {
-                    Ok(n) => n,
-                    Err(e) => return Err((p, Fault::Read(format!("at byte {off}: {e}")))),
-                };
-                if n == 0 {
-                    return Ok(p);
+            while off < len {
+                let (start, end) = data_extent(&file, off, len);
+                if start > off {
+                    if tx.send(Piece::Zeros(start - off)).is_err() {
+                        return Ok(p);
+                    }
+                    off = start;
+                    continue;
                 }
-                buf.truncate(n);
-                off += n as u64;
-                p.bytes_read = off;
-                if tx.send(buf).is_err() {
-                    return Ok(p);
+                while off < end {
+                    let want = usize::try_from((end - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+                    let mut buf = take(want);
+                    let n = match read_some(&file, &mut buf, off) {
+                        Ok(n) => n,
+                        Err(e) => return Err((p, Fault::Read(format!("at byte {off}: {e}")))),
+                    };
+                    if n == 0 {
+                        // The file shrank while it was read.
+                        return Ok(p);
+                    }
+                    buf.truncate(n);
+                    off += n as u64;
+                    p.bytes_read += n as u64;
+                    if tx.send(Piece::Data(buf)).is_err() {
+                        return Ok(p);
+                    }
                 }
             }
+            Ok(p)
         }
         (c, Some(table)) if table.is_contiguous() => {
             let mut dec = FrameDecoder::new();
@@ -286,7 +365,7 @@ fn produce(
                     ));
                 }
                 count += 1;
-                if tx.send(out).is_err() {
+                if tx.send(Piece::Data(out)).is_err() {
                     break;
                 }
             }
@@ -296,12 +375,11 @@ fn produce(
         (c, Some(_)) => {
             // Only a trimmed table is known: decode the file as a stream of frames.
             p.partial_table = true;
-            let reader = CountingReader { file: &file, pos: 0 };
-            let mut counted = reader;
+            let mut counted = CountingReader { file: &file, pos: 0 };
             let mut sink = |b: &[u8]| -> std::io::Result<()> {
                 let mut buf = take(0);
                 buf.extend_from_slice(b);
-                tx.send(buf).map_err(|_| std::io::Error::other("hasher stopped"))
+                tx.send(Piece::Data(buf)).map_err(|_| std::io::Error::other("hasher stopped"))
             };
             let res = compress::decode_stream(*c, &mut counted, &mut sink);
             p.bytes_read = counted.pos;
@@ -339,19 +417,42 @@ fn read_some(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Stream one file: a producer thread reads and decompresses, this thread hashes.
+/// Zeros hashed in place of a hole.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Stream one file: a producer thread reads and decompresses, this thread counts the bytes and,
+/// when the header records a SHA-256 to compare with, hashes them.
 fn stream(job: &Job, progress: &dyn Progress) -> FileResult {
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
+    let (tx, rx) = mpsc::sync_channel::<Piece>(QUEUE);
     let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+    let hash = job.checksum.is_some();
     let mut sha = Sha256::new();
     let mut hashed = 0u64;
     let produced = std::thread::scope(|s| {
         let producer = s.spawn(move || produce(job, tx, back_rx));
-        for buf in rx {
-            sha.update(&buf);
-            hashed += buf.len() as u64;
-            progress.inc(buf.len() as u64);
-            let _ = back_tx.send(buf);
+        for piece in rx {
+            match piece {
+                Piece::Data(buf) => {
+                    if hash {
+                        sha.update(&buf);
+                    }
+                    hashed = hashed.saturating_add(buf.len() as u64);
+                    progress.inc(buf.len() as u64);
+                    let _ = back_tx.send(buf);
+                }
+                Piece::Zeros(n) => {
+                    if hash {
+                        let mut left = n;
+                        while left > 0 {
+                            let k = usize::try_from(left.min(ZEROS.len() as u64)).unwrap_or(ZEROS.len());
+                            sha.update(&ZEROS[..k]);
+                            left -= k as u64;
+                        }
+                    }
+                    hashed = hashed.saturating_add(n);
+                    progress.inc(n);
+                }
+            }
         }
         producer.join()
     });
@@ -387,7 +488,7 @@ fn stream(job: &Job, progress: &dyn Progress) -> FileResult {
             problems.push((check, format!("{message}{rest}")));
         }
     }
-    let digest: Option<[u8; 32]> = complete.then(|| sha.finalize().into());
+    let digest: Option<[u8; 32]> = (complete && hash).then(|| sha.finalize().into());
     if complete {
         if let Some(size) = job.file_size
             && hashed != size
@@ -412,12 +513,12 @@ fn stream(job: &Job, progress: &dyn Progress) -> FileResult {
             &data::CHECKSUM_MISMATCH,
             format!("SHA-256 of {} is {}, the header records {}", job.name, hex(&got), hex(&want)),
         )),
-        (None, Some(_)) => problems.push((
+        (None, None) if complete => problems.push((
             &data::NO_CHECKSUM,
             format!(
-                "{}: no SHA-256 in the headers; length{} checked",
+                "{}: no SHA-256 in the headers; every allocated byte read, length{} checked",
                 job.name,
-                if job.table.is_some() { " and frames" } else { "" }
+                if job.table_from.is_some() { " and frames" } else { "" }
             ),
         )),
         _ => {}
@@ -429,6 +530,7 @@ fn stream(job: &Job, progress: &dyn Progress) -> FileResult {
         bytes_read: p.bytes_read,
         bytes_hashed: hashed,
         frames: p.frames,
+        complete,
         sha256: digest.map(|d| hex(&d)),
         expected_sha256: job.checksum.map(|c| hex(&c)),
         ok,

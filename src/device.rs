@@ -58,6 +58,8 @@ pub enum DeviceError {
     },
     #[error("read of {len} bytes at offset {offset} goes past the end of the device ({size} bytes)")]
     OutOfRange { offset: u64, len: usize, size: u64 },
+    #[error("the mapping at device offset {offset} (build {build}) runs past 2^64 bytes in its data file")]
+    MappingOverflow { offset: u64, build: BuildId },
     #[error(
         "reading device offset {offset}: build {build}, {} frame {frame} (compressed bytes {start_c}..{end_c}, uncompressed {start_u}..): {reason}",
         path.display()
@@ -250,7 +252,14 @@ impl Device {
                         sources.len() - 1
                     }
                 };
-                Target::File { source: idx, storage_offset: m.storage_offset + (start - m.offset) }
+                // The storage range [storage_offset, + length) must fit in 64 bits, so every read
+                // inside the segment can add its offset without overflow.
+                let storage_offset = m
+                    .storage_offset
+                    .checked_add(start - m.offset)
+                    .filter(|s| s.checked_add(end - start).is_some())
+                    .ok_or(DeviceError::MappingOverflow { offset: m.offset, build: m.build })?;
+                Target::File { source: idx, storage_offset }
             };
             segments.push(Segment { offset: start, length: end - start, target });
             pos = end;

@@ -8,7 +8,14 @@
 //! ELF32: e_phoff @28 u32, e_phentsize @42 u16, e_phnum @44 u16
 //! program header: p_type u32 @0; ELF64 p_offset @8 u64, p_filesz @32 u64;
 //!                                  ELF32 p_offset @4 u32, p_filesz @16 u32
+//! ELF64: e_shoff @40 u64, e_shentsize @58 u16, e_shnum @60 u16
+//! ELF32: e_shoff @32 u32, e_shentsize @46 u16, e_shnum @48 u16
+//! note: namesz u32, descsz u32, type u32, name (4-byte aligned), desc (4-byte aligned)
 //! ```
+//!
+//! A truncated copy is told from the headers alone: every loadable segment (`PT_LOAD`) and the
+//! section header table must lie inside the file ([`ElfInfo::truncated`]); the kernel maps a
+//! segment past the end of the file and the program dies with SIGBUS or SIGSEGV when it runs.
 //! Parsing works on a prefix of the file (callers pass the first [`HEAD_BYTES`]); program
 //! headers and the interpreter path sit at the start of every real binary.
 
@@ -17,8 +24,10 @@ use serde::Serialize;
 /// How much of a file callers should read for [`parse`].
 pub const HEAD_BYTES: usize = 64 * 1024;
 
+const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
+const PT_NOTE: u32 = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ElfInfo {
@@ -33,6 +42,16 @@ pub struct ElfInfo {
     /// True when there is no `PT_INTERP`: static, or static-pie.
     pub is_static: bool,
     pub has_dynamic_section: bool,
+    /// Where the last loadable segment's bytes end in the file: max(`p_offset + p_filesz`) over
+    /// `PT_LOAD` (saturating: an overflowing segment ends at `u64::MAX`).
+    pub load_end: u64,
+    /// Where the section header table ends (`e_shoff + e_shnum * e_shentsize`), when the
+    /// binary has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sections_end: Option<u64>,
+    /// The binary carries a Go build-ID note (a `PT_NOTE` named "Go"): it was built by Go, so it
+    /// has Go build information too.
+    pub go: bool,
 }
 
 impl ElfInfo {
@@ -42,6 +61,22 @@ impl ElfInfo {
 
     pub fn is_executable_type(&self) -> bool {
         matches!(self.elf_type, 2 | 3)
+    }
+
+    /// Why a file of `len` bytes cannot be this binary whole (it was cut short), or `None`.
+    pub fn truncated(&self, len: u64) -> Option<String> {
+        if self.load_end > len {
+            return Some(format!(
+                "its loadable segments end at byte {} but the file has {len} bytes: it was cut short (it crashes when run)",
+                self.load_end
+            ));
+        }
+        match self.sections_end {
+            Some(end) if end > len => Some(format!(
+                "its section header table ends at byte {end} but the file has {len} bytes: it was cut short"
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -122,46 +157,65 @@ pub fn parse(head: &[u8]) -> Result<ElfInfo, ElfError> {
     };
     let elf_type = u16_at(16).ok_or(ElfError::Truncated)?;
     let machine = u16_at(18).ok_or(ElfError::Truncated)?;
-    let (phoff, phentsize, phnum) = match class {
+    let (phoff, phentsize, phnum, shoff, shentsize, shnum) = match class {
         2 => (
             u64_at(32).ok_or(ElfError::Truncated)?,
             u16_at(54).ok_or(ElfError::Truncated)?,
             u16_at(56).ok_or(ElfError::Truncated)?,
+            u64_at(40).ok_or(ElfError::Truncated)?,
+            u16_at(58).ok_or(ElfError::Truncated)?,
+            u16_at(60).ok_or(ElfError::Truncated)?,
         ),
         1 => (
             u64::from(u32_at(28).ok_or(ElfError::Truncated)?),
             u16_at(42).ok_or(ElfError::Truncated)?,
             u16_at(44).ok_or(ElfError::Truncated)?,
+            u64::from(u32_at(32).ok_or(ElfError::Truncated)?),
+            u16_at(46).ok_or(ElfError::Truncated)?,
+            u16_at(48).ok_or(ElfError::Truncated)?,
         ),
         c => return Err(ElfError::BadClass(c)),
     };
+    let out_of_range = || ElfError::PhdrsOutOfRange(head.len());
     let mut interpreter = None;
     let mut has_dynamic_section = false;
+    let mut load_end = 0u64;
+    let mut go = false;
     for i in 0..u64::from(phnum) {
+        // At most 65535 · 65535: no overflow in the product.
         let at = phoff
             .checked_add(i * u64::from(phentsize))
             .and_then(|v| usize::try_from(v).ok())
-            .ok_or(ElfError::PhdrsOutOfRange(head.len()))?;
-        let p_type = u32_at(at).ok_or(ElfError::PhdrsOutOfRange(head.len()))?;
+            .ok_or_else(out_of_range)?;
+        let field = |rel: usize| at.checked_add(rel).ok_or_else(out_of_range);
+        let p_type = u32_at(at).ok_or_else(out_of_range)?;
         let (off, size) = if class == 2 {
-            (u64_at(at + 8), u64_at(at + 32))
+            (u64_at(field(8)?), u64_at(field(32)?))
         } else {
-            (u32_at(at + 4).map(u64::from), u32_at(at + 16).map(u64::from))
+            (u32_at(field(4)?).map(u64::from), u32_at(field(16)?).map(u64::from))
         };
-        let (off, size) =
-            (off.ok_or(ElfError::PhdrsOutOfRange(head.len()))?, size.ok_or(ElfError::PhdrsOutOfRange(head.len()))?);
+        let (off, size) = (off.ok_or_else(out_of_range)?, size.ok_or_else(out_of_range)?);
         match p_type {
+            PT_LOAD => load_end = load_end.max(off.saturating_add(size)),
             PT_INTERP => {
                 let s = usize::try_from(off).ok().zip(usize::try_from(size).ok());
-                let bytes =
-                    s.and_then(|(o, n)| head.get(o..o.checked_add(n)?)).ok_or(ElfError::PhdrsOutOfRange(head.len()))?;
+                let bytes = s.and_then(|(o, n)| head.get(o..o.checked_add(n)?)).ok_or_else(out_of_range)?;
                 let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                 interpreter = Some(String::from_utf8_lossy(&bytes[..end]).into_owned());
             }
             PT_DYNAMIC => has_dynamic_section = true,
+            PT_NOTE => {
+                let s = usize::try_from(off).ok().zip(usize::try_from(size).ok());
+                if let Some(notes) = s.and_then(|(o, n)| head.get(o..o.checked_add(n)?)) {
+                    go |= has_go_note(notes, le);
+                }
+            }
             _ => {}
         }
     }
+    // e_shnum · e_shentsize is at most 65535 · 65535: no overflow; the sum saturates.
+    let sections_end =
+        (shoff != 0 && shnum != 0).then(|| shoff.saturating_add(u64::from(shnum) * u64::from(shentsize)));
     Ok(ElfInfo {
         class,
         little_endian: le,
@@ -170,7 +224,32 @@ pub fn parse(head: &[u8]) -> Result<ElfInfo, ElfError> {
         is_static: interpreter.is_none(),
         interpreter,
         has_dynamic_section,
+        load_end,
+        sections_end,
+        go,
     })
+}
+
+/// Does a note segment hold a note named "Go" (Go's build-ID note, `.note.go.buildid`)?
+fn has_go_note(mut notes: &[u8], le: bool) -> bool {
+    let u32_of = |b: &[u8]| -> Option<u32> {
+        let a: [u8; 4] = b.get(..4)?.try_into().ok()?;
+        Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
+    };
+    // Each note is at least 12 bytes, so the loop ends within the segment.
+    while notes.len() >= 12 {
+        let (Some(namesz), Some(descsz)) = (u32_of(notes), notes.get(4..).and_then(u32_of)) else { return false };
+        let pad = |n: u32| usize::try_from(n).ok().and_then(|n| n.checked_add(3)).map(|n| n & !3);
+        let (Some(name_len), Some(desc_len)) = (pad(namesz), pad(descsz)) else { return false };
+        let Some(name) = notes.get(12..).and_then(|r| r.get(..usize::try_from(namesz).ok()?)) else { return false };
+        if name == b"Go\0" {
+            return true;
+        }
+        let Some(next) = 12usize.checked_add(name_len).and_then(|n| n.checked_add(desc_len)) else { return false };
+        let Some(rest) = notes.get(next..) else { return false };
+        notes = rest;
+    }
+    false
 }
 
 /// Start of a Go binary's build information (`.go.buildinfo`), Go's `debug/buildinfo` format.
@@ -305,6 +384,25 @@ pub fn synthetic(machine: u16, interpreter: Option<&str>) -> Vec<u8> {
     b
 }
 
+/// [`synthetic`] with a second program header, a `PT_NOTE` holding Go's build-ID note (name
+/// "Go"), as the Go linker writes it: for tests of the Go checks.
+pub fn synthetic_go(machine: u16) -> Vec<u8> {
+    let mut b = synthetic(machine, None);
+    b[56..58].copy_from_slice(&2u16.to_le_bytes());
+    let note_off: u64 = 64 + 2 * 56;
+    let mut ph = vec![0u8; 56];
+    ph[..4].copy_from_slice(&PT_NOTE.to_le_bytes());
+    ph[8..16].copy_from_slice(&note_off.to_le_bytes());
+    ph[32..40].copy_from_slice(&20u64.to_le_bytes());
+    b.truncate(64 + 56);
+    b.extend_from_slice(&ph);
+    for v in [3u32, 4, 4] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(b"Go\0\0abcd");
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +423,41 @@ mod tests {
         let bytes = std::fs::read(exe).unwrap();
         let info = parse(&bytes[..HEAD_BYTES.min(bytes.len())]).unwrap();
         assert_eq!(info.machine_name(), std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn a_cut_binary_is_told_from_its_headers() {
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(exe).unwrap();
+        let info = parse(&bytes[..HEAD_BYTES.min(bytes.len())]).unwrap();
+        let len = bytes.len() as u64;
+        assert!(info.load_end > 0 && info.load_end <= len);
+        assert_eq!(info.truncated(len), None, "the whole file is whole");
+        let cut = info.load_end - 1;
+        assert!(info.truncated(cut).unwrap().contains("cut short"), "{:?}", info.truncated(cut));
+        // Only the section headers lie past the end.
+        if let Some(end) = info.sections_end.filter(|&e| e > info.load_end) {
+            assert!(info.truncated(end - 1).unwrap().contains("section header table"));
+        }
+        // A segment whose offset + size overflows ends at u64::MAX.
+        let mut b = synthetic(62, None);
+        let ph = 64;
+        b[ph + 8..ph + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+        b[ph + 32..ph + 40].copy_from_slice(&16u64.to_le_bytes());
+        let i = parse(&b).unwrap();
+        assert_eq!(i.load_end, u64::MAX);
+        assert!(i.truncated(1 << 40).is_some());
+    }
+
+    #[test]
+    fn go_note_marks_a_go_binary() {
+        assert!(!parse(&synthetic(62, None)).unwrap().go);
+        let mut b = synthetic_go(62);
+        assert!(parse(&b).unwrap().go);
+        // A note whose name size runs past the segment is not read past it.
+        let n = b.len();
+        b[n - 20..n - 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!parse(&b).unwrap().go);
     }
 
     #[test]

@@ -346,6 +346,10 @@ impl MarkerScan {
         }
         if self.versions.len() < 8 {
             for p in memchr::memchr_iter(0, &buf) {
+                // Most NULs (a run of zeros, a hole) are not followed by a digit: skip them cheaply.
+                if !buf.get(p + 1).is_some_and(u8::is_ascii_digit) {
+                    continue;
+                }
                 if let Some(v) = buf.get(p + 1..).and_then(semver_at) {
                     // Only versions that start after the overlap were not seen already.
                     if p + 1 + v.len() >= overlap {

@@ -64,12 +64,20 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// End of the range on the device; saturates at `u64::MAX` for a range that overflows
+    /// ([`validate`] reports it as [`Issue::Overflow`]).
     pub fn end(&self) -> u64 {
         self.offset.saturating_add(self.length)
     }
 
+    /// End of the range in the owner's data file; saturates like [`Mapping::end`].
     pub fn storage_end(&self) -> u64 {
         self.storage_offset.saturating_add(self.length)
+    }
+
+    /// Offset or storage offset plus length runs past 2^64.
+    pub fn overflows(&self) -> bool {
+        self.offset.checked_add(self.length).is_none() || self.storage_offset.checked_add(self.length).is_none()
     }
 
     pub fn is_nil(&self) -> bool {
@@ -109,12 +117,13 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Parsed frames start below 2^63 and are under 2^31 bytes, so the sums never saturate.
     pub fn end_u(&self) -> u64 {
-        self.start_u + u64::from(self.size_u)
+        self.start_u.saturating_add(u64::from(self.size_u))
     }
 
     pub fn end_c(&self) -> u64 {
-        self.start_c + u64::from(self.size_c)
+        self.start_c.saturating_add(u64::from(self.size_c))
     }
 }
 
@@ -187,6 +196,16 @@ impl FrameTable {
     pub fn end_c(&self) -> u64 {
         self.frames.last().map_or(0, Frame::end_c)
     }
+}
+
+/// What the mappings of one header read from one build ([`Header::build_stats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildStats {
+    pub build: BuildId,
+    /// Bytes mapped to the build; `None` when the sum overflows 64 bits.
+    pub bytes: Option<u64>,
+    /// Bytes of its data file the mappings need: max(storage offset + length), saturating.
+    pub required_len: u64,
 }
 
 /// One entry of a V4/V5 builds section.
@@ -263,6 +282,8 @@ pub enum ParseError {
     V5Overlap { entry: u64, offset: u64, previous_end: u64 },
     #[error("V5 entry {entry}: {reason}")]
     V5BadEntry { entry: u64, reason: String },
+    #[error("device Size {size} cannot be mapped: rounded up to 4096-byte pages it does not fit in 64 bits")]
+    SizeOverflow { size: u64 },
 }
 
 /// The format version, from the raw version field.
@@ -330,21 +351,24 @@ pub fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
             storage_offset: u64_at(r, 32),
         })
         .collect();
-    synthesize_if_empty(&mut h);
+    synthesize_if_empty(&mut h)?;
     Ok(h)
 }
 
-/// An empty mapping list reads as one self mapping `[0, roundup(Size, 4096))` (V1–V4).
-fn synthesize_if_empty(h: &mut Header) {
+/// `Size` rounded up to a whole number of 4096-byte pages, if that fits in 64 bits.
+pub fn page_rounded(size: u64) -> Option<u64> {
+    size.div_ceil(PAGE).checked_mul(PAGE)
+}
+
+/// An empty mapping list reads as one self mapping `[0, roundup(Size, 4096))` (V1–V4). A Size
+/// whose rounding overflows is refused (E2B's reader would wrap it to an empty mapping).
+fn synthesize_if_empty(h: &mut Header) -> Result<(), ParseError> {
     if h.mappings.is_empty() {
+        let length = page_rounded(h.size).ok_or(ParseError::SizeOverflow { size: h.size })?;
         h.synthesized = true;
-        h.mappings.push(Mapping {
-            offset: 0,
-            length: h.size.div_ceil(PAGE) * PAGE,
-            build: h.build_id,
-            storage_offset: 0,
-        });
+        h.mappings.push(Mapping { offset: 0, length, build: h.build_id, storage_offset: 0 });
     }
+    Ok(())
 }
 
 fn encode_meta(h: &Header, out: &mut Vec<u8>) {
@@ -443,6 +467,13 @@ pub enum Issue {
         offset: u64,
         length: u64,
     },
+    /// Offset + length or storage offset + length runs past 2^64.
+    Overflow {
+        index: usize,
+        offset: u64,
+        length: u64,
+        storage_offset: u64,
+    },
 }
 
 impl Issue {
@@ -465,34 +496,56 @@ impl Issue {
             Issue::Unaligned { index, offset, length } => {
                 format!("mapping #{index} (offset {offset}, length {length}) is not 4096-byte aligned")
             }
+            Issue::Overflow { index, offset, length, storage_offset } => format!(
+                "mapping #{index} (offset {offset}, length {length}, storage offset {storage_offset}) runs past 2^64 bytes"
+            ),
         }
     }
 }
 
 /// Check sortedness, contiguity and coverage of `[0, Size)`.
 pub fn validate(h: &Header) -> Vec<Issue> {
+    validate_capped(h, usize::MAX).0
+}
+
+/// [`validate`], keeping at most `cap` issues (a header of millions of broken mappings costs no
+/// more memory than that); the second value is how many issues there were in all.
+pub fn validate_capped(h: &Header, cap: usize) -> (Vec<Issue>, usize) {
     let mut issues = Vec::new();
+    let mut total = 0usize;
+    let mut push = |issues: &mut Vec<Issue>, i: Issue| {
+        total += 1;
+        if issues.len() < cap {
+            issues.push(i);
+        }
+    };
     if h.block_size == 0 || !h.block_size.is_power_of_two() {
-        issues.push(Issue::BadBlockSize { block_size: h.block_size });
+        push(&mut issues, Issue::BadBlockSize { block_size: h.block_size });
     }
     let mut prev_end: Option<(u64, u64)> = None; // (offset, end)
     for (i, m) in h.mappings.iter().enumerate() {
         if m.length == 0 {
-            issues.push(Issue::ZeroLength { index: i, offset: m.offset });
+            push(&mut issues, Issue::ZeroLength { index: i, offset: m.offset });
+        }
+        if m.overflows() {
+            push(
+                &mut issues,
+                Issue::Overflow { index: i, offset: m.offset, length: m.length, storage_offset: m.storage_offset },
+            );
         }
         if m.offset % PAGE != 0 || m.length % PAGE != 0 {
-            issues.push(Issue::Unaligned { index: i, offset: m.offset, length: m.length });
+            push(&mut issues, Issue::Unaligned { index: i, offset: m.offset, length: m.length });
         }
         match prev_end {
-            None if m.offset != 0 => issues.push(Issue::DoesNotStartAtZero { first: m.offset }),
+            None if m.offset != 0 => push(&mut issues, Issue::DoesNotStartAtZero { first: m.offset }),
             None => {}
             Some((poff, pend)) => {
                 if m.offset < poff {
-                    issues.push(Issue::Unsorted { index: i, offset: m.offset, previous: poff });
+                    push(&mut issues, Issue::Unsorted { index: i, offset: m.offset, previous: poff });
                 } else if m.offset < pend {
-                    issues.push(Issue::Overlap { index: i, offset: m.offset, previous_end: pend });
+                    push(&mut issues, Issue::Overlap { index: i, offset: m.offset, previous_end: pend });
                 } else if m.offset > pend {
-                    issues.push(Issue::Gap { index: i, start: pend, end: m.offset });
+                    push(&mut issues, Issue::Gap { index: i, start: pend, end: m.offset });
                 }
             }
         }
@@ -503,13 +556,15 @@ pub fn validate(h: &Header) -> Vec<Issue> {
         });
     }
     let end = prev_end.map(|(_, e)| e).unwrap_or(0);
-    let rounded = h.size.div_ceil(h.block_size.max(1)) * h.block_size.max(1);
+    let bs = h.block_size.max(1);
+    // A rounding that overflows allows any end.
+    let rounded = h.size.div_ceil(bs).saturating_mul(bs);
     if end < h.size {
-        issues.push(Issue::EndsShort { end, size: h.size });
-    } else if end > h.size.div_ceil(PAGE) * PAGE && end > rounded {
-        issues.push(Issue::EndsPast { end, size: h.size });
+        push(&mut issues, Issue::EndsShort { end, size: h.size });
+    } else if end > page_rounded(h.size).unwrap_or(u64::MAX) && end > rounded {
+        push(&mut issues, Issue::EndsPast { end, size: h.size });
     }
-    issues
+    (issues, total)
 }
 
 impl Header {
@@ -525,13 +580,32 @@ impl Header {
 
     /// Distinct non-nil builds named by the mappings, in first-appearance order.
     pub fn referenced_builds(&self) -> Vec<BuildId> {
-        let mut seen = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
         for m in &self.mappings {
-            if !m.is_nil() && !seen.contains(&m.build) {
-                seen.push(m.build);
+            if !m.is_nil() && seen.insert(m.build) {
+                out.push(m.build);
             }
         }
-        seen
+        out
+    }
+
+    /// Per referenced build, in first-appearance order and in one pass over the mappings: the
+    /// bytes mapped to it (`None` when the sum overflows 64 bits) and the bytes of its data file
+    /// the mappings need ([`Header::required_len`]).
+    pub fn build_stats(&self) -> Vec<BuildStats> {
+        let mut index: std::collections::HashMap<BuildId, usize> = std::collections::HashMap::new();
+        let mut out: Vec<BuildStats> = Vec::new();
+        for m in self.mappings.iter().filter(|m| !m.is_nil()) {
+            let i = *index.entry(m.build).or_insert_with(|| {
+                out.push(BuildStats { build: m.build, bytes: Some(0), required_len: 0 });
+                out.len() - 1
+            });
+            let s = &mut out[i];
+            s.bytes = s.bytes.and_then(|b| b.checked_add(m.length));
+            s.required_len = s.required_len.max(m.storage_end());
+        }
+        out
     }
 
     /// Bytes of `build`'s data file the mappings need: max(storage_offset + length).
@@ -539,17 +613,19 @@ impl Header {
         self.mappings.iter().filter(|m| &m.build == build).map(Mapping::storage_end).max().unwrap_or(0)
     }
 
-    /// Bytes mapped to each category: (this build, other builds, nil).
-    pub fn byte_split(&self) -> (u64, u64, u64) {
-        let (mut own, mut other, mut nil) = (0, 0, 0);
+    /// Bytes mapped to each category: (this build, other builds, nil); `None` for a category
+    /// whose sum overflows 64 bits (the lengths are untrusted).
+    pub fn byte_split(&self) -> (Option<u64>, Option<u64>, Option<u64>) {
+        let (mut own, mut other, mut nil) = (Some(0u64), Some(0u64), Some(0u64));
         for m in &self.mappings {
-            if m.is_nil() {
-                nil += m.length;
+            let sum = if m.is_nil() {
+                &mut nil
             } else if m.build == self.build_id {
-                own += m.length;
+                &mut own
             } else {
-                other += m.length;
-            }
+                &mut other
+            };
+            *sum = sum.and_then(|s| s.checked_add(m.length));
         }
         (own, other, nil)
     }
@@ -690,6 +766,64 @@ mod tests {
         assert_eq!(validate(&mk(vec![(0, 16384)], 8192)), vec![Issue::EndsPast { end: 16384, size: 8192 }]);
         assert!(validate(&mk(vec![(0, 8192)], 8000)).is_empty(), "rounding up to a page is fine");
         assert!(mk(vec![(0, 8192)], 8192).is_identity());
+    }
+
+    #[test]
+    fn a_size_whose_page_rounding_overflows_is_refused_not_wrapped() {
+        // Issue 12 item 10: Size = 2^64 − 100 and no mappings once gave a synthesised mapping of
+        // length 0 (the rounding wrapped), which verify then reported as if the header held it.
+        let mut bytes = unhex(TV_H3)[..64].to_vec();
+        bytes[16..24].copy_from_slice(&(u64::MAX - 99).to_le_bytes());
+        assert_eq!(parse(&bytes), Err(ParseError::SizeOverflow { size: u64::MAX - 99 }));
+        // The largest Size that still rounds is accepted.
+        bytes[16..24].copy_from_slice(&(u64::MAX - 4095).to_le_bytes());
+        assert_eq!(parse(&bytes).unwrap().mappings[0].length, u64::MAX - 4095);
+    }
+
+    #[test]
+    fn sums_of_untrusted_lengths_are_checked() {
+        // Two 2^63-byte mappings: their sum is 2^64 (inspect once printed "own 0 B").
+        let a = id(A);
+        let half = 1u64 << 63;
+        let h = Header {
+            version: 3,
+            block_size: 4096,
+            size: u64::MAX,
+            generation: 0,
+            build_id: a,
+            base_build_id: a,
+            mappings: vec![
+                Mapping { offset: 0, length: half, build: a, storage_offset: 0 },
+                Mapping { offset: half, length: half, build: a, storage_offset: half },
+            ],
+            synthesized: false,
+            flags: 0,
+            builds: Vec::new(),
+        };
+        assert_eq!(h.byte_split(), (None, Some(0), Some(0)));
+        assert_eq!(h.build_stats()[0].bytes, None);
+        let issues = validate(&h);
+        assert!(issues.iter().any(|i| matches!(i, Issue::Overflow { index: 1, .. })), "{issues:?}");
+        assert!(issues.iter().any(|i| i.describe().contains("2^64")));
+        // Capped validation keeps at most the cap and counts the rest.
+        let many = Header {
+            mappings: (0..100).map(|i| Mapping { offset: i * 10, length: 3, build: a, storage_offset: 0 }).collect(),
+            ..h.clone()
+        };
+        let (kept, total) = validate_capped(&many, 7);
+        assert_eq!(kept.len(), 7);
+        assert!(total > 100, "{total}");
+    }
+
+    #[test]
+    fn build_stats_match_the_slow_definitions() {
+        let h = parse(&unhex(TV_H3)).unwrap();
+        let stats = h.build_stats();
+        assert_eq!(stats.iter().map(|s| s.build).collect::<Vec<_>>(), h.referenced_builds());
+        for s in stats {
+            assert_eq!(s.required_len, h.required_len(&s.build));
+            assert_eq!(s.bytes, Some(h.mappings.iter().filter(|m| m.build == s.build).map(|m| m.length).sum()));
+        }
     }
 
     proptest! {

@@ -130,7 +130,8 @@ pub fn write_layer_as(
                 _ => false,
             };
             match (same_as_parent, parent.as_ref().and_then(|p| mapping_at(p.header, off))) {
-                (true, Some(pm)) if !pm.is_nil() => Mapping {
+                // The parent header is untrusted: a storage offset that overflows is not reused.
+                (true, Some(pm)) if !pm.is_nil() && pm.storage_offset.checked_add(pm.length).is_some() => Mapping {
                     offset: off,
                     length: BS,
                     build: pm.build,

@@ -9,10 +9,10 @@ use crate::build::Build;
 use crate::envd::Problem;
 use crate::report::{Check, Finding, Severity};
 use crate::rootfs::FileKind;
-use crate::rootfs::Rootfs;
 use crate::rootfs::boot::{
     self, BootFacts, CommandFacts, Context, End, Helper, Lookup, ProgramKind, Resolution, Scan, Target,
 };
+use crate::rootfs::{Anomaly, Rootfs};
 use crate::snapshot::Arch;
 
 macro_rules! check {
@@ -206,6 +206,27 @@ check!(
     "envd exits with status 2 and systemd restarts it forever; drop the flag from ExecStart"
 );
 check!(
+    ENVD_TRUNCATED,
+    "envd.truncated",
+    Error,
+    "the envd binary is cut short",
+    "its ELF headers describe bytes past the end of the file (an interrupted copy): the kernel maps the missing part and envd dies with SIGBUS or SIGSEGV when it starts; install the whole binary: tmpl inject-envd BUILD --envd PATH"
+);
+check!(
+    OVER_CAP,
+    "rootfs.over-cap",
+    Warning,
+    "a file in the boot path claims a size tmpl does not read",
+    "tmpl caps what it reads from an image (symlink targets 4095 bytes as the kernel does, scripts and units 1 MiB, directories 32 MiB); an inode over the cap is corrupt or not what it should be, and what lies behind it was not checked. Run e2fsck -fn on an assembled copy"
+);
+check!(
+    READER_PANIC,
+    "rootfs.reader-panic",
+    Error,
+    "the ext4 reader failed on this filesystem",
+    "the filesystem is corrupt in a way the ext4 reader (ext4-view) does not survive; the rest of the rootfs contents were not checked. Run e2fsck -fn on an assembled copy to see the damage, and restore the rootfs from the source storage"
+);
+check!(
     RESOLV_DANGLING,
     "rootfs.resolv-conf-dangling",
     Warning,
@@ -250,6 +271,9 @@ pub const CHECKS: &[&Check] = &[
     &ENVD_NOT_EXECUTABLE,
     &ENVD_WRONG_ARCH,
     &ENVD_LOADER_MISSING,
+    &ENVD_TRUNCATED,
+    &OVER_CAP,
+    &READER_PANIC,
     &SYSTEMD_SERVICE_MISSING,
     &SYSTEMD_MASKED,
     &SYSTEMD_NOT_ENABLED,
@@ -281,12 +305,38 @@ pub fn context(build: &Build, scan: Scan) -> Context {
     Context { arch, arch_source, init, scan }
 }
 
-/// Gather the boot facts of a build's rootfs and judge them.
+/// Gather the boot facts of a build's rootfs and judge them. What the filesystem refused to read
+/// (sizes over a cap, a reader panic) is a finding too; after a reader panic the facts are
+/// incomplete, so only that is reported.
 pub fn check(build: &Build, fs: &Rootfs, scan: Scan) -> (BootFacts, Vec<Finding>) {
     let facts = boot::gather(fs, &context(build, scan));
     let generation = build.rootfs.header.parsed().map(|h| h.generation);
-    let findings = judge(&facts, Some(build.id.to_string()).as_deref(), generation);
+    let anomalies = anomaly_findings(&fs.anomalies());
+    if fs.reader_failed() {
+        return (facts, anomalies);
+    }
+    let mut findings = judge(&facts, Some(build.id.to_string()).as_deref(), generation);
+    findings.extend(anomalies);
     (facts, findings)
+}
+
+/// One finding per anomaly the filesystem recorded while it was read.
+pub fn anomaly_findings(anomalies: &[Anomaly]) -> Vec<Finding> {
+    anomalies
+        .iter()
+        .map(|a| match a {
+            Anomaly::OverCap { path, what, .. } => {
+                let f = Finding::new(&OVER_CAP, at(path), a.to_string());
+                // A link target over the kernel's limit is a corrupt inode, not just unchecked.
+                if *what == "symlink target" { f.severity(Severity::Error) } else { f }
+            }
+            Anomaly::ReaderPanic { path, .. } => Finding::new(
+                &READER_PANIC,
+                at(path),
+                format!("{a}; the rootfs contents were not checked past this point"),
+            ),
+        })
+        .collect()
 }
 
 /// Why a resolution did not end in a usable file, in words.
@@ -357,6 +407,9 @@ fn target_problem(t: &Target, expected: Option<Arch>) -> Option<String> {
             p.elf.as_ref().map(|i| i.machine_name()).unwrap_or("?"),
             expected.map(|a| a.name()).unwrap_or("?")
         ));
+    }
+    if let Some(t) = &p.truncated {
+        return Some(format!("{}: {t}", p.path));
     }
     if let Some(l) = p.loader.as_ref().filter(|l| !l.usable) {
         return Some(format!("{}: {}", p.path, helper_problem(l, "loader")));
@@ -458,6 +511,11 @@ pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> 
             } else if let Some(p) = &init.program {
                 match p.kind {
                     ProgramKind::Empty | ProgramKind::NotRunnable => out.push(Finding::new(
+                        &INIT_NOT_RUNNABLE,
+                        at(&init_path),
+                        format!("{chain}: {}", target_problem(init, f.expected_arch).unwrap_or_default()),
+                    )),
+                    _ if p.truncated.is_some() => out.push(Finding::new(
                         &INIT_NOT_RUNNABLE,
                         at(&init_path),
                         format!("{chain}: {}", target_problem(init, f.expected_arch).unwrap_or_default()),
@@ -606,6 +664,9 @@ pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> 
                     file.clone(),
                     target_problem(t, f.expected_arch).unwrap_or_default(),
                 ));
+            }
+            if let Some(t) = &p.truncated {
+                out.push(Finding::new(&ENVD_TRUNCATED, file.clone(), format!("{}: {t}", p.path)));
             }
             if let Some(l) = p.loader.as_ref().filter(|l| !l.usable) {
                 out.push(Finding::new(

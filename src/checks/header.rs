@@ -218,6 +218,12 @@ pub const MEMFILE_NOT_BLOCK_MULTIPLE: Check = Check {
     title: "headerless memfile is not a whole number of 2 MiB blocks",
     hint: "the orchestrator serves headerless memfiles in 2 MiB pages; the file was truncated",
 };
+pub const TOO_MANY_BUILDS: Check = Check {
+    id: "header.too-many-builds",
+    severity: Severity::Error,
+    title: "the mappings name more than 65535 builds",
+    hint: "E2B caps a header's build table at 65535 builds (V5); a header naming more is corrupt. tmpl checks the data files of the first 65535 only; restore the header from the source storage",
+};
 pub const UNUSED_DATA: Check = Check {
     id: "header.unused-data",
     severity: Severity::Info,
@@ -262,10 +268,17 @@ pub const CHECKS: &[&Check] = &[
     &ROOTFS_NOT_BLOCK_MULTIPLE,
     &MEMFILE_NOT_BLOCK_MULTIPLE,
     &UNUSED_DATA,
+    &TOO_MANY_BUILDS,
 ];
 
-/// Most mapping issues reported per header (the rest are counted).
+/// Most mapping issues reported per header and kind (the rest are counted).
 const MAX_MAPPING_ISSUES: usize = 5;
+/// Most mapping issues kept in memory while a header is checked (the rest are only counted).
+const MAX_ISSUES_KEPT: usize = 1000;
+/// Most data-file findings of one id per header (one per referenced build could be 65535).
+const MAX_FINDINGS_PER_ID: usize = 20;
+/// Most distinct builds whose data files are checked per header (E2B's V5 build-table cap).
+const MAX_REFERENCED_BUILDS: usize = 65535;
 
 /// The finding for a header that does not parse.
 pub fn parse_check(e: &ParseError) -> &'static Check {
@@ -289,7 +302,8 @@ pub fn parse_check(e: &ParseError) -> &'static Check {
         | ParseError::BodyNotMultiple { .. }
         | ParseError::NotYetSupported { .. }
         | ParseError::TooLarge { .. }
-        | ParseError::FramedTooShort { .. } => &INVALID,
+        | ParseError::FramedTooShort { .. }
+        | ParseError::SizeOverflow { .. } => &INVALID,
     }
 }
 
@@ -367,7 +381,7 @@ pub fn check(build: &Build, a: Artifact) -> Vec<Finding> {
     }
     out.extend(framed(h, hfile.clone()));
     out.extend(structure(h, hfile.clone()));
-    out.extend(data_files(build, a, h));
+    out.extend(collapse(data_files(build, a, h), MAX_FINDINGS_PER_ID));
     out
 }
 
@@ -406,21 +420,29 @@ fn framed(h: &Header, file: Option<String>) -> Vec<Finding> {
     out
 }
 
-/// Sortedness, contiguity, coverage and block size, with severity by header version.
+/// Sortedness, contiguity, coverage and block size, with severity by header version. At most
+/// [`MAX_MAPPING_ISSUES`] findings per kind; the rest are counted.
 fn structure(h: &Header, file: Option<String>) -> Vec<Finding> {
     let strict = h.format() >= NORMALIZE_FIX_VERSION;
     let sev = if strict { Severity::Error } else { Severity::Warning };
     let suffix = if strict { "" } else { " (tolerated by the reader for header versions below 3)" };
     let mut out = Vec::new();
-    let issues = header::validate(h);
-    let mut order_count = 0usize;
+    let (issues, total) = header::validate_capped(h, MAX_ISSUES_KEPT);
+    let mut order_count = total - issues.len();
+    let mut unaligned_count = 0usize;
     for issue in &issues {
         let check = match issue {
             Issue::BadBlockSize { .. } => {
                 out.push(Finding::new(&BLOCK_SIZE, file.clone(), issue.describe()));
                 continue;
             }
-            Issue::Unaligned { .. } => &UNALIGNED,
+            Issue::Unaligned { .. } => {
+                unaligned_count += 1;
+                if unaligned_count > MAX_MAPPING_ISSUES {
+                    continue;
+                }
+                &UNALIGNED
+            }
             Issue::EndsShort { .. } | Issue::EndsPast { .. } => &COVERAGE,
             _ => {
                 order_count += 1;
@@ -437,11 +459,42 @@ fn structure(h: &Header, file: Option<String>) -> Vec<Finding> {
         out.push(
             Finding::new(
                 &MAPPING_ORDER,
-                file,
+                file.clone(),
                 format!("… and {} more mapping-order problems", order_count - MAX_MAPPING_ISSUES),
             )
             .severity(sev),
         );
+    }
+    if unaligned_count > MAX_MAPPING_ISSUES {
+        out.push(Finding::new(
+            &UNALIGNED,
+            file,
+            format!("… and {} more unaligned mappings", unaligned_count - MAX_MAPPING_ISSUES),
+        ));
+    }
+    out
+}
+
+/// Keep at most `max` findings of each id (in order); the rest become one "… and N more" line of
+/// that id, so a report's size does not grow with what a header names.
+fn collapse(findings: Vec<Finding>, max: usize) -> Vec<Finding> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let mut extra: Vec<(Finding, usize)> = Vec::new();
+    for f in findings {
+        let n = seen.entry(f.id.clone()).or_default();
+        *n += 1;
+        if *n <= max {
+            out.push(f);
+        } else if let Some(e) = extra.iter_mut().find(|(e, _)| e.id == f.id) {
+            e.1 += 1;
+        } else {
+            extra.push((f, 1));
+        }
+    }
+    for (f, n) in extra {
+        let msg = format!("… and {n} more like the above");
+        out.push(Finding { message: msg, file: None, ..f });
     }
     out
 }
@@ -451,9 +504,9 @@ fn structure(h: &Header, file: Option<String>) -> Vec<Finding> {
 /// length) and their uncompressed size (builds section, `.uncompressed-size` sidecar).
 fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
     let mut out = Vec::new();
-    let refs: Vec<BuildId> = h.referenced_builds();
+    let mut stats = h.build_stats();
     let files = build.artifact(a);
-    if !refs.contains(&build.id) {
+    if !stats.iter().any(|s| s.build == build.id) {
         if let Some(d) = files.data {
             out.push(Finding::new(
                 &UNUSED_DATA,
@@ -469,18 +522,36 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
             ));
         }
     }
-    for id in refs {
-        let need = h.required_len(&id);
+    if stats.len() > MAX_REFERENCED_BUILDS {
+        out.push(Finding::new(
+            &TOO_MANY_BUILDS,
+            Some(a.header_name().to_string()),
+            format!(
+                "the mappings name {} builds; the data files of the first {MAX_REFERENCED_BUILDS} were checked",
+                stats.len()
+            ),
+        ));
+        stats.truncate(MAX_REFERENCED_BUILDS);
+    }
+    let mut missing_builds = 0usize;
+    // Frame tables of the compressed data files, for one pass over the mappings below.
+    let mut tables: std::collections::HashMap<BuildId, (std::sync::Arc<crate::header::FrameTable>, String)> =
+        std::collections::HashMap::new();
+    for st in &stats {
+        let (id, need) = (st.build, st.required_len);
         if id != build.id && !build.dir_of(&id).is_dir() {
-            out.push(Finding::new(
-                &MISSING_BUILD,
-                Some(id.to_string()),
-                format!(
-                    "{} maps blocks to build {id}, which is not in {}",
-                    a.header_name(),
-                    build.storage_root.display()
-                ),
-            ));
+            missing_builds += 1;
+            if missing_builds <= MAX_MAPPING_ISSUES {
+                out.push(Finding::new(
+                    &MISSING_BUILD,
+                    Some(id.to_string()),
+                    format!(
+                        "{} maps blocks to build {id}, which is not in {}",
+                        a.header_name(),
+                        build.storage_root.display()
+                    ),
+                ));
+            }
             continue;
         }
         let df = build.data_file(h, id, a);
@@ -550,31 +621,7 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
             ));
             continue;
         };
-        let mut gaps = 0usize;
-        for m in h.mappings.iter().filter(|m| m.build == id) {
-            if let Some(g) = table.first_gap(m.storage_offset, m.storage_end()) {
-                gaps += 1;
-                if gaps <= MAX_MAPPING_ISSUES {
-                    out.push(Finding::new(
-                        &FRAME_TABLE_GAP,
-                        Some(label.clone()),
-                        format!(
-                            "mapping at device offset {} reads uncompressed bytes {}..{} of {label}; byte {g} is in no frame",
-                            m.offset,
-                            m.storage_offset,
-                            m.storage_end()
-                        ),
-                    ));
-                }
-            }
-        }
-        if gaps > MAX_MAPPING_ISSUES {
-            out.push(Finding::new(
-                &FRAME_TABLE_GAP,
-                Some(label.clone()),
-                format!("… and {} more mappings outside the frame table", gaps - MAX_MAPPING_ISSUES),
-            ));
-        }
+        tables.insert(id, (table.clone(), label.clone()));
         if facts.len < table.end_c() {
             out.push(Finding::new(
                 &DATA_TOO_SHORT,
@@ -651,5 +698,59 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
             }
         }
     }
+    if missing_builds > MAX_MAPPING_ISSUES {
+        out.push(Finding::new(
+            &MISSING_BUILD,
+            None,
+            format!(
+                "… and {} more builds the header maps blocks to are not in storage",
+                missing_builds - MAX_MAPPING_ISSUES
+            ),
+        ));
+    }
+    // Mappings reading compressed bytes no frame covers: one pass over the mappings.
+    let mut gaps = 0usize;
+    let mut first_label = None;
+    for m in &h.mappings {
+        let Some((table, label)) = tables.get(&m.build) else { continue };
+        if let Some(g) = table.first_gap(m.storage_offset, m.storage_end()) {
+            gaps += 1;
+            first_label.get_or_insert_with(|| label.clone());
+            if gaps <= MAX_MAPPING_ISSUES {
+                out.push(Finding::new(
+                    &FRAME_TABLE_GAP,
+                    Some(label.clone()),
+                    format!(
+                        "mapping at device offset {} reads uncompressed bytes {}..{} of {label}; byte {g} is in no frame",
+                        m.offset,
+                        m.storage_offset,
+                        m.storage_end()
+                    ),
+                ));
+            }
+        }
+    }
+    if gaps > MAX_MAPPING_ISSUES {
+        out.push(Finding::new(
+            &FRAME_TABLE_GAP,
+            first_label,
+            format!("… and {} more mappings outside the frame table", gaps - MAX_MAPPING_ISSUES),
+        ));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collapse_keeps_the_first_of_each_id_and_counts_the_rest() {
+        let mut v: Vec<Finding> = (0..30).map(|i| Finding::new(&MISSING_BUILD, None, format!("b{i}"))).collect();
+        v.push(Finding::new(&DATA_TOO_SHORT, None, "short"));
+        let c = collapse(v, 3);
+        let msgs: Vec<&str> = c.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(msgs, ["b0", "b1", "b2", "short", "… and 27 more like the above"]);
+        assert_eq!(c[4].id, MISSING_BUILD.id);
+    }
 }

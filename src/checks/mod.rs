@@ -35,7 +35,14 @@ pub const BUILD_FOLDER_NOT_UUID: Check = Check {
     hint: "the orchestrator finds builds by <storage>/<build-id>/; rename the folder to its build ID before publishing it",
 };
 
-pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID];
+pub const BUILD_CHECK_FAILED: Check = Check {
+    id: "build.check-failed",
+    severity: Severity::Error,
+    title: "tmpl failed while checking this build",
+    hint: "something in this build's files made tmpl itself fail (a bug: report it with the message); the build was not fully checked, the other builds were",
+};
+
+pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID, &BUILD_CHECK_FAILED];
 
 /// Every finding tmpl can emit.
 pub fn catalog() -> Vec<&'static Check> {
@@ -102,7 +109,10 @@ pub fn run(build: &Build, scan: Scan) -> Outcome {
     let boot = rootfs.as_ref().map(|fs| {
         let (facts, f) = contents::check(build, fs, scan);
         findings.extend(f);
-        findings.extend(manifest::check(build, fs));
+        // After a reader panic nothing more is read from the image (contents says why).
+        if !fs.reader_failed() {
+            findings.extend(manifest::check(build, fs));
+        }
         bytes_read += facts.bytes_read;
         facts
     });

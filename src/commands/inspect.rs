@@ -18,7 +18,7 @@ use crate::report::{Report, Style, human_bytes, sanitize};
 use crate::rootfs::boot::{
     self, BootFacts, CommandFacts, End, EnvdStart, Lookup, Program, ProgramKind, Resolution, Scan,
 };
-use crate::rootfs::{FileKind, Superblock};
+use crate::rootfs::{Anomaly, FileKind, Superblock};
 use crate::snapshot::SnapfileInfo;
 use crate::storage::BuildId;
 
@@ -53,7 +53,8 @@ pub struct FileRow {
 #[derive(Debug, Serialize)]
 pub struct MappedBuild {
     pub build_id: BuildId,
-    pub bytes: u64,
+    /// Bytes mapped to the build; `null` when the lengths add up past 2^64 (a corrupt header).
+    pub bytes: Option<u64>,
     /// Bytes of its data file the mappings read up to.
     pub required_len: u64,
 }
@@ -69,9 +70,11 @@ pub struct HeaderFacts {
     pub base_build_id: BuildId,
     pub mappings: usize,
     pub synthesized: bool,
-    pub own_bytes: u64,
-    pub inherited_bytes: u64,
-    pub nil_bytes: u64,
+    /// Bytes mapped to this build, other builds and nothing; `null` when the lengths add up
+    /// past 2^64 (a corrupt header: `verify` reports the mapping that overflows).
+    pub own_bytes: Option<u64>,
+    pub inherited_bytes: Option<u64>,
+    pub nil_bytes: Option<u64>,
     pub builds: Vec<MappedBuild>,
 }
 
@@ -126,6 +129,10 @@ pub struct InspectReport {
     pub filesystem: Option<FsFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filesystem_error: Option<String>,
+    /// What tmpl refused to read from the rootfs (sizes over its caps) or where the ext4 reader
+    /// failed; the boot facts stop there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rootfs_anomalies: Vec<Anomaly>,
     /// What the rootfs does at boot: init chain, wrapper, envd, systemd, resolv.conf, /.e2b.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootFacts>,
@@ -157,13 +164,9 @@ fn artifact_facts(b: &Build, a: Artifact) -> ArtifactFacts {
     let header = f.header.parsed().map(|h| {
         let (own, inherited, nil) = h.byte_split();
         let builds = h
-            .referenced_builds()
+            .build_stats()
             .into_iter()
-            .map(|id| MappedBuild {
-                build_id: id,
-                bytes: h.mappings.iter().filter(|m| m.build == id).map(|m| m.length).sum(),
-                required_len: h.required_len(&id),
-            })
+            .map(|s| MappedBuild { build_id: s.build, bytes: s.bytes, required_len: s.required_len })
             .collect();
         HeaderFacts {
             version: h.version,
@@ -218,12 +221,12 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
             files.push(FileRow { name: n, len: f.len, allocated: f.allocated });
         }
     }
-    let (filesystem, filesystem_error, boot) = match checks::open_rootfs(build) {
+    let (filesystem, filesystem_error, boot, rootfs_anomalies) = match checks::open_rootfs(build) {
         Ok(fs) => {
             let boot = boot::gather(&fs, &contents::context(build, Scan::Always));
-            (Some(fs_facts(&fs.superblock)), None, Some(boot))
+            (Some(fs_facts(&fs.superblock)), None, Some(boot), fs.anomalies())
         }
-        Err(e) => (None, Some(e), None),
+        Err(e) => (None, Some(e), None, Vec::new()),
     };
     Ok(InspectReport {
         build_id: build.id,
@@ -248,6 +251,7 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
         snapfile: build.snapfile.parsed().cloned(),
         filesystem,
         filesystem_error,
+        rootfs_anomalies,
         boot,
         mappings: None,
         frames: None,
@@ -270,12 +274,19 @@ fn low_level(build: &Build, mappings: bool, frames: bool, report: &mut InspectRe
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     let build = super::open_build(g, &args.build)?;
     if let Some(path) = &args.path {
-        return inspect_path(&build, path, args.cat, out);
+        return crate::rootfs::guard::isolate(|| inspect_path(&build, path, args.cat, out))
+            .map_err(|panic| Error::invalid(&build.dir, format!("tmpl failed while reading {path}: {panic}")))?;
     }
-    let mut report = inspect(&build)?;
+    // Isolated: a panic while reading this build's files is an error on it (exit 3), not a crash.
+    let mut report = crate::rootfs::guard::isolate(|| inspect(&build))
+        .map_err(|panic| Error::invalid(&build.dir, format!("tmpl failed while reading this build: {panic}")))??;
     low_level(&build, args.mappings, args.frames, &mut report);
     Ok(out.emit(&report))
 }
+
+/// Largest file `inspect --path` hashes (a size read from the image bounds the time it takes):
+/// more than any binary or config of a template (envd is 10–30 MB).
+pub const MAX_HASH_BYTES: u64 = 512 * 1024 * 1024;
 
 /// One file of the rootfs, read through the build's layers.
 #[derive(Debug, Serialize)]
@@ -292,6 +303,9 @@ pub struct PathReport {
     pub entries: Option<Vec<DirEntry>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Why there is no `sha256` for a regular file (its size is over the cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256_skipped: Option<String>,
     /// With --cat in JSON: the content as UTF-8 text, or base64 when it is not text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_utf8: Option<String>,
@@ -337,6 +351,7 @@ fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8
         program: None,
         entries: None,
         sha256: None,
+        sha256_skipped: None,
         content_utf8: None,
         content_base64: None,
         bytes_read: 0,
@@ -344,7 +359,15 @@ fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8
     match found.kind {
         FileKind::Regular => {
             report.program = Some(boot::examine(&fs, &found, &ctx).map_err(err)?);
-            report.sha256 = Some(crate::rootfs::hex(&fs.sha256(&found.path).map_err(err)?));
+            if found.len <= MAX_HASH_BYTES {
+                report.sha256 = Some(crate::rootfs::hex(&fs.sha256(&found.path).map_err(err)?));
+            } else {
+                report.sha256_skipped = Some(format!(
+                    "the inode says the file is {}; tmpl hashes files up to {}",
+                    human_bytes(found.len),
+                    human_bytes(MAX_HASH_BYTES)
+                ));
+            }
             if cat {
                 let bytes = fs.read(&found.path).map_err(err)?;
                 match String::from_utf8(bytes) {
@@ -366,6 +389,11 @@ fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8
     }
     report.bytes_read = fs.device().bytes_read();
     Ok(out.emit(&report))
+}
+
+/// A sum of untrusted lengths: its size, or that it overflowed.
+fn sum_bytes(b: Option<u64>) -> String {
+    b.map_or_else(|| "more than 2^64 bytes (the lengths overflow)".to_string(), human_bytes)
 }
 
 /// Standard base64 (RFC 4648) with padding.
@@ -414,6 +442,9 @@ impl Report for PathReport {
         }
         if let Some(h) = &self.sha256 {
             writeln!(w, "  sha256   {h}")?;
+        }
+        if let Some(why) = &self.sha256_skipped {
+            writeln!(w, "  sha256   not computed: {why}")?;
         }
         if let Some(entries) = &self.entries {
             for e in entries {
@@ -664,13 +695,13 @@ impl InspectReport {
                     w,
                     "  mappings   {}: own {}, inherited {}, zero {}",
                     h.mappings,
-                    human_bytes(h.own_bytes),
-                    human_bytes(h.inherited_bytes),
-                    human_bytes(h.nil_bytes)
+                    sum_bytes(h.own_bytes),
+                    sum_bytes(h.inherited_bytes),
+                    sum_bytes(h.nil_bytes)
                 )?;
                 for b in &h.builds {
                     let me = if b.build_id == self.build_id { " (this build)" } else { "" };
-                    writeln!(w, "    {} {}{me}", b.build_id, human_bytes(b.bytes))?;
+                    writeln!(w, "    {} {}{me}", b.build_id, sum_bytes(b.bytes))?;
                 }
             }
             (None, "absent") => writeln!(w, "  header     - (headerless: data read as a full image)")?,
@@ -748,6 +779,9 @@ impl Report for InspectReport {
             )?;
         } else if let Some(e) = &self.filesystem_error {
             writeln!(w, "  ext4       unreadable: {}", sanitize(e))?;
+        }
+        for a in &self.rootfs_anomalies {
+            writeln!(w, "  NOT READ   {}", sanitize(&a.to_string()))?;
         }
         if let Some(b) = &self.boot {
             render_boot(w, style, b)?;

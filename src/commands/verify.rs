@@ -90,8 +90,8 @@ impl Report for VerifyReport {
                 let digest = match (&f.sha256, &f.expected_sha256) {
                     (Some(got), Some(want)) if got == want => "sha256 ok".to_string(),
                     (Some(_), Some(_)) => "SHA-256 MISMATCH".to_string(),
-                    (Some(_), None) => "no sha256 recorded".to_string(),
-                    (None, _) => "not read to the end".to_string(),
+                    (_, None) if f.complete => "no sha256 recorded".to_string(),
+                    _ => "not read to the end".to_string(),
                 };
                 if style.verbose || !f.ok {
                     writeln!(
@@ -138,19 +138,34 @@ impl Report for VerifyReport {
 
 /// Check one located build.
 pub fn verify_one(loc: &BuildLocation, strict: bool) -> Result<BuildResult> {
-    verify_open(loc, strict).map(|(_, r)| r)
+    verify_open(loc, strict, false).map(|(r, _)| r)
 }
 
-/// Check one located build and keep it open (for `--deep`).
-fn verify_open(loc: &BuildLocation, strict: bool) -> Result<(Build, BuildResult)> {
-    let build = Build::open(loc)?;
-    let outcome = checks::run(&build, crate::rootfs::boot::Scan::WhenFlagsNeedIt);
-    let tally = Tally::of(&outcome.findings);
+/// Check one located build and, with `deep`, list the data files it reads (so the build itself
+/// need not stay open: memory does not grow with the number of builds). Isolated: a panic while
+/// checking (a bug met by this build's files) becomes a finding on this build, and the run goes
+/// on with the others.
+fn verify_open(loc: &BuildLocation, strict: bool, deep: bool) -> Result<(BuildResult, Vec<deep::Job>)> {
+    let checked = crate::rootfs::guard::isolate(|| -> Result<(BuildResult, Vec<deep::Job>)> {
+        let build = Build::open(loc)?;
+        let outcome = checks::run(&build, crate::rootfs::boot::Scan::WhenFlagsNeedIt);
+        let jobs = if deep { deep::jobs(&build) } else { Vec::new() };
+        Ok((result(build.id, build.dir.clone(), outcome.findings, strict), jobs))
+    });
+    match checked {
+        Ok(r) => r,
+        Err(panic) => {
+            let f = Finding::new(&checks::BUILD_CHECK_FAILED, None, format!("checking this build stopped: {panic}"));
+            Ok((result(loc.folder_id.unwrap_or_else(BuildId::nil), loc.dir.clone(), vec![f], strict), Vec::new()))
+        }
+    }
+}
+
+fn result(build_id: BuildId, path: PathBuf, mut findings: Vec<Finding>, strict: bool) -> BuildResult {
+    let tally = Tally::of(&findings);
     let ok = tally.errors == 0 && (!strict || tally.warnings == 0);
-    let mut findings = outcome.findings;
     findings.sort_by_key(|f| f.severity);
-    let r = BuildResult { build_id: build.id, path: build.dir.clone(), ok, tally, findings, deep: None };
-    Ok((build, r))
+    BuildResult { build_id, path, ok, tally, findings, deep: None }
 }
 
 /// Verify a set of located builds in parallel, in the given order.
@@ -173,17 +188,16 @@ pub fn verify_all_with(
     deep: Option<&dyn Progress>,
 ) -> Result<VerifyReport> {
     let mut deep_summary = None;
+    let results: Vec<Result<(BuildResult, Vec<deep::Job>)>> =
+        locs.par_iter().map(|l| verify_open(l, strict, deep.is_some())).collect();
+    let pairs = results.into_iter().collect::<Result<Vec<_>>>()?;
     let builds = match deep {
-        None => {
-            let results: Vec<Result<BuildResult>> = locs.par_iter().map(|l| verify_one(l, strict)).collect();
-            results.into_iter().collect::<Result<Vec<_>>>()?
-        }
+        None => pairs.into_iter().map(|(r, _)| r).collect(),
         Some(progress) => {
-            let results: Vec<Result<(Build, BuildResult)>> = locs.par_iter().map(|l| verify_open(l, strict)).collect();
-            let mut pairs = results.into_iter().collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&Build> = pairs.iter().map(|(b, _)| b).collect();
-            let outcome = deep::verify(&refs, progress);
-            for ((_, r), (_, files, findings)) in pairs.iter_mut().zip(outcome.per_build) {
+            let (mut results, jobs): (Vec<BuildResult>, Vec<Vec<deep::Job>>) = pairs.into_iter().unzip();
+            let per_build = results.iter().map(|r| r.build_id).zip(jobs).collect();
+            let outcome = deep::verify_jobs(per_build, progress);
+            for (r, (_, files, findings)) in results.iter_mut().zip(outcome.per_build) {
                 r.findings.extend(findings);
                 r.findings.sort_by_key(|f| f.severity);
                 r.tally = Tally::of(&r.findings);
@@ -191,7 +205,7 @@ pub fn verify_all_with(
                 r.deep = Some(files);
             }
             deep_summary = Some(outcome.summary);
-            pairs.into_iter().map(|(_, r)| r).collect()
+            results
         }
     };
     let mut tally = Tally::default();

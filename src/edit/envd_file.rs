@@ -49,6 +49,10 @@ pub fn inspect(path: &Path) -> Result<HostEnvd> {
             format!("ELF type {} is not an executable (a library or object file?)", info.elf_type),
         ));
     }
+    // A cut copy (an interrupted download) parses as ELF but crashes when run.
+    if let Some(why) = info.truncated(meta.len()) {
+        return Err(Error::invalid(path, format!("not a whole envd binary: {why}")));
+    }
     let mut hasher = Sha256::new();
     let mut scan = MarkerScan::default();
     hasher.update(&head);
@@ -62,12 +66,19 @@ pub fn inspect(path: &Path) -> Result<HostEnvd> {
         hasher.update(&buf[..n]);
         scan.feed(&buf[..n]);
     }
+    let binary = scan.finish();
+    if info.go && binary.go.is_none() {
+        return Err(Error::invalid(
+            path,
+            "not a whole envd binary: it is a Go program but its Go build information is missing or cut short",
+        ));
+    }
     Ok(HostEnvd {
         path: path.to_path_buf(),
         len: meta.len(),
         sha256: crate::rootfs::hex(&hasher.finalize()),
         elf: info,
-        binary: scan.finish(),
+        binary,
     })
 }
 
@@ -95,5 +106,15 @@ mod tests {
         assert_eq!(ok.elf.machine, 62);
         assert_eq!(ok.sha256.len(), 64);
         assert!(ok.binary.looks_like_envd);
+        // Cut short: the loadable segment runs past the end of the file.
+        let mut cut = elf::synthetic(62, None);
+        cut[64 + 32..64 + 40].copy_from_slice(&100_000u64.to_le_bytes());
+        assert!(msg(w("cut", &cut)).contains("cut short"));
+        // A Go binary whose build information is gone (cut before .go.buildinfo).
+        let go = [elf::synthetic_go(62), b"\0envd\0isnotfc\0".to_vec()].concat();
+        assert!(msg(w("go-cut", &go)).contains("Go build information"));
+        let bi = elf::synthetic_go_buildinfo("go1.24.1", "path\tgithub.com/e2b-dev/infra/packages/envd\n");
+        let whole = inspect(&w("go", &[go, bi].concat())).unwrap();
+        assert_eq!(whole.binary.go.unwrap().go_version, "go1.24.1");
     }
 }

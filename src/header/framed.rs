@@ -145,7 +145,7 @@ pub(super) fn parse_body(h: &mut Header, body: &[u8]) -> Result<(), ParseError> 
             });
         }
         h.mappings = maps;
-        synthesize_if_empty(h);
+        synthesize_if_empty(h)?;
     }
     Ok(())
 }

@@ -29,6 +29,13 @@ pub const MAX_LINKS: usize = 40;
 const MAX_SCRIPT_DEPTH: usize = 3;
 /// systemd unit and script files larger than this are not read whole.
 const MAX_TEXT: u64 = 1024 * 1024;
+/// Commands of one script (or inittab) checked: each may look a program up in every PATH
+/// directory, so a crafted megabyte of commands must not cost a lookup apiece. Real wrappers and
+/// inittabs have tens.
+const MAX_COMMANDS: usize = 1000;
+/// Directory entries examined where the boot path lists a directory (`*.wants` directories,
+/// drop-ins, runlevels): real systems have tens.
+const MAX_LISTED: usize = 256;
 
 /// When to stream envd binaries for their era and version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +240,9 @@ pub struct Program {
     pub not_elf: Option<String>,
     /// `machine` differs from the expected architecture.
     pub wrong_arch: bool,
+    /// The ELF headers describe more bytes than the file has: a cut copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
     /// The dynamic loader (`PT_INTERP`) of a dynamically linked ELF.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loader: Option<Helper>,
@@ -278,6 +288,7 @@ pub fn examine(fs: &Rootfs, entry: &Entry, ctx: &Context) -> Result<Program, Roo
         elf: None,
         not_elf: None,
         wrong_arch: false,
+        truncated: None,
         loader: None,
         shebang: None,
         interpreter: None,
@@ -295,6 +306,7 @@ pub fn examine(fs: &Rootfs, entry: &Entry, ctx: &Context) -> Result<Program, Roo
     match elf::parse(&head) {
         Ok(info) => {
             p.wrong_arch = ctx.arch.is_some_and(|a| a.elf_machine() != info.machine);
+            p.truncated = info.truncated(entry.len);
             p.kind = if base == "systemd" {
                 ProgramKind::Systemd
             } else if base == "busybox" || memchr::memmem::find(&head, b"BusyBox").is_some() {
@@ -330,6 +342,7 @@ impl Target {
         let Some(p) = &self.program else { return false };
         p.executable()
             && !p.wrong_arch
+            && p.truncated.is_none()
             && !matches!(p.kind, ProgramKind::NotRunnable | ProgramKind::Empty)
             && p.loader.as_ref().is_none_or(|l| l.usable)
             && p.interpreter.as_ref().is_none_or(|i| i.usable)
@@ -527,13 +540,21 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn text(&self, path: &str) -> Option<String> {
-        let e = self.fs.lstat(path).ok().flatten()?;
-        let meta_len = if e.kind == FileKind::Symlink { 0 } else { e.len };
-        if meta_len > MAX_TEXT {
-            return None;
+    /// The first [`MAX_COMMANDS`] commands or [`MAX_LISTED`] entries of a list; a longer list is
+    /// recorded as an anomaly (a finding) and only its head is examined.
+    fn capped<'t, T>(&self, items: &'t [T], path: &str, what: &'static str) -> &'t [T] {
+        let cap = if what == "command count" || what == "line count" { MAX_COMMANDS } else { MAX_LISTED };
+        if items.len() > cap {
+            self.fs.note_over_cap(path, what, items.len() as u64, cap as u64);
+            return &items[..cap];
         }
-        self.fs.read(path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+        items
+    }
+
+    /// A script, unit or config file; one over [`MAX_TEXT`] is not read (the filesystem records
+    /// it as an anomaly, which becomes a finding).
+    fn text(&self, path: &str) -> Option<String> {
+        self.fs.read_capped(path, MAX_TEXT).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
     /// Note an envd binary and return its facts' index.
@@ -553,12 +574,9 @@ impl Walker<'_> {
         {
             let path = p.path.clone();
             let mut scan = MarkerScan::default();
-            let mut seen = 0u64;
-            let _ = self.fs.stream(&path, |chunk| {
-                if seen < envd::SCAN_LIMIT {
-                    scan.feed(chunk);
-                    seen += chunk.len() as u64;
-                }
+            // Only the first SCAN_LIMIT bytes: an inode claiming a terabyte costs no more.
+            let _ = self.fs.stream_at_most(&path, envd::SCAN_LIMIT, |chunk| {
+                scan.feed(chunk);
                 Ok(())
             });
             self.envd[i].binary = Some(scan.finish());
@@ -650,7 +668,7 @@ impl Walker<'_> {
                 && let Some(text) = self.text(&p.path)
             {
                 let inner = script::parse(&text);
-                for ic in &inner.commands {
+                for ic in self.capped(&inner.commands, &p.path, "command count") {
                     nested.push(self.command(ic, &inner, &p.path, depth + 1));
                 }
             }
@@ -673,7 +691,8 @@ impl Walker<'_> {
     fn script(&mut self, path: &str, text: &str) -> ScriptFacts {
         self.visited.insert(path.to_string());
         let s = script::parse(text);
-        let commands = s.commands.iter().map(|c| self.command(c, &s, path, 0)).collect();
+        let commands =
+            self.capped(&s.commands, path, "command count").iter().map(|c| self.command(c, &s, path, 0)).collect();
         ScriptFacts { path: path.to_string(), commands, keeps_running: s.keeps_running, crlf: s.crlf }
     }
 
@@ -711,7 +730,9 @@ impl Walker<'_> {
             for d in unit::UNIT_DIRS.iter().rev() {
                 let ddir = format!("{d}/envd.service.d");
                 if let Ok(list) = self.fs.read_dir(&ddir) {
-                    for (name, _) in list.into_iter().filter(|(n, _)| n.ends_with(".conf")) {
+                    let confs: Vec<(String, FileKind)> =
+                        list.into_iter().filter(|(n, _)| n.ends_with(".conf")).collect();
+                    for (name, _) in self.capped(&confs, &ddir, "drop-in count") {
                         dropins.insert(name.clone(), format!("{ddir}/{name}"));
                     }
                 }
@@ -741,7 +762,8 @@ impl Walker<'_> {
         }
         for dir in ["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"] {
             let Ok(entries) = self.fs.read_dir(dir) else { continue };
-            for (name, kind) in entries {
+            let wants: Vec<(String, FileKind)> = entries.into_iter().filter(|(n, _)| n.ends_with(".wants")).collect();
+            for (name, kind) in self.capped(&wants, dir, "*.wants directory count").iter().cloned() {
                 if kind != FileKind::Directory || !name.ends_with(".wants") {
                     continue;
                 }
@@ -776,7 +798,7 @@ impl Walker<'_> {
         }
         let mut runlevels = Vec::new();
         if let Ok(levels) = self.fs.read_dir("/etc/runlevels") {
-            for (level, _) in levels {
+            for (level, _) in self.capped(&levels, "/etc/runlevels", "runlevel count").iter().cloned() {
                 if self.fs.lstat(&format!("/etc/runlevels/{level}/envd")).ok().flatten().is_some() {
                     runlevels.push(level);
                 }
@@ -790,7 +812,8 @@ impl Walker<'_> {
         let mut out = Vec::new();
         match self.text("/etc/inittab") {
             Some(text) => {
-                for (i, line) in text.lines().enumerate() {
+                let lines: Vec<&str> = text.lines().collect();
+                for (i, line) in self.capped(&lines, "/etc/inittab", "line count").iter().enumerate() {
                     let l = line.trim();
                     if l.is_empty() || l.starts_with('#') {
                         continue;
