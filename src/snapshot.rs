@@ -1002,17 +1002,24 @@ mod tests {
     }
 
     #[test]
-    fn bitcode_header_best_effort() {
-        let mut b = vec![0u8];
-        b.extend_from_slice(&X86_64_MAGIC.to_le_bytes());
-        b.push(5);
-        b.extend_from_slice(b"9.0.0");
-        b.extend_from_slice(&[1, 2, 3]);
-        let crc = crc64_redis(&b);
-        b.extend_from_slice(&crc.to_le_bytes());
+    fn bitcode_state_decodes_to_the_regions() {
+        let b = state::snapfile(&state::V1_16_1, &state::Vm::new(4096));
         let i = analyze_bytes(&b);
-        assert!(i.crc_ok);
-        assert_eq!((i.encoding, i.version.as_deref()), (Some(Encoding::Bitcode), Some("9.0.0")));
+        assert!(i.crc_ok && i.state_error.is_none(), "{i:?}");
+        assert_eq!((i.encoding, i.version.as_deref()), (Some(Encoding::Bitcode), Some("10.0.0")));
+        assert_eq!((i.mem_size_mib, i.huge_pages), (Some(4096), Some(false)));
+        let r = i.regions.clone().unwrap();
+        assert_eq!(r.iter().map(|x| (x.base_address, x.size)).collect::<Vec<_>>(), [(0, 3 << 30), (1 << 32, 1 << 30)]);
+        assert!(r.iter().all(|x| !x.hotpluggable && x.slots == Some(1) && x.plugged_slots == Some(1)));
+        // A cut inside the prefix is a state error, not a panic or a wrong value.
+        let end = i.prefix_end.unwrap() as usize;
+        for cut in 20..end {
+            let mut t = b[..cut].to_vec();
+            let crc = crc64_redis(&t);
+            t.extend_from_slice(&crc.to_le_bytes());
+            let j = analyze_bytes(&t);
+            assert!(j.crc_ok && (j.state_error.is_some() || j.header_error.is_some()), "cut at {cut}: {j:?}");
+        }
     }
 
     #[test]
@@ -1039,6 +1046,36 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Firecracker-written states (bitcode and bincode), mutated: any bytes changed, cut or
+        /// appended, analysis returns and keeps every value in range.
+        #[test]
+        fn mutated_states_never_panic(
+            which in 0usize..4,
+            edits in proptest::collection::vec((0usize..2400, proptest::prelude::any::<u8>()), 0..12),
+            cut in proptest::option::of(0usize..2400),
+            restamp in proptest::prelude::any::<bool>(),
+        ) {
+            let mut b = state::snapfile(state::RELEASES[which], &state::Vm::new(64));
+            for (at, v) in edits {
+                let n = b.len();
+                b[at % n] = v;
+            }
+            if let Some(c) = cut {
+                b.truncate(c.min(b.len()));
+            }
+            if restamp && b.len() > 8 {
+                let n = b.len() - 8;
+                let crc = crc64_redis(&b[..n]);
+                b[n..].copy_from_slice(&crc.to_le_bytes());
+            }
+            let i = analyze_bytes(&b);
+            proptest::prop_assert_eq!(i.len, b.len() as u64);
+            if let Some(r) = &i.regions {
+                proptest::prop_assert!(r.len() <= 256);
+            }
+            proptest::prop_assert!(i.prefix_end.is_none_or(|e| e <= b.len() as u64));
+        }
+
         #[test]
         fn analysis_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), magic in 0usize..4) {
             let mut b = bytes;

@@ -384,6 +384,60 @@ mod tests {
             prop_assert_eq!(c.pos(), w.out.len());
         }
 
+        /// What the real bitcode 0.6.9 writes for random columns is what `Writer` writes, and
+        /// `Columns` reads the values back.
+        #[test]
+        fn agrees_with_the_bitcode_crate(
+            a in proptest::collection::vec(any::<u64>(), 0..40),
+            b in proptest::collection::vec(0u32..300, 0..40),
+            c in proptest::collection::vec(any::<u16>(), 0..4),
+            d in proptest::collection::vec("[a-z!0-9]{0,300}", 0..5),
+            e in proptest::collection::vec(any::<bool>(), 0..20),
+            f in proptest::option::of("[ -~]{0,40}"),
+            g in proptest::collection::vec(0u8..7, 0..30),
+            shift in 0u32..64,
+        ) {
+            let a: Vec<u64> = a.into_iter().map(|x| x >> shift).collect();
+            let real = ::bitcode::serialize(&(a.clone(), b.clone(), c.clone(), d.clone(), e.clone(), f.clone(), g.clone())).unwrap();
+            let mut w = Writer::default();
+            let seq_ints = |w: &mut Writer, v: &[u64], width: usize| {
+                w.lengths(&[v.len() as u64]);
+                w.ints(v, width);
+            };
+            seq_ints(&mut w, &a, 8);
+            seq_ints(&mut w, &b.iter().map(|&x| u64::from(x)).collect::<Vec<_>>(), 4);
+            seq_ints(&mut w, &c.iter().map(|&x| u64::from(x)).collect::<Vec<_>>(), 2);
+            w.lengths(&[d.len() as u64]);
+            if !d.is_empty() {
+                w.strings(&d.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+            w.lengths(&[e.len() as u64]);
+            if !e.is_empty() {
+                w.bools(&e);
+            }
+            w.opt_strings(&[f.as_deref()]);
+            w.lengths(&[g.len() as u64]);
+            if !g.is_empty() {
+                w.bytes(&g);
+            }
+            prop_assert_eq!(&w.out, &real);
+            let mut r = Columns::new(&real);
+            let n = r.lengths(1, 1000).unwrap()[0] as usize;
+            prop_assert_eq!(r.ints(n, 8).unwrap(), a);
+            let n = r.lengths(1, 1000).unwrap()[0] as usize;
+            prop_assert_eq!(r.ints(n, 4).unwrap(), b.iter().map(|&x| u64::from(x)).collect::<Vec<_>>());
+            let n = r.lengths(1, 1000).unwrap()[0] as usize;
+            prop_assert_eq!(r.ints(n, 2).unwrap(), c.iter().map(|&x| u64::from(x)).collect::<Vec<_>>());
+            let n = r.lengths(1, 1000).unwrap()[0] as usize;
+            prop_assert_eq!(if n > 0 { r.strings(n, 1000).unwrap() } else { vec![] }, d);
+            let n = r.lengths(1, 1000).unwrap()[0] as usize;
+            prop_assert_eq!(r.bools(n).unwrap(), e);
+            prop_assert_eq!(r.opt_strings(1, 1000).unwrap(), vec![f]);
+            let n = r.lengths(1, 1000).unwrap()[0] as usize;
+            prop_assert_eq!(r.bytes(n).unwrap(), g);
+            prop_assert_eq!(r.pos(), real.len());
+        }
+
         /// Any bytes, any count: the reader returns or fails, never panics or over-allocates.
         #[test]
         fn reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), n in 0usize..100_000, width in 0usize..10) {
