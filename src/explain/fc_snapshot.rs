@@ -422,8 +422,8 @@ mod tests {
     fn cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         // (release, line, expected rule, expected finding among the rule's)
         let mut v: Vec<(&'static str, String, &'static str, &'static str)> = Vec::new();
-        let bincode1 = ["v1.7.0", "v1.8.0", "v1.9.1", "v1.10.1", "v1.11.0"];
-        let bincode2 = ["v1.12.1", "v1.13.2"];
+        let bincode1 = ["v1.7.0", "v1.8.0", "v1.9.0", "v1.9.1", "v1.10.0", "v1.10.1", "v1.11.0"];
+        let bincode2 = ["v1.12.0", "v1.12.1", "v1.13.0", "v1.13.1", "v1.13.2"];
         for r in bincode1.iter().chain(bincode2.iter()) {
             v.push((
                 r,
@@ -501,7 +501,19 @@ mod tests {
             ));
             v.push((r, format!("{GET}Unknown Network Device."), "snapshot.device-override", ""));
         }
-        for r in ["v1.14.0", "v1.14.1", "v1.14.4"] {
+        for r in ["v1.14.0", "v1.14.1", "v1.14.2", "v1.14.3", "v1.14.4"] {
+            v.push((
+                r,
+                format!("{LOAD}An error occured during bincode decoding: UnexpectedEnd {{ additional: 3 }}"),
+                "snapfile.decode-short",
+                "snapfile.too-short",
+            ));
+            v.push((
+                r,
+                format!("{LOAD}An error occured during bincode decoding: LimitExceeded"),
+                "snapfile.decode",
+                "snapfile.version-mismatch",
+            ));
             v.push((r, format!("{LOAD}CRC64 validation failed"), "snapfile.crc", "snapfile.crc-mismatch"));
             v.push((r, format!("{LOAD}Magic value does not match arch: 0"), "snapfile.magic", "snapfile.crc-zero"));
             v.push((r, format!("{LOAD}Invalid data version: 6.0.0"), "snapfile.version", "snapfile.version-mismatch"));
@@ -521,7 +533,9 @@ mod tests {
             ));
             v.push((r, "Load snapshot error: Failed to restore from snapshot: Invalid snapshot state: DRAM memory is unplugged.".to_string(), "snapfile.memory-regions", "snapfile.memory-regions"));
         }
-        for (r, word) in [("v1.15.1", "occured"), ("v1.16.1", "occurred")] {
+        for (r, word) in
+            [("v1.15.0", "occured"), ("v1.15.1", "occured"), ("v1.16.0", "occurred"), ("v1.16.1", "occurred")]
+        {
             v.push((
                 r,
                 format!("{LOAD}An error {word} during bitcode serialization: bitcode error"),
@@ -570,7 +584,18 @@ mod tests {
             v.push((r, format!("{LOAD}Invalid data version: 9.0.0"), "snapfile.version", "snapfile.version-mismatch"));
             v.push((r, "Load snapshot error: Failed to restore from snapshot: Invalid snapshot state: No DRAM memory region defined.".to_string(), "snapfile.memory-regions", "snapfile.memory-regions"));
         }
-        v.push(("v1.16.1", format!("{GET}Unknown Vsock Device."), "snapshot.device-override", ""));
+        for r in ["v1.14.0", "v1.14.4", "v1.15.0", "v1.15.1", "v1.16.0", "v1.16.1"] {
+            v.push((r, format!("{GET}Unknown Network Device."), "snapshot.device-override", ""));
+            v.push((
+                r,
+                format!("{GET}Failed to open snapshot file: No such file or directory (os error 2)"),
+                "snapfile.open",
+                "snapfile.missing",
+            ));
+        }
+        for r in ["v1.16.0", "v1.16.1"] {
+            v.push((r, format!("{GET}Unknown Vsock Device."), "snapshot.device-override", ""));
+        }
         v
     }
 
