@@ -769,6 +769,8 @@ impl SnapshotSupport {
         match (info.encoding?, self.encoding) {
             (Encoding::Versionize, Encoding::Versionize) => Some(info.data_version? <= self.max_data_version?),
             (Encoding::Versionize, _) | (_, Encoding::Versionize) => Some(false),
+            // bincode (v1.7–v1.14) and bitcode (v1.15+) releases cannot read each other's files.
+            (a, b) if a != b => Some(false),
             _ => {
                 if self.loads.is_empty() {
                     return None;
@@ -1042,6 +1044,9 @@ mod tests {
         assert_eq!(FirecrackerVersion::parse("v1.10.0").unwrap().snapshot_support().writes, Some("3.0.0"));
         assert_eq!(FirecrackerVersion::parse("v1.12.1_210cbac").unwrap().snapshot_support().writes, Some("6.0.0"));
         assert!(FirecrackerVersion::parse("latest").is_none());
+        let v116 = FirecrackerVersion::parse("v1.16.1").unwrap().snapshot_support();
+        assert_eq!(v116.can_load(&analyze_bytes(&state::snapfile(&state::V1_16_1, &state::Vm::new(64)))), Some(true));
+        assert_eq!(v116.can_load(&snap("10.0.0")), Some(false), "a bincode file claiming 10.0.0");
         assert!(!FirecrackerVersion::parse("v2.0.0").unwrap().known());
     }
 
