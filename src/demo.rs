@@ -1,7 +1,8 @@
 //! The built-in demo: a small storage with healthy builds and one build per failure operators
 //! hit, made from real parts (ext4 images from `mkfs.ext4 -d`, compacted V3 layers, sparse
-//! memfiles, snapfiles with real CRCs). `tmpl demo` verifies it and checks that every planted
-//! fault is found; the test suite uses the same builders.
+//! memfiles, snapfiles that are complete states as the Firecracker release in each build's
+//! metadata writes them: `snapshot::state`). `tmpl demo` verifies it and checks that every
+//! planted fault is found; the test suite uses the same builders.
 
 use std::path::{Path, PathBuf};
 
