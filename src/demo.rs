@@ -1,7 +1,8 @@
 //! The built-in demo: a small storage with healthy builds and one build per failure operators
 //! hit, made from real parts (ext4 images from `mkfs.ext4 -d`, compacted V3 layers, sparse
-//! memfiles, snapfiles with real CRCs). `tmpl demo` verifies it and checks that every planted
-//! fault is found; the test suite uses the same builders.
+//! memfiles, snapfiles that are complete states as the Firecracker release in each build's
+//! metadata writes them: `snapshot::state`). `tmpl demo` verifies it and checks that every
+//! planted fault is found; the test suite uses the same builders.
 
 use std::path::{Path, PathBuf};
 
@@ -22,8 +23,11 @@ use crate::tools::e2fs::{self, MkfsOptions};
 
 /// Marker file that identifies a demo storage (so `--dir` can be reused safely).
 pub const MARKER: &str = ".tmpl-demo";
-/// Firecracker/kernel versions the demo builds claim (E2B defaults).
+/// Firecracker/kernel versions the demo builds claim (E2B defaults). Each build's snapfile is a
+/// complete state as that release writes it ([`snapshot::state`]).
 pub const FC_VERSION: &str = "v1.14.1_431f1fc";
+/// The release the 2026 (compressed V4/V5) demo builds claim: bitcode snapfiles.
+pub const FC_VERSION_BITCODE: &str = "v1.16.1";
 pub const KERNEL_VERSION: &str = "vmlinux-6.1.158";
 /// Guest memory of demo snapshots.
 pub const MEM_MIB: u64 = 64;
@@ -67,8 +71,41 @@ pub mod ids {
     pub const LZ4_CHECKSUM: &str = "eb000000-0000-4000-8000-00000000001b";
     pub const PENDING_UPLOAD: &str = "ec000000-0000-4000-8000-00000000001c";
     pub const SHORT_COMPRESSED: &str = "ea000000-0000-4000-8000-00000000001a";
+    /// A v1.16 (bitcode) snapfile zero-padded by a copy: Firecracker v1.15+ refuse it.
+    pub const PADDED_BITCODE: &str = "ed000000-0000-4000-8000-00000000001d";
+    /// A memfile of a bigger VM next to the snapfile.
+    pub const BIG_MEMFILE: &str = "ee000000-0000-4000-8000-00000000001e";
     /// Referenced by MISSING_ANCESTOR, deliberately absent.
     pub const GONE: &str = "deadbeef-0000-4000-8000-0000000000ff";
+
+    /// Every build the demo writes (a directory holding only these and the marker is a demo).
+    pub const ALL: &[&str] = &[
+        BASE,
+        CHILD,
+        FS_ONLY,
+        LEGACY,
+        CRC,
+        SHORT_MEMFILE,
+        FC_MISMATCH,
+        MISSING_ANCESTOR,
+        TRUNCATED_HEADER,
+        COPIED,
+        FAKE_SNAPFILE,
+        ENVD_FLAG,
+        DANGLING_INIT,
+        ZSTD_BASE,
+        LZ4_CHILD,
+        LZ4_CHECKSUM,
+        PENDING_UPLOAD,
+        SHORT_COMPRESSED,
+        PADDED_BITCODE,
+        BIG_MEMFILE,
+    ];
+}
+
+/// Every build ID the demo writes.
+pub fn all_ids() -> &'static [&'static str] {
+    ids::ALL
 }
 
 /// A directory tree for a minimal rootfs: `/sbin/init` → `/usr/bin/envd` (an ELF for this
@@ -155,13 +192,19 @@ impl StorageWriter {
         )
     }
 
-    /// A bincode snapfile of `version` for a VM of `mem_mib`.
+    /// A snapfile of snapshot `version` for a VM of `mem_mib` (x86_64): the complete state the
+    /// Firecracker release that writes `version` writes, for the versions tmpl ships a
+    /// Firecracker-written state of (4.0.0, 6.0.0, 8.0.0, 10.0.0: [`snapshot::state`]); for other
+    /// versions only the header, `vm_info` and regions (enough for tmpl, not for Firecracker).
     pub fn snapfile(&self, id: &BuildId, version: &str, mem_mib: u64) -> Result<Vec<u8>> {
-        let bytes = snapshot::build_bincode(
-            Arch::X86_64,
-            version,
-            &snapshot::bincode_state_prefix(version, mem_mib, "/fc-vm/vmlinux.bin"),
-        );
+        let bytes = match snapshot::state::for_version(version) {
+            Some(release) => snapshot::state::snapfile(release, &snapshot::state::Vm::new(mem_mib)),
+            None => snapshot::build_bincode(
+                Arch::X86_64,
+                version,
+                &snapshot::bincode_state_prefix(version, mem_mib, "/fc-vm/vmlinux.bin"),
+            ),
+        };
         self.write(id, "snapfile", &bytes)?;
         Ok(bytes)
     }
@@ -331,6 +374,17 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
     let fake = broken(ids::FAKE_SNAPFILE)?;
     w.write(&fake, "snapfile", &[0u8; 4096])?;
 
+    let padded = broken(ids::PADDED_BITCODE)?;
+    let mut snap = w.snapfile(&padded, "10.0.0", MEM_MIB)?;
+    snap.extend(std::iter::repeat_n(0u8, 4096));
+    w.write(&padded, "snapfile", &snap)?;
+    w.metadata(&padded, FC_VERSION_BITCODE, false)?;
+
+    let big = broken(ids::BIG_MEMFILE)?;
+    w.snapfile(&big, "8.0.0", MEM_MIB)?;
+    std::fs::remove_file(root.join(ids::BIG_MEMFILE).join("memfile.header")).map_err(|e| Error::write(root, e))?;
+    layer::sparse_file(&root.join(ids::BIG_MEMFILE).join("memfile"), (MEM_MIB * 2) << 20, 4)?;
+
     // Rootfs faults, each a diff layer over the base that owns only the blocks its edit changed.
     let rootfs_fault = |sid: &str, tree_name: &str, edit: &dyn Fn(&Path) -> Result<()>| -> Result<BuildId> {
         let b = id(sid);
@@ -374,19 +428,19 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
     make_image(&ztree, &zbase_img, IMAGE_SIZE)?;
     w.layer_as(&zbase, Artifact::Rootfs, &zbase_img, None, 0, &zstd4)?;
     w.memfile_as(&zbase, MEM_MIB, &zstd4, scratch.path())?;
-    w.snapfile(&zbase, "8.0.0", MEM_MIB)?;
-    w.metadata(&zbase, FC_VERSION, false)?;
+    w.snapfile(&zbase, "10.0.0", MEM_MIB)?;
+    w.metadata(&zbase, FC_VERSION_BITCODE, false)?;
     let zchild = id(ids::LZ4_CHILD);
     w.layer_as(&zchild, Artifact::Rootfs, &child_img, Some(&zbase), 1, &lz4_5)?;
     w.memfile_as(&zchild, MEM_MIB, &lz4_5, scratch.path())?;
-    w.snapfile(&zchild, "8.0.0", MEM_MIB)?;
-    w.metadata(&zchild, FC_VERSION, false)?;
+    w.snapfile(&zchild, "10.0.0", MEM_MIB)?;
+    w.metadata(&zchild, FC_VERSION_BITCODE, false)?;
     let broken_z = |sid: &str| -> Result<BuildId> {
         let b = id(sid);
         w.layer_as(&b, Artifact::Rootfs, &child_img, Some(&zbase), 1, &zstd4)?;
         w.memfile_as(&b, MEM_MIB, &zstd4, scratch.path())?;
-        w.snapfile(&b, "8.0.0", MEM_MIB)?;
-        w.metadata(&b, FC_VERSION, false)?;
+        w.snapfile(&b, "10.0.0", MEM_MIB)?;
+        w.metadata(&b, FC_VERSION_BITCODE, false)?;
         Ok(b)
     };
     let zsum = broken_z(ids::LZ4_CHECKSUM)?;
@@ -413,7 +467,7 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
         Scenario {
             build_id: base,
             name: "healthy base",
-            description: "compacted V3 base layer of a real ext4 image, memory snapshot (FC v1.14, 8.0.0)",
+            description: "compacted V3 base layer of a real ext4 image, memory snapshot (a complete FC v1.14.1 state, 8.0.0)",
             expect: vec![],
         },
         Scenario {
@@ -431,7 +485,7 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
         Scenario {
             build_id: legacy,
             name: "legacy headerless",
-            description: "2024 layout: full rootfs.ext4 and memfile, no headers, no metadata.json",
+            description: "2024 layout: full rootfs.ext4 and memfile, no headers, no metadata.json (FC v1.10.1 state, 4.0.0)",
             expect: vec![],
         },
         Scenario {
@@ -489,9 +543,21 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
             expect: vec!["snapfile.bad-magic"],
         },
         Scenario {
+            build_id: padded,
+            name: "padded bitcode snapfile",
+            description: "a v1.16 snapfile with 4 KiB of zeros appended by a copy: the CRC still passes, Firecracker v1.15+ refuse it",
+            expect: vec!["snapfile.trailing-bytes"],
+        },
+        Scenario {
+            build_id: big,
+            name: "memfile larger than the VM",
+            description: "headerless memfile of twice the guest memory (another VM's memory, or extended by a copy)",
+            expect: vec!["memfile.larger-than-vm"],
+        },
+        Scenario {
             build_id: zbase,
             name: "healthy compressed base (V4)",
-            description: "V4 headers with builds section and SHA-256; rootfs.ext4.zstd and memfile.zstd in 2 MiB frames, with size sidecars",
+            description: "V4 headers with builds section and SHA-256; rootfs.ext4.zstd and memfile.zstd in 2 MiB frames, with size sidecars; FC v1.16.1 bitcode state (10.0.0)",
             expect: vec![],
         },
         Scenario {

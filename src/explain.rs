@@ -19,7 +19,10 @@ use serde::Serialize;
 
 use crate::envd;
 use crate::rootfs::superblock;
+
+mod fc_snapshot;
 use crate::snapshot::{self, FirecrackerVersion};
+pub use fc_snapshot::{WORDINGS, Wording};
 
 /// The command that confirms most findings offline.
 pub const VERIFY: &str = "tmpl verify <build>";
@@ -135,7 +138,54 @@ pub const RULES: &[Rule] = &[
     Rule {
         key: "snapfile.decode",
         title: "Firecracker could not decode the snapfile",
-        findings: &["snapfile.version-mismatch", "snapfile.bad-header", "snapfile.crc-mismatch"],
+        findings: &[
+            "snapfile.version-mismatch",
+            "snapfile.state-undecodable",
+            "snapfile.bad-header",
+            "snapfile.crc-mismatch",
+        ],
+    },
+    Rule {
+        key: "snapfile.decode-short",
+        title: "the snapfile's state ended before Firecracker finished decoding it",
+        findings: &[
+            "snapfile.version-mismatch",
+            "snapfile.state-undecodable",
+            "snapfile.crc-mismatch",
+            "snapfile.too-short",
+        ],
+    },
+    Rule {
+        key: "snapfile.decode-header",
+        title: "the snapfile's header is not a Firecracker header (version string unreadable)",
+        findings: &["snapfile.bad-magic", "snapfile.crc-zero", "snapfile.bad-header"],
+    },
+    Rule {
+        key: "snapfile.bitcode",
+        title: "Firecracker v1.15+ could not decode the bitcode snapfile",
+        findings: &[
+            "snapfile.trailing-bytes",
+            "snapfile.version-mismatch",
+            "snapfile.crc-mismatch",
+            "snapfile.bad-magic",
+            "snapfile.state-undecodable",
+        ],
+    },
+    Rule {
+        key: "snapfile.open",
+        title: "Firecracker could not open the snapfile",
+        findings: &["snapfile.missing", "snapfile.unreadable"],
+    },
+    Rule { key: "snapfile.io", title: "reading the snapfile failed", findings: &["snapfile.unreadable"] },
+    Rule {
+        key: "snapfile.memory-regions",
+        title: "the snapshot state fails Firecracker's memory sanity check",
+        findings: &["snapfile.memory-regions"],
+    },
+    Rule {
+        key: "snapshot.device-override",
+        title: "the load request overrides a device the snapshot does not have",
+        findings: &[],
     },
     Rule {
         key: "memfile.restore",
@@ -330,11 +380,6 @@ static STARTING_INIT: LazyLock<Regex> =
     LazyLock::new(|| re(r"Starting init: (\S+) exists but couldn't execute it \(error (-?\d+)\)"));
 static FLAG_UNDEFINED: LazyLock<Regex> =
     LazyLock::new(|| re(r"flag provided but not defined: -{1,2}([A-Za-z0-9_.-]+)"));
-static CRC_FAILED: LazyLock<Regex> = LazyLock::new(|| re(r"CRC64 validation failed(?::\s*(\d+))?"));
-static CRC_DEBUG: LazyLock<Regex> = LazyLock::new(|| re(r"\bCrc64\((0x[0-9a-fA-F]+|\d+)\)"));
-static MAGIC: LazyLock<Regex> = LazyLock::new(|| re(r"Magic value does not match arch(?::\s*(\d+))?"));
-static DATA_VERSION: LazyLock<Regex> =
-    LazyLock::new(|| re(r"Invalid (?:data|format) version(?::\s*v?([0-9]+(?:\.[0-9]+){0,2}))?"));
 static NO_ROOT_DEVICE: LazyLock<Regex> = LazyLock::new(|| {
     re(
         r#"(?:VFS: Cannot open root device "?([^" ]*)"? or unknown-block\((\d+),(\d+)\)|Unable to mount root fs on unknown-block\((\d+),(\d+)\))"#,
@@ -760,60 +805,8 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
     if let Some(c) = FLAG_UNDEFINED.captures(text) {
         return Some(explain_flag(line_no, text, &c[1]));
     }
-    if let Some(c) = CRC_DEBUG.captures(text) {
-        let v = &c[1];
-        let value = match v.strip_prefix("0x") {
-            Some(h) => u64::from_str_radix(h, 16).ok(),
-            None => v.parse().ok(),
-        };
-        return Some(explain_crc(line_no, text, value, true));
-    }
-    if let Some(c) = CRC_FAILED.captures(text) {
-        return Some(explain_crc(line_no, text, c.get(1).and_then(|m| m.as_str().parse().ok()), false));
-    }
-    if let Some(c) = MAGIC.captures(text) {
-        return Some(explain_magic(line_no, text, c.get(1).and_then(|m| m.as_str().parse().ok())));
-    }
-    if let Some(c) = DATA_VERSION.captures(text) {
-        return Some(explain_version(line_no, text, c.get(1).map(|m| m.as_str())));
-    }
-    if text.contains("Snapshot file is smaller than CRC length") {
-        return Some(
-            ex(
-                line_no,
-                text,
-                "snapfile.too-short",
-                "the snapfile is shorter than 8 bytes".into(),
-                "an empty or cut snapfile (interrupted copy or upload); restore it".into(),
-            )
-            .fatal(),
-        );
-    }
-    if text.contains("Snapshot size exceeds limit") {
-        return Some(
-            ex(
-                line_no,
-                text,
-                "snapfile.too-large",
-                "the snapfile is larger than Firecracker's 10 MB state limit".into(),
-                "junk was appended to the snapfile, or it is not a snapfile".into(),
-            )
-            .fatal(),
-        );
-    }
-    if text.contains("bincode") || text.contains("bitcode") || text.contains("Cannot deserialize the microVM state") {
-        return Some(
-            ex(
-                line_no,
-                text,
-                "snapfile.decode",
-                "Firecracker could not decode the VM state in the snapfile".into(),
-                "the snapfile was written by another Firecracker release (a decode error, not a version error, is the \
-                 usual symptom), or its bytes are corrupt"
-                    .into(),
-            )
-            .fatal(),
-        );
+    if let Some(e) = fc_snapshot::explain(line_no, text) {
+        return Some(e);
     }
     if text.contains("Could not restore queue") || text.contains("Virtio backend error") {
         return Some(

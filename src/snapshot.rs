@@ -2,13 +2,19 @@
 //! (reference: firecracker-snapshot.md §1–3, §6).
 //!
 //! ```text
-//! versionize (FC v0.23–v1.6)   bincode (v1.7–v1.14)            bitcode (v1.15+, best effort)
-//!   0  u64 magic | 1            0  u64 magic (low 16 bits 0)      0  u8 0
-//!   8  u16 data_version         8  u64 L, 16: L bytes "4.0.0"     1  u64 magic, 9: u8 L, 10: version
-//!  10  u64 mem_size_mib        16+L u64 mem_size_mib, ...
+//! versionize (FC v0.23–v1.6)   bincode (v1.7–v1.14)            bitcode (v1.15+, columns: bitcode.rs)
+//!   0  u64 magic | 1            0  u64 magic (low 16 bits 0)      u64 column: magic
+//!   8  u16 data_version         8  u64 L, 16: L bytes "4.0.0"     str column: version "10.0.0"
+//!  10  u64 mem_size_mib        16+L u64 mem_size_mib, ...         u64 column: mem_size_mib, ...
 //!      ...                         ...
 //! len-8 u64 CRC-64/REDIS over bytes 0..len-8 (all three encodings)
 //! ```
+//!
+//! How far the state is decoded: the header (magic, version), then `vm_info` (`mem_size_mib`,
+//! `smt`, `cpu_template`, `boot_source`, `huge_pages`), the KVM capabilities (v1.12+) and the
+//! guest memory regions (base, size; v1.14+ also region type and plugged slots), laid out as the
+//! snapshot version says. Every length and count read is capped before use. The rest of the state
+//! (vCPUs, devices, KVM and interrupt-controller state) is not decoded: only the CRC covers it.
 //!
 //! The CRC is CRC-64/REDIS (poly 0xAD93D23594C935A9 reflected, init 0, xorout 0), computed by
 //! `crc-fast`'s `Crc64Redis`. Do NOT use `crc64fast` here: it computes CRC-64/XZ, a different
@@ -22,6 +28,9 @@ use std::path::Path;
 
 use crc_fast::{CrcAlgorithm, Digest};
 use serde::Serialize;
+
+pub mod bitcode;
+pub mod state;
 
 /// `BASE_MAGIC_ID` for x86_64 (high 48 bits).
 pub const X86_64_MAGIC: u64 = 0x0710_1984_8664_0000;
@@ -87,10 +96,24 @@ pub enum Encoding {
 }
 
 /// One guest memory region from the state's prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Region {
     pub base_address: u64,
     pub size: u64,
+    /// v1.14+: a hot-pluggable region (virtio-mem), not part of `mem_size_mib`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hotpluggable: bool,
+    /// v1.14+: how many KVM slots the region has, and how many of them are plugged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugged_slots: Option<u64>,
+}
+
+impl Region {
+    pub fn new(base_address: u64, size: u64) -> Self {
+        Region { base_address, size, ..Default::default() }
+    }
 }
 
 /// Everything read from a snapfile.
@@ -131,6 +154,12 @@ pub struct SnapfileInfo {
     /// Why the header could not be decoded, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_error: Option<String>,
+    /// Why the state could not be decoded as far as the memory regions, when the header could.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
+    /// Byte offset just after the memory regions: how far tmpl decoded the state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_end: Option<u64>,
 }
 
 impl SnapfileInfo {
@@ -139,8 +168,9 @@ impl SnapfileInfo {
         self.mem_size_mib.and_then(|m| m.checked_mul(1 << 20))
     }
 
+    /// Sum of the region sizes that make up `mem_size_mib` (hot-pluggable regions excluded).
     pub fn regions_total(&self) -> Option<u64> {
-        self.regions.as_ref().map(|r| r.iter().map(|x| x.size).sum())
+        self.regions.as_deref().and_then(dram_total)
     }
 }
 
@@ -324,6 +354,8 @@ fn decode_head(head: &[u8], len: u64) -> SnapfileInfo {
         trailing_zero_bytes: 0,
         valid_prefix_len: None,
         header_error: None,
+        state_error: None,
+        prefix_end: None,
     };
     if len < 8 {
         info.header_error = Some("file is shorter than the 8-byte CRC trailer".into());
@@ -350,21 +382,16 @@ fn decode_head(head: &[u8], len: u64) -> SnapfileInfo {
         }
         return info;
     }
-    // bitcode: a leading 0x00, then the magic (observed layout; best effort).
-    if head.first() == Some(&0)
-        && let Some(m) = u64_le(head, 1)
+    // bitcode (v1.15+): the magic is the first integer column, the version the first string column.
+    let mut c = bitcode::Columns::new(head);
+    if let Some(m) = c.ints(1, 8).and_then(|v| v.first().copied())
         && let Some(arch) = Arch::from_magic(m)
         && m & 0xFFFF == 0
     {
         info.magic = m;
         info.arch = Some(arch);
         info.encoding = Some(Encoding::Bitcode);
-        if let Some(&l) = head.get(9) {
-            match head.get(10..10 + l as usize).map(std::str::from_utf8) {
-                Some(Ok(v)) if parse_semver(v).is_some() => info.version = Some(v.to_string()),
-                _ => info.header_error = Some("bitcode header: version string unreadable".into()),
-            }
-        }
+        decode_bitcode(&mut c, &mut info);
         return info;
     }
     info.header_error = Some(format!("magic 0x{:016x} is not a Firecracker snapshot magic", info.magic));
@@ -437,11 +464,14 @@ fn decode_bincode(head: &[u8], info: &mut SnapfileInfo) {
         }
     };
     info.version = Some(version.clone());
-    let Some(mem) = c.u64() else { return };
+    let Some(mem) = c.u64() else {
+        info.state_error = Some("the state ends before vm_info.mem_size_mib".into());
+        return;
+    };
     info.mem_size_mib = Some(mem);
-    // The rest of VmInfo, then memory regions (best effort; a miss leaves regions unknown).
+    // The rest of VmInfo, then memory regions.
     let walk = |c: &mut Cursor| -> Option<(bool, String)> {
-        let _smt = c.u8()?;
+        let _smt = c.u8().filter(|&b| b <= 1)?;
         let _cpu_template = c.u32()?;
         let kernel = c.string()?;
         let _initrd = c.opt_string()?;
@@ -449,13 +479,14 @@ fn decode_bincode(head: &[u8], info: &mut SnapfileInfo) {
         let huge = c.u32()?;
         (huge <= 1).then_some((huge == 1, kernel))
     };
-    let Some((huge, kernel)) = walk(&mut c) else { return };
+    let Some((huge, kernel)) = walk(&mut c) else {
+        info.state_error = Some(format!("vm_info does not decode as snapshot version {version} lays it out"));
+        return;
+    };
     info.huge_pages = Some(huge);
     info.kernel_image_path = Some(kernel);
     let after_vm_info = c.pos;
     let major = parse_semver(&version).map(|v| v.0).unwrap_or(0);
-    let expected = mem << 20;
-    let plausible = |r: &Vec<Region>| !r.is_empty() && r.iter().map(|x| x.size).sum::<u64>() == expected;
     let attempts: &[(&'static str, RegionWalk)] = match major {
         1..=4 => &[("v1.7-v1.10", regions_with_offset)],
         5 => &[("v1.11", regions_plain)],
@@ -464,18 +495,40 @@ fn decode_bincode(head: &[u8], info: &mut SnapfileInfo) {
             ("v1.14", |c| skip_caps(c).and_then(|_| regions_v114(c))),
             ("v1.13", |c| skip_caps(c).and_then(|_| regions_plain(c))),
         ],
-        _ => &[],
+        _ => return,
     };
-    for (layout, f) in attempts {
-        let mut c2 = Cursor { b: head, pos: after_vm_info };
-        if let Some(r) = f(&mut c2)
-            && plausible(&r)
-        {
-            info.regions = Some(r);
-            info.layout = Some(layout);
-            return;
+    // 8.0.0 is written by v1.13 and v1.14 with different region layouts: take the walk whose
+    // regions add up to mem_size_mib (an empty list reads the same in both).
+    let decoded: Vec<(&'static str, Vec<Region>, usize)> = attempts
+        .iter()
+        .filter_map(|(layout, f)| {
+            let mut c2 = Cursor { b: head, pos: after_vm_info };
+            f(&mut c2).map(|r| (*layout, r, c2.pos))
+        })
+        .collect();
+    let plausible = |r: &[Region]| dram_total(r) == mem.checked_mul(1 << 20);
+    let pick = decoded
+        .iter()
+        .find(|(_, r, _)| !r.is_empty() && plausible(r))
+        .or_else(|| decoded.iter().find(|(_, r, _)| r.is_empty()))
+        .or(decoded.first());
+    match pick {
+        Some((layout, r, end)) => {
+            info.layout = Some(if r.is_empty() && decoded.len() > 1 { "v1.13 or v1.14" } else { layout });
+            info.regions = Some(r.clone());
+            info.prefix_end = Some(*end as u64);
+        }
+        None => {
+            info.state_error = Some(format!(
+                "the memory regions do not decode as snapshot version {version} lays them out (decoded up to byte {after_vm_info})"
+            ))
         }
     }
+}
+
+/// Sum of the sizes of the regions that make up `mem_size_mib` (not hot-pluggable ones).
+fn dram_total(r: &[Region]) -> Option<u64> {
+    r.iter().filter(|x| !x.hotpluggable).try_fold(0u64, |acc, x| acc.checked_add(x.size))
 }
 
 /// One way of walking from the end of VmInfo to the memory regions.
@@ -493,7 +546,7 @@ fn regions_with_offset(c: &mut Cursor) -> Option<Vec<Region>> {
     let n = c.count(256)?;
     (0..n)
         .map(|_| {
-            let r = Region { base_address: c.u64()?, size: c.u64()? };
+            let r = Region::new(c.u64()?, c.u64()?);
             c.u64()?;
             Some(r)
         })
@@ -502,23 +555,108 @@ fn regions_with_offset(c: &mut Cursor) -> Option<Vec<Region>> {
 
 fn regions_plain(c: &mut Cursor) -> Option<Vec<Region>> {
     let n = c.count(256)?;
-    (0..n).map(|_| Some(Region { base_address: c.u64()?, size: c.u64()? })).collect()
+    (0..n).map(|_| Some(Region::new(c.u64()?, c.u64()?))).collect()
 }
 
 fn regions_v114(c: &mut Cursor) -> Option<Vec<Region>> {
     let n = c.count(256)?;
     (0..n)
         .map(|_| {
-            let r = Region { base_address: c.u64()?, size: c.u64()? };
+            let mut r = Region::new(c.u64()?, c.u64()?);
             let region_type = c.u32()?;
             if region_type > 1 {
                 return None;
             }
-            let plugged = c.count(1 << 24)?;
-            c.bytes(plugged)?;
+            let slots = c.count(1 << 24)?;
+            let plugged = c.bytes(slots)?;
+            if plugged.iter().any(|&b| b > 1) {
+                return None;
+            }
+            r.hotpluggable = region_type == 1;
+            r.slots = Some(slots);
+            r.plugged_slots = Some(plugged.iter().filter(|&&b| b == 1).count() as u64);
             Some(r)
         })
         .collect()
+}
+
+/// The bitcode state (Firecracker v1.15+), after the magic column: the version, then VmInfo,
+/// KvmState's capabilities and the memory regions, column by column (see `bitcode.rs`).
+fn decode_bitcode(c: &mut bitcode::Columns, info: &mut SnapfileInfo) {
+    let version = match c.strings(1, 64).and_then(|v| v.into_iter().next()) {
+        Some(v) if parse_semver(&v).is_some() => v,
+        _ => {
+            info.header_error = Some("bitcode header: the version string is unreadable".into());
+            return;
+        }
+    };
+    info.version = Some(version.clone());
+    // Only the layouts tmpl knows (9.0.0: v1.15, 10.0.0: v1.16); a later one is header-only.
+    if !parse_semver(&version).is_some_and(|v| matches!(v.0, 9 | 10)) {
+        return;
+    }
+    let at = |c: &bitcode::Columns, what: &str| format!("{what} does not decode (bitcode column at byte {})", c.pos());
+    let Some(mem) = c.ints(1, 8).and_then(|v| v.first().copied()) else {
+        info.state_error = Some(at(c, "vm_info.mem_size_mib"));
+        return;
+    };
+    info.mem_size_mib = Some(mem);
+    let vm_info = |c: &mut bitcode::Columns| -> Option<(bool, String)> {
+        c.bools(1)?; // smt
+        c.variants(1)?.first().filter(|&&v| v <= 5)?; // cpu_template
+        let kernel = c.strings(1, 4096)?.pop()?;
+        c.opt_strings(1, 4096)?; // initrd_path
+        c.opt_strings(1, 64 * 1024)?; // boot_args
+        let huge = *c.variants(1)?.first().filter(|&&v| v <= 1)?;
+        Some((huge == 1, kernel))
+    };
+    let Some((huge, kernel)) = vm_info(c) else {
+        info.state_error = Some(at(c, "vm_info"));
+        return;
+    };
+    info.huge_pages = Some(huge);
+    info.kernel_image_path = Some(kernel);
+    let regions = |c: &mut bitcode::Columns| -> Option<Vec<Region>> {
+        let caps = *c.lengths(1, 4096)?.first()?;
+        if caps > 0 {
+            c.strings(usize::try_from(caps).ok()?, 64)?;
+        }
+        let n = usize::try_from(*c.lengths(1, 256)?.first()?).ok()?;
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        let base = c.ints(n, 8)?;
+        let size = c.ints(n, 8)?;
+        let kind = c.variants(n)?;
+        let slots = c.lengths(n, bitcode::MAX_VALUES as u64)?;
+        let total = slots.iter().try_fold(0u64, |a, &s| a.checked_add(s))?;
+        let plugged = if total > 0 { c.bools(usize::try_from(total).ok()?)? } else { Vec::new() };
+        let mut flags = plugged.into_iter();
+        (0..n)
+            .map(|i| {
+                let k = kind[i];
+                if k > 1 {
+                    return None;
+                }
+                let count = flags.by_ref().take(usize::try_from(slots[i]).ok()?).filter(|&b| b).count();
+                Some(Region {
+                    base_address: base[i],
+                    size: size[i],
+                    hotpluggable: k == 1,
+                    slots: Some(slots[i]),
+                    plugged_slots: Some(count as u64),
+                })
+            })
+            .collect()
+    };
+    match regions(c) {
+        Some(r) => {
+            info.regions = Some(r);
+            info.layout = Some("v1.15-v1.16");
+            info.prefix_end = Some(c.pos() as u64);
+        }
+        None => info.state_error = Some(at(c, "kvm_state or vm_state.memory.regions")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,6 +769,8 @@ impl SnapshotSupport {
         match (info.encoding?, self.encoding) {
             (Encoding::Versionize, Encoding::Versionize) => Some(info.data_version? <= self.max_data_version?),
             (Encoding::Versionize, _) | (_, Encoding::Versionize) => Some(false),
+            // bincode (v1.7–v1.14) and bitcode (v1.15+) releases cannot read each other's files.
+            (a, b) if a != b => Some(false),
             _ => {
                 if self.loads.is_empty() {
                     return None;
@@ -814,7 +954,7 @@ mod tests {
         assert_eq!(i.mem_size_mib, Some(512));
         assert_eq!(i.kernel_image_path.as_deref(), Some("vmlinux"));
         assert_eq!(i.huge_pages, Some(false));
-        assert_eq!(i.regions, Some(vec![Region { base_address: 0, size: 0x2000_0000 }]));
+        assert_eq!(i.regions, Some(vec![Region::new(0, 0x2000_0000)]));
     }
 
     #[test]
@@ -864,17 +1004,24 @@ mod tests {
     }
 
     #[test]
-    fn bitcode_header_best_effort() {
-        let mut b = vec![0u8];
-        b.extend_from_slice(&X86_64_MAGIC.to_le_bytes());
-        b.push(5);
-        b.extend_from_slice(b"9.0.0");
-        b.extend_from_slice(&[1, 2, 3]);
-        let crc = crc64_redis(&b);
-        b.extend_from_slice(&crc.to_le_bytes());
+    fn bitcode_state_decodes_to_the_regions() {
+        let b = state::snapfile(&state::V1_16_1, &state::Vm::new(4096));
         let i = analyze_bytes(&b);
-        assert!(i.crc_ok);
-        assert_eq!((i.encoding, i.version.as_deref()), (Some(Encoding::Bitcode), Some("9.0.0")));
+        assert!(i.crc_ok && i.state_error.is_none(), "{i:?}");
+        assert_eq!((i.encoding, i.version.as_deref()), (Some(Encoding::Bitcode), Some("10.0.0")));
+        assert_eq!((i.mem_size_mib, i.huge_pages), (Some(4096), Some(false)));
+        let r = i.regions.clone().unwrap();
+        assert_eq!(r.iter().map(|x| (x.base_address, x.size)).collect::<Vec<_>>(), [(0, 3 << 30), (1 << 32, 1 << 30)]);
+        assert!(r.iter().all(|x| !x.hotpluggable && x.slots == Some(1) && x.plugged_slots == Some(1)));
+        // A cut inside the prefix is a state error, not a panic or a wrong value.
+        let end = i.prefix_end.unwrap() as usize;
+        for cut in 20..end {
+            let mut t = b[..cut].to_vec();
+            let crc = crc64_redis(&t);
+            t.extend_from_slice(&crc.to_le_bytes());
+            let j = analyze_bytes(&t);
+            assert!(j.crc_ok && (j.state_error.is_some() || j.header_error.is_some()), "cut at {cut}: {j:?}");
+        }
     }
 
     #[test]
@@ -897,10 +1044,43 @@ mod tests {
         assert_eq!(FirecrackerVersion::parse("v1.10.0").unwrap().snapshot_support().writes, Some("3.0.0"));
         assert_eq!(FirecrackerVersion::parse("v1.12.1_210cbac").unwrap().snapshot_support().writes, Some("6.0.0"));
         assert!(FirecrackerVersion::parse("latest").is_none());
+        let v116 = FirecrackerVersion::parse("v1.16.1").unwrap().snapshot_support();
+        assert_eq!(v116.can_load(&analyze_bytes(&state::snapfile(&state::V1_16_1, &state::Vm::new(64)))), Some(true));
+        assert_eq!(v116.can_load(&snap("10.0.0")), Some(false), "a bincode file claiming 10.0.0");
         assert!(!FirecrackerVersion::parse("v2.0.0").unwrap().known());
     }
 
     proptest::proptest! {
+        /// Firecracker-written states (bitcode and bincode), mutated: any bytes changed, cut or
+        /// appended, analysis returns and keeps every value in range.
+        #[test]
+        fn mutated_states_never_panic(
+            which in 0usize..4,
+            edits in proptest::collection::vec((0usize..2400, proptest::prelude::any::<u8>()), 0..12),
+            cut in proptest::option::of(0usize..2400),
+            restamp in proptest::prelude::any::<bool>(),
+        ) {
+            let mut b = state::snapfile(state::RELEASES[which], &state::Vm::new(64));
+            for (at, v) in edits {
+                let n = b.len();
+                b[at % n] = v;
+            }
+            if let Some(c) = cut {
+                b.truncate(c.min(b.len()));
+            }
+            if restamp && b.len() > 8 {
+                let n = b.len() - 8;
+                let crc = crc64_redis(&b[..n]);
+                b[n..].copy_from_slice(&crc.to_le_bytes());
+            }
+            let i = analyze_bytes(&b);
+            proptest::prop_assert_eq!(i.len, b.len() as u64);
+            if let Some(r) = &i.regions {
+                proptest::prop_assert!(r.len() <= 256);
+            }
+            proptest::prop_assert!(i.prefix_end.is_none_or(|e| e <= b.len() as u64));
+        }
+
         #[test]
         fn analysis_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), magic in 0usize..4) {
             let mut b = bytes;

@@ -14,8 +14,14 @@ pub const MISSING: Check = Check {
 pub const SIZE_MISMATCH: Check = Check {
     id: "memfile.size-mismatch",
     severity: Severity::Error,
-    title: "guest memory size differs from the snapshot's mem_size_mib",
+    title: "guest memory is smaller than the snapshot's mem_size_mib",
     hint: "a short memfile gives \"Could not restore queue\" or SIGBUS in the guest; restore the memfile (and header) that belong to this snapfile",
+};
+pub const LARGER_THAN_VM: Check = Check {
+    id: "memfile.larger-than-vm",
+    severity: Severity::Warning,
+    title: "guest memory is larger than the snapshot's mem_size_mib",
+    hint: "the VM is resumed with mem_size_mib of memory and the bytes past it are never read, so the resume itself works; but Firecracker writes exactly mem_size_mib and E2B records that size, so this memfile was not written with this snapfile: extended by a copy (harmless), or the memory of a bigger VM (the guest then resumes on another VM's memory). Compare it with the source storage",
 };
 pub const UNALIGNED: Check = Check {
     id: "memfile.unaligned",
@@ -24,7 +30,7 @@ pub const UNALIGNED: Check = Check {
     hint: "memory is served in pages (4 KiB, or 2 MiB with hugepages); the file or header Size is corrupt",
 };
 
-pub const CHECKS: &[&Check] = &[&MISSING, &SIZE_MISMATCH, &UNALIGNED];
+pub const CHECKS: &[&Check] = &[&MISSING, &SIZE_MISMATCH, &LARGER_THAN_VM, &UNALIGNED];
 
 pub fn check(build: &Build) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -60,18 +66,38 @@ pub fn check(build: &Build) -> Vec<Finding> {
             format!("{source} is {size} bytes, not a multiple of the {} page size", human_bytes(page)),
         ));
     }
-    if let Some(expect) = snap.and_then(|s| s.mem_bytes())
-        && size != expect
-    {
+    // What the VM's memory is: mem_size_mib, else (a state that does not record it) the sum of
+    // its DRAM regions.
+    let expect =
+        snap.and_then(|s| s.mem_bytes().map(|b| (b, "mem_size_mib")).or(s.regions_total().map(|b| (b, "regions"))));
+    if let Some((expect, from)) = expect {
         let mib = expect >> 20;
-        out.push(Finding::new(
-            &SIZE_MISMATCH,
-            Some("memfile".into()),
-            format!(
-                "{source} is {} ({size} bytes) but the snapfile's VM has mem_size_mib {mib} ({expect} bytes)",
-                human_bytes(size)
-            ),
-        ));
+        let what = if from == "mem_size_mib" {
+            format!("the snapfile's VM has mem_size_mib {mib} ({expect} bytes)")
+        } else {
+            format!("the snapfile's memory regions add up to {mib} MiB ({expect} bytes)")
+        };
+        if size < expect {
+            out.push(Finding::new(
+                &SIZE_MISMATCH,
+                Some("memfile".into()),
+                format!(
+                    "{source} is {} ({size} bytes) but {what}: {} bytes of guest memory have no data",
+                    human_bytes(size),
+                    expect - size
+                ),
+            ));
+        } else if size > expect {
+            out.push(Finding::new(
+                &LARGER_THAN_VM,
+                Some("memfile".into()),
+                format!(
+                    "{source} is {} ({size} bytes) but {what}: the last {} bytes are never read",
+                    human_bytes(size),
+                    size - expect
+                ),
+            ));
+        }
     }
     out
 }

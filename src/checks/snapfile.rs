@@ -2,7 +2,7 @@
 
 use crate::build::{Build, Loaded, SNAPFILE};
 use crate::report::{Check, Finding, Severity, human_bytes};
-use crate::snapshot::{Arch, Encoding, FirecrackerVersion, STATE_LIMIT};
+use crate::snapshot::{Arch, Encoding, FirecrackerVersion, Region, STATE_LIMIT};
 
 pub const MISSING: Check = Check {
     id: "snapfile.missing",
@@ -50,7 +50,25 @@ pub const TRAILING_ZEROS: Check = Check {
     id: "snapfile.trailing-zeros",
     severity: Severity::Warning,
     title: "zero bytes were appended after the snapshot",
-    hint: "a copy or pre-allocation padded the file; the CRC still passes, but truncating the file to the length shown restores the original",
+    hint: "a copy or pre-allocation padded the file; the CRC still passes and Firecracker v1.7–v1.14 ignore bytes after the state, but truncating the file to the length shown (truncate -s LENGTH snapfile, after keeping a copy) restores the original",
+};
+pub const TRAILING_BYTES: Check = Check {
+    id: "snapfile.trailing-bytes",
+    severity: Severity::Error,
+    title: "bytes follow the end of a bitcode snapshot",
+    hint: "Firecracker v1.15+ decodes the state with bitcode, which refuses any byte after it (\"An error occurred during bitcode serialization: bitcode error\"), although the CRC still passes; keep a copy, then truncate the file to the length shown: truncate -s LENGTH snapfile",
+};
+pub const MEMORY_REGIONS: Check = Check {
+    id: "snapfile.memory-regions",
+    severity: Severity::Error,
+    title: "the snapshot's guest memory regions fail Firecracker's sanity check",
+    hint: "Firecracker refuses to restore it (\"Invalid snapshot state: ...\"); the state was not written by Firecracker for a running VM (hand-made or default): restore the real snapfile",
+};
+pub const STATE_UNDECODABLE: Check = Check {
+    id: "snapfile.state-undecodable",
+    severity: Severity::Warning,
+    title: "the state does not decode as far as its memory regions",
+    hint: "tmpl reads vm_info, the KVM capabilities and the memory regions as the snapshot version lays them out; a state that stops or differs there was cut short or not written by that Firecracker release, and Firecracker fails to decode it",
 };
 pub const VERSION_MISMATCH: Check = Check {
     id: "snapfile.version-mismatch",
@@ -86,6 +104,9 @@ pub const CHECKS: &[&Check] = &[
     &CRC_MISMATCH,
     &CRC_ZERO,
     &TRAILING_ZEROS,
+    &TRAILING_BYTES,
+    &MEMORY_REGIONS,
+    &STATE_UNDECODABLE,
     &VERSION_MISMATCH,
     &TOO_LARGE,
     &FOREIGN_ARCH,
@@ -148,16 +169,22 @@ pub fn check(build: &Build) -> Vec<Finding> {
     } else if let Some(e) = &info.header_error {
         out.push(Finding::new(&BAD_HEADER, file(), e.clone()));
     }
+    let bitcode = info.encoding == Some(Encoding::Bitcode);
     if !info.crc_ok {
+        let said = if bitcode {
+            "Firecracker v1.14+ reports \"CRC64 validation failed\" (no number) once the state decodes; v1.15+ decode first, so a damaged bitcode state usually fails with \"bitcode error\" instead".to_string()
+        } else {
+            format!("Firecracker v1.2–v1.13 reports \"CRC64 validation failed: {}\"", info.computed_crc)
+        };
         let mut msg = format!(
-            "computed CRC64 {c} (0x{c:016x}) over bytes 0..{end}, stored {s} (0x{s:016x}); Firecracker v1.2–v1.13 reports \"CRC64 validation failed: {c}\"",
+            "computed CRC64 {c} (0x{c:016x}) over bytes 0..{end}, stored {s} (0x{s:016x}); {said}",
             c = info.computed_crc,
             s = info.stored_crc,
             end = info.len - 8
         );
         if let Some(l) = info.valid_prefix_len {
             msg.push_str(&format!(
-                "; a CRC-valid snapshot ends at byte {l}: {} bytes were appended after it",
+                "; a CRC-valid snapshot ends at byte {l}: {} bytes were appended after it (truncate -s {l} snapfile restores it)",
                 info.len - l
             ));
         }
@@ -170,12 +197,32 @@ pub fn check(build: &Build) -> Vec<Finding> {
         ));
     }
     if info.crc_ok && info.trailing_zero_bytes >= 8 && info.arch.is_some() {
-        let at = info.valid_prefix_len.map(|l| format!("; the snapshot ends at byte {l}")).unwrap_or_default();
-        out.push(Finding::new(
-            &TRAILING_ZEROS,
-            file(),
-            format!("{} zero bytes at the end of the file{at}", info.trailing_zero_bytes),
-        ));
+        let end = info.valid_prefix_len;
+        let at = end.map(|l| format!("; the snapshot ends at byte {l}: truncate -s {l} snapfile")).unwrap_or_default();
+        if bitcode {
+            out.push(Finding::new(
+                &TRAILING_BYTES,
+                file(),
+                format!(
+                    "{} zero bytes follow the bitcode state and its CRC{at}; Firecracker v1.15+ refuses the file (\"bitcode error\"), v1.7–v1.14 would have ignored them",
+                    info.trailing_zero_bytes
+                ),
+            ));
+        } else {
+            out.push(Finding::new(
+                &TRAILING_ZEROS,
+                file(),
+                format!("{} zero bytes at the end of the file{at}", info.trailing_zero_bytes),
+            ));
+        }
+    }
+    if info.crc_ok && info.header_error.is_none() {
+        if let Some(e) = &info.state_error {
+            out.push(Finding::new(&STATE_UNDECODABLE, file(), e.clone()));
+        }
+        if let Some(msg) = info.regions.as_deref().and_then(|r| regions_insane(r, info.layout)) {
+            out.push(Finding::new(&MEMORY_REGIONS, file(), msg));
+        }
     }
     if info.len > STATE_LIMIT + 8 {
         out.push(Finding::new(
@@ -195,6 +242,31 @@ pub fn check(build: &Build) -> Vec<Finding> {
     }
     out.extend(version_check(build, info));
     out
+}
+
+/// Firecracker's `snapshot_state_sanity_check` on the decoded regions (`persist.rs`: every
+/// release checks for at least one region; v1.14+ also for one plugged DRAM slot).
+fn regions_insane(r: &[Region], layout: Option<&str>) -> Option<String> {
+    if r.is_empty() {
+        return Some(
+            "the state lists no guest memory region: \"Invalid snapshot state: No memory region defined.\" (a default or hand-made state)"
+                .into(),
+        );
+    }
+    if !matches!(layout, Some("v1.14" | "v1.15-v1.16")) {
+        return None;
+    }
+    let dram: Vec<&Region> = r.iter().filter(|x| !x.hotpluggable).collect();
+    if dram.is_empty() {
+        return Some("no region is DRAM: \"Invalid snapshot state: No DRAM memory region defined.\"".into());
+    }
+    if dram.iter().any(|x| x.slots != Some(1)) {
+        return Some("a DRAM region has more than one slot: \"Invalid snapshot state: DRAM memory has more than a single slot.\"".into());
+    }
+    if dram.iter().any(|x| x.plugged_slots == Some(0)) {
+        return Some("a DRAM region is unplugged: \"Invalid snapshot state: DRAM memory is unplugged.\"".into());
+    }
+    None
 }
 
 fn version_check(build: &Build, info: &crate::snapshot::SnapfileInfo) -> Option<Finding> {

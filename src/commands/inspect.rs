@@ -801,9 +801,17 @@ impl Report for InspectReport {
                 if let Some(m) = s.mem_size_mib {
                     writeln!(
                         w,
-                        "  memory     {m} MiB{}",
-                        if s.huge_pages == Some(true) { " (hugepages)" } else { "" }
+                        "  memory     mem_size_mib {m} ({m} MiB){}",
+                        if s.huge_pages == Some(true) { ", hugepages" } else { "" }
                     )?;
+                }
+                if let Some(r) = &s.regions {
+                    let list: Vec<String> =
+                        r.iter().map(|x| format!("{} at 0x{:x}", human_bytes(x.size), x.base_address)).collect();
+                    writeln!(w, "  regions    {}", if list.is_empty() { "none".to_string() } else { list.join(", ") })?;
+                }
+                if let Some(e) = s.state_error.as_ref().or(s.header_error.as_ref()) {
+                    writeln!(w, "  decode     {}", sanitize(e))?;
                 }
                 writeln!(
                     w,
