@@ -900,7 +900,7 @@ fn entries_swapped_for_symlinks_after_planning_are_left_alone_and_reported() {
     let mut changed: Vec<_> =
         c.skipped.iter().filter(|s| s.reason == SkipReason::Changed).map(|s| &s.entry.path).collect();
     changed.sort();
-    let mut want = vec![template.join(B), template.join("base-tpl").join(A)];
+    let mut want = [template.join(B), template.join("base-tpl").join(A)];
     want.sort();
     assert_eq!(changed, want.iter().collect::<Vec<_>>(), "{o:#?}");
     assert!(c.skipped.iter().all(|s| s.detail.contains("replaced")), "{o:#?}");
