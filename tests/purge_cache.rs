@@ -399,8 +399,10 @@ fn flock_command_holding_the_lock_counts_too() {
 fn non_uuid_build_ids_are_refused_before_touching_anything() {
     let n = Node::new();
     let before = n.listing();
-    for bad in ["..", "*", "base-tpl", &format!("{A},../x"), &format!("{A}/")] {
-        n.cmd().args(["--build-id", bad]).assert().code(3);
+    for bad in ["..", "*", "base-tpl", &format!("{A},../x"), &format!("{A}/"), "", " ", ","] {
+        let out = n.cmd().args(["--build-id", bad]).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "--build-id {bad:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("invalid build ID"), "--build-id {bad:?}");
     }
     assert_eq!(n.listing(), before);
     n.cmd().args(["--build-id", A, "--all"]).assert().code(2);
