@@ -11,6 +11,7 @@ use crate::checks;
 use crate::cli::GlobalArgs;
 use crate::deep;
 use crate::error::{Error, Result};
+use crate::exit_code;
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings};
@@ -49,6 +50,8 @@ pub struct BuildResult {
 pub struct Summary {
     pub builds: usize,
     pub failed: usize,
+    /// Builds tmpl could not fully read because of a permission (`access.denied`): exit 4.
+    pub access_denied: usize,
     #[serde(flatten)]
     pub tally: Tally,
 }
@@ -75,6 +78,12 @@ impl Report for VerifyReport {
 
     fn ok(&self) -> bool {
         self.summary.failed == 0
+    }
+
+    /// A permission problem is the environment's (exit 4) even when other builds have findings:
+    /// their results are in the report all the same.
+    fn failure_code(&self) -> u8 {
+        if self.summary.access_denied > 0 { exit_code::ENVIRONMENT } else { exit_code::FINDINGS }
     }
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
@@ -117,6 +126,13 @@ impl Report for VerifyReport {
             plural(s.tally.warnings, "warning"),
             s.tally.infos
         )?;
+        if s.access_denied > 0 {
+            writeln!(
+                w,
+                "{} could not be fully read: a permission is missing (access.denied above; exit 4)",
+                plural(s.access_denied, "build")
+            )?;
+        }
         if let Some(d) = &self.deep {
             writeln!(
                 w,
@@ -136,9 +152,26 @@ impl Report for VerifyReport {
     }
 }
 
-/// Check one located build.
-pub fn verify_one(loc: &BuildLocation, strict: bool) -> Result<BuildResult> {
-    verify_open(loc, strict).map(|(_, r)| r)
+/// Check one located build. A build that cannot be opened (a permission, a file where its folder
+/// should be) is a result with that finding, so a run over many builds goes on.
+pub fn verify_one(loc: &BuildLocation, strict: bool) -> BuildResult {
+    match verify_open(loc, strict) {
+        Ok((_, r)) => r,
+        Err(e) => unopened(loc, &e),
+    }
+}
+
+/// The result of a build that could not be opened.
+fn unopened(loc: &BuildLocation, e: &Error) -> BuildResult {
+    let findings = vec![checks::open_failure(e)];
+    BuildResult {
+        build_id: loc.folder_id.unwrap_or_else(BuildId::nil),
+        path: loc.dir.clone(),
+        ok: false,
+        tally: Tally::of(&findings),
+        findings,
+        deep: None,
+    }
 }
 
 /// Check one located build and keep it open (for `--deep`).
@@ -173,32 +206,48 @@ pub fn verify_all_with(
     deep: Option<&dyn Progress>,
 ) -> Result<VerifyReport> {
     let mut deep_summary = None;
-    let builds = match deep {
-        None => {
-            let results: Vec<Result<BuildResult>> = locs.par_iter().map(|l| verify_one(l, strict)).collect();
-            results.into_iter().collect::<Result<Vec<_>>>()?
-        }
+    let builds: Vec<BuildResult> = match deep {
+        None => locs.par_iter().map(|l| verify_one(l, strict)).collect(),
         Some(progress) => {
             let results: Vec<Result<(Build, BuildResult)>> = locs.par_iter().map(|l| verify_open(l, strict)).collect();
-            let mut pairs = results.into_iter().collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&Build> = pairs.iter().map(|(b, _)| b).collect();
+            // Builds that could not be opened keep their place in the order, without a deep part.
+            let mut slots: Vec<(Option<Build>, BuildResult)> = results
+                .into_iter()
+                .zip(locs)
+                .map(|(r, l)| match r {
+                    Ok((b, r)) => (Some(b), r),
+                    Err(e) => (None, unopened(l, &e)),
+                })
+                .collect();
+            let refs: Vec<&Build> = slots.iter().filter_map(|(b, _)| b.as_ref()).collect();
             let outcome = deep::verify(&refs, progress);
-            for ((_, r), (_, files, findings)) in pairs.iter_mut().zip(outcome.per_build) {
+            let opened = slots.iter_mut().filter(|(b, _)| b.is_some());
+            for ((b, r), (_, files, findings)) in opened.zip(outcome.per_build) {
                 r.findings.extend(findings);
+                // A data file a permission keeps us from streaming is named as such.
+                let denied = b.as_ref().map(|b| b.deep_access_problems()).unwrap_or_default();
+                if !denied.is_empty() {
+                    r.findings = checks::with_access_problems(&denied, std::mem::take(&mut r.findings));
+                }
                 r.findings.sort_by_key(|f| f.severity);
                 r.tally = Tally::of(&r.findings);
                 r.ok = r.tally.errors == 0 && (!strict || r.tally.warnings == 0);
                 r.deep = Some(files);
             }
             deep_summary = Some(outcome.summary);
-            pairs.into_iter().map(|(_, r)| r).collect()
+            slots.into_iter().map(|(_, r)| r).collect()
         }
     };
     let mut tally = Tally::default();
     for b in &builds {
         tally.merge(b.tally);
     }
-    let summary = Summary { builds: builds.len(), failed: builds.iter().filter(|b| !b.ok).count(), tally };
+    let summary = Summary {
+        builds: builds.len(),
+        failed: builds.iter().filter(|b| !b.ok).count(),
+        access_denied: builds.iter().filter(|b| checks::has_access_problem(&b.findings)).count(),
+        tally,
+    };
     Ok(VerifyReport {
         storage: storage.root.clone(),
         storage_source: storage.source.clone(),
@@ -229,7 +278,22 @@ pub fn locate(storage: &Storage, builds: &[String], all: bool) -> Result<(Vec<Bu
             BuildId::parse(b)?;
         }
     }
-    let locs = builds.iter().map(|b| storage.locate(b)).collect::<Result<Vec<_>>>()?;
+    // A build a permission keeps us from even finding is still checked (and reported as such)
+    // with the others; a build that does not exist stops the run (a typo: exit 3).
+    let locs = builds
+        .iter()
+        .map(|b| match storage.locate(b) {
+            Err(e) if e.is_permission() && !b.contains('/') => {
+                let id = BuildId::parse(b)?;
+                Ok(BuildLocation {
+                    dir: storage.build_dir(&id),
+                    folder_id: Some(id),
+                    storage_root: storage.root.clone(),
+                })
+            }
+            r => r,
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((locs, None))
 }
 
