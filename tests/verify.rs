@@ -551,16 +551,20 @@ fn denied_only(fs: &[(String, String, String)], file: &str, needs: &str) {
     }
 }
 
-#[test]
-fn permission_problems_are_named_keep_verify_going_and_exit_4() {
-    let Some(f) = Fixture::new() else { return };
-    let Some(nobody) = AsNobody::new(&f) else { return };
-    // The drop itself denies nothing: a readable storage verifies clean as nobody.
+/// A fixture and tmpl as nobody, after checking that the drop itself denies nothing: a readable
+/// storage verifies clean as nobody.
+fn as_nobody() -> Option<(Fixture, AsNobody)> {
+    let f = Fixture::new()?;
+    let nobody = AsNobody::new(&f)?;
     let (code, v) = nobody.run(&f, &["verify", "--all"]);
     clean(&v);
     assert_eq!(code, 0, "{v:#}");
+    Some((f, nobody))
+}
 
-    // One build's folder unreadable: that build, alone.
+#[test]
+fn an_unreadable_build_folder_is_a_permission_problem() {
+    let Some((f, nobody)) = as_nobody() else { return };
     let dir_a = f.root().join(A);
     chmod(&dir_a, 0o700);
     let (code, v) = nobody.run(&f, &["verify", A]);
@@ -569,7 +573,15 @@ fn permission_problems_are_named_keep_verify_going_and_exit_4() {
     assert_eq!(fa.len(), 1, "{fa:#?}");
     assert!(fa[0].0 == "access.denied" && fa[0].2.contains(&format!("{}", dir_a.display())), "{fa:#?}");
     assert!(fa[0].2.contains("needs read and search (r-x) permission"), "{fa:#?}");
-    // ... among readable ones with --all: the others' results are all there.
+    // inspect: the same cause, the same exit code, the permission named.
+    let (code, v) = nobody.run(&f, &["inspect", A]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
+}
+
+#[test]
+fn verify_all_goes_on_past_an_unreadable_build_folder() {
+    let Some((f, nobody)) = as_nobody() else { return };
+    chmod(&f.root().join(A), 0o700);
     let (code, v) = nobody.run(&f, &["verify", "--all"]);
     assert_eq!(code, 4, "{v:#}");
     assert_eq!(v["summary"]["builds"], 2);
@@ -577,19 +589,21 @@ fn permission_problems_are_named_keep_verify_going_and_exit_4() {
     assert_eq!(build_findings(&v, A)[0].0, "access.denied");
     let b = v["builds"].as_array().unwrap().iter().find(|b| b["build_id"] == B).unwrap();
     assert_eq!(b["ok"], true, "{b:#}");
-    chmod(&dir_a, 0o755);
+}
 
-    // An ancestor's folder that may not be searched is not "missing".
-    let dir_b = f.root().join(B);
-    chmod(&dir_b, 0o700);
+#[test]
+fn an_unsearchable_ancestor_folder_is_not_missing() {
+    let Some((f, nobody)) = as_nobody() else { return };
+    chmod(&f.root().join(B), 0o700);
     let (code, v) = nobody.run(&f, &["verify", A]);
     assert_eq!(code, 4, "{v:#}");
     denied_only(&build_findings(&v, A), B, "search (x)");
-    chmod(&dir_b, 0o755);
+}
 
-    // Its own rootfs unreadable: a permission, not "missing or corrupt".
-    let rootfs_a = f.path(A, "rootfs.ext4");
-    chmod(&rootfs_a, 0o600);
+#[test]
+fn an_unreadable_own_rootfs_is_not_missing_or_corrupt() {
+    let Some((f, nobody)) = as_nobody() else { return };
+    chmod(&f.path(A, "rootfs.ext4"), 0o600);
     let (code, v) = nobody.run(&f, &["verify", A]);
     assert_eq!(code, 4, "{v:#}");
     denied_only(&build_findings(&v, A), "rootfs.ext4", "read (r)");
@@ -601,18 +615,20 @@ fn permission_problems_are_named_keep_verify_going_and_exit_4() {
     assert_eq!(v["metadata_status"], "parsed", "{v:#}");
     let (code, v) = nobody.run(&f, &["inspect", A, "--path", "/etc/motd"]);
     assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
-    chmod(&rootfs_a, 0o644);
+}
 
-    // inspect of a folder it may not open, and verify of a build given as a path in a storage it
-    // may not search: the same cause, the same exit code.
-    chmod(&dir_a, 0o700);
-    let (code, v) = nobody.run(&f, &["inspect", A]);
-    assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
-    chmod(&dir_a, 0o755);
+#[test]
+fn a_build_given_as_a_path_that_may_not_be_read_is_a_permission_problem() {
+    let Some((f, nobody)) = as_nobody() else { return };
     chmod(f.root(), 0o700);
-    let path_arg = format!("{}/", dir_a.display());
+    let path_arg = format!("{}/", f.root().join(A).display());
     let (code, v) = nobody.run(&f, &["verify", &path_arg]);
     assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("needs search (x) permission on"), "{v:#}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("needs search (x) permission on {}", f.root().display())), "{msg}");
+    // The build folder itself: not "is not a build directory" (exit 3).
     chmod(f.root(), 0o755);
+    chmod(&f.root().join(A), 0o700);
+    let (code, v) = nobody.run(&f, &["verify", &path_arg]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
 }
