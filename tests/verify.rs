@@ -463,7 +463,7 @@ fn verify_does_not_read_memfiles() {
 /// where mode bits stop nothing, so tmpl is run as uid/gid 65534 (`nobody`) through `setpriv`
 /// (util-linux) on a storage whose folders are world-readable except the one under test: every
 /// `EACCES` here is the kernel's. The binary is copied into the (world-readable) temporary folder
-/// so the drop works wherever the checkout lives.
+/// so the drop works wherever the checkout lives (e.g. under a 0700 /root).
 struct AsNobody {
     bin: std::path::PathBuf,
 }
@@ -476,7 +476,11 @@ impl AsNobody {
         use std::os::unix::fs::PermissionsExt;
         let top = f.dir.path();
         let bin = top.join("tmpl");
-        std::fs::copy(assert_cmd::cargo::cargo_bin("tmpl"), &bin).unwrap();
+        // Copied by `cp`, not from this process: a file this (multi-threaded) test process holds
+        // open for writing can leak into a child forked meanwhile by another test, and exec'ing
+        // it then fails with ETXTBSY.
+        let cp = std::process::Command::new("cp").arg(assert_cmd::cargo::cargo_bin("tmpl")).arg(&bin).status();
+        assert!(cp.unwrap().success());
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         // World-readable storage: folders 755, files 644.
         for dir in [top.to_path_buf(), f.root().to_path_buf(), f.root().join(A), f.root().join(B)] {
