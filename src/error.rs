@@ -115,6 +115,26 @@ impl Error {
         Error::Read { path, source }
     }
 
+    /// A block device (a build's rootfs or memfile through its layers) that could not be opened or
+    /// read: a permission or an I/O error on a data file is the environment's (exit 4, the file
+    /// named); anything else means the build at `dir` is not usable as it is (exit 3).
+    pub fn device(dir: impl Into<PathBuf>, e: crate::device::DeviceError) -> Self {
+        use crate::device::DeviceError;
+        match e {
+            DeviceError::Open { path, source, .. } | DeviceError::Read { path, source, .. }
+                if crate::access::is_denied(&source) =>
+            {
+                Error::PermissionDenied { denied: Box::new(crate::access::diagnose(&path)), source }
+            }
+            DeviceError::Open { path, source, .. } | DeviceError::Read { path, source, .. }
+                if is_environment(&source) =>
+            {
+                Error::Read { path, source }
+            }
+            e => Error::invalid(dir, e.to_string()),
+        }
+    }
+
     /// Whether this error is a permission problem.
     pub fn is_permission(&self) -> bool {
         match self {

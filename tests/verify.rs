@@ -617,8 +617,12 @@ fn an_unreadable_own_rootfs_is_not_missing_or_corrupt() {
     assert_eq!(v["access_denied"][0]["file"], "rootfs.ext4", "{v:#}");
     assert!(v["access_denied"][0]["needs"].as_str().unwrap().contains("read"), "{v:#}");
     assert_eq!(v["metadata_status"], "parsed", "{v:#}");
-    let (code, v) = nobody.run(&f, &["inspect", A, "--path", "/etc/motd"]);
-    assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
+    // Commands that need the rootfs: the same cause, the same exit code (they said 3 before).
+    for args in [&["inspect", A, "--path", "/etc/motd"][..], &["rewrite-wrapper", A, "--dry-run"]] {
+        let (code, v) = nobody.run(&f, args);
+        assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{args:?}: {v:#}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("rootfs.ext4"), "{v:#}");
+    }
 }
 
 #[test]
