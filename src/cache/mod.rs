@@ -943,7 +943,11 @@ pub fn apply(plan: &Plan, progress: &dyn Progress) -> Outcome {
                     Err(err) if err.kind() == io::ErrorKind::NotFound => r.status = EntryStatus::Gone,
                     Err(err) => {
                         r.status = EntryStatus::Gone;
-                        r.error = Some(format!("another purge took this trash folder ({err})"));
+                        r.error = Some(if is_changed(&err) {
+                            format!("left alone: {err}")
+                        } else {
+                            format!("another purge took this trash folder ({err})")
+                        });
                     }
                 }
                 continue;
