@@ -175,6 +175,116 @@ pub struct Build {
     pub memfile: ArtifactFiles,
     /// Other entries in the folder (backups, manifests, stray files), sorted.
     pub extra_files: Vec<String>,
+    /// Files and folders the checks read that a permission keeps tmpl from reading: this
+    /// build's small files and rootfs data, its ancestors' folders and rootfs files.
+    pub access: Vec<AccessProblem>,
+}
+
+/// A file or folder a build needs that tmpl may not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AccessProblem {
+    /// The name findings use for it: `metadata.json`, `rootfs.ext4` (this build's),
+    /// `<build-id>` (an ancestor's folder), `<build-id>/rootfs.ext4` (an ancestor's file).
+    pub file: String,
+    /// Whether reading the rootfs (through its layers) needs it.
+    pub rootfs: bool,
+    #[serde(flatten)]
+    pub denied: crate::access::Denied,
+}
+
+impl AccessProblem {
+    /// Does a finding about `file` (a finding's label) concern this unreadable item?
+    pub fn covers(&self, file: &str) -> bool {
+        file == self.file || file.strip_prefix(self.file.as_str()).is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// Probe `path` for a permission problem (`None` when readable or absent; other errors are left
+/// to the checks, which report them as they are).
+fn denied(path: &Path) -> Option<crate::access::Denied> {
+    crate::access::check_readable(path).ok().flatten()
+}
+
+/// The files of `dir` for `artifact` that reading its data touches: the header and every data
+/// file variant (plain, compressed, sidecars).
+fn artifact_file_names(artifact: Artifact) -> Vec<String> {
+    let mut names = vec![artifact.header_name().to_string(), artifact.data_name().to_string()];
+    for s in COMPRESSED_SUFFIXES {
+        names.push(format!("{}{s}", artifact.data_name()));
+        names.push(format!("{}{s}{SIDECAR_SUFFIX}", artifact.data_name()));
+    }
+    names
+}
+
+/// What a permission keeps tmpl from reading among the memfile data `verify --deep` streams:
+/// this build's memfile files and, when its memfile header maps blocks to them, its ancestors'
+/// (whose folders are already probed when opening).
+fn memfile_access_problems(build: &Build) -> Vec<AccessProblem> {
+    let mut out = Vec::new();
+    let ids: Vec<BuildId> = match build.memfile.effective_header(build.id) {
+        Some(h) => h.referenced_builds(),
+        None => vec![build.id],
+    };
+    for id in ids {
+        if build.access.iter().any(|a| a.file == id.to_string()) {
+            continue;
+        }
+        let dir = build.dir_of(&id);
+        for name in artifact_file_names(Artifact::Memfile) {
+            if let Some(d) = denied(&dir.join(&name)) {
+                let file = if id == build.id { name } else { format!("{id}/{name}") };
+                if !build.access.iter().any(|a| a.file == file) {
+                    out.push(AccessProblem { file, rootfs: false, denied: d });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What a permission keeps tmpl from reading among the files the checks read: this build's small
+/// files and rootfs files, its ancestors' folders (any artifact) and their rootfs files. Memfile
+/// data is only `stat`ed by the checks and not probed here.
+fn access_problems(build: &Build) -> Vec<AccessProblem> {
+    let mut out = Vec::new();
+    let mut own: Vec<(String, bool)> =
+        [METADATA, SNAPFILE, Artifact::Memfile.header_name()].iter().map(|n| (n.to_string(), false)).collect();
+    own.extend(artifact_file_names(Artifact::Rootfs).into_iter().map(|n| (n, true)));
+    for (name, rootfs) in own {
+        if let Some(d) = denied(&build.dir.join(&name)) {
+            out.push(AccessProblem { file: name, rootfs, denied: d });
+        }
+    }
+    for id in build.dependencies() {
+        let dir = build.dir_of(&id);
+        let rootfs = build.rootfs.header.parsed().is_some_and(|h| h.referenced_builds().contains(&id));
+        // The folder: stat-able (its parent searchable) and itself searchable.
+        let folder = match std::fs::metadata(&dir) {
+            // Reading files in it needs only search (x) permission on it.
+            Ok(m) if m.is_dir() => (!crate::access::allowed_search(&dir)).then(|| crate::access::Denied {
+                path: dir.clone(),
+                at: dir.clone(),
+                needs: "search (x)".into(),
+                user: crate::access::user(),
+                note: None,
+            }),
+            Ok(_) => None,
+            Err(e) if crate::access::is_denied(&e) => Some(crate::access::diagnose(&dir)),
+            Err(_) => None,
+        };
+        if let Some(d) = folder {
+            out.push(AccessProblem { file: id.to_string(), rootfs, denied: d });
+            continue;
+        }
+        if rootfs {
+            for name in artifact_file_names(Artifact::Rootfs) {
+                if let Some(d) = denied(&dir.join(&name)) {
+                    out.push(AccessProblem { file: format!("{id}/{name}"), rootfs, denied: d });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Read a small structured file (header, metadata, sidecar, manifest): `Ok(None)` when it does
@@ -272,7 +382,7 @@ impl Build {
         let meta_id = metadata.parsed().and_then(|m| m.build_id()).and_then(|s| BuildId::parse(s).ok());
         let id = loc.folder_id.or(header_id).or(meta_id).unwrap_or_else(BuildId::nil);
 
-        Ok(Build {
+        let mut build = Build {
             dir: dir.clone(),
             storage_root: loc.storage_root.clone(),
             folder_id: loc.folder_id,
@@ -284,6 +394,24 @@ impl Build {
             rootfs,
             memfile,
             extra_files,
+            access: Vec::new(),
+        };
+        build.access = access_problems(&build);
+        Ok(build)
+    }
+
+    /// Permission problems among the memfile data files `verify --deep` reads (this build's and
+    /// its memfile ancestors'), beside [`Build::access`].
+    pub fn deep_access_problems(&self) -> Vec<AccessProblem> {
+        memfile_access_problems(self)
+    }
+
+    /// The first permission problem that keeps tmpl from reading the rootfs, as an error (exit 4),
+    /// for commands that need the rootfs and cannot go on without it.
+    pub fn rootfs_access_error(&self) -> Option<Error> {
+        self.access.iter().find(|a| a.rootfs).map(|a| Error::PermissionDenied {
+            denied: Box::new(a.denied.clone()),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
         })
     }
 

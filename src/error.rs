@@ -31,6 +31,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A permission refused a read: the path, where the permission is missing, which one, and
+    /// for which user (environment: exit 4, whatever the command).
+    #[error("{denied}")]
+    PermissionDenied {
+        denied: Box<crate::access::Denied>,
+        #[source]
+        source: io::Error,
+    },
     /// Output that could not be written (disk full, permission).
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -61,8 +69,10 @@ impl Error {
             Error::InvalidInput { .. } => exit_code::INVALID_INPUT,
             Error::Read { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied => exit_code::ENVIRONMENT,
+                _ if is_environment(source) => exit_code::ENVIRONMENT,
                 _ => exit_code::INVALID_INPUT,
             },
+            Error::PermissionDenied { .. } => exit_code::ENVIRONMENT,
             Error::Write { .. } => exit_code::ENVIRONMENT,
             Error::Environment(_) => exit_code::ENVIRONMENT,
             Error::Tool { .. } => exit_code::ENVIRONMENT,
@@ -78,6 +88,7 @@ impl Error {
             Error::BadBuildId(_) => "bad-build-id",
             Error::InvalidInput { .. } => "invalid-input",
             Error::Read { .. } => "read",
+            Error::PermissionDenied { .. } => "permission-denied",
             Error::Write { .. } => "write",
             Error::Environment(_) => "environment",
             Error::Tool { .. } => "tool",
@@ -94,9 +105,43 @@ impl Error {
         }
     }
 
-    /// Shorthand for a read error with its path.
+    /// Shorthand for a read error with its path; a permission error is diagnosed (where the
+    /// permission is missing, which one) into [`Error::PermissionDenied`].
     pub fn read(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Read { path: path.into(), source }
+        let path = path.into();
+        if crate::access::is_denied(&source) {
+            return Error::PermissionDenied { denied: Box::new(crate::access::diagnose(&path)), source };
+        }
+        Error::Read { path, source }
+    }
+
+    /// A block device (a build's rootfs or memfile through its layers) that could not be opened or
+    /// read: a permission or an I/O error on a data file is the environment's (exit 4, the file
+    /// named); anything else means the build at `dir` is not usable as it is (exit 3).
+    pub fn device(dir: impl Into<PathBuf>, e: crate::device::DeviceError) -> Self {
+        use crate::device::DeviceError;
+        match e {
+            DeviceError::Open { path, source, .. } | DeviceError::Read { path, source, .. }
+                if crate::access::is_denied(&source) =>
+            {
+                Error::PermissionDenied { denied: Box::new(crate::access::diagnose(&path)), source }
+            }
+            DeviceError::Open { path, source, .. } | DeviceError::Read { path, source, .. }
+                if is_environment(&source) =>
+            {
+                Error::Read { path, source }
+            }
+            e => Error::invalid(dir, e.to_string()),
+        }
+    }
+
+    /// Whether this error is a permission problem.
+    pub fn is_permission(&self) -> bool {
+        match self {
+            Error::PermissionDenied { .. } => true,
+            Error::Read { source, .. } | Error::Write { source, .. } => crate::access::is_denied(source),
+            _ => false,
+        }
     }
 
     /// Shorthand for a write error with its path.
@@ -112,5 +157,33 @@ impl Error {
     /// Shorthand for a refusal with reasons.
     pub fn refused(message: impl Into<String>, reasons: Vec<String>) -> Self {
         Error::Refused { message: message.into(), reasons }
+    }
+}
+
+/// Read failures of the machine rather than of the input: I/O errors, out of memory, too many
+/// open files (README: exit 4, "environment (missing tool, permission, I/O)").
+fn is_environment(e: &io::Error) -> bool {
+    const EIO: i32 = 5;
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(EIO | ENOMEM | ENFILE | EMFILE)) || e.kind() == io::ErrorKind::OutOfMemory
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_errors_map_to_the_readme_codes() {
+        let code = |e: io::Error| Error::read("/nonexistent/x", e).exit_code();
+        assert_eq!(code(io::Error::from_raw_os_error(13)), exit_code::ENVIRONMENT);
+        assert_eq!(code(io::Error::from_raw_os_error(1)), exit_code::ENVIRONMENT);
+        assert_eq!(code(io::Error::from_raw_os_error(5)), exit_code::ENVIRONMENT);
+        assert_eq!(code(io::Error::from_raw_os_error(2)), exit_code::INVALID_INPUT);
+        assert_eq!(code(io::Error::from(io::ErrorKind::InvalidData)), exit_code::INVALID_INPUT);
+        let e = Error::read("/nonexistent/x", io::Error::from_raw_os_error(13));
+        assert!(e.is_permission() && e.kind() == "permission-denied");
+        assert!(e.to_string().starts_with("permission denied: cannot read /nonexistent/x: uid "), "{e}");
     }
 }

@@ -5,6 +5,7 @@
 //! (`storage`, `build`, `metadata`, `header`, `snapshot`, `device`, `rootfs`, `elf`, `checks`)
 //! never print and never import clap.
 
+pub mod access;
 pub mod build;
 pub mod cache;
 pub mod checks;

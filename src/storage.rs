@@ -186,9 +186,25 @@ impl Storage {
         for entry in rd {
             let entry = entry.map_err(|e| Error::read(&self.root, e))?;
             let name = entry.file_name();
-            match name.to_str().and_then(|n| BuildId::parse(n).ok()) {
-                Some(id) if entry.path().is_dir() => ids.push(id),
-                _ => other += 1,
+            let Some(id) = name.to_str().and_then(|n| BuildId::parse(n).ok()) else {
+                other += 1;
+                continue;
+            };
+            // A UUID-named folder (or link to one) is a build; one a permission keeps us from
+            // looking at is listed too, so verify reports the permission instead of skipping it.
+            let is_build = match entry.file_type() {
+                Ok(t) if t.is_dir() => true,
+                Ok(t) if t.is_symlink() => match std::fs::metadata(entry.path()) {
+                    Ok(m) => m.is_dir(),
+                    Err(e) => crate::access::is_denied(&e),
+                },
+                Ok(_) => false,
+                Err(e) => crate::access::is_denied(&e),
+            };
+            if is_build {
+                ids.push(id);
+            } else {
+                other += 1;
             }
         }
         ids.sort();
@@ -234,10 +250,25 @@ fn locate_path(path: &Path) -> Result<BuildLocation> {
         return Err(Error::invalid(path, "is not a directory"));
     }
     let dir = std::fs::canonicalize(path).map_err(|e| Error::read(path, e))?;
-    let holds_build_file = crate::build::KNOWN_FILES.iter().any(|f| dir.join(f).exists())
-        || crate::build::COMPRESSED_SUFFIXES
-            .iter()
-            .any(|s| dir.join(format!("rootfs.ext4{s}")).exists() || dir.join(format!("memfile{s}")).exists());
+    // A folder we may not look into is a permission problem, not "not a build directory".
+    std::fs::read_dir(&dir).map_err(|e| Error::read(&dir, e))?;
+    let exists = |name: String| -> Result<bool> {
+        let p = dir.join(name);
+        match std::fs::metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::read(&p, e)),
+        }
+    };
+    let mut holds_build_file = false;
+    for name in crate::build::KNOWN_FILES.iter().map(|f| f.to_string()).chain(
+        crate::build::COMPRESSED_SUFFIXES.iter().flat_map(|s| [format!("rootfs.ext4{s}"), format!("memfile{s}")]),
+    ) {
+        if exists(name)? {
+            holds_build_file = true;
+            break;
+        }
+    }
     if !holds_build_file {
         return Err(Error::invalid(
             &dir,

@@ -399,8 +399,10 @@ fn flock_command_holding_the_lock_counts_too() {
 fn non_uuid_build_ids_are_refused_before_touching_anything() {
     let n = Node::new();
     let before = n.listing();
-    for bad in ["..", "*", "base-tpl", &format!("{A},../x"), &format!("{A}/")] {
-        n.cmd().args(["--build-id", bad]).assert().code(3);
+    for bad in ["..", "*", "base-tpl", &format!("{A},../x"), &format!("{A}/"), "", " ", ","] {
+        let out = n.cmd().args(["--build-id", bad]).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "--build-id {bad:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("invalid build ID"), "--build-id {bad:?}");
     }
     assert_eq!(n.listing(), before);
     n.cmd().args(["--build-id", A, "--all"]).assert().code(2);
@@ -748,4 +750,186 @@ esac
     let calls = std::fs::read_to_string(d.path().join("calls")).unwrap();
     assert!(calls.contains(&format!("-meta dry_run=true -meta build_ids={A},{B} tmpl-purge-cache")), "{calls}");
     assert!(calls.contains("alloc logs a2 purge-cache"));
+}
+
+/// Issue 12 (item 12): while purges run, another process swaps a legacy `<template-id>` parent
+/// folder, a `<build-id>` entry and the purge's own trash folder for symlinks into an outside
+/// folder that mirrors their names (so a purge that re-resolves a path string finds a same-named
+/// victim there). Over many runs not one outside file may be lost. Against the path-string code
+/// this lost outside files within the first runs; `TMPL_RACE_RUNS` sets the number of runs
+/// (default 300).
+#[test]
+fn symlink_swaps_during_purges_never_delete_outside_the_roots() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tmpl::cache::{self, CacheKind, Options, Roots, Selection};
+
+    let runs: usize = std::env::var("TMPL_RACE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let d = tempfile::tempdir().unwrap();
+    let top = d.path().to_path_buf();
+    let template = top.join("template");
+    let chunks = top.join("chunks");
+    let outside = top.join("outside");
+    let tid = "base-tpl";
+    let ids = [A, B];
+    // The outside folder holds what each symlink's target would resolve the cache paths to.
+    let mirror = |dir: &Path| {
+        for id in ids {
+            write(&dir.join(id).join("cache/0f0f/snapfile"), 10);
+            write(&dir.join(id).join("memfile/000000000000-4194304.bin"), 10);
+            // A trash folder's staged names.
+            for n in 0..4 {
+                write(&dir.join(format!("{n:06}-{id}")).join("cache/0f0f/snapfile"), 10);
+                write(&dir.join(format!("{n:06}-{id}")).join("memfile/x.bin"), 10);
+            }
+        }
+    };
+    mirror(&outside);
+    let outside_files = || walk_count(&outside);
+    let before = outside_files();
+    let fill = || {
+        for id in ids {
+            write(&template.join(tid).join(id).join("cache/1e1e/snapfile"), 100);
+            write(&template.join(tid).join(id).join("cache/1e1e/metadata.json"), 10);
+            write(&template.join(id).join("cache/2d2d/snapfile"), 100);
+            write(&chunks.join(id).join("memfile/000000000000-4194304.bin"), 100);
+            write(&chunks.join(id).join("rootfs.ext4/000000000000-4194304.bin"), 100);
+        }
+    };
+    let swaps = Arc::new(AtomicU64::new(0));
+    let (mut purged, mut changed) = (0usize, 0usize);
+    for run in 0..runs {
+        fill();
+        let stop = Arc::new(AtomicBool::new(false));
+        let racer = {
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            let (template, chunks, outside) = (template.clone(), chunks.clone(), outside.clone());
+            std::thread::spawn(move || {
+                // Swap `path` for a symlink to `target` for a moment, then put it back.
+                let swap = |path: &Path, target: &Path| {
+                    let hold = path.with_file_name(format!(".hold-{}", path.file_name().unwrap().to_string_lossy()));
+                    if std::fs::rename(path, &hold).is_ok() {
+                        let _ = symlink(target, path);
+                        swaps.fetch_add(1, Ordering::Relaxed);
+                        std::thread::yield_now();
+                        let _ = std::fs::remove_file(path);
+                        let _ = std::fs::rename(&hold, path);
+                    }
+                };
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    match i % 4 {
+                        0 => swap(&template.join(tid), &outside),
+                        1 => swap(&template.join(ids[(i / 4 % 2) as usize]), &outside.join(ids[(i / 4 % 2) as usize])),
+                        2 => swap(&chunks.join(ids[(i / 4 % 2) as usize]), &outside.join(ids[(i / 4 % 2) as usize])),
+                        _ => {
+                            for root in [&template, &chunks] {
+                                let trash = std::fs::read_dir(root).ok().and_then(|rd| {
+                                    rd.flatten()
+                                        .map(|e| e.path())
+                                        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(".tmpl-trash-"))
+                                });
+                                if let Some(t) = trash {
+                                    swap(&t, &outside);
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let roots = Roots::explicit(
+            &[(CacheKind::Template, template.clone()), (CacheKind::Chunk, chunks.clone())],
+            top.join("orchestrator.lock"),
+        );
+        let mut opts = Options::new(Selection::builds(ids.iter().map(|i| tmpl::storage::BuildId::parse(i).unwrap())));
+        opts.jobs = 2;
+        let outcome = cache::plan(&roots, &opts).map(|p| cache::apply(&p, &tmpl::progress::NoProgress));
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap();
+        if let Ok(o) = &outcome {
+            purged += o.totals.purged;
+            changed +=
+                o.caches.iter().flat_map(|c| &c.skipped).filter(|s| s.reason == cache::SkipReason::Changed).count();
+        }
+        let now = outside_files();
+        assert_eq!(now, before, "run {run}: {} inodes lost outside the cache roots", before - now);
+    }
+    eprintln!(
+        "{runs} runs: {purged} entries purged, {changed} left alone as changed, {} swaps",
+        swaps.load(Ordering::Relaxed)
+    );
+    // The race was real: entries were purged while swaps happened.
+    assert!(purged >= runs, "only {purged} entries purged in {runs} runs");
+    assert!(
+        swaps.load(Ordering::Relaxed) >= runs as u64,
+        "the racer swapped only {} times",
+        swaps.load(Ordering::Relaxed)
+    );
+}
+
+/// The deterministic form of the race above: between planning and deleting, the legacy
+/// `<template-id>` folder and a `<build-id>` entry are swapped for symlinks into an outside
+/// folder holding same-named victims. Nothing outside is touched, and the two entries are
+/// reported as changed (exit 5), not purged (the old path-string code deleted the victims and
+/// reported a clean purge).
+#[test]
+fn entries_swapped_for_symlinks_after_planning_are_left_alone_and_reported() {
+    use tmpl::cache::{self, CacheKind, EntryStatus, Options, Roots, Selection, SkipReason, Verdict};
+    let d = tempfile::tempdir().unwrap();
+    let (template, outside) = (d.path().join("template"), d.path().join("outside"));
+    for dir in [&template.join("base-tpl"), &template, &outside] {
+        write(&dir.join(A).join("cache/1e1e/snapfile"), 100);
+    }
+    write(&template.join(B).join("cache/2d2d/snapfile"), 100);
+    write(&outside.join(B).join("cache/2d2d/snapfile"), 100);
+    let before = walk_count(&outside);
+    let roots = Roots::explicit(&[(CacheKind::Template, template.clone())], d.path().join("lock"));
+    let ids = [A, B].map(|i| tmpl::storage::BuildId::parse(i).unwrap());
+    let plan = cache::plan(&roots, &Options::new(Selection::builds(ids))).unwrap();
+    assert_eq!(plan.caches.iter().map(|c| c.entries.len()).sum::<usize>(), 3);
+    // The swaps.
+    std::fs::rename(template.join("base-tpl"), d.path().join("moved-tpl")).unwrap();
+    symlink(&outside, template.join("base-tpl")).unwrap();
+    std::fs::rename(template.join(B), d.path().join("moved-b")).unwrap();
+    symlink(outside.join(B), template.join(B)).unwrap();
+    let o = cache::apply(&plan, &tmpl::progress::NoProgress);
+    assert_eq!(walk_count(&outside), before, "files outside the root were deleted: {o:#?}");
+    let c = o.caches.iter().find(|c| c.kind == CacheKind::Template).unwrap();
+    let purged: Vec<_> = c.entries.iter().filter(|e| e.status == EntryStatus::Purged).map(|e| &e.entry.path).collect();
+    assert_eq!(purged, vec![&template.join(A)], "{o:#?}");
+    let mut changed: Vec<_> =
+        c.skipped.iter().filter(|s| s.reason == SkipReason::Changed).map(|s| &s.entry.path).collect();
+    changed.sort();
+    let mut want = [template.join(B), template.join("base-tpl").join(A)];
+    want.sort();
+    assert_eq!(changed, want.iter().collect::<Vec<_>>(), "{o:#?}");
+    assert!(c.skipped.iter().all(|s| s.detail.contains("replaced")), "{o:#?}");
+    assert_eq!(o.verdict, Verdict::SafetySkipped);
+    // The real entries, moved away by the swapper, were not touched either.
+    assert!(d.path().join("moved-tpl").join(A).join("cache/1e1e/snapfile").exists());
+    assert!(d.path().join("moved-b/cache/2d2d/snapfile").exists());
+}
+
+/// A legacy `<template-id>` folder that is a symlink is never followed, but the selected builds
+/// behind it are reported as not purged (exit 5), not passed over as if nothing were cached.
+#[test]
+fn builds_behind_a_symlinked_template_folder_are_reported_not_purged() {
+    let n = Node::new();
+    let elsewhere = n.top.join("other-disk");
+    write(&elsewhere.join(A).join("cache/3c3c/snapfile"), 100);
+    symlink(&elsewhere, n.template().join("linked-tpl")).unwrap();
+    let (code, doc) = n.json(&["--build-id", A, "--cache", "template"]);
+    assert_eq!(code, 5, "{doc:#}");
+    let skipped = &cache(&doc, "template")["skipped"];
+    let behind: Vec<&Value> = skipped.as_array().unwrap().iter().filter(|s| s["reason"] == "behind-symlink").collect();
+    assert_eq!(behind.len(), 1, "{skipped:#}");
+    assert_eq!(behind[0]["build_id"], A);
+    assert!(behind[0]["detail"].as_str().unwrap().contains("is a symlink to"), "{skipped:#}");
+    assert!(elsewhere.join(A).join("cache/3c3c/snapfile").exists());
+    assert!(!n.template().join(A).exists(), "the rest was still purged");
+    // A build with nothing behind the link is unaffected.
+    let (code, doc) = n.json(&["--build-id", B, "--cache", "template"]);
+    assert_eq!(code, 0, "{doc:#}");
 }

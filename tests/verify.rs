@@ -458,3 +458,185 @@ fn verify_does_not_read_memfiles() {
     assert_eq!(code, 0);
     assert_eq!(atime(), before, "verify read the memfile");
 }
+
+/// Issue 12 (item 13): permission problems are named as such on a real node. Tests run as root,
+/// where mode bits stop nothing, so tmpl is run as uid/gid 65534 (`nobody`) through `setpriv`
+/// (util-linux) on a storage whose folders are world-readable except the one under test: every
+/// `EACCES` here is the kernel's. The binary is copied into the (world-readable) temporary folder
+/// so the drop works wherever the checkout lives (e.g. under a 0700 /root).
+struct AsNobody {
+    bin: std::path::PathBuf,
+}
+
+impl AsNobody {
+    fn new(f: &Fixture) -> Option<AsNobody> {
+        if !common::require_root() || !common::require("setpriv") {
+            return None;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let top = f.dir.path();
+        let bin = top.join("tmpl");
+        // Copied by `cp`, not from this process: a file this (multi-threaded) test process holds
+        // open for writing can leak into a child forked meanwhile by another test, and exec'ing
+        // it then fails with ETXTBSY.
+        let cp = std::process::Command::new("cp").arg(assert_cmd::cargo::cargo_bin("tmpl")).arg(&bin).status();
+        assert!(cp.unwrap().success());
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // World-readable storage: folders 755, files 644.
+        for dir in [top.to_path_buf(), f.root().to_path_buf(), f.root().join(A), f.root().join(B)] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            if dir.starts_with(f.root()) && dir != f.root() {
+                for e in std::fs::read_dir(&dir).unwrap() {
+                    std::fs::set_permissions(e.unwrap().path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+                }
+            }
+        }
+        Some(AsNobody { bin })
+    }
+
+    /// Run tmpl as nobody with `--json`; (exit code, document).
+    fn run(&self, f: &Fixture, args: &[&str]) -> (i32, Value) {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&self.bin)
+            .arg("--storage")
+            .arg(f.root())
+            .arg("--json")
+            .args(args)
+            .current_dir(f.dir.path())
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        });
+        (out.status.code().unwrap(), v)
+    }
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The findings of one build in a verify report.
+fn build_findings(v: &Value, id: &str) -> Vec<(String, String, String)> {
+    let b = v["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["build_id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {v:#}"));
+    b["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
+            (s("id"), s("file"), format!("{} / {}", s("message"), s("hint")))
+        })
+        .collect()
+}
+
+#[track_caller]
+fn denied_only(fs: &[(String, String, String)], file: &str, needs: &str) {
+    let d: Vec<_> = fs.iter().filter(|f| f.0 == "access.denied").collect();
+    assert_eq!(d.len(), 1, "{fs:#?}");
+    assert_eq!(d[0].1, file, "{fs:#?}");
+    assert!(d[0].2.contains("uid 65534") && d[0].2.contains(&format!("needs {needs} permission")), "{fs:#?}");
+    // Nothing else blames the build for what a permission hides.
+    for (id, _, text) in fs {
+        assert!(
+            !(id.contains("missing")
+                || id == "rootfs.unreadable"
+                || text.contains("restore")
+                || text.contains("corrupt")),
+            "{id}: {text}"
+        );
+    }
+}
+
+/// A fixture and tmpl as nobody, after checking that the drop itself denies nothing: a readable
+/// storage verifies clean as nobody.
+fn as_nobody() -> Option<(Fixture, AsNobody)> {
+    let f = Fixture::new()?;
+    let nobody = AsNobody::new(&f)?;
+    let (code, v) = nobody.run(&f, &["verify", "--all"]);
+    clean(&v);
+    assert_eq!(code, 0, "{v:#}");
+    Some((f, nobody))
+}
+
+#[test]
+fn an_unreadable_build_folder_is_a_permission_problem() {
+    let Some((f, nobody)) = as_nobody() else { return };
+    let dir_a = f.root().join(A);
+    chmod(&dir_a, 0o700);
+    let (code, v) = nobody.run(&f, &["verify", A]);
+    assert_eq!(code, 4, "{v:#}");
+    let fa = build_findings(&v, A);
+    assert_eq!(fa.len(), 1, "{fa:#?}");
+    assert!(fa[0].0 == "access.denied" && fa[0].2.contains(&format!("{}", dir_a.display())), "{fa:#?}");
+    assert!(fa[0].2.contains("needs read and search (r-x) permission"), "{fa:#?}");
+    // inspect: the same cause, the same exit code, the permission named.
+    let (code, v) = nobody.run(&f, &["inspect", A]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
+}
+
+#[test]
+fn verify_all_goes_on_past_an_unreadable_build_folder() {
+    let Some((f, nobody)) = as_nobody() else { return };
+    chmod(&f.root().join(A), 0o700);
+    let (code, v) = nobody.run(&f, &["verify", "--all"]);
+    assert_eq!(code, 4, "{v:#}");
+    assert_eq!(v["summary"]["builds"], 2);
+    assert_eq!(v["summary"]["access_denied"], 1);
+    assert_eq!(build_findings(&v, A)[0].0, "access.denied");
+    let b = v["builds"].as_array().unwrap().iter().find(|b| b["build_id"] == B).unwrap();
+    assert_eq!(b["ok"], true, "{b:#}");
+}
+
+#[test]
+fn an_unsearchable_ancestor_folder_is_not_missing() {
+    let Some((f, nobody)) = as_nobody() else { return };
+    chmod(&f.root().join(B), 0o700);
+    let (code, v) = nobody.run(&f, &["verify", A]);
+    assert_eq!(code, 4, "{v:#}");
+    denied_only(&build_findings(&v, A), B, "search (x)");
+}
+
+#[test]
+fn an_unreadable_own_rootfs_is_not_missing_or_corrupt() {
+    let Some((f, nobody)) = as_nobody() else { return };
+    chmod(&f.path(A, "rootfs.ext4"), 0o600);
+    let (code, v) = nobody.run(&f, &["verify", A]);
+    assert_eq!(code, 4, "{v:#}");
+    denied_only(&build_findings(&v, A), "rootfs.ext4", "read (r)");
+    // inspect: every fact it could read, the permission named, exit 4.
+    let (code, v) = nobody.run(&f, &["inspect", A]);
+    assert_eq!(code, 4, "{v:#}");
+    assert_eq!(v["access_denied"][0]["file"], "rootfs.ext4", "{v:#}");
+    assert!(v["access_denied"][0]["needs"].as_str().unwrap().contains("read"), "{v:#}");
+    assert_eq!(v["metadata_status"], "parsed", "{v:#}");
+    // Commands that need the rootfs: the same cause, the same exit code (they said 3 before).
+    for args in [&["inspect", A, "--path", "/etc/motd"][..], &["rewrite-wrapper", A, "--dry-run"]] {
+        let (code, v) = nobody.run(&f, args);
+        assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{args:?}: {v:#}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("rootfs.ext4"), "{v:#}");
+    }
+}
+
+#[test]
+fn a_build_given_as_a_path_that_may_not_be_read_is_a_permission_problem() {
+    let Some((f, nobody)) = as_nobody() else { return };
+    chmod(f.root(), 0o700);
+    let path_arg = format!("{}/", f.root().join(A).display());
+    let (code, v) = nobody.run(&f, &["verify", &path_arg]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("needs search (x) permission on {}", f.root().display())), "{msg}");
+    // The build folder itself: not "is not a build directory" (exit 3).
+    chmod(f.root(), 0o755);
+    chmod(&f.root().join(A), 0o700);
+    let (code, v) = nobody.run(&f, &["verify", &path_arg]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
+}

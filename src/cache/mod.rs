@@ -18,15 +18,20 @@
 //! Safety rules, in the order they are applied:
 //! 1. a root that does not look like its cache (no entry of that shape and not empty) is refused
 //!    as a whole; so is a root that is, or contains, a protected path (the template storage);
-//! 2. a root that is a symlink is resolved once, and the resolution is reported; inside a root
-//!    nothing is followed: symlinked entries are removed as links;
+//! 2. a root that is a symlink is resolved once, and the resolution is reported; the root is then
+//!    opened once and everything below it is reached from that handle, one name at a time, never
+//!    following a symlink and never re-resolving a path string (`walk::open_beneath`: `openat2`
+//!    with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, else `O_NOFOLLOW`); symlinked entries are
+//!    removed as links, and an entry or parent folder that changed between listing and deleting
+//!    (moved, or swapped for a symlink) is left alone;
 //! 3. entries that look like a stored build, or sit on another filesystem, are never deleted;
 //! 4. entries that a process holds open or mapped are never deleted (deleting them would free
 //!    nothing and could break a running sandbox) — the shared chunk cache excepted, which is
 //!    designed for live deletion;
 //! 5. while the orchestrator runs (lock held, or Firecracker processes holding these builds'
 //!    files), only the shared chunk cache is purged, unless `force`;
-//! 6. deletion first renames every entry into `<root>/.tmpl-trash-*` (same filesystem, atomic),
+//! 6. deletion first renames every entry into `<root>/.tmpl-trash-*` (same filesystem, atomic;
+//!    `renameat` between the parent's and the trash's handles),
 //!    so an interrupted purge leaves whole entries or none; trash left by an earlier run is
 //!    reported and removed (unless another purge holds its lock).
 
@@ -37,15 +42,17 @@ pub mod summary;
 pub mod walk;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use discover::{EntryType, Layout, TRASH_PREFIX};
+pub use discover::{EntryType, Layout, Loc, TRASH_PREFIX};
 pub use liveness::{Liveness, LockState, ProcRef};
 pub use roots::{CacheKind, RootFlags, RootSpec, Roots, Source, SourceKind};
 
@@ -142,6 +149,10 @@ pub struct Entry {
     /// Sandbox cache: the `<sandboxID>-<rand>` the file belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
+    /// Where it is below its root, by names and identities (what a purge acts on; `path` is for
+    /// people).
+    #[serde(skip)]
+    pub loc: Loc,
 }
 
 /// Why an entry is left alone.
@@ -160,6 +171,11 @@ pub enum SkipReason {
     TrashInUse,
     /// It could not be measured.
     Unreadable,
+    /// It, or the folder holding it, changed between planning and deleting: moved, replaced, or
+    /// swapped for a symlink.
+    Changed,
+    /// It sits behind a symlink in the root (a legacy `<templateID>` link): never followed.
+    BehindSymlink,
 }
 
 /// An entry left alone, with the reason.
@@ -191,6 +207,9 @@ pub struct CachePlan {
     pub other_entries: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The root, opened once when planning; every step below it starts from this handle.
+    #[serde(skip)]
+    root_fd: Option<Arc<OwnedFd>>,
 }
 
 /// What a purge will do.
@@ -215,27 +234,15 @@ pub fn plan(roots: &Roots, opts: &Options) -> Result<Plan> {
         pool.install(|| roots.caches.iter().map(|spec| plan_root(spec, opts, &protect)).collect());
 
     // Open files: never delete what a process holds (the chunk cache aside, see the module doc).
-    let mut files: Vec<(usize, usize, PathBuf)> = Vec::new();
-    for (ci, c) in caches.iter().enumerate() {
-        if c.kind.safe_live() {
-            continue;
-        }
-        for (ei, e) in c.entries.iter().enumerate() {
-            if e.layout != Layout::Trash {
-                for p in files_of(&e.path) {
-                    files.push((ci, ei, p));
-                }
-            }
-        }
-    }
+    let files = entry_files(&caches);
     let mut busy: HashMap<(usize, usize), Vec<sys::Holder>> = HashMap::new();
     if !files.is_empty() {
-        let paths: Vec<&Path> = files.iter().map(|(_, _, p)| p.as_path()).collect();
-        match sys::holders(&paths) {
+        let wanted: Vec<(sys::FileId, &Path)> = files.iter().map(|(_, _, id, p)| (*id, p.as_path())).collect();
+        match sys::holders_of(&wanted) {
             Ok(hs) => {
                 let mut fc = Vec::new();
                 for h in hs {
-                    if let Some((ci, ei, _)) = files.iter().find(|(_, _, p)| *p == h.path) {
+                    if let Some((ci, ei, _, _)) = files.iter().find(|(_, _, _, p)| *p == h.path) {
                         if h.comm.contains("firecracker") && !fc.iter().any(|p: &ProcRef| p.pid == h.pid) {
                             fc.push(ProcRef { pid: h.pid, comm: h.comm.clone(), path: h.path.clone() });
                         }
@@ -246,7 +253,7 @@ pub fn plan(roots: &Roots, opts: &Options) -> Result<Plan> {
             }
             Err(e) => {
                 // Cannot tell: treat everything as in use.
-                for (ci, ei, p) in &files {
+                for (ci, ei, _, p) in &files {
                     busy.entry((*ci, *ei)).or_default().push(sys::Holder {
                         pid: 0,
                         comm: format!("unknown (cannot scan /proc: {e})"),
@@ -332,6 +339,7 @@ fn empty_plan(spec: &RootSpec, status: RootStatus, reason: Option<String>) -> Ca
         skipped: Vec::new(),
         other_entries: 0,
         notes: Vec::new(),
+        root_fd: None,
     }
 }
 
@@ -374,13 +382,22 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
         configured.clone()
     };
     cp.root = Some(root.clone());
-    let root_meta = match std::fs::metadata(&root) {
-        Ok(m) if m.is_dir() => m,
-        Ok(_) => {
+    // The root is opened once; everything below it is reached from this handle.
+    let root_fd = match walk::open_root(&root) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
             cp.status = RootStatus::Refused;
             cp.reason = Some(format!("{} is not a directory", root.display()));
             return cp;
         }
+        Err(e) => {
+            cp.status = RootStatus::Error;
+            cp.reason = Some(format!("cannot open {}: {e}", root.display()));
+            return cp;
+        }
+    };
+    let root_dev = match rustix::fs::fstat(&root_fd) {
+        Ok(st) => walk::file_id(&st).dev,
         Err(e) => {
             cp.status = RootStatus::Error;
             cp.reason = Some(format!("cannot inspect {}: {e}", root.display()));
@@ -399,7 +416,7 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
             Some(format!("{} is or contains the template storage {}: never purged", root.display(), p.display()));
         return cp;
     }
-    let found = match discover::scan(spec.kind, &root) {
+    let found = match discover::scan(spec.kind, root_fd.as_fd(), &root) {
         Ok(f) => f,
         Err(e) => {
             cp.status = RootStatus::Error;
@@ -418,7 +435,6 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
         ));
         return cp;
     }
-    let root_dev = root_meta.dev();
     let mut unattributed = 0;
     let mut chosen = Vec::new();
     for c in found.entries {
@@ -436,15 +452,54 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
             "{unattributed} sandbox files are not tied to a build (their .link names none): only --all reclaims them, when no process has them open"
         ));
     }
-    let measured: Vec<(discover::Candidate, io::Result<walk::Usage>, Option<u64>)> = chosen
+    // What the purge cannot reach: selected builds behind a symlinked legacy folder, and legacy
+    // folders that could not be listed (they may hold selected builds).
+    let unreached = |path: PathBuf, build_id: Option<BuildId>| Entry {
+        build_id,
+        path: path.clone(),
+        entry_type: EntryType::Other,
+        layout: Layout::LegacyTemplateDir,
+        allocated_bytes: 0,
+        files: 0,
+        dirs: 0,
+        objects: Vec::new(),
+        link_target: None,
+        sandbox: None,
+        loc: Loc {
+            parent: None,
+            name: path.file_name().unwrap_or_default().to_os_string(),
+            id: sys::FileId { dev: 0, ino: 0 },
+        },
+    };
+    for l in &found.behind_links {
+        for id in l.ids.iter().filter(|id| opts.selection.matches(Some(**id))) {
+            let detail = format!(
+                "{} is a symlink to {}: nothing behind a symlink is purged (give its target as its own root: --template-cache)",
+                l.path.display(),
+                l.target
+            );
+            cp.skipped.push(Skipped {
+                entry: unreached(l.path.join(id.to_string()), Some(*id)),
+                reason: SkipReason::BehindSymlink,
+                detail,
+            });
+        }
+    }
+    for (path, why) in &found.unlisted {
+        let detail = format!("cannot list it ({why}): it may hold entries of the selected builds");
+        cp.skipped.push(Skipped { entry: unreached(path.clone(), None), reason: SkipReason::Unreadable, detail });
+    }
+    let measured: Vec<(discover::Candidate, io::Result<walk::Usage>)> = chosen
         .into_par_iter()
         .map(|c| {
-            let dev = std::fs::symlink_metadata(&c.path).ok().map(|m| m.dev());
-            let u = walk::measure(&c.path);
-            (c, u, dev)
+            let u = open_parent(&root_fd, &c.loc).and_then(|parent| {
+                check_entry(parent.as_fd(), &c.loc)?;
+                walk::measure_at(parent.as_fd(), &c.loc.name)
+            });
+            (c, u)
         })
         .collect();
-    for (c, usage, dev) in measured {
+    for (c, usage) in measured {
         let u = usage.as_ref().copied().unwrap_or_default();
         let entry = Entry {
             build_id: c.build_id,
@@ -457,15 +512,19 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
             objects: c.objects.clone(),
             link_target: c.link_target.clone(),
             sandbox: c.group.clone(),
+            loc: c.loc.clone(),
         };
         if let Some(why) = c.not_cache {
             cp.skipped.push(Skipped { entry, reason: SkipReason::NotCacheShaped, detail: why });
+        } else if let Some(why) = c.unreadable {
+            cp.skipped.push(Skipped { entry, reason: SkipReason::Unreadable, detail: why });
         } else if let Err(e) = usage {
             if e.kind() == io::ErrorKind::NotFound {
                 continue; // removed meanwhile
             }
-            cp.skipped.push(Skipped { entry, reason: SkipReason::Unreadable, detail: e.to_string() });
-        } else if dev.is_some_and(|d| d != root_dev) {
+            let reason = if is_changed(&e) { SkipReason::Changed } else { SkipReason::Unreadable };
+            cp.skipped.push(Skipped { entry, reason, detail: e.to_string() });
+        } else if c.loc.id.dev != root_dev {
             let detail = "on another filesystem (a mount point?): it cannot be renamed into the trash".to_string();
             cp.skipped.push(Skipped { entry, reason: SkipReason::OtherFilesystem, detail });
         } else {
@@ -473,10 +532,10 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
         }
     }
     for t in found.trash {
-        let u = walk::measure(&t).unwrap_or_default();
+        let u = walk::measure_at(root_fd.as_fd(), &t.loc.name).unwrap_or_default();
         let entry = Entry {
             build_id: None,
-            path: t.clone(),
+            path: t.path.clone(),
             entry_type: EntryType::Dir,
             layout: Layout::Trash,
             allocated_bytes: u.allocated_bytes,
@@ -485,16 +544,74 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
             objects: Vec::new(),
             link_target: None,
             sandbox: None,
+            loc: t.loc.clone(),
         };
-        if trash_in_use(&t) {
+        if trash_in_use(root_fd.as_fd(), &t.loc.name) {
             let detail = "another purge holds its lock and is deleting it".to_string();
             cp.skipped.push(Skipped { entry, reason: SkipReason::TrashInUse, detail });
         } else {
-            cp.notes.push(format!("{} was left by an interrupted purge: removing it", t.display()));
+            cp.notes.push(format!("{} was left by an interrupted purge: removing it", t.path.display()));
             cp.entries.push(entry);
         }
     }
+    cp.root_fd = Some(Arc::new(root_fd));
     cp
+}
+
+/// The error of an entry (or its parent folder) that is no longer what was listed.
+#[derive(Debug)]
+struct ChangedError(&'static str);
+
+impl std::fmt::Display for ChangedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for ChangedError {}
+
+fn changed(what: &'static str) -> io::Error {
+    io::Error::other(ChangedError(what))
+}
+
+/// Whether `e` says the entry or its parent changed since listing: our identity check, or a
+/// folder that now is a symlink (or not a folder) when opened without following it.
+fn is_changed(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|r| r.is::<ChangedError>())
+        || matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::LOOP.raw_os_error()
+            || c == rustix::io::Errno::NOTDIR.raw_os_error())
+}
+
+/// The folder holding `loc`, reached from the root's handle: the root itself, or the legacy
+/// `<templateID>` folder when it is still the very folder that was listed (opened without
+/// following a symlink; one swapped for a symlink fails here).
+fn open_parent(root: &OwnedFd, loc: &Loc) -> io::Result<OwnedFd> {
+    match &loc.parent {
+        None => root.try_clone(),
+        Some((name, id)) => {
+            let fd = walk::open_beneath(root.as_fd(), name).map_err(|e| {
+                if is_changed(&e) {
+                    changed("its template folder was replaced by a symlink or a file since it was listed")
+                } else {
+                    e
+                }
+            })?;
+            if walk::file_id(&rustix::fs::fstat(&fd)?) != *id {
+                return Err(changed("its template folder was replaced since it was listed"));
+            }
+            Ok(fd)
+        }
+    }
+}
+
+/// The entry named by `loc` in its parent must still be the one listed (same device and inode,
+/// from `lstat`: a symlink put in its place is another inode).
+fn check_entry(parent: BorrowedFd<'_>, loc: &Loc) -> io::Result<()> {
+    let st = walk::stat_at(parent, &loc.name)?;
+    if walk::file_id(&st) != loc.id {
+        return Err(changed("it was replaced since it was listed (moved, or swapped for a symlink)"));
+    }
+    Ok(())
 }
 
 fn expected_shape(kind: CacheKind) -> &'static str {
@@ -507,19 +624,23 @@ fn expected_shape(kind: CacheKind) -> &'static str {
     }
 }
 
-/// Regular files (and symlinks, whose targets a running sandbox may use) under `path`, never
-/// following symlinks; the path itself when it is not a directory.
-fn files_of(path: &Path) -> Vec<PathBuf> {
+/// Regular files (and symlinks, whose targets a running sandbox may use) of every planned entry
+/// outside the chunk cache, as (cache, entry, identity, path), reached through the root's handle.
+fn entry_files(caches: &[CachePlan]) -> Vec<(usize, usize, sys::FileId, PathBuf)> {
     let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
-        if m.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
+    for (ci, c) in caches.iter().enumerate() {
+        let Some(root) = c.root_fd.as_deref() else { continue };
+        if c.kind.safe_live() {
+            continue;
+        }
+        for (ei, e) in c.entries.iter().enumerate() {
+            if e.layout == Layout::Trash {
+                continue;
             }
-        } else if m.is_file() || m.file_type().is_symlink() {
-            out.push(p);
+            let Ok(parent) = open_parent(root, &e.loc) else { continue };
+            for (id, p) in walk::files_at(parent.as_fd(), &e.loc.name, &e.path) {
+                out.push((ci, ei, id, p));
+            }
         }
     }
     out
@@ -527,11 +648,11 @@ fn files_of(path: &Path) -> Vec<PathBuf> {
 
 /// Whether another process holds the trash folder's lock (probed by taking it and releasing it:
 /// the lock is tmpl's own, unlike the orchestrator's).
-fn trash_in_use(path: &Path) -> bool {
-    match File::open(path) {
-        Ok(f) => match f.try_lock() {
+fn trash_in_use(root: BorrowedFd<'_>, name: &OsStr) -> bool {
+    match walk::open_beneath(root, name) {
+        Ok(fd) => match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
-                let _ = f.unlock();
+                let _ = rustix::fs::flock(&fd, rustix::fs::FlockOperation::Unlock);
                 false
             }
             Err(_) => true,
@@ -610,7 +731,7 @@ pub enum Verdict {
     Clean,
     /// Some entries or roots were left alone by a safety rule; the rest was purged.
     SafetySkipped,
-    /// Some deletions failed, or a root could not be read.
+    /// Some deletions failed, or a root or an entry could not be read.
     Failed,
 }
 
@@ -700,7 +821,9 @@ fn finish(plan: &Plan, dry_run: bool, caches: Vec<CacheOutcome>) -> Outcome {
             _ => {}
         }
     }
-    let verdict = if totals.failed > 0 || totals.error_roots > 0 {
+    // An entry that could not be read is an I/O problem, not a safety rule: it fails the purge.
+    let unreadable = caches.iter().flat_map(|c| &c.skipped).any(|s| s.reason == SkipReason::Unreadable);
+    let verdict = if totals.failed > 0 || totals.error_roots > 0 || unreadable {
         Verdict::Failed
     } else if totals.skipped > 0 || totals.refused_roots > 0 {
         Verdict::SafetySkipped
@@ -719,54 +842,80 @@ fn finish(plan: &Plan, dry_run: bool, caches: Vec<CacheOutcome>) -> Outcome {
     }
 }
 
-/// A trash folder this run created and holds locked until it is gone.
+/// A trash folder this run created in a root, open and locked until it is gone.
 struct TrashDir {
+    name: OsString,
     path: PathBuf,
-    _lock: File,
+    fd: OwnedFd,
     next: usize,
 }
 
+/// Longest entry name kept in a trash name (`NNNNNN-` is prefixed; NAME_MAX is 255).
+const TRASH_NAME_KEEP: usize = 200;
+
 impl TrashDir {
-    fn create(root: &Path) -> io::Result<TrashDir> {
+    fn create(root: BorrowedFd<'_>, root_path: &Path) -> io::Result<TrashDir> {
         let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let pid = std::process::id();
         for n in 0..100 {
-            let path = root.join(format!("{TRASH_PREFIX}{ts}-{pid}-{n}"));
-            match std::fs::create_dir(&path) {
+            let name = OsString::from(format!("{TRASH_PREFIX}{ts}-{pid}-{n}"));
+            match rustix::fs::mkdirat(root, &name, rustix::fs::Mode::RWXU) {
                 Ok(()) => {
-                    let lock = File::open(&path)?;
-                    lock.try_lock().map_err(|e| io::Error::other(format!("cannot lock {}: {e}", path.display())))?;
-                    return Ok(TrashDir { path, _lock: lock, next: 0 });
+                    let path = root_path.join(&name);
+                    let fd = walk::open_beneath(root, &name)?;
+                    rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                        .map_err(|e| io::Error::other(format!("cannot lock {}: {e}", path.display())))?;
+                    return Ok(TrashDir { name, path, fd, next: 0 });
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
         Err(io::Error::other("could not create a trash folder"))
     }
 
-    /// Move `entry` into the trash; returns its new path.
-    fn take(&mut self, entry: &Path) -> io::Result<PathBuf> {
-        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let to = self.path.join(format!("{:06}-{name}", self.next));
+    /// Move the entry `loc` out of `parent` into the trash (handle to handle, never replacing
+    /// anything there), if it is still the entry that was listed; returns its name in the trash.
+    fn take(&mut self, parent: BorrowedFd<'_>, loc: &Loc) -> io::Result<OsString> {
+        check_entry(parent, loc)?;
+        let mut to = format!("{:06}-", self.next).into_bytes();
+        to.extend(loc.name.as_bytes().iter().take(TRASH_NAME_KEEP));
+        let to = OsString::from_vec(to);
         self.next += 1;
-        std::fs::rename(entry, &to)?;
-        Ok(to)
+        match rustix::fs::renameat_with(parent, &loc.name, &self.fd, &to, rustix::fs::RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(to),
+            // Filesystems without RENAME_NOREPLACE (NFS): the name is fresh in our own trash.
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                rustix::fs::renameat(parent, &loc.name, &self.fd, &to)?;
+                Ok(to)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What the sweep deletes.
+enum Staged {
+    /// An entry renamed into trash folder `trash` of this run, under `name`.
+    InTrash { cache: usize, entry: usize, trash: usize, name: OsString },
+    /// A leftover trash folder, open and locked by us: emptied through `fd`, then removed from
+    /// the root by name.
+    Leftover { cache: usize, entry: usize, fd: OwnedFd },
+}
+
+impl Staged {
+    fn index(&self) -> (usize, usize) {
+        match self {
+            Staged::InTrash { cache, entry, .. } | Staged::Leftover { cache, entry, .. } => (*cache, *entry),
+        }
     }
 }
 
 /// Apply a plan: re-check liveness and open files, rename every entry into a trash folder in its
 /// root, then delete the trash in parallel. Never fails as a whole: each entry's fate is in the
-/// outcome.
+/// outcome. Every step goes through the root's handle taken when planning.
 pub fn apply(plan: &Plan, progress: &dyn Progress) -> Outcome {
     let plan = recheck(plan);
-    // 1. Stage: rename into the trash (atomic; an interrupted run leaves whole entries or none).
-    struct Staged {
-        cache: usize,
-        entry: usize,
-        path: PathBuf,
-        _lock: Option<File>,
-    }
     let mut results: Vec<Vec<EntryResult>> = plan
         .caches
         .iter()
@@ -778,43 +927,55 @@ pub fn apply(plan: &Plan, progress: &dyn Progress) -> Outcome {
         })
         .collect();
     let mut skipped: Vec<Vec<Skipped>> = plan.caches.iter().map(|c| c.skipped.clone()).collect();
+    let mut moved: Vec<Vec<bool>> = plan.caches.iter().map(|c| vec![false; c.entries.len()]).collect();
+
+    // 1. Stage: rename into the trash (atomic; an interrupted run leaves whole entries or none).
     let mut staged: Vec<Staged> = Vec::new();
-    let mut trash_dirs: Vec<TrashDir> = Vec::new();
+    let mut trash_dirs: Vec<(usize, TrashDir)> = Vec::new();
     for (ci, c) in plan.caches.iter().enumerate() {
-        let Some(root) = &c.root else { continue };
+        let (Some(root), Some(root_path)) = (c.root_fd.as_deref(), &c.root) else { continue };
         let mut trash: Option<usize> = None;
         for (ei, e) in c.entries.iter().enumerate() {
             let r = &mut results[ci][ei];
             if e.layout == Layout::Trash {
-                let lock = File::open(&e.path).ok().filter(|f| f.try_lock().is_ok());
-                if lock.is_some() {
-                    staged.push(Staged { cache: ci, entry: ei, path: e.path.clone(), _lock: lock });
-                } else if e.path.exists() {
-                    r.status = EntryStatus::Gone;
-                    r.error = Some("another purge took this trash folder".into());
-                } else {
-                    r.status = EntryStatus::Gone;
+                match take_leftover(root, &e.loc) {
+                    Ok(fd) => staged.push(Staged::Leftover { cache: ci, entry: ei, fd }),
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => r.status = EntryStatus::Gone,
+                    Err(err) => {
+                        r.status = EntryStatus::Gone;
+                        r.error = Some(if is_changed(&err) {
+                            format!("left alone: {err}")
+                        } else {
+                            format!("another purge took this trash folder ({err})")
+                        });
+                    }
                 }
                 continue;
             }
             let t = match trash {
                 Some(t) => t,
-                None => match TrashDir::create(root) {
+                None => match TrashDir::create(root.as_fd(), root_path) {
                     Ok(td) => {
-                        trash_dirs.push(td);
+                        trash_dirs.push((ci, td));
                         trash = Some(trash_dirs.len() - 1);
                         trash_dirs.len() - 1
                     }
                     Err(err) => {
                         r.status = EntryStatus::Failed;
-                        r.error = Some(format!("cannot create a trash folder in {}: {err}", root.display()));
+                        r.error = Some(format!("cannot create a trash folder in {}: {err}", root_path.display()));
                         continue;
                     }
                 },
             };
-            match trash_dirs[t].take(&e.path) {
-                Ok(to) => staged.push(Staged { cache: ci, entry: ei, path: to, _lock: None }),
+            let taken = open_parent(root, &e.loc).and_then(|parent| trash_dirs[t].1.take(parent.as_fd(), &e.loc));
+            match taken {
+                Ok(name) => staged.push(Staged::InTrash { cache: ci, entry: ei, trash: t, name }),
                 Err(err) if err.kind() == io::ErrorKind::NotFound => r.status = EntryStatus::Gone,
+                Err(err) if is_changed(&err) => {
+                    moved[ci][ei] = true;
+                    let detail = format!("left alone: {err}");
+                    skipped[ci].push(Skipped { entry: e.clone(), reason: SkipReason::Changed, detail });
+                }
                 Err(err) => {
                     r.status = EntryStatus::Failed;
                     r.error = Some(format!("cannot move into the trash: {err}"));
@@ -823,9 +984,12 @@ pub fn apply(plan: &Plan, progress: &dyn Progress) -> Outcome {
         }
     }
 
-    // 2. Sweep: delete the staged trees in parallel.
-    let total: u64 =
-        staged.iter().map(|s| results[s.cache][s.entry].entry.files + results[s.cache][s.entry].entry.dirs).sum();
+    // 2. Sweep: delete the staged trees in parallel, from the trash handles.
+    let items = |s: &Staged| {
+        let (c, e) = s.index();
+        results[c][e].entry.files + results[c][e].entry.dirs
+    };
+    let total: u64 = staged.iter().map(items).sum();
     let done: Vec<std::result::Result<(), walk::RemoveErrors>> = if staged.is_empty() {
         Vec::new()
     } else {
@@ -833,7 +997,7 @@ pub fn apply(plan: &Plan, progress: &dyn Progress) -> Outcome {
         let sink = |n: u64| progress.inc(n);
         let counter = walk::Counter::new(&sink);
         let add = |n: u64| counter.add(n);
-        let run = || staged.par_iter().map(|s| walk::remove_tree(&s.path, &add)).collect();
+        let run = || staged.par_iter().map(|s| sweep(s, &plan, &trash_dirs, &add)).collect();
         let r = match pool(plan.threads) {
             Ok(p) => p.install(run),
             Err(_) => run(),
@@ -843,28 +1007,36 @@ pub fn apply(plan: &Plan, progress: &dyn Progress) -> Outcome {
         r
     };
     for (s, res) in staged.iter().zip(done) {
-        let r = &mut results[s.cache][s.entry];
+        let (ci, ei) = s.index();
+        let r = &mut results[ci][ei];
         match res {
             Ok(()) => {
                 r.status = EntryStatus::Purged;
                 r.freed_bytes = r.entry.allocated_bytes;
             }
             Err(errs) => {
-                let left = walk::measure(&s.path).map(|u| u.allocated_bytes).unwrap_or(0);
+                let (left, place) = match s {
+                    Staged::InTrash { trash, name, .. } => {
+                        let td = &trash_dirs[*trash].1;
+                        (
+                            walk::measure_at(td.fd.as_fd(), name).map(|u| u.allocated_bytes).unwrap_or(0),
+                            td.path.join(name),
+                        )
+                    }
+                    Staged::Leftover { .. } => (0, r.entry.path.clone()),
+                };
                 r.status = EntryStatus::Failed;
                 r.freed_bytes = r.entry.allocated_bytes.saturating_sub(left);
-                r.error = Some(format!(
-                    "{} items not removed (left in {}): {}",
-                    errs.count,
-                    s.path.display(),
-                    errs.summary()
-                ));
+                r.error =
+                    Some(format!("{} items not removed (left in {}): {}", errs.count, place.display(), errs.summary()));
             }
         }
     }
     // Our own trash folders are empty unless something failed (then the next run retries).
-    for td in &trash_dirs {
-        let _ = std::fs::remove_dir(&td.path);
+    for (ci, td) in &trash_dirs {
+        if let Some(root) = plan.caches[*ci].root_fd.as_deref() {
+            let _ = rustix::fs::unlinkat(root, &td.name, rustix::fs::AtFlags::REMOVEDIR);
+        }
     }
     drop(staged);
     drop(trash_dirs);
@@ -873,10 +1045,55 @@ pub fn apply(plan: &Plan, progress: &dyn Progress) -> Outcome {
         .caches
         .iter()
         .zip(results)
+        .zip(moved)
         .zip(skipped.drain(..))
-        .map(|((c, entries), sk)| cache_outcome(c, entries, sk))
+        .map(|(((c, entries), moved), sk)| {
+            let entries = entries.into_iter().zip(moved).filter(|(_, m)| !m).map(|(e, _)| e).collect();
+            cache_outcome(c, entries, sk)
+        })
         .collect();
     finish(&plan, false, caches)
+}
+
+/// Open and lock a leftover trash folder (it must still be the one listed).
+fn take_leftover(root: &OwnedFd, loc: &Loc) -> io::Result<OwnedFd> {
+    let fd = walk::open_beneath(root.as_fd(), &loc.name)?;
+    if walk::file_id(&rustix::fs::fstat(&fd)?) != loc.id {
+        return Err(changed("replaced since it was listed"));
+    }
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+    Ok(fd)
+}
+
+/// Delete one staged item.
+fn sweep(
+    s: &Staged,
+    plan: &Plan,
+    trash_dirs: &[(usize, TrashDir)],
+    add: &(dyn Fn(u64) + Sync),
+) -> std::result::Result<(), walk::RemoveErrors> {
+    match s {
+        Staged::InTrash { trash, name, .. } => {
+            let td = &trash_dirs[*trash].1;
+            walk::remove_tree_at(td.fd.as_fd(), name, &td.path.join(name), add)
+        }
+        Staged::Leftover { cache, entry, fd } => {
+            let c = &plan.caches[*cache];
+            let e = &c.entries[*entry];
+            walk::remove_contents_of(fd, &e.path, add)?;
+            // `rmdir` removes only an empty folder and never follows a symlink: by name is safe.
+            match c.root_fd.as_deref().map(|r| rustix::fs::unlinkat(r, &e.loc.name, rustix::fs::AtFlags::REMOVEDIR)) {
+                Some(Ok(())) | Some(Err(rustix::io::Errno::NOENT)) => {
+                    add(1);
+                    Ok(())
+                }
+                Some(Err(err)) => {
+                    Err(walk::RemoveErrors { count: 1, messages: vec![format!("{}: {err}", e.path.display())] })
+                }
+                None => Ok(()),
+            }
+        }
+    }
 }
 
 /// Re-check, just before deleting, what may have changed since planning: the orchestrator lock
@@ -890,25 +1107,15 @@ fn recheck(plan: &Plan) -> Plan {
         return fresh;
     }
     // Open files, again, for the entries still planned outside the chunk cache.
-    let mut files: Vec<(usize, usize, PathBuf)> = Vec::new();
-    for (ci, c) in plan.caches.iter().enumerate() {
-        if c.kind.safe_live() {
-            continue;
-        }
-        for (ei, e) in c.entries.iter().enumerate() {
-            if e.layout != Layout::Trash {
-                files.extend(files_of(&e.path).into_iter().map(|p| (ci, ei, p)));
-            }
-        }
-    }
-    let paths: Vec<&Path> = files.iter().map(|(_, _, p)| p.as_path()).collect();
-    let holders = sys::holders(&paths);
+    let files = entry_files(&plan.caches);
+    let wanted: Vec<(sys::FileId, &Path)> = files.iter().map(|(_, _, id, p)| (*id, p.as_path())).collect();
+    let holders = sys::holders_of(&wanted);
     let mut busy: BTreeSet<(usize, usize)> = BTreeSet::new();
     let mut fc = Vec::new();
     match &holders {
         Ok(hs) => {
             for h in hs {
-                if let Some((ci, ei, _)) = files.iter().find(|(_, _, p)| *p == h.path) {
+                if let Some((ci, ei, _, _)) = files.iter().find(|(_, _, _, p)| *p == h.path) {
                     busy.insert((*ci, *ei));
                     if h.comm.contains("firecracker") {
                         fc.push(ProcRef { pid: h.pid, comm: h.comm.clone(), path: h.path.clone() });
@@ -916,7 +1123,7 @@ fn recheck(plan: &Plan) -> Plan {
                 }
             }
         }
-        Err(_) => busy.extend(files.iter().map(|(ci, ei, _)| (*ci, *ei))),
+        Err(_) => busy.extend(files.iter().map(|(ci, ei, _, _)| (*ci, *ei))),
     }
     let mut live = live;
     live.add_firecracker(fc);
@@ -950,6 +1157,7 @@ fn recheck(plan: &Plan) -> Plan {
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
+    use std::fs::File;
 
     const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
     const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";

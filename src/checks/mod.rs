@@ -15,7 +15,7 @@ pub mod snapfile;
 
 use std::sync::Arc;
 
-use crate::build::{Artifact, Build};
+use crate::build::{AccessProblem, Artifact, Build};
 use crate::device::Device;
 use crate::report::{Check, Finding, Severity};
 use crate::rootfs::Rootfs;
@@ -41,8 +41,32 @@ pub const BUILD_CHECK_FAILED: Check = Check {
     title: "tmpl failed while checking this build",
     hint: "something in this build's files made tmpl itself fail (a bug: report it with the message); the build was not fully checked, the other builds were",
 };
+pub const ACCESS_DENIED: Check = Check {
+    id: "access.denied",
+    severity: Severity::Error,
+    title: "tmpl may not read a file or folder this build needs (permission)",
+    hint: "nothing is known to be wrong with the build itself: run tmpl as a user that may read the storage (the orchestrator's, usually root) or grant the permission named; the checks that need it were not run (exit 4)",
+};
+pub const BUILD_UNREADABLE: Check = Check {
+    id: "build.unreadable",
+    severity: Severity::Error,
+    title: "the build folder could not be opened",
+    hint: "see the message: a file where the folder should be, a build file that is not a regular file, or an I/O error",
+};
 
-pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID, &BUILD_CHECK_FAILED];
+pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID, &ACCESS_DENIED, &BUILD_UNREADABLE, &BUILD_CHECK_FAILED];
+
+/// A finding for a build that could not even be opened (verify goes on with the others): a
+/// permission problem is `access.denied`, anything else `build.unreadable`.
+pub fn open_failure(e: &crate::error::Error) -> Finding {
+    let check = if e.is_permission() { &ACCESS_DENIED } else { &BUILD_UNREADABLE };
+    Finding::new(check, None, e.to_string())
+}
+
+/// Whether these findings include a permission problem (the environment's, exit 4).
+pub fn has_access_problem(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.id == ACCESS_DENIED.id)
+}
 
 /// Every finding tmpl can emit.
 pub fn catalog() -> Vec<&'static Check> {
@@ -82,6 +106,43 @@ pub struct Outcome {
 /// Run every offline check on a build. `scan` says when envd binaries are streamed for their
 /// era (verify: only when flags need checking; inspect: always).
 pub fn run(build: &Build, scan: Scan) -> Outcome {
+    let mut outcome = run_checks(build, scan);
+    if !build.access.is_empty() {
+        outcome.findings = with_access_problems(&build.access, outcome.findings);
+    }
+    outcome
+}
+
+/// Findings about what a permission keeps tmpl from reading replace the findings that unreadable
+/// item caused: a file that cannot be read is not "missing" or "corrupt", and a rootfs that cannot
+/// be read through its layers is "not checked" rather than "unreadable".
+pub fn with_access_problems(access: &[AccessProblem], findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = access
+        .iter()
+        .map(|a| {
+            let what = if a.rootfs { " (the rootfs is read through it)" } else { "" };
+            Finding::new(&ACCESS_DENIED, Some(a.file.clone()), format!("{}{what}", a.denied))
+        })
+        .collect();
+    let rootfs_blocked = access.iter().any(|a| a.rootfs);
+    for f in findings {
+        if rootfs_blocked && f.id == rootfs::UNREADABLE.id {
+            out.push(Finding::new(
+                &rootfs::NOT_CHECKED,
+                f.file,
+                format!("{} (a permission problem, see access.denied)", f.message),
+            ));
+            continue;
+        }
+        if f.file.as_deref().is_some_and(|file| access.iter().any(|a| a.covers(file))) {
+            continue;
+        }
+        out.push(f);
+    }
+    out
+}
+
+fn run_checks(build: &Build, scan: Scan) -> Outcome {
     let mut findings = Vec::new();
     if build.is_empty() {
         findings.push(Finding::new(&BUILD_EMPTY, None, format!("{} holds no build files", build.dir.display())));

@@ -23,7 +23,8 @@ use crate::snapshot::SnapfileInfo;
 use crate::storage::BuildId;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0; 3 when the build (or --path in its rootfs) cannot be read.")]
+#[command(after_help = "Exit status: 0; 3 when the build (or --path in its rootfs) is not a build or is corrupt; \
+4 when a permission keeps tmpl from reading it (the facts that could be read are still shown).")]
 pub struct Args {
     /// Build ID (UUID) or path to a build directory
     #[arg(value_name = "BUILD")]
@@ -142,6 +143,9 @@ pub struct InspectReport {
     /// With `--frames`: the builds section of each header (V4/V5; empty for V1–V3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frames: Option<PerArtifact<Vec<BuildInfo>>>,
+    /// Files and folders a permission keeps tmpl from reading (then inspect exits 4).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub access_denied: Vec<build::AccessProblem>,
 }
 
 /// One value per artifact.
@@ -255,6 +259,7 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
         boot,
         mappings: None,
         frames: None,
+        access_denied: build.access.clone(),
     })
 }
 
@@ -324,6 +329,9 @@ pub struct DirEntry {
 fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8> {
     if !path.starts_with('/') {
         return Err(Error::Usage(format!("--path must be absolute (inside the rootfs), got {path:?}")));
+    }
+    if let Some(e) = build.rootfs_access_error() {
+        return Err(e);
     }
     let fs = checks::open_rootfs(build).map_err(|e| Error::invalid(build.path("rootfs.ext4"), e))?;
     let resolution = boot::resolve(&fs, path);
@@ -717,12 +725,20 @@ impl Report for InspectReport {
     }
 
     fn ok(&self) -> bool {
-        true
+        self.access_denied.is_empty()
+    }
+
+    /// A permission problem is the environment's: exit 4, with every fact that could be read.
+    fn failure_code(&self) -> u8 {
+        crate::exit_code::ENVIRONMENT
     }
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
         writeln!(w, "{} {}", style.bold("build"), self.build_id)?;
         writeln!(w, "  path       {}", self.path.display())?;
+        for a in &self.access_denied {
+            writeln!(w, "  {} {}", style.severity(crate::report::Severity::Error), sanitize(&a.denied.to_string()))?;
+        }
         writeln!(w, "\n{}", style.bold("files"))?;
         for f in &self.files {
             writeln!(

@@ -23,8 +23,9 @@ use crate::storage::{BuildId, Storage};
 /// Exit codes of this command (also in the README).
 pub const EXIT_CODES: &str = "\
 Exit status: 0 everything selected was purged, or nothing was cached (with --dry-run: nothing would be skipped); \
-3 a build ID is not a UUID (nothing is touched); 4 a deletion failed or a cache root could not be read; \
-5 something was left alone by a safety rule (orchestrator running, entry in use, root that does not look like \
+3 a build ID is not a UUID, or empty (nothing is touched); 4 a deletion failed, or a cache root or an entry \
+could not be read; 5 something was left alone by a safety rule (orchestrator running, entry in use, entry changed \
+or swapped for a symlink during the purge, builds behind a symlinked template folder, root that does not look like \
 its cache, stored build) while the rest was purged. --summarize: 0 every node clean, 5 some node skipped \
 something, 4 a node failed, reported an error, sent no report (--expect-nodes) or sent something else.";
 
@@ -109,12 +110,17 @@ impl Args {
     }
 }
 
-/// Parse `--build-id` values: commas and whitespace separate; every piece must be a UUID.
+/// Parse `--build-id` values: commas and whitespace separate; every piece must be a UUID, and a
+/// value with no piece at all (`--build-id ''`) is a bad build ID like any other (exit 3).
 pub fn parse_build_ids(values: &[String]) -> Result<Vec<BuildId>> {
     let mut out = Vec::new();
     for v in values {
+        let before = out.len();
         for piece in v.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()) {
             out.push(BuildId::parse(piece)?);
+        }
+        if out.len() == before {
+            return Err(Error::BadBuildId(v.clone()));
         }
     }
     if out.is_empty() {
@@ -592,6 +598,8 @@ mod tests {
             parse_build_ids(&["aaaaaaaa-0000-4000-8000-000000000001,..".into()]),
             Err(Error::BadBuildId(_))
         ));
-        assert!(matches!(parse_build_ids(&[",".into()]), Err(Error::Usage(_))));
+        for empty in ["", " ", ","] {
+            assert!(matches!(parse_build_ids(&[empty.into()]), Err(Error::BadBuildId(_))), "{empty:?}");
+        }
     }
 }

@@ -11,6 +11,7 @@ use crate::checks;
 use crate::cli::GlobalArgs;
 use crate::deep;
 use crate::error::{Error, Result};
+use crate::exit_code;
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings};
@@ -49,6 +50,8 @@ pub struct BuildResult {
 pub struct Summary {
     pub builds: usize,
     pub failed: usize,
+    /// Builds tmpl could not fully read because of a permission (`access.denied`): exit 4.
+    pub access_denied: usize,
     #[serde(flatten)]
     pub tally: Tally,
 }
@@ -75,6 +78,12 @@ impl Report for VerifyReport {
 
     fn ok(&self) -> bool {
         self.summary.failed == 0
+    }
+
+    /// A permission problem is the environment's (exit 4) even when other builds have findings:
+    /// their results are in the report all the same.
+    fn failure_code(&self) -> u8 {
+        if self.summary.access_denied > 0 { exit_code::ENVIRONMENT } else { exit_code::FINDINGS }
     }
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
@@ -117,6 +126,13 @@ impl Report for VerifyReport {
             plural(s.tally.warnings, "warning"),
             s.tally.infos
         )?;
+        if s.access_denied > 0 {
+            writeln!(
+                w,
+                "{} could not be fully read: a permission is missing (access.denied above; exit 4)",
+                plural(s.access_denied, "build")
+            )?;
+        }
         if let Some(d) = &self.deep {
             writeln!(
                 w,
@@ -136,27 +152,46 @@ impl Report for VerifyReport {
     }
 }
 
-/// Check one located build.
-pub fn verify_one(loc: &BuildLocation, strict: bool) -> Result<BuildResult> {
-    verify_open(loc, strict, false).map(|(r, _)| r)
+/// Check one located build. A build that cannot be opened (a permission, a file where its folder
+/// should be) is a result with that finding, so a run over many builds goes on.
+pub fn verify_one(loc: &BuildLocation, strict: bool) -> BuildResult {
+    match verify_open(loc, strict, false) {
+        Ok(c) => c.result,
+        Err(e) => unopened(loc, &e),
+    }
+}
+
+/// The result of a build that could not be opened.
+fn unopened(loc: &BuildLocation, e: &Error) -> BuildResult {
+    result(loc.folder_id.unwrap_or_else(BuildId::nil), loc.dir.clone(), vec![checks::open_failure(e)], false)
+}
+
+/// What checking one build leaves for `--deep`: the data files to stream and the permission
+/// problems that would keep tmpl from streaming them (the build itself is not kept open).
+struct Checked {
+    result: BuildResult,
+    jobs: Vec<deep::Job>,
+    deep_denied: Vec<crate::build::AccessProblem>,
 }
 
 /// Check one located build and, with `deep`, list the data files it reads (so the build itself
 /// need not stay open: memory does not grow with the number of builds). Isolated: a panic while
 /// checking (a bug met by this build's files) becomes a finding on this build, and the run goes
 /// on with the others.
-fn verify_open(loc: &BuildLocation, strict: bool, deep: bool) -> Result<(BuildResult, Vec<deep::Job>)> {
-    let checked = crate::rootfs::guard::isolate(|| -> Result<(BuildResult, Vec<deep::Job>)> {
+fn verify_open(loc: &BuildLocation, strict: bool, deep: bool) -> Result<Checked> {
+    let checked = crate::rootfs::guard::isolate(|| -> Result<Checked> {
         let build = Build::open(loc)?;
         let outcome = checks::run(&build, crate::rootfs::boot::Scan::WhenFlagsNeedIt);
-        let jobs = if deep { deep::jobs(&build) } else { Vec::new() };
-        Ok((result(build.id, build.dir.clone(), outcome.findings, strict), jobs))
+        let (jobs, deep_denied) =
+            if deep { (deep::jobs(&build), build.deep_access_problems()) } else { (Vec::new(), Vec::new()) };
+        Ok(Checked { result: result(build.id, build.dir.clone(), outcome.findings, strict), jobs, deep_denied })
     });
     match checked {
         Ok(r) => r,
         Err(panic) => {
             let f = Finding::new(&checks::BUILD_CHECK_FAILED, None, format!("checking this build stopped: {panic}"));
-            Ok((result(loc.folder_id.unwrap_or_else(BuildId::nil), loc.dir.clone(), vec![f], strict), Vec::new()))
+            let result = result(loc.folder_id.unwrap_or_else(BuildId::nil), loc.dir.clone(), vec![f], strict);
+            Ok(Checked { result, jobs: Vec::new(), deep_denied: Vec::new() })
         }
     }
 }
@@ -188,17 +223,34 @@ pub fn verify_all_with(
     deep: Option<&dyn Progress>,
 ) -> Result<VerifyReport> {
     let mut deep_summary = None;
-    let results: Vec<Result<(BuildResult, Vec<deep::Job>)>> =
-        locs.par_iter().map(|l| verify_open(l, strict, deep.is_some())).collect();
-    let pairs = results.into_iter().collect::<Result<Vec<_>>>()?;
-    let builds = match deep {
-        None => pairs.into_iter().map(|(r, _)| r).collect(),
+    let checked: Vec<Checked> = locs
+        .par_iter()
+        .map(|l| {
+            verify_open(l, strict, deep.is_some()).unwrap_or_else(|e| Checked {
+                result: unopened(l, &e),
+                jobs: Vec::new(),
+                deep_denied: Vec::new(),
+            })
+        })
+        .collect();
+    let builds: Vec<BuildResult> = match deep {
+        None => checked.into_iter().map(|c| c.result).collect(),
         Some(progress) => {
-            let (mut results, jobs): (Vec<BuildResult>, Vec<Vec<deep::Job>>) = pairs.into_iter().unzip();
-            let per_build = results.iter().map(|r| r.build_id).zip(jobs).collect();
+            let mut results = Vec::with_capacity(checked.len());
+            let mut per_build = Vec::with_capacity(checked.len());
+            let mut denied = Vec::with_capacity(checked.len());
+            for c in checked {
+                per_build.push((c.result.build_id, c.jobs));
+                denied.push(c.deep_denied);
+                results.push(c.result);
+            }
             let outcome = deep::verify_jobs(per_build, progress);
-            for (r, (_, files, findings)) in results.iter_mut().zip(outcome.per_build) {
+            for ((r, denied), (_, files, findings)) in results.iter_mut().zip(denied).zip(outcome.per_build) {
                 r.findings.extend(findings);
+                // A data file a permission keeps us from streaming is named as such.
+                if !denied.is_empty() {
+                    r.findings = checks::with_access_problems(&denied, std::mem::take(&mut r.findings));
+                }
                 r.findings.sort_by_key(|f| f.severity);
                 r.tally = Tally::of(&r.findings);
                 r.ok = r.tally.errors == 0 && (!strict || r.tally.warnings == 0);
@@ -212,7 +264,12 @@ pub fn verify_all_with(
     for b in &builds {
         tally.merge(b.tally);
     }
-    let summary = Summary { builds: builds.len(), failed: builds.iter().filter(|b| !b.ok).count(), tally };
+    let summary = Summary {
+        builds: builds.len(),
+        failed: builds.iter().filter(|b| !b.ok).count(),
+        access_denied: builds.iter().filter(|b| checks::has_access_problem(&b.findings)).count(),
+        tally,
+    };
     Ok(VerifyReport {
         storage: storage.root.clone(),
         storage_source: storage.source.clone(),
@@ -243,7 +300,22 @@ pub fn locate(storage: &Storage, builds: &[String], all: bool) -> Result<(Vec<Bu
             BuildId::parse(b)?;
         }
     }
-    let locs = builds.iter().map(|b| storage.locate(b)).collect::<Result<Vec<_>>>()?;
+    // A build a permission keeps us from even finding is still checked (and reported as such)
+    // with the others; a build that does not exist stops the run (a typo: exit 3).
+    let locs = builds
+        .iter()
+        .map(|b| match storage.locate(b) {
+            Err(e) if e.is_permission() && !b.contains('/') => {
+                let id = BuildId::parse(b)?;
+                Ok(BuildLocation {
+                    dir: storage.build_dir(&id),
+                    folder_id: Some(id),
+                    storage_root: storage.root.clone(),
+                })
+            }
+            r => r,
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((locs, None))
 }
 

@@ -802,7 +802,7 @@ fn apply_fork(
     let scratch = Scratch::new(&partial, ".work-")?;
     // The full rootfs, assembled through the source's layers (holes where it maps nothing).
     let image = partial.join(Artifact::Rootfs.data_name());
-    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::invalid(&build.dir, e.to_string()))?;
+    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::device(&build.dir, e))?;
     let out = File::options().write(true).create_new(true).open(&image).map_err(|e| Error::write(&image, e))?;
     dev.assemble_to(&out, progress).map_err(|e| Error::invalid(&build.dir, e.to_string()))?;
     out.sync_all().map_err(|e| Error::write(&image, e))?;

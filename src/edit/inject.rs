@@ -29,7 +29,7 @@ pub struct InjectOptions {
 
 /// The build's rootfs, read through its layers.
 pub fn open_rootfs(build: &Build) -> Result<Rootfs> {
-    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::invalid(&build.dir, e.to_string()))?;
+    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::device(&build.dir, e))?;
     Rootfs::open(Arc::new(dev)).map_err(|e| Error::invalid(build.path("rootfs.ext4"), e.to_string()))
 }
 

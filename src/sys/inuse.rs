@@ -88,10 +88,17 @@ fn comm(pid: u32) -> String {
 /// Processes that have any of `paths` open or mapped. Paths that do not exist are ignored.
 pub fn holders(paths: &[&Path]) -> io::Result<Vec<Holder>> {
     let wanted: Vec<(FileId, &Path)> = paths.iter().filter_map(|p| FileId::of(p).ok().map(|id| (id, *p))).collect();
+    holders_of(&wanted)
+}
+
+/// Processes that have any of the files with these identities open or mapped; each holder is
+/// reported with the path given beside the identity (for callers that stat through directory
+/// handles, never by path: `cache::walk`).
+pub fn holders_of<P: AsRef<Path>>(wanted: &[(FileId, P)]) -> io::Result<Vec<Holder>> {
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let lookup = |id: FileId| wanted.iter().find(|(w, _)| *w == id).map(|(_, p)| p.to_path_buf());
+    let lookup = |id: FileId| wanted.iter().find(|(w, _)| *w == id).map(|(_, p)| p.as_ref().to_path_buf());
     let mut out = BTreeSet::new();
     for pid in pids()? {
         // Open descriptors.
@@ -117,9 +124,14 @@ pub fn holders(paths: &[&Path]) -> io::Result<Vec<Holder>> {
                 if ino == 0 {
                     continue;
                 }
-                for (w, p) in &wanted {
+                for (w, p) in wanted {
                     if w.ino == ino && dev_matches(dev, w) {
-                        out.insert(Holder { pid, comm: comm(pid), path: p.to_path_buf(), access: Access::Mapped });
+                        out.insert(Holder {
+                            pid,
+                            comm: comm(pid),
+                            path: p.as_ref().to_path_buf(),
+                            access: Access::Mapped,
+                        });
                     }
                 }
             }

@@ -12,6 +12,8 @@ pub mod inuse;
 pub mod loopdev;
 pub mod mount;
 
-pub use inuse::{FileId, Holder, LoopUse, flock_holders, holders, holders_on_fs, is_mount_point, loop_uses};
+pub use inuse::{
+    FileId, Holder, LoopUse, flock_holders, holders, holders_of, holders_on_fs, is_mount_point, loop_uses,
+};
 pub use loopdev::{AttachMethod, LoopDevice, LoopError, LoopOptions, LoopStatus};
 pub use mount::{CycleTimings, MountError, MountOptions, MountTimings, Mounted, mount_image, time_cycle};

@@ -56,7 +56,7 @@ impl RootImage {
 /// `need_copy`: the VMM cannot protect the build's file itself (Firecracker), so even a full image
 /// is copied.
 pub fn prepare(build: &Build, work: &Path, need_copy: bool, progress: &dyn Progress) -> Result<RootImage> {
-    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::invalid(&build.dir, e.to_string()))?;
+    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::device(&build.dir, e))?;
     let size = dev.size();
     if size == 0 {
         return Err(Error::invalid(&build.dir, "the rootfs is empty (size 0)"));
