@@ -43,7 +43,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let build = super::open_build(g, &args.build)?;
+    let prepared = edit_report::prepare(g, &args.build, &args.edit, out)?;
+    let build = &prepared.build;
     let opts = InjectOptions {
         envd: args.envd.clone(),
         mode: match args.mode {
@@ -55,6 +56,6 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
         envd_args: args.envd_args.clone(),
         edit: args.edit.options()?,
     };
-    let (plan, ctx) = inject::plan_inject(&build, &opts)?;
-    edit_report::finish("inject-envd", plan, &ctx, &build, &args.edit, out)
+    let (plan, ctx) = inject::plan_inject(build, &opts)?;
+    edit_report::finish("inject-envd", plan, &ctx, prepared, &args.edit, out)
 }

@@ -135,6 +135,9 @@ pub struct InspectReport {
     /// With `--frames`: the builds section of each header (V4/V5; empty for V1–V3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frames: Option<PerArtifact<Vec<BuildInfo>>>,
+    /// What tmpl's edits left: backups, work folders, a commit journal, partial forks, mounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<crate::edit::leftovers::Leftover>,
 }
 
 /// One value per artifact.
@@ -251,6 +254,10 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
         boot,
         mappings: None,
         frames: None,
+        leftovers: crate::edit::leftovers::in_build(&build.dir)
+            .into_iter()
+            .chain(crate::edit::leftovers::forks_of(&build.storage_root, &build.id))
+            .collect(),
     })
 }
 
@@ -701,6 +708,19 @@ impl Report for InspectReport {
                 human_bytes(f.len),
                 human_bytes(f.allocated)
             )?;
+        }
+        if !self.leftovers.is_empty() {
+            writeln!(w, "\n{}", style.bold("left by tmpl (tmpl backups BUILD)"))?;
+            for l in &self.leftovers {
+                writeln!(
+                    w,
+                    "  {:<40} {:>12} {}{}",
+                    sanitize(&l.name),
+                    human_bytes(l.bytes),
+                    serde_json::to_value(l.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    if l.in_use { format!(", in use by {}", l.holders.join(", ")) } else { String::new() }
+                )?;
+            }
         }
         writeln!(w, "\n{}", style.bold("metadata.json"))?;
         match &self.metadata {

@@ -5,11 +5,15 @@
 //! Never prints; the commands render plans and results.
 
 pub mod apply;
+pub mod backups;
+pub mod commit;
 pub mod envd_file;
+pub mod fault;
 pub mod inject;
+pub mod leftovers;
 pub mod manifest;
 pub mod plan;
 pub mod render;
 
-pub use apply::{Applied, apply};
+pub use apply::{Applied, BuildLock, apply, lock_build};
 pub use plan::{Backend, Change, EditOptions, Mode, ModeChoice, Plan, Target};
