@@ -237,7 +237,7 @@ pub struct Restored {
 /// Restore `name` into the build (the caller holds the exclusive lock and settled any journal).
 pub fn restore(build: &Build, name: &str, lock: &BuildLock, dry_run: bool) -> Result<Restored> {
     let dir = &build.dir;
-    if !lock.exclusive || lock.dir != *dir {
+    if (!lock.exclusive && !dry_run) || lock.dir != *dir {
         return Err(Error::VerificationFailed("internal: a restore needs the build's exclusive lock".into()));
     }
     let backup = backup_dir(dir, name)?;
@@ -326,7 +326,7 @@ pub struct Pruned {
 
 /// Keep the newest `keep` backups, remove the others (the caller holds the exclusive lock).
 pub fn prune(dir: &Path, keep: usize, lock: &BuildLock, dry_run: bool) -> Result<Pruned> {
-    if !lock.exclusive || lock.dir != dir {
+    if (!lock.exclusive && !dry_run) || lock.dir != dir {
         return Err(Error::VerificationFailed("internal: pruning needs the build's exclusive lock".into()));
     }
     let mut backups: Vec<Leftover> = leftovers::in_build(dir).into_iter().filter(|l| l.kind == Kind::Backup).collect();

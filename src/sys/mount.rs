@@ -251,6 +251,8 @@ struct Namespace {
     path: PathBuf,
     /// `/proc/<pid>/task/<tid>/mountinfo`: the namespace's mount table.
     mountinfo: PathBuf,
+    /// `/proc/<pid>/task/<tid>`: gone once the thread and its namespace are.
+    task: PathBuf,
 }
 
 /// Enter a new mount namespace on this thread (and only this thread: `CLONE_FS` gives it its own
@@ -337,7 +339,14 @@ impl Namespace {
         };
         let task = PathBuf::from(format!("/proc/{}/task/{tid}", std::process::id()));
         let path = task.join("root").join(target.strip_prefix("/").unwrap_or(&target));
-        Ok(Namespace { requests: Some(req_tx), thread: Some(thread), target, path, mountinfo: task.join("mountinfo") })
+        Ok(Namespace {
+            requests: Some(req_tx),
+            thread: Some(thread),
+            target,
+            path,
+            mountinfo: task.join("mountinfo"),
+            task,
+        })
     }
 
     /// Ask the thread to unmount and wait for it to end.
@@ -348,6 +357,13 @@ impl Namespace {
         let result = if sent { reply_rx.recv().unwrap_or(Ok(())) } else { Ok(()) };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+            // A join returns when the thread has left user space; the kernel tears its
+            // namespace down a moment later, before the task leaves /proc. Wait for that, so
+            // nothing of the namespace is left when this returns.
+            let start = Instant::now();
+            while self.task.exists() && start.elapsed() < RELEASE_WAIT {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         result
     }
