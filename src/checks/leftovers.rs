@@ -55,7 +55,7 @@ pub fn check(build: &Build) -> Vec<Finding> {
         let c = if j.in_progress { &COMMIT_RUNNING } else { &INTERRUPTED_COMMIT };
         out.push(Finding::new(c, Some(crate::edit::commit::JOURNAL.to_string()), j.describe()).hint(hint(c)));
     }
-    let storage_forks = leftovers::forks_of(&build.storage_root, &build.id);
+    let storage_forks = leftovers::forks_of_cached(&build.storage_root, &build.id);
     for l in leftovers::in_build(&build.dir).into_iter().chain(storage_forks) {
         let c = match l.kind {
             Kind::Backup => &BACKUP,

@@ -1,9 +1,11 @@
 //! Applying a plan, transactionally: the edit happens on a copy in the build folder (or in the
 //! new build's folder for `--fork`); the copy is verified — every written file read back
 //! through the rootfs reader and compared by SHA-256, mode and owner, the boot path checked with
-//! the same checks `verify` runs, `e2fsck -fn` clean — and only then renamed over the original,
-//! whose old inode stays in the backup folder. Any failure before the rename leaves the build
-//! byte-for-byte as it was; a failure during the renames puts the originals back.
+//! the same checks `verify` runs, `e2fsck -fn` clean — and only then committed: the guards are
+//! checked once more under the build's lock, and the renames run as a journaled commit
+//! ([`super::commit`]) in an order the orchestrator can never misuse, the originals kept in the
+//! backup folder. Any failure before the commit leaves the build byte-for-byte as it was; a
+//! failure during it puts the originals back; a kill during it is completed by the next run.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -684,7 +686,8 @@ fn apply_in_place(
     manifest::write_to(&new_manifest, &Manifest::new(build.id, None, plan, &verification))?;
     sync_dir(&scratch.dir)?;
 
-    // Backup: the old rootfs by hard link (its inode survives the rename), small files by copy.
+    // Backup: the files the commit replaces, by hard link (a replaced file's inode survives the
+    // rename there, with its owner, mode and times; a rollback renames it back).
     let backup = new_backup_dir(&build.dir)?;
     let backup_name = backup.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let prepared = (|| -> Result<()> {
@@ -692,7 +695,7 @@ fn apply_in_place(
         for name in [Artifact::Rootfs.header_name(), crate::build::METADATA, manifest::FILE] {
             let p = build.path(name);
             if p.exists() {
-                std::fs::copy(&p, backup.join(name)).map_err(|e| Error::write(&backup, e))?;
+                std::fs::hard_link(&p, backup.join(name)).map_err(|e| Error::write(&backup, e))?;
             }
         }
         sync_dir(&backup)?;

@@ -62,8 +62,12 @@ impl JournalState {
 
 /// The journal of a build folder, if any, with each step's state.
 pub fn journal_state(dir: &Path) -> Option<JournalState> {
+    let read = commit::read(dir);
+    if matches!(read, Ok(None)) {
+        return None;
+    }
     let holders = super::apply::lock_holders(dir);
-    match commit::read(dir) {
+    match read {
         Ok(None) => None,
         Ok(Some(j)) => Some(JournalState {
             steps: j.states(dir),

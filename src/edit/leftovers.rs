@@ -150,9 +150,11 @@ fn mounts_under(dir: &Path) -> Vec<crate::sys::mount::HostMount> {
 /// Leftovers in a build folder (backups, work folders, the journal, stale mounts of its work
 /// copies), sorted by kind and name.
 pub fn in_build(dir: &Path) -> Vec<Leftover> {
-    let holders = lock_holders(dir);
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    // Read /proc/locks only for a folder that has something to report.
+    let mut holders_cache: Option<Vec<String>> = None;
+    let mut holders = |dir: &Path| holders_cache.get_or_insert_with(|| lock_holders(dir)).clone();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
@@ -166,10 +168,11 @@ pub fn in_build(dir: &Path) -> Vec<Leftover> {
             continue;
         };
         // A backup is not in use by an edit: it is kept on purpose.
-        let h: &[String] = if kind == Kind::Backup { &[] } else { &holders };
-        out.extend(leftover(kind, &e.path(), h));
+        let h = if kind == Kind::Backup { Vec::new() } else { holders(dir) };
+        out.extend(leftover(kind, &e.path(), &h));
     }
     for m in mounts_under(dir) {
+        let holders = holders(dir);
         let (bytes, _) = m.backing.as_deref().map(usage).unwrap_or((0, 0));
         out.push(Leftover {
             kind: Kind::Mount,
@@ -234,6 +237,28 @@ pub fn in_storage(root: &Path) -> Vec<Leftover> {
 pub fn forks_of(root: &Path, source: &BuildId) -> Vec<Leftover> {
     let id = source.to_string();
     in_storage(root).into_iter().filter(|l| l.source.as_deref() == Some(id.as_str())).collect()
+}
+
+/// [`forks_of`] for checks that run once per build (`verify --all`): the storage root is scanned
+/// once per run and again only when its modification time changes (an entry added or removed).
+pub fn forks_of_cached(root: &Path, source: &BuildId) -> Vec<Leftover> {
+    use std::sync::Mutex;
+    type Cache = Option<(PathBuf, Option<SystemTime>, Vec<Leftover>)>;
+    static CACHE: Mutex<Cache> = Mutex::new(None);
+    let mtime = std::fs::metadata(root).and_then(|m| m.modified()).ok();
+    let all = {
+        let mut g = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        match &*g {
+            Some((r, t, l)) if r == root && *t == mtime && mtime.is_some() => l.clone(),
+            _ => {
+                let l = in_storage(root);
+                *g = Some((root.to_path_buf(), mtime, l.clone()));
+                l
+            }
+        }
+    };
+    let id = source.to_string();
+    all.into_iter().filter(|l| l.source.as_deref() == Some(id.as_str())).collect()
 }
 
 /// Remove the host-namespace mounts of images under `dir` (the caller holds the lock that proves
