@@ -51,20 +51,27 @@ pub fn check(build: &Build) -> Vec<Finding> {
     let id = build.id.to_string();
     let hint = |c: &Check| c.hint.replace("BUILD", &id);
     let mut out = Vec::new();
+    // The work folder of an unsettled commit holds its new files: part of that finding.
+    let mut committing: Vec<String> = Vec::new();
     if let Some(j) = backups::journal_state(&build.dir) {
         let c = if j.in_progress { &COMMIT_RUNNING } else { &INTERRUPTED_COMMIT };
         out.push(Finding::new(c, Some(crate::edit::commit::JOURNAL.to_string()), j.describe()).hint(hint(c)));
+        if let Some(j) = &j.journal {
+            committing.extend(j.remove_on_complete.iter().chain(&j.remove_on_rollback).cloned());
+        }
     }
     let storage_forks = leftovers::forks_of_cached(&build.storage_root, &build.id);
     for l in leftovers::in_build(&build.dir).into_iter().chain(storage_forks) {
         let c = match l.kind {
             Kind::Backup => &BACKUP,
+            Kind::WorkFolder if committing.contains(&l.name) => continue,
             Kind::WorkFolder => &WORK_FOLDER,
             Kind::Fork => &FORK,
             Kind::Mount => &MOUNT,
             Kind::Journal => continue,
         };
-        let mut msg = format!("{} holds {} in {} files", l.name, crate::report::human_bytes(l.bytes), l.files);
+        let files = if l.files == 1 { "1 file".to_string() } else { format!("{} files", l.files) };
+        let mut msg = format!("{} holds {} in {files}", l.name, crate::report::human_bytes(l.bytes));
         if let Some(m) = &l.modified {
             msg.push_str(&format!(", last changed {m}"));
         }

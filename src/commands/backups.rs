@@ -97,7 +97,7 @@ impl Report for BackupsReport {
         let state = if self.dry_run { " (dry run: nothing changed)" } else { "" };
         writeln!(w, "{} {} {}{state}", style.bold("backups"), self.build_id, self.action)?;
         if let Some(r) = &self.recovered {
-            writeln!(w, "  recovered {}", sanitize(&r.describe()))?;
+            writeln!(w, "  settled   {}", sanitize(&r.describe()))?;
         }
         if let Some(r) = &self.restored {
             writeln!(w, "  restore   {}{}", r.backup, if self.dry_run { " would be put back:" } else { " put back:" })?;
@@ -239,7 +239,10 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
             build.id
         ));
     }
-    if action == "list" && listing.work_folders.iter().chain(&listing.forks).chain(&listing.mounts).any(|x| !x.in_use) {
+    if action == "list"
+        && listing.journal.is_none()
+        && listing.work_folders.iter().chain(&listing.forks).chain(&listing.mounts).any(|x| !x.in_use)
+    {
         next.push(format!("tmpl backups {} --clean removes what killed runs left", build.id));
     }
     if action == "list" && listing.backups.len() > 1 {
