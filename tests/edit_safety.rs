@@ -660,8 +660,9 @@ fn unreadable_headers_block_only_when_the_orchestrator_might_read_them() {
     assert_eq!(common::hash_tree(&dir(&s)), before);
 }
 
-/// Item 15 on the demo storage: its damaged headers (cut by a byte, a flipped bit in a V4 frame)
-/// no longer block in-place edits of its healthy full builds.
+/// Item 15 on the demo storage: its damaged headers (cut inside a mapping, a flipped bit in a V4
+/// LZ4 frame) no longer block in-place edits of its full builds: the legacy full build can be
+/// edited in place again (the plan warns about the two headers), and a real run edits it.
 #[test]
 fn the_demo_storage_allows_in_place_edits_again() {
     let Some(b) = bins() else { return };
@@ -669,17 +670,32 @@ fn the_demo_storage_allows_in_place_edits_again() {
     let store = d.path().join("demo");
     let out = common::tmpl().args(["demo", "--dir"]).arg(&store).output().unwrap();
     assert!(out.status.success());
-    let out = common::tmpl()
-        .arg("--storage")
-        .arg(&store)
-        .args(["--json", "inject-envd", tmpl::demo::ids::ENVD_FLAG, "--dry-run", "--drop-snapshot", "--envd"])
-        .arg(&b.envd)
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let refused = v["plan"]["refused"].to_string();
-    assert!(!refused.contains("cannot be told"), "{v:#}");
-    assert!(!refused.contains(tmpl::demo::ids::TRUNCATED_HEADER) && !refused.contains(tmpl::demo::ids::LZ4_CHECKSUM));
+    let legacy = tmpl::demo::ids::LEGACY;
+    let run = |dry: bool| {
+        let mut c = common::tmpl();
+        c.arg("--storage")
+            .arg(&store)
+            .args(["--json", "inject-envd", legacy, "--drop-snapshot", "--envd"])
+            .arg(&b.envd);
+        c.args(["--kernel-version", "vmlinux-6.1.158", "--firecracker-version", "v1.14.1_431f1fc"]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        let out = c.output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), v)
+    };
+    let (code, v) = run(true);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["plan"]["target"]["kind"], "in-place");
+    let warnings = v["plan"]["warnings"].to_string();
+    for damaged in [tmpl::demo::ids::TRUNCATED_HEADER, tmpl::demo::ids::LZ4_CHECKSUM] {
+        assert!(warnings.contains(damaged), "{damaged} is named as ignored: {warnings}");
+    }
+    let (code, v) = run(false);
+    assert_eq!(code, 0, "{v:#}");
+    let cat = common::cat(&store, legacy, "/usr/bin/envd");
+    assert_eq!(cat, std::fs::read(&b.envd).unwrap());
 }
 
 /// Item 16: `--fork` is a plain flag, so it cannot swallow BUILD written after it; the new ID is
