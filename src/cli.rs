@@ -85,6 +85,9 @@ pub enum Command {
     /// Delete every node-local cache entry of builds (template, build, chunk, sandbox, snapshot
     /// caches), safely; --show-roots, --summarize for cluster-wide runs
     PurgeCache(commands::purge_cache::Args),
+    /// List, restore and prune a build's backups; remove what killed edits left; finish an
+    /// interrupted commit
+    Backups(commands::backups::Args),
 }
 
 impl Command {
@@ -98,6 +101,7 @@ impl Command {
             Command::InjectEnvd(_) => "inject-envd",
             Command::RewriteWrapper(_) => "rewrite-wrapper",
             Command::PurgeCache(_) => "purge-cache",
+            Command::Backups(_) => "backups",
         }
     }
 }

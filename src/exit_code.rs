@@ -13,6 +13,9 @@ pub const INVALID_INPUT: u8 = 3;
 pub const ENVIRONMENT: u8 = 4;
 /// Refused by a safety check (snapshot present, image in use, lock held, ...).
 pub const REFUSED: u8 = 5;
+/// The change was made but is not in effect on this node yet: its caches were left alone while
+/// the orchestrator runs, so the node keeps serving the old bytes until it restarts.
+pub const NOT_IN_EFFECT: u8 = 6;
 
 /// The table shown in `--help` and the README.
 pub const TABLE: &str = "\
@@ -22,7 +25,8 @@ Exit codes:
   2  usage error
   3  unreadable or invalid input (not a build, not a UUID, corrupt file)
   4  environment (missing tool, permission, I/O)
-  5  refused by a safety check (nothing was changed)";
+  5  refused by a safety check (nothing was changed)
+  6  the change was made but is not in effect on this node yet (caches left alone while the orchestrator runs)";
 
 #[cfg(test)]
 mod tests {

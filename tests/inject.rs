@@ -279,13 +279,13 @@ fn layered_builds_need_fork_and_fork_makes_a_self_contained_build() {
     // --fork NEW_ID: assembled through the layers, patched, a new self-contained build. These
     // builds have no metadata.json: the fork's must name a kernel and a Firecracker.
     let new = "f2000000-0000-4000-8000-000000000003";
-    let (code, v, _) = run(&s, &["inject-envd", &child_s, "--envd", &envd_arg(bins), "--fork", new]);
+    let (code, v, _) = run(&s, &["inject-envd", &child_s, "--envd", &envd_arg(bins), "--fork-id", new]);
     assert_eq!(code, 5, "{v}");
     assert!(v["error"]["details"].to_string().contains("--kernel-version"), "{v}");
     let versions = ["--kernel-version", "vmlinux-6.1.158", "--firecracker-version", "v1.14.1_431f1fc"];
     let mut args = vec!["inject-envd", &child_s, "--envd"];
     let envd = envd_arg(bins);
-    args.extend([envd.as_str(), "--fork", new]);
+    args.extend([envd.as_str(), "--fork-id", new]);
     args.extend(versions);
     let (code, v, err) = run(&s, &args);
     assert_eq!(code, 0, "{err} {v}");
@@ -314,7 +314,7 @@ fn layered_builds_need_fork_and_fork_makes_a_self_contained_build() {
     assert_eq!(code, 0, "{v}");
     let fresh = v["plan"]["target"]["new_build_id"].as_str().unwrap().to_string();
     assert!(BuildId::parse(&fresh).is_ok() && fresh != new);
-    let mut args = vec!["inject-envd", &child_s, "--envd", envd.as_str(), "--fork", new];
+    let mut args = vec!["inject-envd", &child_s, "--envd", envd.as_str(), "--fork-id", new];
     args.extend(versions);
     let (code, _, _) = run(&s, &args);
     assert_eq!(code, 5);
@@ -480,7 +480,7 @@ fn removed_flags_are_refused_for_a_new_envd() {
 
 #[test]
 fn faults_between_copy_and_rename_leave_the_build_as_it_was() {
-    for step in ["after-verify", "during-commit"] {
+    for step in ["after-verify", "before-commit", "commit:journal", "commit:rootfs.ext4", "commit:tmpl-manifest.json"] {
         let Some((s, b)) = store_with(|t, _| {
             t.shell();
         }) else {
@@ -622,7 +622,7 @@ fn hostile_build_ids_and_paths() {
         let (code, _, _) = run(&s, &["inject-envd", bad, "--envd", &envd_arg(b)]);
         assert_eq!(code, 3, "{bad:?}");
     }
-    let (code, _, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--fork", "../x"]);
+    let (code, _, _) = run(&s, &["inject-envd", BUILD, "--envd", &envd_arg(b), "--fork-id", "../x"]);
     assert_eq!(code, 3);
 }
 
@@ -641,7 +641,7 @@ fn fork_of_a_compressed_v5_build() {
         .arg(&store)
         .args(["--json", "inject-envd", src, "--envd"])
         .arg(&b.envd)
-        .args(["--fork", new])
+        .args(["--fork-id", new])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -672,7 +672,7 @@ fn mount_backend_wrapper_and_fork_write_top_level_paths() {
     let versions = ["--kernel-version", "vmlinux-6.1.158", "--firecracker-version", "v1.14.1_431f1fc"];
     let mut args = vec!["inject-envd", BUILD, "--envd"];
     let envd = envd_arg(b);
-    args.extend([envd.as_str(), "--backend", "mount", "--as", "wrapper", "--fork", new]);
+    args.extend([envd.as_str(), "--backend", "mount", "--as", "wrapper", "--fork-id", new]);
     args.extend(versions);
     let (code, v, err) = run(&s, &args);
     assert_eq!(code, 0, "{err} {v}");
@@ -703,7 +703,7 @@ fn late_faults_restore_header_snapshot_and_metadata() {
     ];
     std::fs::write(d.join("rootfs.ext4.header"), tmpl::header::encode(&h)).unwrap();
     let before = common::hash_tree(&d);
-    for step in ["during-commit", "late-commit"] {
+    for step in ["commit:snapfile", "commit:metadata.json", "commit:rootfs.ext4.header", "commit:rootfs.ext4"] {
         let out = common::tmpl()
             .env(tmpl::edit::apply::FAULT_ENV, step)
             .arg("--storage")

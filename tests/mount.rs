@@ -6,6 +6,10 @@
 //! unless `TMPL_TEST_REQUIRE_TOOLS` is set (CI), where they fail. Root that still cannot mount
 //! (no loop driver, no capability in a container) fails: that is a broken test machine.
 //!
+//! Mounts live in a private mount namespace owned by one thread of the process: the host's
+//! mount table never lists them, and they go with the process however it ends (the last tests
+//! kill a real tmpl while it has an image mounted).
+//!
 //! Every test ends with [`assert_clean`]: no loop device backs the image, the mount point is not
 //! in /proc/self/mountinfo and its directory is gone.
 
@@ -77,7 +81,8 @@ impl Scratch {
 }
 
 /// Wait (up to 3 s, for a transient opener such as udev's probe) until no loop device backs
-/// `image`, then check the mount point is neither mounted nor present.
+/// `image`, then check the mount point is neither mounted nor present (for the path into the
+/// private namespace: the namespace is gone).
 fn assert_clean(s: &Scratch, target: Option<&Path>) {
     let start = Instant::now();
     loop {
@@ -136,12 +141,16 @@ fn write_through_the_mount_then_check_with_debugfs_and_e2fsck() {
     let s = Scratch::new(32);
     let m = mount_image(&s.image, &s.opts()).unwrap();
     let target = m.path().to_path_buf();
-    assert!(target.starts_with(std::fs::canonicalize(&s.parent).unwrap()));
-    assert!(is_mount_point(&target).unwrap());
+    assert!(m.mount_point().starts_with(std::fs::canonicalize(&s.parent).unwrap()));
+    assert!(m.is_mounted(), "listed in the private namespace's mount table");
+    // Not in the host's: no tmpl mount there for anyone to trip over or leak.
+    assert!(!is_mount_point(m.mount_point()).unwrap());
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains("tmpl-mount-"));
+    assert!(s.leftovers().is_empty(), "nothing is created in the host's mount parent");
     let uses = loop_uses(&s.image).unwrap();
     assert_eq!(uses.len(), 1, "{uses:?}");
     assert_eq!(uses[0].device, m.device());
-    assert_eq!(uses[0].mount_points, vec![target.clone()]);
+    assert!(uses[0].mount_points.is_empty(), "{uses:?}");
     assert_eq!(m.attach_method(), Some(AttachMethod::Configure), "this kernel has LOOP_CONFIGURE");
     assert_eq!(sysfs(m.device(), "loop/autoclear"), "1");
     assert_eq!(sysfs(m.device(), "ro"), "0");
@@ -483,4 +492,177 @@ fn timing_of_attach_mount_unmount() {
         );
     }
     assert_clean(&s, None);
+}
+
+/// The processes' mount tables that list a mount whose point contains `marker`.
+fn mount_tables_listing(marker: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let tasks = std::fs::read_dir(e.path().join("task"))
+            .map(|rd| rd.flatten().map(|t| t.path()).collect())
+            .unwrap_or_else(|_| vec![]);
+        for t in tasks {
+            if std::fs::read_to_string(t.join("mountinfo")).is_ok_and(|m| m.contains(marker)) {
+                out.push(t.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+fn work_image(build_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(build_dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(".tmpl-work-"))
+        .map(|e| e.path().join("rootfs.ext4"))
+}
+
+fn wait_for_file(p: &Path, child: &mut std::process::Child) {
+    let start = Instant::now();
+    while !p.exists() {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("tmpl ended ({st}) before reaching the pause point: {err}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "tmpl never reached the pause point");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// tmpl killed with SIGKILL while the mount backend has its work copy mounted read-write: no
+/// mount survives in any mount table and the loop device is released (the namespace went with
+/// the process), every time; the next run removes the dead work folder and succeeds.
+#[test]
+fn a_tmpl_killed_while_mounted_leaves_no_mount_and_no_loop_device() {
+    use common::fixtures::{BUILD, Store, Tree, bins};
+    if !root() {
+        return;
+    }
+    let Some(b) = bins() else { return };
+    let s = Store::new();
+    let t = Tree::new(s.dir.path());
+    t.shell();
+    s.full(BUILD, &t);
+    let build_dir = s.w.root.join(BUILD);
+    for round in 0..3 {
+        let pause = s.dir.path().join(format!("paused-{round}"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tmpl"))
+            .env(tmpl::edit::fault::FAULT_ENV, "pause:mounted")
+            .env(tmpl::edit::fault::PAUSE_FILE_ENV, &pause)
+            .arg("--storage")
+            .arg(&s.w.root)
+            .args(["inject-envd", BUILD, "--backend", "mount", "--envd"])
+            .arg(&b.envd)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_file(&pause, &mut child);
+        let pid = child.id();
+        let marker = format!("tmpl-mount-{pid}");
+        // Mounted: the work copy backs a loop device; only tmpl's own namespace lists the mount.
+        let work = work_image(&build_dir).expect("a work copy while mounted");
+        assert_eq!(loop_uses(&work).unwrap().len(), 1, "round {round}");
+        assert!(!mount_tables_listing(&marker).is_empty(), "tmpl's namespace lists the mount");
+        assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&marker));
+        child.kill().unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+        std::fs::remove_file(&pause).unwrap();
+        let start = Instant::now();
+        loop {
+            let (uses, tables) = (loop_uses(&work).unwrap(), mount_tables_listing(&marker));
+            if uses.is_empty() && tables.is_empty() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "left after SIGKILL: {uses:?} {tables:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(work.exists(), "the killed run's work copy is left for the next run to remove");
+    }
+    let out = common::tmpl()
+        .arg("--storage")
+        .arg(&s.w.root)
+        .args(["--json", "inject-envd", BUILD, "--backend", "mount", "--envd"])
+        .arg(&b.envd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed = v["notes"].as_array().unwrap().iter().filter(|n| n.as_str().unwrap().contains(".tmpl-work-")).count();
+    // Each killed run removed its predecessor's work folder first; this one removes the last.
+    assert_eq!(removed, 1, "{v:#}");
+    assert!(work_image(&build_dir).is_none());
+    assert_eq!(common::debugfs_cat(&build_dir.join("rootfs.ext4"), "/usr/bin/envd"), std::fs::read(&b.envd).unwrap());
+}
+
+/// Detaches a host mount if the test fails before tmpl removed it.
+struct HostMountGuard(PathBuf);
+
+impl Drop for HostMountGuard {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// What tmpl versions before the private namespace left when killed: a read-write mount of a work
+/// copy on `/tmp/tmpl-mount-XXXXXX` in the host namespace. verify and `tmpl backups` name it, and
+/// the next edit of the build unmounts it (releasing the loop device) before it removes the work
+/// folder — the old clean-up deleted the mounted file instead.
+#[test]
+fn a_stale_mount_of_an_older_tmpl_is_named_and_removed_by_the_next_run() {
+    use common::fixtures::{BUILD, Store, Tree, bins};
+    if !root() {
+        return;
+    }
+    let Some(b) = bins() else { return };
+    let s = Store::new();
+    let t = Tree::new(s.dir.path());
+    t.shell();
+    s.full(BUILD, &t);
+    let build_dir = s.w.root.join(BUILD);
+    let work_dir = build_dir.join(".tmpl-work-0ld5ta1e");
+    std::fs::create_dir(&work_dir).unwrap();
+    let work = work_dir.join("rootfs.ext4");
+    std::fs::copy(build_dir.join("rootfs.ext4"), &work).unwrap();
+    let target = tempfile::Builder::new().prefix("tmpl-mount-").tempdir_in("/tmp").unwrap().keep();
+    let guard = HostMountGuard(target.clone());
+    let dev = LoopDevice::attach(&work, &LoopOptions::default()).unwrap();
+    let device = dev.path().to_path_buf();
+    rustix::mount::mount(dev.path(), &target, "ext4", rustix::mount::MountFlags::NOATIME, None).unwrap();
+    drop(dev); // the mount holds the device now, as after a SIGKILL of the old tmpl
+    assert!(is_mount_point(&target).unwrap());
+
+    let (_, findings) = s.verify(BUILD);
+    let mount = findings.iter().find(|(id, _, _)| id == "leftover.mount").expect("verify names the stale mount");
+    assert!(mount.2.contains(&device.display().to_string()) && mount.2.contains("still mounted"), "{mount:?}");
+    assert!(findings.iter().any(|(id, _, m)| id == "leftover.work-folder" && m.contains(".tmpl-work-0ld5ta1e")));
+    let out = common::tmpl().arg("--storage").arg(&s.w.root).args(["--json", "backups", BUILD]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["listing"]["mounts"][0]["path"], target.display().to_string(), "{v:#}");
+
+    let out = common::tmpl()
+        .arg("--storage")
+        .arg(&s.w.root)
+        .args(["--json", "inject-envd", BUILD, "--envd"])
+        .arg(&b.envd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["notes"].to_string().contains("unmounted"), "{v:#}");
+    assert!(!is_mount_point(&target).unwrap() && !target.exists(), "the stale mount and its directory are gone");
+    assert!(!work_dir.exists());
+    let (backing, _) = tmpl::sys::loopdev::backing_file(&device);
+    assert!(backing.as_ref().is_none_or(|p| !p.starts_with(&build_dir)), "{device:?} still bound to {backing:?}");
+    drop(guard);
 }

@@ -7,6 +7,7 @@
 pub mod contents;
 pub mod data;
 pub mod header;
+pub mod leftovers;
 pub mod manifest;
 pub mod memfile;
 pub mod metadata;
@@ -80,6 +81,7 @@ pub fn catalog() -> Vec<&'static Check> {
         memfile::CHECKS,
         rootfs::CHECKS,
         contents::CHECKS,
+        leftovers::CHECKS,
     ] {
         all.extend_from_slice(list);
     }
@@ -177,6 +179,7 @@ fn run_checks(build: &Build, scan: Scan) -> Outcome {
         bytes_read += facts.bytes_read;
         facts
     });
+    findings.extend(leftovers::check(build));
     Outcome { findings, rootfs, boot, bytes_read }
 }
 

@@ -24,9 +24,13 @@ pub struct EditArgs {
     /// How bytes get into the image: debugfs (no root) or a kernel loop mount (root)
     #[arg(long, value_enum, default_value_t = BackendArg::Debugfs)]
     pub backend: BackendArg,
-    /// Write the result as a new build (a fresh UUID, or NEW_ID); the old build is untouched
-    #[arg(long, value_name = "NEW_ID", num_args = 0..=1, default_missing_value = "new")]
-    pub fork: Option<String>,
+    /// Write the result as a new build (a fresh UUID; --fork-id names it); the old build is
+    /// untouched. The way to change a template that a running orchestrator serves
+    #[arg(long)]
+    pub fork: bool,
+    /// The new build's ID for --fork (implies --fork)
+    #[arg(long, value_name = "NEW_ID")]
+    pub fork_id: Option<String>,
     /// Edit a build that has a memory snapshot: move snapfile/memfile into the backup and mark
     /// the build filesystem_only (resume becomes a cold boot)
     #[arg(long)]
@@ -54,10 +58,10 @@ pub struct EditArgs {
 
 impl EditArgs {
     pub fn options(&self) -> Result<EditOptions> {
-        let fork = match self.fork.as_deref() {
-            None => None,
-            Some("new") => Some(None),
-            Some(id) => Some(Some(BuildId::parse(id)?)),
+        let fork = match (&self.fork_id, self.fork) {
+            (Some(id), _) => Some(Some(BuildId::parse(id)?)),
+            (None, true) => Some(None),
+            (None, false) => None,
         };
         Ok(EditOptions {
             backend: match self.backend {
@@ -74,6 +78,11 @@ impl EditArgs {
             dry_run: self.dry_run,
         })
     }
+
+    /// Is this run a fork (`--fork` or `--fork-id`)?
+    pub fn is_fork(&self) -> bool {
+        self.fork || self.fork_id.is_some()
+    }
 }
 
 /// What happened to the node caches of the edited build.
@@ -82,8 +91,69 @@ pub struct CacheStep {
     /// `skipped` (--no-purge), `purged`, `partly-skipped` (a safety rule kept entries), `failed`.
     pub status: &'static str,
     pub detail: String,
+    /// With `partly-skipped` while the orchestrator runs: this node keeps serving the old build.
+    pub in_effect: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+}
+
+impl CacheStep {
+    /// The exit code this cache step implies for an edit that itself succeeded.
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            "failed" => crate::exit_code::ENVIRONMENT,
+            _ if !self.in_effect => crate::exit_code::NOT_IN_EFFECT,
+            _ => crate::exit_code::OK,
+        }
+    }
+}
+
+/// A build locked for an edit, with an interrupted commit settled first.
+pub struct Prepared {
+    pub build: crate::build::Build,
+    pub lock: edit::BuildLock,
+    /// What settling an interrupted commit did (for the report's notes).
+    pub notes: Vec<String>,
+}
+
+/// Locate BUILD, lock it (exclusive for an in-place edit, shared for a dry run or a fork's
+/// source) before anything of it is read, settle an interrupted commit (completing it, and
+/// purging this node's caches of the build as an edit does), then open it.
+pub fn prepare(
+    g: &crate::cli::GlobalArgs,
+    arg: &str,
+    args: &EditArgs,
+    out: &crate::output::Output,
+) -> Result<Prepared> {
+    let loc = super::storage(g)?.locate(arg)?;
+    let mut notes = Vec::new();
+    let interrupted = !matches!(edit::commit::read(&loc.dir), Ok(None));
+    if interrupted {
+        if args.dry_run {
+            let id = loc.folder_id.map(|i| i.to_string()).unwrap_or_else(|| arg.to_string());
+            return Err(crate::error::Error::refused(
+                format!("build {id} has an interrupted commit: its files are between two states"),
+                vec![format!(
+                    "tmpl backups {id} --recover completes it (or run this command without --dry-run, which does that first)"
+                )],
+            ));
+        }
+        let lock = edit::lock_build(&loc.dir, true)?;
+        if let Some(r) = edit::commit::recover(&loc.dir)? {
+            let line = r.describe();
+            out.note(&format!("tmpl: {line}"));
+            notes.push(line);
+            if let Some(id) = loc.folder_id {
+                let c = super::purge_after_edit(id, &loc.storage_root, out);
+                notes.push(format!("caches after that: {}: {}", c.status, c.detail));
+            }
+        }
+        drop(lock);
+    }
+    let exclusive = !args.dry_run && !args.is_fork();
+    let lock = edit::lock_build(&loc.dir, exclusive)?;
+    let build = crate::build::Build::open(&loc)?;
+    Ok(Prepared { build, lock, notes })
 }
 
 #[derive(Debug, Serialize)]
@@ -105,14 +175,18 @@ impl Report for EditReport {
         self.command
     }
 
-    /// The edit itself either completed or returned an error; a failed cache purge after it
-    /// makes the run not ok (exit 4), since the nodes still serve the old bytes.
+    /// The edit itself either completed or returned an error. After it, a failed cache purge
+    /// (exit 4) or caches left alone because the orchestrator runs (exit 6) make the run not ok:
+    /// this node still serves the old bytes. A dry run whose plan the guards refuse exits 5.
     fn ok(&self) -> bool {
-        self.caches.as_ref().is_none_or(|c| c.status != "failed")
+        self.failure_code() == crate::exit_code::OK
     }
 
     fn failure_code(&self) -> u8 {
-        crate::exit_code::ENVIRONMENT
+        if self.dry_run && self.plan.refused.is_some() {
+            return crate::exit_code::REFUSED;
+        }
+        self.caches.as_ref().map_or(crate::exit_code::OK, CacheStep::exit_code)
     }
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
@@ -179,6 +253,17 @@ impl Report for EditReport {
         for warning in &p.warnings {
             writeln!(w, "  {}: {}", style.severity(crate::report::Severity::Warning), sanitize(warning))?;
         }
+        if let Some(r) = &p.refused {
+            writeln!(
+                w,
+                "  {}   {}",
+                style.severity(crate::report::Severity::Error),
+                sanitize(&format!("refused: {}", r.message))
+            )?;
+            for reason in &r.reasons {
+                writeln!(w, "    - {}", sanitize(reason))?;
+            }
+        }
         if let Some(a) = &self.applied {
             let v = &a.verification;
             writeln!(
@@ -214,21 +299,25 @@ pub fn finish(
     command: &'static str,
     plan: Plan,
     ctx: &crate::rootfs::boot::Context,
-    build: &crate::build::Build,
+    prepared: Prepared,
     args: &EditArgs,
     out: &crate::output::Output,
 ) -> Result<u8> {
+    let Prepared { build, lock, notes: mut early } = prepared;
     if args.dry_run {
-        let next = match plan.target {
-            Target::InPlace => vec!["run again without --dry-run to apply".to_string()],
-            Target::Fork { .. } => vec!["run again without --dry-run to write the new build".to_string()],
+        let next = match (&plan.refused, plan.target) {
+            (Some(_), _) => vec!["the guards refuse this plan (above); --fork writes a new build instead".to_string()],
+            (None, Target::InPlace) => vec!["run again without --dry-run to apply".to_string()],
+            (None, Target::Fork { .. }) => vec!["run again without --dry-run to write the new build".to_string()],
         };
         let report =
-            EditReport { command, dry_run: true, plan, applied: None, caches: None, notes: vec![], next_steps: next };
+            EditReport { command, dry_run: true, plan, applied: None, caches: None, notes: early, next_steps: next };
         return Ok(out.emit(&report));
     }
     let progress = out.progress();
-    let (applied, mut notes) = edit::apply(build, plan.clone(), ctx, progress.as_ref())?;
+    let (applied, mut notes) = edit::apply(&build, plan.clone(), ctx, progress.as_ref(), &lock)?;
+    drop(lock);
+    notes.append(&mut early);
     let mut next = Vec::new();
     let caches = match plan.target {
         Target::Fork { new_build_id } => {
@@ -243,10 +332,13 @@ pub fn finish(
                 "purge this build's node caches on every orchestrator node: tmpl purge-cache --build-id {}",
                 build.id
             ));
-            Some(CacheStep { status: "skipped", detail: "--no-purge".into(), report: None })
+            Some(CacheStep { status: "skipped", detail: "--no-purge".into(), in_effect: true, report: None })
         }
         Target::InPlace => Some(super::purge_after_edit(build.id, &build.storage_root, out)),
     };
+    if caches.as_ref().is_some_and(|c| !c.in_effect) {
+        next.extend(super::not_in_effect_steps(build.id));
+    }
     if matches!(plan.target, Target::InPlace) {
         next.push(format!(
             "other nodes still cache the old bytes: run tmpl purge-cache --build-id {} on each (deploy/nomad)",

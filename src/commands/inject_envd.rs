@@ -21,9 +21,13 @@ use crate::output::Output;
 #[command(
     after_help = "Exit status: 0 done (or planned, with --dry-run); 1 the edited copy failed verification (the build \
 is unchanged); 2 usage; 3 bad build or envd file (not ELF, wrong architecture, loader missing); 4 a tool failed \
-(debugfs, e2fsck, mount); 5 refused by a safety check (memory snapshot, dependent builds, compacted layer, image in \
-use, dirty journal, removed envd flags, no kernel/Firecracker version for the metadata it must write) — nothing \
-was written. After an in-place edit, a failed purge of this node's caches exits 4 (the edit itself is done)."
+(debugfs, e2fsck, mount), or the cache purge after an in-place edit failed (the edit itself is done); 5 refused by \
+a safety check — memory snapshot, dependent builds, compacted layer, image in use (also when a process opened it \
+while the edit ran), dirty journal, removed envd flags, no kernel/Firecracker version for the metadata it must \
+write, another tmpl holding the build's lock (named with its PID) — nothing was written (--dry-run prints the plan \
+first); 6 done, but this node's caches were left alone because the orchestrator runs: it serves the old build until \
+the orchestrator restarts with them purged (use --fork on a live node). A run killed during its commit is completed \
+by the next edit of the build or `tmpl backups BUILD --recover`."
 )]
 pub struct Args {
     /// Build ID (UUID) or path to a build directory
@@ -43,7 +47,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let build = super::open_build(g, &args.build)?;
+    let prepared = edit_report::prepare(g, &args.build, &args.edit, out)?;
+    let build = &prepared.build;
     let opts = InjectOptions {
         envd: args.envd.clone(),
         mode: match args.mode {
@@ -55,6 +60,6 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
         envd_args: args.envd_args.clone(),
         edit: args.edit.options()?,
     };
-    let (plan, ctx) = inject::plan_inject(&build, &opts)?;
-    edit_report::finish("inject-envd", plan, &ctx, &build, &args.edit, out)
+    let (plan, ctx) = inject::plan_inject(build, &opts)?;
+    edit_report::finish("inject-envd", plan, &ctx, prepared, &args.edit, out)
 }

@@ -146,6 +146,9 @@ pub struct InspectReport {
     /// Files and folders a permission keeps tmpl from reading (then inspect exits 4).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub access_denied: Vec<build::AccessProblem>,
+    /// What tmpl's edits left: backups, work folders, a commit journal, partial forks, mounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<crate::edit::leftovers::Leftover>,
 }
 
 /// One value per artifact.
@@ -260,6 +263,10 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
         mappings: None,
         frames: None,
         access_denied: build.access.clone(),
+        leftovers: crate::edit::leftovers::in_build(&build.dir)
+            .into_iter()
+            .chain(crate::edit::leftovers::forks_of(&build.storage_root, &build.id))
+            .collect(),
     })
 }
 
@@ -748,6 +755,19 @@ impl Report for InspectReport {
                 human_bytes(f.len),
                 human_bytes(f.allocated)
             )?;
+        }
+        if !self.leftovers.is_empty() {
+            writeln!(w, "\n{}", style.bold("left by tmpl (tmpl backups BUILD)"))?;
+            for l in &self.leftovers {
+                writeln!(
+                    w,
+                    "  {:<40} {:>12} {}{}",
+                    sanitize(&l.name),
+                    human_bytes(l.bytes),
+                    serde_json::to_value(l.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    if l.in_use { format!(", in use by {}", l.holders.join(", ")) } else { String::new() }
+                )?;
+            }
         }
         writeln!(w, "\n{}", style.bold("metadata.json"))?;
         match &self.metadata {

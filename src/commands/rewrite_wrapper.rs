@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let build = super::open_build(g, &args.build)?;
-    let (plan, ctx) = inject::plan_rewrite(&build, &args.envd_args, &args.edit.options()?)?;
-    edit_report::finish("rewrite-wrapper", plan, &ctx, &build, &args.edit, out)
+    let prepared = edit_report::prepare(g, &args.build, &args.edit, out)?;
+    let (plan, ctx) = inject::plan_rewrite(&prepared.build, &args.envd_args, &args.edit.options()?)?;
+    edit_report::finish("rewrite-wrapper", plan, &ctx, prepared, &args.edit, out)
 }

@@ -66,6 +66,9 @@ pub struct VerifyReport {
     /// Entries under the storage root that are not build folders (with --all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_entries: Option<usize>,
+    /// With --all: tmpl's partial forks in the storage root, named and sized.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<crate::edit::leftovers::Leftover>,
     /// With `--deep`: files streamed, bytes read and hashed, time and throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deep: Option<deep::Summary>,
@@ -113,9 +116,28 @@ impl Report for VerifyReport {
                 }
             }
         }
+        for l in &self.leftovers {
+            writeln!(
+                w,
+                "{}: leftover.fork [{}]: {} in {} files, {}{}",
+                style.severity(Severity::Warning),
+                l.name,
+                human_bytes(l.bytes),
+                l.files,
+                if l.in_use { "being written" } else { "an interrupted --fork" },
+                l.source
+                    .as_deref()
+                    .map(|s| format!(" of {s} (tmpl backups {s} --clean removes it)"))
+                    .unwrap_or_default()
+            )?;
+        }
         let s = &self.summary;
-        let other =
-            self.other_entries.filter(|&n| n > 0).map(|n| format!("; {n} other entries skipped")).unwrap_or_default();
+        let other = self
+            .other_entries
+            .map(|n| n.saturating_sub(self.leftovers.len()))
+            .filter(|&n| n > 0)
+            .map(|n| format!("; {n} other entries skipped"))
+            .unwrap_or_default();
         writeln!(
             w,
             "\n{} in {}: {} failed; {}, {}, {} info{other}",
@@ -276,6 +298,7 @@ pub fn verify_all_with(
         strict,
         builds,
         summary,
+        leftovers: if other_entries.is_some() { crate::edit::leftovers::in_storage(&storage.root) } else { Vec::new() },
         other_entries,
         deep: deep_summary,
     })

@@ -1,9 +1,11 @@
 //! Applying a plan, transactionally: the edit happens on a copy in the build folder (or in the
 //! new build's folder for `--fork`); the copy is verified — every written file read back
 //! through the rootfs reader and compared by SHA-256, mode and owner, the boot path checked with
-//! the same checks `verify` runs, `e2fsck -fn` clean — and only then renamed over the original,
-//! whose old inode stays in the backup folder. Any failure before the rename leaves the build
-//! byte-for-byte as it was; a failure during the renames puts the originals back.
+//! the same checks `verify` runs, `e2fsck -fn` clean — and only then committed: the guards are
+//! checked once more under the build's lock, and the renames run as a journaled commit
+//! ([`super::commit`]) in an order the orchestrator can never misuse, the originals kept in the
+//! backup folder. Any failure before the commit leaves the build byte-for-byte as it was; a
+//! failure during it puts the originals back; a kill during it is completed by the next run.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::commit::{self, Journal, Undo, sync_dir, sync_file, write_synced};
 use super::manifest::{self, Manifest};
 use super::plan::{Backend, Change, Content, Plan, Target};
 use crate::build::{Artifact, Build, COMPRESSED_SUFFIXES, SNAPFILE};
@@ -28,16 +31,9 @@ use crate::rootfs::{FileKind, Rootfs, Superblock};
 use crate::storage::BuildId;
 use crate::tools::{debugfs, e2fs};
 
-/// Environment variable that makes `apply` fail at a named step (tests prove the rollback with
-/// it): `after-verify` (before any rename) or `during-commit` (after the rootfs rename).
-pub const FAULT_ENV: &str = "TMPL_FAULT_INJECT";
-
-fn fault(step: &str) -> Result<()> {
-    if std::env::var(FAULT_ENV).as_deref() == Ok(step) {
-        return Err(Error::VerificationFailed(format!("fault injected at {step} ({FAULT_ENV})")));
-    }
-    Ok(())
-}
+/// The fault-injection hook's variable (see [`super::fault`]).
+pub use super::fault::FAULT_ENV;
+use super::fault::point as fault;
 
 /// One file as read back from the edited image.
 #[derive(Clone, Debug, Serialize)]
@@ -239,7 +235,10 @@ fn apply_mount(image: &Path, plan: &Plan, files: &[(usize, PathBuf)]) -> Result<
         ));
     }
     let opts = crate::sys::MountOptions { no_symfollow: true, ..crate::sys::MountOptions::read_write() };
+    // Mounted in a private mount namespace: if tmpl is killed from here on, the kernel drops
+    // the mount and the loop device with it.
     let m = crate::sys::mount_image(image, &opts)?;
+    fault("mounted")?;
     // Directories are resolved inside the image (their symlinks, if any, stay in the image); the
     // final component is replaced, never followed; and the mount never follows a symlink.
     let host = |p: &str| -> Result<PathBuf> { Ok(m.resolve(p)?) };
@@ -412,22 +411,61 @@ pub fn identity_header(template: Option<&Header>, id: BuildId, size: u64, genera
     }
 }
 
-/// Hold an `flock` on the build folder for the duration of an edit (other tmpl processes wait
-/// out or are refused; E2B's orchestrator does not lock, hence the in-use checks as well).
+/// An `flock` on a build folder, held for a whole edit (other tmpl processes are refused with
+/// the holder's PID; E2B's orchestrator does not lock, hence the in-use checks as well).
+#[derive(Debug)]
 pub struct BuildLock {
     _file: File,
+    pub dir: PathBuf,
+    pub exclusive: bool,
 }
 
-/// Lock a build folder: exclusive for an in-place edit, shared for a fork's source.
+/// `pid N (tmpl inject-envd ...)` for each process holding an flock on `dir` (other than us).
+pub fn lock_holders(dir: &Path) -> Vec<String> {
+    let me = std::process::id();
+    crate::sys::flock_holders(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| *p != me)
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    let words: Vec<String> = b
+                        .split(|c| *c == 0)
+                        .filter(|w| !w.is_empty())
+                        .map(|w| String::from_utf8_lossy(w).into_owned())
+                        .collect();
+                    let mut line = words.iter().take(8).cloned().collect::<Vec<_>>().join(" ");
+                    if words.len() > 8 {
+                        line.push_str(" ...");
+                    }
+                    line
+                })
+                .unwrap_or_default();
+            if cmd.is_empty() { format!("pid {pid}") } else { format!("pid {pid} ({cmd})") }
+        })
+        .collect()
+}
+
+/// Lock a build folder: exclusive for an in-place edit, a restore or a clean-up; shared for a
+/// dry run and a fork's source. Never waits: a held lock is a refusal naming the holder.
 pub fn lock_build(dir: &Path, exclusive: bool) -> Result<BuildLock> {
     let f = File::open(dir).map_err(|e| Error::read(dir, e))?;
     let res = if exclusive { f.try_lock() } else { f.try_lock_shared() };
     match res {
-        Ok(()) => Ok(BuildLock { _file: f }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::refused(
-            format!("{} is locked by another tmpl process", dir.display()),
-            vec!["wait for it to finish".into()],
-        )),
+        Ok(()) => Ok(BuildLock { _file: f, dir: dir.to_path_buf(), exclusive }),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holders = lock_holders(dir);
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let who = if holders.is_empty() { "another process".to_string() } else { holders.join(", ") };
+            Err(Error::refused(
+                format!("another tmpl edit holds the lock on build {name}: {who}"),
+                vec![
+                    "tmpl locks a build folder for the whole of an edit, restore or clean-up; run again when it has finished"
+                        .into(),
+                ],
+            ))
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(Error::read(dir, e)),
     }
 }
@@ -494,12 +532,19 @@ fn now_utc() -> String {
     manifest::utc_now()
 }
 
-/// Apply a plan. `ctx` is the build's check context (architecture, init path).
-pub fn apply(build: &Build, mut plan: Plan, ctx: &Context, progress: &dyn Progress) -> Result<(Applied, Vec<String>)> {
+/// Apply a plan. `ctx` is the build's check context (architecture, init path); `lock` is the
+/// build's lock, taken before the plan was made (exclusive for an in-place edit).
+pub fn apply(
+    build: &Build,
+    mut plan: Plan,
+    ctx: &Context,
+    progress: &dyn Progress,
+    lock: &BuildLock,
+) -> Result<(Applied, Vec<String>)> {
     settle_hashes(&mut plan)?;
     match plan.target {
-        Target::InPlace => apply_in_place(build, &plan, ctx, progress),
-        Target::Fork { new_build_id } => apply_fork(build, &plan, ctx, new_build_id, progress),
+        Target::InPlace => apply_in_place(build, &plan, ctx, progress, lock),
+        Target::Fork { new_build_id } => apply_fork(build, &plan, ctx, new_build_id, progress, lock),
     }
 }
 
@@ -515,21 +560,6 @@ fn keep_owner_and_mode(from: &Path, to: &Path) -> Result<()> {
             .map_err(|e| Error::write(to, e.into()))?;
     }
     Ok(())
-}
-
-fn sync_file(path: &Path) -> Result<()> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::write(path, e))
-}
-
-/// fsync a directory, so the renames in it are on disk.
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::write(dir, e))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = File::create(path).map_err(|e| Error::write(path, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::write(path, e))
 }
 
 /// A new directory named `base`, or `base-2`, `base-3`... when that exists.
@@ -587,19 +617,17 @@ fn verify_or_explain(
     }
 }
 
-/// Remove scratch folders of earlier runs that were killed (safe: we hold the build's lock, so
-/// no other tmpl is working in it).
-fn clear_stale_scratch(dir: &Path) -> Vec<String> {
-    let mut notes = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(".tmpl-work-") && std::fs::remove_dir_all(e.path()).is_ok() {
-                notes.push(format!("removed {n}, left by an interrupted run"));
-            }
-        }
+/// The snapshot files an in-place edit with `--drop-snapshot` moves into the backup, in the
+/// order they go: the snapfile first (without it the orchestrator cannot resume the build at
+/// all, so no later state can pair the old memory with the new disk), then the memfiles.
+fn snapshot_files(build: &Build) -> Vec<String> {
+    let mut names = vec![SNAPFILE.to_string(), "memfile".to_string(), "memfile.header".to_string()];
+    for s in COMPRESSED_SUFFIXES {
+        names.push(format!("memfile{s}"));
+        names.push(format!("memfile{s}.uncompressed-size"));
     }
-    notes
+    names.retain(|n| build.path(n).exists());
+    names
 }
 
 fn apply_in_place(
@@ -607,15 +635,19 @@ fn apply_in_place(
     plan: &Plan,
     ctx: &Context,
     progress: &dyn Progress,
+    lock: &BuildLock,
 ) -> Result<(Applied, Vec<String>)> {
-    let _lock = lock_build(&build.dir, true)?;
-    let stale = clear_stale_scratch(&build.dir);
+    if !lock.exclusive || lock.dir != build.dir {
+        return Err(Error::VerificationFailed("internal: an in-place edit needs the build's exclusive lock".into()));
+    }
+    let mut notes = super::leftovers::clean_dead(&build.dir, lock);
     let busy = in_use(build)?;
     if !busy.is_empty() {
         return Err(Error::refused("the build's rootfs is in use", busy));
     }
     let (rootfs, header_path) = super::plan::rootfs_paths(build);
-    let mut scratch = Scratch::new(&build.dir, ".tmpl-work-")?;
+    let mut scratch = Scratch::new(&build.dir, commit::WORK_PREFIX)?;
+    let work_name = scratch.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let work_image = scratch.dir.join("rootfs.ext4");
     copy_sparse(&rootfs, &work_image, progress)?;
     edit_image(&work_image, plan, &scratch.dir)?;
@@ -627,7 +659,6 @@ fn apply_in_place(
     fault("after-verify")?;
 
     // Prepare every new file in the scratch folder before touching the build.
-    let mut notes = stale;
     let new_header = match (plan.rewrite_header, build.rootfs.header.parsed()) {
         (true, Some(h)) => {
             let nh = identity_header(Some(h), build.id, h.size, h.generation, h.base_build_id);
@@ -653,117 +684,112 @@ fn apply_in_place(
     };
     let new_manifest = scratch.dir.join(manifest::FILE);
     manifest::write_to(&new_manifest, &Manifest::new(build.id, None, plan, &verification))?;
+    sync_dir(&scratch.dir)?;
 
-    // Backup: the old rootfs by hard link (its inode survives the rename), small files by copy.
-    let backup = unique_dir(&build.dir, &format!(".tmpl-backup-{}", now_utc().replace([':', '-'], "")))?;
-    std::fs::hard_link(&rootfs, backup.join("rootfs.ext4")).map_err(|e| Error::write(&backup, e))?;
-    for name in [Artifact::Rootfs.header_name(), crate::build::METADATA, manifest::FILE] {
-        let p = build.path(name);
-        if p.exists() {
-            std::fs::copy(&p, backup.join(name)).map_err(|e| Error::write(&backup, e))?;
-        }
-    }
-    sync_dir(&backup)?;
-
-    // The guards again, now that the build is locked and the edit is ready: a build that
-    // started to read this one, or a snapshot that appeared, since the plan was made.
-    let (dependents, unknown) = crate::build::dependents(&build.storage_root, &build.id)?;
-    let snapshot_now = build.path(SNAPFILE).exists() || build.path("memfile").exists();
-    if !dependents.is_empty() || !unknown.is_empty() || (snapshot_now && !plan.drop_snapshot) {
-        let _ = std::fs::remove_dir_all(&backup);
-        return Err(Error::refused(
-            "the build changed while it was being edited; nothing was replaced",
-            dependents
-                .iter()
-                .map(|d| format!("build {d} now reads this build's blocks"))
-                .chain(unknown)
-                .chain(snapshot_now.then(|| "a memory snapshot appeared".to_string()))
-                .collect(),
-        ));
-    }
-
-    // Commit: rename the new files over the old ones, the header first (an identity header
-    // over the old full image reads the same bytes, so a crash between the two renames leaves a
-    // consistent build); undo on any failure.
-    let mut undo: Vec<(PathBuf, Option<PathBuf>)> = Vec::new(); // (live path, backup copy or none)
-    let result = (|| -> Result<Vec<String>> {
-        if let Some(h) = &new_header {
-            std::fs::rename(h, &header_path).map_err(|e| Error::write(&header_path, e))?;
-            undo.push((header_path.clone(), Some(backup.join(Artifact::Rootfs.header_name()))));
-        }
-        std::fs::rename(&work_image, &rootfs).map_err(|e| Error::write(&rootfs, e))?;
-        undo.push((rootfs.clone(), Some(backup.join("rootfs.ext4"))));
-        fault("during-commit")?;
-        let mut dropped = Vec::new();
-        if plan.drop_snapshot {
-            let mut names = vec![SNAPFILE.to_string(), "memfile".to_string(), "memfile.header".to_string()];
-            for s in COMPRESSED_SUFFIXES {
-                names.push(format!("memfile{s}"));
-                names.push(format!("memfile{s}.uncompressed-size"));
-            }
-            for n in names {
-                let p = build.path(&n);
-                if p.exists() {
-                    std::fs::rename(&p, backup.join(&n)).map_err(|e| Error::write(&p, e))?;
-                    undo.push((p.clone(), Some(backup.join(&n))));
-                    dropped.push(n);
-                }
+    // Backup: the files the commit replaces, by hard link (a replaced file's inode survives the
+    // rename there, with its owner, mode and times; a rollback renames it back).
+    let backup = new_backup_dir(&build.dir)?;
+    let backup_name = backup.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let prepared = (|| -> Result<()> {
+        std::fs::hard_link(&rootfs, backup.join("rootfs.ext4")).map_err(|e| Error::write(&backup, e))?;
+        for name in [Artifact::Rootfs.header_name(), crate::build::METADATA, manifest::FILE] {
+            let p = build.path(name);
+            if p.exists() {
+                std::fs::hard_link(&p, backup.join(name)).map_err(|e| Error::write(&backup, e))?;
             }
         }
-        if let Some(m) = &new_metadata {
-            let live = build.path(crate::build::METADATA);
-            let had = live.exists();
-            std::fs::rename(m, &live).map_err(|e| Error::write(&live, e))?;
-            undo.push((live, had.then(|| backup.join(crate::build::METADATA))));
+        sync_dir(&backup)?;
+        fault("before-commit")?;
+        // The guards again, now that the build is locked and the edit is ready, right before
+        // the first rename: a process that opened the image, a build that started to read this
+        // one, or a snapshot that appeared since the plan was made.
+        let deps = super::plan::edit_dependents(&build.storage_root, &build.id)?;
+        let snapshot_now = build.path(SNAPFILE).exists() || build.path("memfile").exists();
+        let busy = in_use(build)?;
+        if !deps.builds.is_empty()
+            || !deps.unknown.is_empty()
+            || (snapshot_now && !plan.drop_snapshot)
+            || !busy.is_empty()
+        {
+            return Err(Error::refused(
+                "the build changed while it was being edited; nothing was replaced",
+                deps.builds
+                    .iter()
+                    .map(|d| format!("build {d} now reads this build's blocks"))
+                    .chain(deps.unknown)
+                    .chain(snapshot_now.then(|| "a memory snapshot appeared".to_string()))
+                    .chain(busy)
+                    .collect(),
+            ));
         }
-        fault("late-commit")?;
-        let live = build.path(manifest::FILE);
-        let had = live.exists();
-        std::fs::rename(&new_manifest, &live).map_err(|e| Error::write(&live, e))?;
-        undo.push((live, had.then(|| backup.join(manifest::FILE))));
-        sync_dir(&build.dir)?;
-        Ok(dropped)
+        Ok(())
     })();
-    let snapshot_dropped = match result {
-        Ok(d) => d,
-        Err(e) => {
-            let mut failed = Vec::new();
-            for (live, saved) in undo.into_iter().rev() {
-                // Snapshot files were moved, the rest are links/copies: renaming back restores both.
-                let r = match &saved {
-                    Some(b) => std::fs::rename(b, &live),
-                    None => std::fs::remove_file(&live),
-                };
-                if let Err(err) = r {
-                    failed.push(format!("{}: {err}", live.display()));
-                }
-            }
-            let _ = sync_dir(&build.dir);
-            if failed.is_empty() {
-                let _ = std::fs::remove_dir_all(&backup);
-                return Err(e);
-            }
-            return Err(Error::Write {
-                path: build.dir.clone(),
-                source: std::io::Error::other(format!(
-                    "{e}; restoring the originals failed for {} — they are in {}, put them back by hand",
-                    failed.join(", "),
-                    backup.display()
-                )),
-            });
-        }
+    if let Err(e) = prepared {
+        let _ = std::fs::remove_dir_all(&backup);
+        return Err(e);
+    }
+
+    // The commit, in an order where every state in between is one the orchestrator serves
+    // correctly or refuses (never the old memory snapshot over the new disk):
+    //   1. snapfile, then memfiles out (no snapfile: the orchestrator cannot resume; with the
+    //      old metadata it refuses the build, old or new disk alike);
+    //   2. metadata.json with filesystem_only (a cold boot of the disk that is there: the old
+    //      one until 3., consistent);
+    //   3. the identity header (it reads the same bytes from the old full image), the image;
+    //   4. the manifest.
+    let rel = |name: &str| format!("{work_name}/{name}");
+    let saved = |name: &str| format!("{backup_name}/{name}");
+    let dir = &build.dir;
+    let snapshot_names = if plan.drop_snapshot { snapshot_files(build) } else { Vec::new() };
+    let mut steps = Vec::new();
+    for n in &snapshot_names {
+        steps.push(commit::step(dir, n, &saved(n), Undo::MoveBack)?);
+    }
+    let undo_for = |name: &str| {
+        if build.path(name).exists() { Undo::Restore { original: saved(name) } } else { Undo::Delete }
     };
-    let manifest_path = build.path(manifest::FILE);
+    if new_metadata.is_some() {
+        let m = crate::build::METADATA;
+        steps.push(commit::step(dir, &rel(m), m, undo_for(m))?);
+    }
+    if new_header.is_some() {
+        let h = Artifact::Rootfs.header_name();
+        steps.push(commit::step(dir, &rel(h), h, undo_for(h))?);
+    }
+    steps.push(commit::step(
+        dir,
+        &rel("rootfs.ext4"),
+        "rootfs.ext4",
+        Undo::Restore { original: saved("rootfs.ext4") },
+    )?);
+    steps.push(commit::step(dir, &rel(manifest::FILE), manifest::FILE, undo_for(manifest::FILE))?);
+    let journal = Journal {
+        format_version: 1,
+        kind: commit::Kind::Edit,
+        command: plan.command.to_string(),
+        build_id: build.id.to_string(),
+        pid: std::process::id(),
+        started_at: now_utc(),
+        steps,
+        remove_on_complete: if plan.backup {
+            vec![work_name.clone()]
+        } else {
+            vec![work_name.clone(), backup_name.clone()]
+        },
+        remove_on_rollback: vec![work_name.clone(), backup_name.clone()],
+    };
+    // From here on the commit owns the work folder: after a kill it is what completes the edit.
+    scratch.keep = true;
+    let left = commit::run(dir, &journal)?;
+    notes.extend(left.into_iter().map(|l| format!("could not remove {l}")));
     let backup_dir = if plan.backup {
         Some(backup)
     } else {
-        let _ = std::fs::remove_dir_all(&backup);
-        if !snapshot_dropped.is_empty() {
-            notes.push(format!("--no-backup: {} deleted", snapshot_dropped.join(", ")));
+        if !snapshot_names.is_empty() {
+            notes.push(format!("--no-backup: {} deleted", snapshot_names.join(", ")));
         }
         None
     };
-    scratch.keep = false;
     Ok((
         Applied {
             build_id: build.id,
@@ -771,12 +797,17 @@ fn apply_in_place(
             backup_dir,
             header_rewritten: new_header.is_some(),
             metadata_rewritten: new_metadata.is_some(),
-            snapshot_dropped,
+            snapshot_dropped: snapshot_names,
             verification,
-            manifest: manifest_path,
+            manifest: build.path(manifest::FILE),
         },
         notes,
     ))
+}
+
+/// A new, empty backup folder `.tmpl-backup-20261122T215000Z` (`-2`, `-3`... within a second).
+pub fn new_backup_dir(dir: &Path) -> Result<PathBuf> {
+    unique_dir(dir, &format!("{}{}", commit::BACKUP_PREFIX, now_utc().replace([':', '-'], "")))
 }
 
 fn apply_fork(
@@ -785,19 +816,17 @@ fn apply_fork(
     ctx: &Context,
     new_id: BuildId,
     progress: &dyn Progress,
+    lock: &BuildLock,
 ) -> Result<(Applied, Vec<String>)> {
-    let _lock = lock_build(&build.dir, false)?;
-    let final_dir = build.storage_root.join(new_id.to_string());
-    let partial = build.storage_root.join(format!(".tmpl-fork-{new_id}.partial"));
-    if let Err(e) = std::fs::create_dir(&partial) {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            return Err(Error::refused(
-                format!("a fork to {new_id} is in progress or was interrupted"),
-                vec![format!("remove {} if no tmpl is running", partial.display())],
-            ));
-        }
-        return Err(Error::write(&partial, e));
+    if lock.dir != build.dir {
+        return Err(Error::VerificationFailed("internal: a fork needs a lock on its source build".into()));
     }
+    // Forks killed earlier (their lock is free) are removed first.
+    let cleaned = super::leftovers::clean_dead_forks(&build.storage_root, None);
+    let final_dir = build.storage_root.join(new_id.to_string());
+    // The partial folder is locked while it is written, so a later run can tell a live fork
+    // from a killed one.
+    let (partial, _partial_lock) = super::leftovers::create_fork_partial(&build.storage_root, &new_id, &build.id)?;
     let mut guard = Scratch { dir: partial.clone(), keep: false };
     let scratch = Scratch::new(&partial, ".work-")?;
     // The full rootfs, assembled through the source's layers (holes where it maps nothing).
@@ -818,8 +847,12 @@ fn apply_fork(
     let h = identity_header(build.rootfs.header.parsed(), new_id, size, 0, new_id);
     write_atomic(&partial.join(Artifact::Rootfs.header_name()), &header::encode(&h))?;
     let (doc, mut notes) = metadata_for(build, new_id, plan.versions.as_ref());
+    notes.extend(cleaned);
     write_atomic(&partial.join(crate::build::METADATA), doc.as_bytes())?;
     manifest::write_to(&partial.join(manifest::FILE), &Manifest::new(new_id, Some(build.id), plan, &verification))?;
+    // The owner file has done its work; the new build folder holds only build files.
+    std::fs::remove_file(partial.join(super::leftovers::FORK_OWNER))
+        .map_err(|e| Error::write(partial.join(super::leftovers::FORK_OWNER), e))?;
     sync_dir(&partial)?;
     // Appear atomically, and never over a folder that appeared meanwhile (even an empty one).
     rustix::fs::renameat_with(

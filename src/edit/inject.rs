@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::envd_file::{self, HostEnvd};
 use super::plan::{
-    self, Backend, Changes, Content, EditOptions, Mode, ModeChoice, Plan, Target, UNIT_PATH, WANTS_LINK,
+    self, Backend, Changes, Content, EditOptions, Mode, ModeChoice, Plan, Refusal, Target, UNIT_PATH, WANTS_LINK,
 };
 use crate::build::{Artifact, Build};
 use crate::checks::contents;
@@ -33,30 +33,39 @@ pub fn open_rootfs(build: &Build) -> Result<Rootfs> {
     Rootfs::open(Arc::new(dev)).map_err(|e| Error::invalid(build.path("rootfs.ext4"), e.to_string()))
 }
 
-/// Decide in-place or fork, applying the guards (every reason at once, exit 5).
-fn target(build: &Build, opts: &EditOptions) -> Result<Target> {
+/// Decide in-place or fork, applying the guards (every reason at once, exit 5). A dry run gets
+/// the refusal back instead, so it can show the plan first. Headers of other builds that the
+/// orchestrator cannot read either become warnings.
+fn target(build: &Build, opts: &EditOptions, warnings: &mut Vec<String>) -> Result<(Target, Option<Refusal>)> {
     if let Some(fork) = opts.fork {
         if opts.drop_snapshot {
             return Err(Error::Usage(
                 "--drop-snapshot is for in-place edits; a --fork never has a memory snapshot".into(),
             ));
         }
-        return Ok(Target::Fork { new_build_id: plan::fork_id(build, fork)? });
+        return Ok((Target::Fork { new_build_id: plan::fork_id(build, fork)? }, None));
     }
-    let (dependents, unknown) = crate::build::dependents(&build.storage_root, &build.id)?;
-    let reasons = plan::in_place_refusals(build, opts, &dependents, &unknown);
-    if !reasons.is_empty() {
-        return Err(Error::refused(format!("build {} cannot be edited in place", build.id), reasons));
+    let deps = plan::edit_dependents(&build.storage_root, &build.id)?;
+    for u in &deps.unreadable {
+        warnings.push(format!(
+            "ignored the header {u}: the orchestrator cannot read it either, so no build it serves reads this one through it"
+        ));
     }
+    let mut reasons = plan::in_place_refusals(build, opts, &deps);
     // A dry run says now whether the image is in use; a real run checks it under the build's
-    // lock, right before copying (one /proc scan, at the moment that matters).
+    // lock, right before copying and again right before the commit.
     if opts.dry_run {
-        let busy = super::apply::in_use(build)?;
-        if !busy.is_empty() {
-            return Err(Error::refused("the build's rootfs is in use", busy));
-        }
+        reasons.extend(super::apply::in_use(build)?);
     }
-    Ok(Target::InPlace)
+    if reasons.is_empty() {
+        return Ok((Target::InPlace, None));
+    }
+    let refusal = Refusal { message: format!("build {} cannot be edited in place", build.id), reasons };
+    if opts.dry_run {
+        Ok((Target::InPlace, Some(refusal)))
+    } else {
+        Err(Error::refused(refusal.message, refusal.reasons))
+    }
 }
 
 fn journal_check(fs: &Rootfs, opts: &EditOptions, warnings: &mut Vec<String>) -> Result<bool> {
@@ -137,11 +146,12 @@ struct Common {
     replay: bool,
     versions: Option<(String, String)>,
     warnings: Vec<String>,
+    refused: Option<Refusal>,
 }
 
 fn common(build: &Build, fs: &Rootfs, edit: &EditOptions) -> Result<Common> {
-    let target = target(build, edit)?;
     let mut warnings = Vec::new();
+    let (target, mut refused) = target(build, edit, &mut warnings)?;
     let replay = journal_check(fs, edit, &mut warnings)?;
     crate::tools::find("e2fsck", "e2fsprogs")?;
     match edit.backend {
@@ -157,7 +167,23 @@ fn common(build: &Build, fs: &Rootfs, edit: &EditOptions) -> Result<Common> {
     }
     let in_place = target == Target::InPlace;
     let drop_snapshot = in_place && edit.drop_snapshot && build.has_memory_snapshot();
-    let versions = if !in_place || drop_snapshot { Some(plan::metadata_versions(build, edit)?) } else { None };
+    let versions = if !in_place || drop_snapshot {
+        match plan::metadata_versions(build, edit) {
+            Ok(v) => Some(v),
+            // A dry run shows the plan with the refusal.
+            Err(e) if edit.dry_run => {
+                let r = Refusal::from_error(e)?;
+                refused = Some(match refused {
+                    Some(prev) => prev.merge(r),
+                    None => r,
+                });
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
     if !rustix::process::geteuid().is_root() && in_place {
         warnings.push(
             "not running as root: processes of other users (a Firecracker run by root) cannot be seen by the in-use \
@@ -171,11 +197,12 @@ fn common(build: &Build, fs: &Rootfs, edit: &EditOptions) -> Result<Common> {
     if in_place && edit.drop_snapshot && !build.has_memory_snapshot() {
         warnings.push("--drop-snapshot: the build has no memory snapshot to drop".into());
     }
-    Ok(Common { target, replay, versions, warnings })
+    Ok(Common { target, replay, versions, warnings, refused })
 }
 
 #[allow(clippy::too_many_arguments)]
 fn assemble(
+    command: &'static str,
     build: &Build,
     edit: &EditOptions,
     c: Common,
@@ -189,6 +216,7 @@ fn assemble(
 ) -> Plan {
     let in_place = c.target == Target::InPlace;
     Plan {
+        command,
         build_id: build.id,
         target: c.target,
         mode: Some(mode),
@@ -205,6 +233,7 @@ fn assemble(
         rewrite_header: in_place && plan::header_needs_rewrite(build),
         versions: c.versions,
         warnings: c.warnings,
+        refused: c.refused,
     }
 }
 
@@ -254,7 +283,8 @@ pub fn plan_inject(build: &Build, opts: &InjectOptions) -> Result<(Plan, Context
     }
     fork_marker(&fs, &mut ch, c.target)?;
     let args = opts.envd_args.clone();
-    let plan = assemble(build, &opts.edit, c, mode, reason, Some(host), envd_path, args, Vec::new(), ch.list);
+    let plan =
+        assemble("inject-envd", build, &opts.edit, c, mode, reason, Some(host), envd_path, args, Vec::new(), ch.list);
     Ok((plan, ctx))
 }
 
@@ -304,6 +334,6 @@ pub fn plan_rewrite(build: &Build, extra_args: &[String], edit: &EditOptions) ->
         w.envd,
         w.args.join(" ")
     );
-    let plan = assemble(build, edit, c, Mode::Wrapper, reason, None, w.envd, keep, dropped, ch.list);
+    let plan = assemble("rewrite-wrapper", build, edit, c, Mode::Wrapper, reason, None, w.envd, keep, dropped, ch.list);
     Ok((plan, ctx))
 }

@@ -108,9 +108,36 @@ impl Change {
     }
 }
 
+/// Why a dry run's plan would be refused if applied (the guards' reasons, all at once).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub message: String,
+    pub reasons: Vec<String>,
+}
+
+impl Refusal {
+    /// From a refusal error; other errors are not refusals.
+    pub fn from_error(e: Error) -> std::result::Result<Refusal, Error> {
+        match e {
+            Error::Refused { message, reasons } => Ok(Refusal { message, reasons }),
+            other => Err(other),
+        }
+    }
+
+    /// Merge another refusal's reasons into this one.
+    pub fn merge(mut self, other: Refusal) -> Refusal {
+        self.reasons.push(other.message);
+        self.reasons.extend(other.reasons);
+        self
+    }
+}
+
 /// A complete edit, decided.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
+    /// The command that made it (`inject-envd`, `rewrite-wrapper`).
+    #[serde(skip)]
+    pub command: &'static str,
     pub build_id: BuildId,
     pub target: Target,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,13 +166,16 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versions: Option<(String, String)>,
     pub warnings: Vec<String>,
+    /// A dry run only: what the guards would refuse (the plan is shown anyway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
 }
 
 /// Options common to inject-envd and rewrite-wrapper.
 #[derive(Clone, Debug)]
 pub struct EditOptions {
     pub backend: Backend,
-    /// `--fork [ID]`: `Some(None)` is a fresh random ID.
+    /// `--fork` / `--fork-id ID`: `Some(None)` is a fresh random ID.
     pub fork: Option<Option<BuildId>>,
     pub drop_snapshot: bool,
     pub replay_journal: bool,
@@ -453,9 +483,79 @@ pub fn find_wrapper(fs: &Rootfs, ctx: &Context) -> Result<WrapperFacts> {
     ))
 }
 
-/// Refusal reasons for editing `build` in place (empty: allowed). `dependents` are the builds
-/// of the storage whose headers map this one's blocks.
-pub fn in_place_refusals(build: &Build, opts: &EditOptions, dependents: &[BuildId], unknown: &[String]) -> Vec<String> {
+/// Which builds of the storage read this one's blocks, as far as an in-place edit must know.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dependents {
+    /// Builds whose headers map blocks of this build.
+    pub builds: Vec<BuildId>,
+    /// Headers tmpl cannot read but the orchestrator might (a newer format version, a tmpl
+    /// cap, an unreadable file): whether they read this build is unknown, so they block.
+    pub unknown: Vec<String>,
+    /// Headers that neither tmpl nor the orchestrator can read (truncated, bad magic, a failed
+    /// checksum): no served build can use them, so they do not block (the plan warns).
+    pub unreadable: Vec<String>,
+}
+
+/// Would E2B's orchestrator fail on this header too? Its reader (`header.DeserializeBytes`,
+/// e2b-dev/infra packages/shared/pkg/storage/header) rejects a file shorter than the 64-byte
+/// metadata, a V1–V3 body that ends inside a 40-byte mapping, a V4/V5 block too short for its
+/// length prefix, an LZ4 frame with a bad magic or a failed checksum, and an inner block that
+/// ends early. Everything else — an unknown or newer version, a frame table type tmpl does not
+/// know, caps that are tmpl's own — might be readable to some orchestrator, so it stays unknown.
+pub fn orchestrator_rejects(e: &crate::header::ParseError) -> bool {
+    use crate::compress::Lz4Error;
+    use crate::header::ParseError as P;
+    match e {
+        P::TooShort { .. } | P::BodyNotMultiple { .. } | P::FramedTooShort { .. } | P::InnerTruncated { .. } => true,
+        P::Lz4(l) => matches!(
+            l,
+            Lz4Error::BadMagic(_)
+                | Lz4Error::HeaderChecksum { .. }
+                | Lz4Error::BlockChecksum { .. }
+                | Lz4Error::ContentChecksum { .. }
+                | Lz4Error::Truncated(_)
+                | Lz4Error::CorruptBlock { .. }
+        ),
+        _ => false,
+    }
+}
+
+/// The builds of the storage whose headers map `id`'s blocks, each header classified by who can
+/// read it (see [`Dependents`]).
+pub fn edit_dependents(storage_root: &std::path::Path, id: &BuildId) -> Result<Dependents> {
+    let rd = std::fs::read_dir(storage_root).map_err(|e| Error::read(storage_root, e))?;
+    let mut out = Dependents::default();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::read(storage_root, e))?;
+        let Some(other) = entry.file_name().to_str().and_then(|n| BuildId::parse(n).ok()) else { continue };
+        if other == *id {
+            continue;
+        }
+        for a in Artifact::ALL {
+            let p = entry.path().join(a.header_name());
+            let what = format!("{other}/{}", a.header_name());
+            match crate::build::read_small(&p, crate::header::MAX_HEADER_BYTES) {
+                Ok(None) => {}
+                Err(e) => out.unknown.push(format!("{what}: {e}")),
+                Ok(Some(bytes)) => match crate::header::parse(&bytes) {
+                    Ok(h) if h.mappings.iter().any(|m| m.build == *id) => {
+                        out.builds.push(other);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) if orchestrator_rejects(&e) => out.unreadable.push(format!("{what}: {e}")),
+                    Err(e) => out.unknown.push(format!("{what}: {e}")),
+                },
+            }
+        }
+    }
+    out.builds.sort();
+    out.builds.dedup();
+    Ok(out)
+}
+
+/// Refusal reasons for editing `build` in place (empty: allowed).
+pub fn in_place_refusals(build: &Build, opts: &EditOptions, deps: &Dependents) -> Vec<String> {
     let mut reasons = Vec::new();
     if build.has_memory_snapshot() && !opts.drop_snapshot {
         reasons.push(
@@ -465,17 +565,18 @@ pub fn in_place_refusals(build: &Build, opts: &EditOptions, dependents: &[BuildI
                 .to_string(),
         );
     }
-    if !dependents.is_empty() {
-        let list: Vec<String> = dependents.iter().map(|d| d.to_string()).collect();
+    if !deps.builds.is_empty() {
+        let list: Vec<String> = deps.builds.iter().map(|d| d.to_string()).collect();
         reasons.push(format!(
             "other builds read blocks of this build's rootfs: {}. Changing it would change them too; use --fork",
             list.join(", ")
         ));
     }
-    if !unknown.is_empty() {
+    if !deps.unknown.is_empty() {
         reasons.push(format!(
-            "whether other builds read this one cannot be told, their headers cannot be read: {}. Repair them, or use --fork",
-            unknown.join("; ")
+            "whether other builds read this one cannot be told: their headers cannot be read by tmpl but might be by \
+             the orchestrator: {}. Repair them, or use --fork",
+            deps.unknown.join("; ")
         ));
     }
     if let Err(why) = full_image(build) {

@@ -399,6 +399,39 @@ pub(crate) fn still_bound(device: &Path, image: &Path, image_id: (u64, u64)) -> 
     std::fs::metadata(backing).is_ok_and(|m| (m.dev(), m.ino()) == image_id)
 }
 
+/// The backing file of `/dev/loopN` from sysfs, and whether it was deleted while bound.
+/// `(None, false)` when the device is not bound.
+pub fn backing_file(device: &Path) -> (Option<PathBuf>, bool) {
+    let Some(name) = device.file_name() else { return (None, false) };
+    let sys = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let Ok(text) = std::fs::read_to_string(&sys) else { return (None, false) };
+    let text = text.trim_end_matches('\n');
+    match text.strip_suffix(" (deleted)") {
+        Some(t) => (Some(PathBuf::from(t)), true),
+        None => (Some(PathBuf::from(text)), false),
+    }
+}
+
+/// Unbind `/dev/loopN` (`LOOP_CLR_FD`) if it is still bound to `backing` (or to anything, when
+/// `backing` is `None`): for devices a killed tmpl bound without autoclear. A device nothing
+/// holds is released at once; one still in use is marked for autoclear by the kernel.
+pub fn clear_if_bound(device: &Path, backing: Option<&Path>) -> Result<(), LoopError> {
+    let (now, _) = backing_file(device);
+    let Some(now) = now else { return Ok(()) };
+    if backing.is_some_and(|b| b != now) {
+        return Ok(());
+    }
+    let dev = match open_device(device, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(LoopError::OpenDevice { device: device.to_path_buf(), image: now, source }),
+    };
+    match raw::clear(&dev) {
+        Ok(()) | Err(Errno::NXIO) | Err(Errno::BUSY) => Ok(()),
+        Err(e) => Err(LoopError::Detach { device: device.to_path_buf(), image: now, source: errno_io(e) }),
+    }
+}
+
 /// Poll sysfs until `device` no longer backs `image` (released, or reused for another file).
 pub(crate) fn wait_released(device: &Path, image: &Path, image_id: (u64, u64), max: Duration) -> Result<(), LoopError> {
     let start = Instant::now();

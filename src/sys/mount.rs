@@ -1,20 +1,31 @@
 //! Kernel mounts of ext4 images for the `mount` write backend: [`mount_image`] attaches the image
-//! to an autoclear loop device ([`super::loopdev`]), mounts it on a fresh temporary directory and
-//! returns a [`Mounted`] guard.
+//! to an autoclear loop device ([`super::loopdev`]) and mounts it in a **private mount namespace**
+//! owned by a dedicated thread, then returns a [`Mounted`] guard whose [`Mounted::path`] reaches
+//! the filesystem through `/proc/<pid>/task/<tid>/root/...`.
 //!
-//! The guard's promise: whatever happens after the mount — an error, a panic that unwinds —
-//! dropping it unmounts (retrying briefly while busy, then a lazy `MNT_DETACH` as a last
-//! resort), removes the temporary directory and closes the loop fd, so the kernel releases the
-//! device. Callers that are about to trust the image call [`Mounted::unmount`] instead, which
-//! `syncfs`es first, reports every failure, and returns only once the loop device is released.
+//! Why a namespace: a mount made in tmpl's own namespace (the host's) outlives a tmpl killed with
+//! SIGKILL — a read-write mount of a work copy and its loop device stay behind, and a later clean-up
+//! that deletes the work copy leaves a mount of a deleted file. The namespace here belongs to one
+//! thread of tmpl and to nothing else: when tmpl dies, however it dies, the kernel tears the
+//! namespace down, which unmounts the filesystem (writing it back), and the last close of the
+//! loop device then releases it (autoclear). The mount point lives on a tmpfs mounted inside the
+//! same namespace, so nothing is created on the host's disks either. No other process sees the
+//! mount; `findmnt` on the host does not list it.
 //!
-//! What it cannot cover: a process killed (SIGKILL, abort) while mounted leaves the mount in
-//! place; the loop device is then released by autoclear as soon as someone unmounts it.
+//! The guard's promise while tmpl runs: whatever happens after the mount — an error, a panic that
+//! unwinds — dropping it unmounts (retrying briefly while busy, then a lazy `MNT_DETACH` as a last
+//! resort) and closes the loop fd, so the kernel releases the device. Callers that are about to
+//! trust the image call [`Mounted::unmount`] instead, which `syncfs`es first, reports every
+//! failure, and returns only once the loop device is released.
+//!
+//! [`host_mounts`] and [`remove_host_mount`] find and remove mounts that tmpl versions before the
+//! namespace left in the host namespace (`<tmp>/tmpl-mount-XXXXXX`).
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
@@ -105,6 +116,17 @@ pub enum MountError {
         image.display()
     )]
     NeedsRecovery { image: PathBuf },
+    #[error(
+        "{what} failed for {}: {source}; the mount backend needs root (CAP_SYS_ADMIN) to use a private mount \
+         namespace: run as root or use --backend debugfs",
+        image.display()
+    )]
+    Namespace {
+        image: PathBuf,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot create a mount point in {}: {source}", parent.display())]
     MountPoint {
         parent: PathBuf,
@@ -204,31 +226,173 @@ pub struct MountTimings {
     pub mount: Duration,
 }
 
-/// The temporary mount point. Removed with `remove_dir`, never recursively: if it is somehow
-/// still a mount point, removal fails instead of deleting the image's files.
-#[derive(Debug)]
-struct MountPoint(PathBuf);
+/// What the namespace thread is asked to do.
+enum Request {
+    /// Unmount (retrying while busy, then lazily) and end the thread.
+    Unmount(mpsc::Sender<Result<(), UnmountFailure>>),
+}
 
-impl MountPoint {
-    fn create(parent: &Path) -> Result<MountPoint, MountError> {
-        let err = |source| MountError::MountPoint { parent: parent.to_path_buf(), source };
-        let dir = tempfile::Builder::new().prefix(TARGET_PREFIX).tempdir_in(parent).map_err(err)?;
-        // From here on we remove it ourselves (see above), so disarm TempDir's remove_dir_all.
-        let path = dir.keep();
-        // /proc/self/mountinfo shows canonical paths.
-        match std::fs::canonicalize(&path) {
-            Ok(p) => Ok(MountPoint(p)),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&path);
-                Err(err(e))
+/// Why the thread could not unmount cleanly.
+enum UnmountFailure {
+    /// Still busy after the retries; detached lazily.
+    Busy,
+    /// `umount2` failed otherwise.
+    Failed(io::Error),
+}
+
+/// The thread that owns the private mount namespace, and where the filesystem is in it.
+#[derive(Debug)]
+struct Namespace {
+    requests: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The mount point as the namespace sees it (`<parent>/tmpl-mount-<pid>`).
+    target: PathBuf,
+    /// The same directory reached from any thread of tmpl: `/proc/<pid>/task/<tid>/root<target>`.
+    path: PathBuf,
+    /// `/proc/<pid>/task/<tid>/mountinfo`: the namespace's mount table.
+    mountinfo: PathBuf,
+    /// `/proc/<pid>/task/<tid>`: gone once the thread and its namespace are.
+    task: PathBuf,
+}
+
+/// Enter a new mount namespace on this thread (and only this thread: `CLONE_FS` gives it its own
+/// root and working directory first, so the rest of tmpl is not moved).
+#[allow(unsafe_code)]
+fn unshare_mount_namespace() -> rustix::io::Result<()> {
+    use rustix::thread::UnshareFlags;
+    // SAFETY: `unshare_unsafe` is unsafe because of CLONE_FILES (file descriptors created on
+    // other threads would become invisible to this one). Only CLONE_FS and CLONE_NEWNS are
+    // passed: the fd table stays shared, and they affect nothing but this thread's root, cwd,
+    // umask and mount namespace.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS | UnshareFlags::NEWNS) }
+}
+
+impl Namespace {
+    /// Start the thread: private namespace, a tmpfs on `parent`, `device` mounted on
+    /// `<parent>/tmpl-mount-<pid>`. Returns once it is mounted (or why not).
+    fn start(device: &Path, image: &Path, parent: &Path, flags: MountFlags) -> Result<Namespace, MountError> {
+        let target = parent.join(format!("{TARGET_PREFIX}{}", std::process::id()));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<i32, MountError>>();
+        let (req_tx, req_rx) = mpsc::channel::<Request>();
+        let (dev, img, par, tgt) = (device.to_path_buf(), image.to_path_buf(), parent.to_path_buf(), target.clone());
+        let thread = std::thread::Builder::new()
+            .name("tmpl-mount-ns".into())
+            .spawn(move || {
+                let setup = (|| -> Result<(), MountError> {
+                    let ns_err = |what: &'static str, e: Errno| MountError::Namespace {
+                        image: img.clone(),
+                        what,
+                        source: io::Error::from_raw_os_error(e.raw_os_error()),
+                    };
+                    unshare_mount_namespace().map_err(|e| ns_err("unshare(CLONE_NEWNS)", e))?;
+                    // Nothing mounted here may propagate back to the host.
+                    rustix::mount::mount_change(
+                        "/",
+                        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+                    )
+                    .map_err(|e| ns_err("making the namespace private", e))?;
+                    let tmpfs_flags = MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC;
+                    rustix::mount::mount("tmpl", &par, "tmpfs", tmpfs_flags, Some(c"mode=0700,size=64k"))
+                        .map_err(|e| ns_err("mounting a private tmpfs for the mount point", e))?;
+                    std::fs::create_dir(&tgt)
+                        .map_err(|source| MountError::MountPoint { parent: par.clone(), source })?;
+                    rustix::mount::mount(&dev, &tgt, FSTYPE, flags, None).map_err(|e| MountError::Mount {
+                        image: img.clone(),
+                        device: dev.clone(),
+                        target: tgt.clone(),
+                        source: io::Error::from_raw_os_error(e.raw_os_error()),
+                        hint: MountError::mount_hint(e),
+                    })?;
+                    Ok(())
+                })();
+                let failed = setup.is_err();
+                let _ = ready_tx.send(setup.map(|()| rustix::thread::gettid().as_raw_nonzero().get()));
+                if failed {
+                    // The namespace (and anything mounted in it) goes with the thread.
+                    return;
+                }
+                // Wait for the unmount request; a dropped sender (the guard is gone) means the same.
+                let reply = match req_rx.recv() {
+                    Ok(Request::Unmount(reply)) => Some(reply),
+                    Err(_) => None,
+                };
+                let result = unmount_with_retries(&tgt);
+                if let Some(r) = reply {
+                    let _ = r.send(result);
+                }
+            })
+            .map_err(|source| MountError::MountPoint { parent: parent.to_path_buf(), source })?;
+        let tid = match ready_rx.recv() {
+            Ok(Ok(tid)) => tid,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(MountError::Namespace {
+                    image: image.to_path_buf(),
+                    what: "the mount thread",
+                    source: io::Error::other("it ended before mounting"),
+                });
+            }
+        };
+        let task = PathBuf::from(format!("/proc/{}/task/{tid}", std::process::id()));
+        let path = task.join("root").join(target.strip_prefix("/").unwrap_or(&target));
+        Ok(Namespace {
+            requests: Some(req_tx),
+            thread: Some(thread),
+            target,
+            path,
+            mountinfo: task.join("mountinfo"),
+            task,
+        })
+    }
+
+    /// Ask the thread to unmount and wait for it to end.
+    fn unmount(&mut self) -> Result<(), UnmountFailure> {
+        let Some(tx) = self.requests.take() else { return Ok(()) };
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let sent = tx.send(Request::Unmount(reply_tx)).is_ok();
+        let result = if sent { reply_rx.recv().unwrap_or(Ok(())) } else { Ok(()) };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+            // A join returns when the thread has left user space; the kernel tears its
+            // namespace down a moment later, before the task leaves /proc. Wait for that, so
+            // nothing of the namespace is left when this returns.
+            let start = Instant::now();
+            while self.task.exists() && start.elapsed() < RELEASE_WAIT {
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
+        result
     }
 }
 
-impl Drop for MountPoint {
+impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
+        let _ = self.unmount();
+    }
+}
+
+/// `umount2(target)`, retrying while busy, then lazily (`MNT_DETACH`).
+fn unmount_with_retries(target: &Path) -> Result<(), UnmountFailure> {
+    let mut attempt = 0;
+    loop {
+        match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
+            Ok(()) => return Ok(()),
+            Err(Errno::BUSY) if attempt < BUSY_BACKOFF_MS.len() => {
+                std::thread::sleep(Duration::from_millis(BUSY_BACKOFF_MS[attempt]));
+                attempt += 1;
+            }
+            Err(Errno::BUSY) => {
+                return match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH) {
+                    Ok(()) => Err(UnmountFailure::Busy),
+                    Err(e) => Err(UnmountFailure::Failed(io::Error::from_raw_os_error(e.raw_os_error()))),
+                };
+            }
+            Err(e) => return Err(UnmountFailure::Failed(io::Error::from_raw_os_error(e.raw_os_error()))),
+        }
     }
 }
 
@@ -242,24 +406,26 @@ pub struct Mounted {
     read_only: bool,
     timings: MountTimings,
     /// `Some` until unmounted.
-    point: Option<MountPoint>,
+    ns: Option<Namespace>,
     /// `Some` until released; dropped after the unmount, so autoclear frees the device then.
     loop_dev: Option<LoopDevice>,
 }
 
-/// Attach `image` to an autoclear loop device and mount its ext4 filesystem on a fresh
-/// temporary directory (`<parent>/tmpl-mount-XXXXXX`, see [`MountOptions`]).
+/// Attach `image` to an autoclear loop device and mount its ext4 filesystem in a private mount
+/// namespace (see the module documentation and [`MountOptions`]; `parent` names the directory
+/// the mount point appears in inside the namespace).
 ///
 /// Checks the superblock first (ext4 magic, size, and for read-only a journal that needs no
 /// recovery), so a wrong file fails before any device is touched. On every error nothing is
-/// left behind: no loop device, no mount, no directory.
+/// left behind: no loop device, no mount.
 pub fn mount_image(image: &Path, opts: &MountOptions) -> Result<Mounted, MountError> {
     precheck(image, opts)?;
     let parent = match &opts.parent {
         Some(p) => p.clone(),
         None => std::env::temp_dir(),
     };
-    let point = MountPoint::create(&parent)?;
+    let parent =
+        std::fs::canonicalize(&parent).map_err(|source| MountError::MountPoint { parent: parent.clone(), source })?;
 
     let t0 = Instant::now();
     let loop_dev = LoopDevice::attach(
@@ -274,15 +440,9 @@ pub fn mount_image(image: &Path, opts: &MountOptions) -> Result<Mounted, MountEr
     let attach = t0.elapsed();
 
     let t1 = Instant::now();
-    // On failure `loop_dev` and `point` drop here: the fd closes (autoclear unbinds the
-    // never-mounted device) and the empty directory is removed.
-    rustix::mount::mount(loop_dev.path(), &point.0, FSTYPE, opts.flags(), None).map_err(|e| MountError::Mount {
-        image: loop_dev.image().to_path_buf(),
-        device: loop_dev.path().to_path_buf(),
-        target: point.0.clone(),
-        source: io::Error::from_raw_os_error(e.raw_os_error()),
-        hint: MountError::mount_hint(e),
-    })?;
+    // On failure `loop_dev` drops here: the fd closes and autoclear unbinds the never-mounted
+    // device; the namespace went with its thread.
+    let ns = Namespace::start(loop_dev.path(), loop_dev.image(), &parent, opts.flags())?;
     let mount = t1.elapsed();
 
     let mut m = Mounted {
@@ -291,7 +451,7 @@ pub fn mount_image(image: &Path, opts: &MountOptions) -> Result<Mounted, MountEr
         fs_dev: 0,
         read_only: opts.read_only,
         timings: MountTimings { attach, mount },
-        point: Some(point),
+        ns: Some(ns),
         loop_dev: Some(loop_dev),
     };
     // From here on `m`'s Drop unmounts on any error.
@@ -300,7 +460,7 @@ pub fn mount_image(image: &Path, opts: &MountOptions) -> Result<Mounted, MountEr
         device: m.device.clone(),
         target: m.path().to_path_buf(),
         source,
-        hint: "the mount point vanished right after mounting",
+        hint: "the mount cannot be reached through /proc/<pid>/task/<tid>/root",
     })?;
     Ok(m)
 }
@@ -345,12 +505,29 @@ fn precheck(image: &Path, opts: &MountOptions) -> Result<(), MountError> {
 }
 
 impl Mounted {
-    /// The root of the mounted filesystem.
+    /// The root of the mounted filesystem, reachable from any thread of this process (through
+    /// the namespace thread's root: `/proc/<pid>/task/<tid>/root/<tmp>/tmpl-mount-<pid>`).
     pub fn path(&self) -> &Path {
-        match &self.point {
-            Some(p) => &p.0,
+        match &self.ns {
+            Some(ns) => &ns.path,
             None => Path::new(""),
         }
+    }
+
+    /// The mount point as the private namespace sees it (for messages).
+    pub fn mount_point(&self) -> &Path {
+        match &self.ns {
+            Some(ns) => &ns.target,
+            None => Path::new(""),
+        }
+    }
+
+    /// Is the filesystem mounted in the private namespace (its mount table lists it)? False
+    /// once unmounted: the namespace is gone with its thread.
+    pub fn is_mounted(&self) -> bool {
+        let Some(ns) = &self.ns else { return false };
+        std::fs::read_to_string(&ns.mountinfo)
+            .is_ok_and(|t| t.lines().filter_map(|l| l.split_whitespace().nth(4)).any(|mp| Path::new(mp) == ns.target))
     }
 
     /// The host path of a guest path (`/usr/bin/envd` → `<mount>/usr/bin/envd`), with every
@@ -388,11 +565,11 @@ impl Mounted {
         self.timings
     }
 
-    /// Sync, unmount, remove the mount point, and wait until the loop device is released.
+    /// Sync, unmount, end the namespace, and wait until the loop device is released.
     /// `Ok(())` means every write reached the image file and nothing holds it any more.
     ///
     /// On failure the guard's cleanup still happens (a busy mount is detached lazily, the
-    /// directory removed, our loop fd closed) and the error says what is left and why.
+    /// namespace ends, our loop fd is closed) and the error says what is left and why.
     pub fn unmount(mut self) -> Result<(), MountError> {
         let synced = self.sync();
         let unmounted = self.teardown(true);
@@ -423,55 +600,26 @@ impl Mounted {
         rustix::fs::syncfs(&dir).map_err(|e| err(io::Error::from_raw_os_error(e.raw_os_error())))
     }
 
-    /// Unmount (retrying while busy, then lazily) and remove the mount point. `report`: collect
-    /// the holders of a busy mount for the error (the explicit path); Drop skips that work.
+    /// Unmount (the namespace thread retries while busy, then detaches lazily) and end the
+    /// namespace. `report`: collect the holders of a busy mount for the error (the explicit
+    /// path); Drop skips that work.
     fn teardown(&mut self, report: bool) -> Result<(), MountError> {
-        let Some(point) = self.point.take() else { return Ok(()) };
-        let target = point.0.clone();
-        let mut result = Ok(());
-        let mut attempt = 0;
-        loop {
-            match rustix::mount::unmount(&target, UnmountFlags::NOFOLLOW) {
-                Ok(()) => break,
-                Err(Errno::BUSY) if attempt < BUSY_BACKOFF_MS.len() => {
-                    std::thread::sleep(Duration::from_millis(BUSY_BACKOFF_MS[attempt]));
-                    attempt += 1;
-                }
-                Err(Errno::BUSY) => {
-                    let holders = if report { holders_on_fs(self.fs_dev).unwrap_or_default() } else { Vec::new() };
-                    let lazy = rustix::mount::unmount(&target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH);
-                    result = match lazy {
-                        Ok(()) => Err(MountError::Busy {
-                            image: self.image.clone(),
-                            device: self.device.clone(),
-                            target: target.clone(),
-                            holders,
-                        }),
-                        Err(e) => Err(MountError::Unmount {
-                            image: self.image.clone(),
-                            target: target.clone(),
-                            source: io::Error::from_raw_os_error(e.raw_os_error()),
-                        }),
-                    };
-                    break;
-                }
-                Err(e) => {
-                    // EINVAL with the target no longer in mountinfo: someone else unmounted
-                    // it already, which is what we wanted.
-                    let already_gone = e == Errno::INVAL && !is_mount_point(&target).unwrap_or(true);
-                    if !already_gone {
-                        result = Err(MountError::Unmount {
-                            image: self.image.clone(),
-                            target: target.clone(),
-                            source: io::Error::from_raw_os_error(e.raw_os_error()),
-                        });
-                    }
-                    break;
-                }
+        let Some(mut ns) = self.ns.take() else { return Ok(()) };
+        let target = ns.target.clone();
+        match ns.unmount() {
+            Ok(()) => Ok(()),
+            // Detached lazily: the filesystem lives on while its holders keep files open, so
+            // they can still be found by its device number.
+            Err(UnmountFailure::Busy) => Err(MountError::Busy {
+                image: self.image.clone(),
+                device: self.device.clone(),
+                target,
+                holders: if report { holders_on_fs(self.fs_dev).unwrap_or_default() } else { Vec::new() },
+            }),
+            Err(UnmountFailure::Failed(source)) => {
+                Err(MountError::Unmount { image: self.image.clone(), target, source })
             }
         }
-        drop(point);
-        result
     }
 }
 
@@ -484,6 +632,79 @@ impl Drop for Mounted {
         // of a lazily detached mount close their files).
         self.loop_dev.take();
     }
+}
+
+/// A tmpl mount in the host's mount namespace: what tmpl versions that mounted there (before
+/// the private namespace) leave when killed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HostMount {
+    pub target: PathBuf,
+    pub device: PathBuf,
+    /// The loop device's backing file, when it still has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing: Option<PathBuf>,
+    /// The backing file was deleted while mounted.
+    pub backing_deleted: bool,
+}
+
+/// Mounts in this process's mount namespace whose mount point is a `tmpl-mount-*` directory and
+/// whose source is a loop device.
+pub fn host_mounts() -> io::Result<Vec<HostMount>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_host_mounts(&text)
+        .into_iter()
+        .map(|(target, device)| {
+            let (backing, backing_deleted) = super::loopdev::backing_file(&device);
+            HostMount { target, device, backing, backing_deleted }
+        })
+        .collect())
+}
+
+fn parse_host_mounts(text: &str) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some(mp) = left.split_whitespace().nth(4) else { continue };
+        let target = PathBuf::from(super::inuse::unescape_octal(mp));
+        let is_ours = target.file_name().is_some_and(|n| n.to_string_lossy().starts_with(TARGET_PREFIX));
+        let mut r = right.split_whitespace();
+        let (fstype, source) = (r.next(), r.next());
+        if is_ours
+            && fstype == Some(FSTYPE)
+            && let Some(src) = source.filter(|s| s.starts_with("/dev/loop"))
+        {
+            out.push((target, PathBuf::from(src)));
+        }
+    }
+    out
+}
+
+/// Remove a stale host mount: unmount it (lazily when busy), remove its empty directory, and
+/// unbind the loop device if nothing released it (a pre-5.8 kernel's legacy bind without
+/// autoclear). The caller decides that it is stale.
+pub fn remove_host_mount(m: &HostMount) -> Result<(), MountError> {
+    let unmounted = match unmount_with_retries(&m.target) {
+        Ok(()) | Err(UnmountFailure::Busy) => Ok(()),
+        Err(UnmountFailure::Failed(source)) if source.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+            // Not mounted (any more).
+            if is_mount_point(&m.target).unwrap_or(true) {
+                Err(MountError::Unmount {
+                    image: m.backing.clone().unwrap_or_default(),
+                    target: m.target.clone(),
+                    source,
+                })
+            } else {
+                Ok(())
+            }
+        }
+        Err(UnmountFailure::Failed(source)) => {
+            Err(MountError::Unmount { image: m.backing.clone().unwrap_or_default(), target: m.target.clone(), source })
+        }
+    };
+    unmounted?;
+    // Never recursive: a directory that still holds anything is left alone.
+    let _ = std::fs::remove_dir(&m.target);
+    super::loopdev::clear_if_bound(&m.device, m.backing.as_deref()).map_err(MountError::from)
 }
 
 /// Symlinks followed at most while resolving one guest path (the kernel's limit).
@@ -678,17 +899,17 @@ mod tests {
     }
 
     #[test]
-    fn the_mount_point_is_removed_but_never_recursively() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = MountPoint::create(dir.path()).unwrap();
-        let path = p.0.clone();
-        assert!(path.file_name().unwrap().to_string_lossy().starts_with(TARGET_PREFIX));
-        std::fs::write(path.join("keep"), b"x").unwrap();
-        drop(p);
-        // Non-empty (as a still-mounted directory would look): left alone.
-        assert!(path.join("keep").exists());
-        std::fs::remove_file(path.join("keep")).unwrap();
-        drop(MountPoint(path.clone()));
-        assert!(!path.exists());
+    fn host_mounts_are_tmpl_mount_points_on_loop_devices() {
+        let text = "36 35 7:0 / /tmp/tmpl-mount-AbC123 rw,noatime shared:1 - ext4 /dev/loop3 rw\n\
+                    37 35 7:1 / /tmp/other rw - ext4 /dev/loop4 rw\n\
+                    38 35 0:5 / /tmp/tmpl-mount-x rw - tmpfs tmpl rw\n\
+                    39 35 7:2 / /var/tmp/tmpl-mount-with\\040space rw - ext4 /dev/loop5 rw\n";
+        assert_eq!(
+            parse_host_mounts(text),
+            vec![
+                (PathBuf::from("/tmp/tmpl-mount-AbC123"), PathBuf::from("/dev/loop3")),
+                (PathBuf::from("/var/tmp/tmpl-mount-with space"), PathBuf::from("/dev/loop5")),
+            ]
+        );
     }
 }

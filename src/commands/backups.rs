@@ -1,0 +1,265 @@
+//! `tmpl backups BUILD [--restore NAME | --prune [--keep N] | --clean | --recover | --roll-back]`:
+//! the backups in-place edits keep, what killed runs leave, and interrupted commits.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::edit_report::CacheStep;
+use crate::cli::GlobalArgs;
+use crate::edit::backups::{self, Listing, Pruned, Restored};
+use crate::edit::commit::{self, Recovered};
+use crate::edit::leftovers::Leftover;
+use crate::error::Result;
+use crate::output::Output;
+use crate::report::{Report, Style, human_bytes, sanitize};
+use crate::storage::BuildId;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    group(clap::ArgGroup::new("action").args(["restore", "prune", "clean", "recover", "roll_back"])),
+    after_help = "Without an action: list the build's backups (newest first, with sizes and contents), work \
+folders of edits, an interrupted commit, partial forks of the build and stale mounts of older tmpl versions. \
+Every action takes the build's lock, and first completes an interrupted commit (except --roll-back, which undoes \
+it). --restore and --recover/--roll-back purge this node's caches of the build, as an edit does.\n\n\
+Exit status: 0 done; 2 usage (a name that is not a backup of the build); 3 no such backup; 4 I/O, or the cache \
+purge failed; 5 refused (another tmpl holds the lock, the rootfs is in use, other builds read this one, a \
+commit whose files were moved by hand); 6 restored, but this node keeps serving the old bytes (the orchestrator \
+runs, so its caches were left alone)."
+)]
+pub struct Args {
+    /// Build ID (UUID) or path to a build directory
+    #[arg(value_name = "BUILD")]
+    pub build: String,
+    /// Put the backup NAME (.tmpl-backup-<time>) back in place, transactionally; the files it
+    /// replaces are saved as a new backup, NAME itself is used up
+    #[arg(long, value_name = "NAME")]
+    pub restore: Option<String>,
+    /// Delete all but the newest --keep backups
+    #[arg(long)]
+    pub prune: bool,
+    /// How many backups --prune keeps (newest first)
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "prune")]
+    pub keep: usize,
+    /// Remove what killed runs left: work folders, their stale mounts, partial forks of this build
+    #[arg(long)]
+    pub clean: bool,
+    /// Complete an interrupted commit (also done by every other action and by the next edit)
+    #[arg(long)]
+    pub recover: bool,
+    /// Undo an interrupted commit instead of completing it
+    #[arg(long)]
+    pub roll_back: bool,
+    /// Show what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not purge this node's caches after a restore or a recovery
+    #[arg(long)]
+    pub no_purge: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackupsReport {
+    pub build_id: BuildId,
+    pub path: PathBuf,
+    pub action: &'static str,
+    pub dry_run: bool,
+    /// An interrupted commit settled before the action (or by --recover / --roll-back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<Recovered>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Restored>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<Pruned>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caches: Option<CacheStep>,
+    /// The state after the action.
+    pub listing: Listing,
+    pub notes: Vec<String>,
+    pub next_steps: Vec<String>,
+}
+
+impl Report for BackupsReport {
+    fn command(&self) -> &'static str {
+        "backups"
+    }
+
+    fn ok(&self) -> bool {
+        self.failure_code() == crate::exit_code::OK
+    }
+
+    fn failure_code(&self) -> u8 {
+        self.caches.as_ref().map_or(crate::exit_code::OK, CacheStep::exit_code)
+    }
+
+    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        let state = if self.dry_run { " (dry run: nothing changed)" } else { "" };
+        writeln!(w, "{} {} {}{state}", style.bold("backups"), self.build_id, self.action)?;
+        if let Some(r) = &self.recovered {
+            writeln!(w, "  settled   {}", sanitize(&r.describe()))?;
+        }
+        if let Some(r) = &self.restored {
+            writeln!(w, "  restore   {}{}", r.backup, if self.dry_run { " would be put back:" } else { " put back:" })?;
+            for s in &r.steps {
+                writeln!(w, "    {:<8} {}", s.action, s.file)?;
+            }
+            if let Some(p) = &r.saved_as {
+                writeln!(w, "  saved     the replaced files in {}", p.display())?;
+            }
+        }
+        if let Some(p) = &self.pruned {
+            for r in &p.removed {
+                writeln!(w, "  {} {}", if self.dry_run { "would remove" } else { "removed" }, sanitize(&r.label()))?;
+            }
+        }
+        let l = &self.listing;
+        if let Some(j) = &l.journal {
+            writeln!(w, "  {}: {}", style.severity(crate::report::Severity::Error), sanitize(&j.describe()))?;
+        }
+        let row = |w: &mut dyn Write, what: &str, x: &Leftover| -> io::Result<()> {
+            let mut extra = Vec::new();
+            if let Some(m) = &x.modified {
+                extra.push(m.clone());
+            }
+            if x.in_use {
+                extra.push(format!("in use by {}", x.holders.join(", ")));
+            }
+            if let Some(s) = &x.source {
+                extra.push(format!("fork of {s}"));
+            }
+            if !x.contents.is_empty() {
+                extra.push(x.contents.join(" "));
+            }
+            writeln!(
+                w,
+                "  {what:<9} {:<40} {:>10}  {}",
+                sanitize(&x.name),
+                human_bytes(x.bytes),
+                sanitize(&extra.join(", "))
+            )
+        };
+        if l.backups.is_empty() {
+            writeln!(w, "  backups   none")?;
+        }
+        for b in &l.backups {
+            row(w, "backup", b)?;
+        }
+        for x in &l.work_folders {
+            row(w, "work", x)?;
+        }
+        for x in &l.forks {
+            row(w, "fork", x)?;
+        }
+        for x in &l.mounts {
+            row(w, "mount", x)?;
+        }
+        let total: u64 = l.backups.iter().chain(&l.work_folders).chain(&l.forks).map(|x| x.bytes).sum();
+        writeln!(w, "  total     {}", human_bytes(total))?;
+        if let Some(c) = &self.caches {
+            writeln!(w, "  caches    {}: {}", c.status, sanitize(&c.detail))?;
+        }
+        for n in &self.notes {
+            writeln!(w, "  note      {}", sanitize(n))?;
+        }
+        for s in &self.next_steps {
+            writeln!(w, "  next      {}", sanitize(s))?;
+        }
+        Ok(())
+    }
+}
+
+fn action(args: &Args) -> &'static str {
+    if args.restore.is_some() {
+        "restore"
+    } else if args.prune {
+        "prune"
+    } else if args.clean {
+        "clean"
+    } else if args.recover {
+        "recover"
+    } else if args.roll_back {
+        "roll-back"
+    } else {
+        "list"
+    }
+}
+
+pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
+    let loc = super::storage(g)?.locate(&args.build)?;
+    let action = action(&args);
+    let mutating = action != "list" && !args.dry_run;
+    // The lock comes first: nothing of the build is read while another tmpl changes it.
+    let lock = if action == "list" { None } else { Some(crate::edit::lock_build(&loc.dir, mutating)?) };
+    let mut notes = Vec::new();
+    let mut recovered = None;
+    if mutating {
+        recovered =
+            if action == "roll-back" { commit::roll_back_interrupted(&loc.dir)? } else { commit::recover(&loc.dir)? };
+        if recovered.is_none() && matches!(action, "recover" | "roll-back") {
+            notes.push("there was no interrupted commit".into());
+        }
+    }
+    let build = crate::build::Build::open(&loc)?;
+    let (mut restored, mut pruned) = (None, None);
+    match (action, &lock) {
+        ("restore", Some(lock)) => {
+            let name = args.restore.as_deref().unwrap_or_default();
+            restored = Some(backups::restore(&build, name, lock, args.dry_run)?);
+        }
+        ("prune", Some(lock)) => pruned = Some(backups::prune(&build.dir, args.keep, lock, args.dry_run)?),
+        _ => {}
+    }
+    // Dead leftovers go with every action that holds the lock (a dry run lists them).
+    if let Some(lock) = &lock
+        && matches!(action, "clean" | "prune")
+    {
+        notes.extend(backups::clean(&build, lock, args.dry_run));
+    }
+    let changed_files = recovered.is_some() || (restored.is_some() && !args.dry_run);
+    let mut next = Vec::new();
+    let caches = if changed_files && args.no_purge {
+        next.push(format!("purge this build's node caches on every node: tmpl purge-cache --build-id {}", build.id));
+        Some(CacheStep { status: "skipped", detail: "--no-purge".into(), in_effect: true, report: None })
+    } else if changed_files {
+        Some(super::purge_after_edit(build.id, &build.storage_root, out))
+    } else {
+        None
+    };
+    if caches.as_ref().is_some_and(|c| !c.in_effect) {
+        next.extend(super::not_in_effect_steps(build.id));
+    }
+    drop(lock);
+    let listing = backups::list(&build.dir, &build.storage_root, &build.id);
+    if let Some(j) = &listing.journal
+        && !j.in_progress
+    {
+        next.push(format!(
+            "tmpl backups {} --recover completes the interrupted commit (--roll-back undoes it)",
+            build.id
+        ));
+    }
+    if action == "list"
+        && listing.journal.is_none()
+        && listing.work_folders.iter().chain(&listing.forks).chain(&listing.mounts).any(|x| !x.in_use)
+    {
+        next.push(format!("tmpl backups {} --clean removes what killed runs left", build.id));
+    }
+    if action == "list" && listing.backups.len() > 1 {
+        next.push(format!("tmpl backups {} --prune --keep 1 keeps only the newest backup", build.id));
+    }
+    let report = BackupsReport {
+        build_id: build.id,
+        path: build.dir.clone(),
+        action,
+        dry_run: args.dry_run,
+        recovered,
+        restored,
+        pruned,
+        caches,
+        listing,
+        notes,
+        next_steps: next,
+    };
+    Ok(out.emit(&report))
+}
