@@ -55,7 +55,8 @@ pub const BUILD_UNREADABLE: Check = Check {
     hint: "see the message: a file where the folder should be, a build file that is not a regular file, or an I/O error",
 };
 
-pub const CHECKS: &[&Check] = &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID, &ACCESS_DENIED, &BUILD_UNREADABLE, &BUILD_CHECK_FAILED];
+pub const CHECKS: &[&Check] =
+    &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID, &ACCESS_DENIED, &BUILD_UNREADABLE, &BUILD_CHECK_FAILED];
 
 /// A finding for a build that could not even be opened (verify goes on with the others): a
 /// permission problem is `access.denied`, anything else `build.unreadable`.
