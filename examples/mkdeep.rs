@@ -9,11 +9,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use tmpl::build::Artifact;
 use tmpl::compress::Compression;
 use tmpl::demo::StorageWriter;
 use tmpl::layer::LayerFormat;
-use tmpl::storage::BuildId;
+use tmpl::vocab::Artifact;
+use tmpl::vocab::BuildId;
 
 pub const PLAIN: &str = "d2000000-0000-4000-8000-000000000001";
 pub const ZSTD: &str = "d2000000-0000-4000-8000-000000000002";

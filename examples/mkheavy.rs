@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use tmpl::header::{self, BuildInfo, FrameTable, Header, Mapping};
-use tmpl::storage::BuildId;
+use tmpl::vocab::BuildId;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let usage = "usage: mkheavy DIR COUNT INNER_MIB | mkheavy --checksum BUILD_DIR";

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use tmpl::demo::{self, StorageWriter};
-use tmpl::storage::BuildId;
+use tmpl::vocab::BuildId;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

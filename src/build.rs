@@ -11,72 +11,57 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::compress::Compression;
-use crate::error::{Error, Result};
 use crate::header::{self, FrameTable, Header};
 use crate::metadata::{self, Metadata};
 use crate::snapshot::{self, SnapfileInfo};
-use crate::storage::{BuildId, BuildLocation};
+use crate::storage::BuildLocation;
+use crate::vocab::Artifact;
+use crate::vocab::files::{METADATA, SIDECAR_SUFFIX, SNAPFILE, is_build_file};
+use crate::vocab::read_small;
+use crate::vocab::{BuildId, SmallFileError};
 
-pub const METADATA: &str = "metadata.json";
-pub const SNAPFILE: &str = "snapfile";
-/// Every file name a build directory may hold (uncompressed names).
-pub const KNOWN_FILES: &[&str] =
-    &[METADATA, "rootfs.ext4", "rootfs.ext4.header", "memfile", "memfile.header", SNAPFILE];
-/// Suffixes of compressed data files (V4/V5 builds).
-pub const COMPRESSED_SUFFIXES: &[&str] = &[".zstd", ".lz4"];
-/// The Local provider's sidecar beside a compressed object: its uncompressed size in decimal
-/// (`<object>.uncompressed-size`, `storage_fs.go`).
-pub const SIDECAR_SUFFIX: &str = ".uncompressed-size";
 const MAX_SIDECAR_BYTES: u64 = 64;
 
-/// The two block devices a build describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Artifact {
-    Rootfs,
-    Memfile,
+/// Result of opening a build.
+pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+
+/// Why a build folder could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A build file that is not a regular file (the message is read after its path).
+    #[error("is not a regular file")]
+    NotAFile { path: PathBuf },
 }
 
-impl Artifact {
-    pub const ALL: [Artifact; 2] = [Artifact::Rootfs, Artifact::Memfile];
-
-    /// Name of the (uncompressed) data file.
-    pub fn data_name(self) -> &'static str {
+impl BuildError {
+    /// The file or folder the error is about.
+    pub fn path(&self) -> &Path {
         match self {
-            Artifact::Rootfs => "rootfs.ext4",
-            Artifact::Memfile => "memfile",
+            BuildError::Io { path, .. } | BuildError::NotAFile { path } => path,
         }
     }
 
-    pub fn header_name(self) -> &'static str {
-        match self {
-            Artifact::Rootfs => "rootfs.ext4.header",
-            Artifact::Memfile => "memfile.header",
-        }
+    /// Is this a permission problem?
+    pub fn is_permission(&self) -> bool {
+        matches!(self, BuildError::Io { source, .. } if crate::access::is_denied(source))
     }
 
-    /// Block size E2B assumes for headerless data files.
-    pub fn headerless_block_size(self) -> u64 {
-        match self {
-            Artifact::Rootfs => header::PAGE,
-            Artifact::Memfile => header::HUGE_PAGE,
-        }
-    }
-
-    /// Prefix of finding ids about this artifact.
-    pub fn label(self) -> &'static str {
-        match self {
-            Artifact::Rootfs => "rootfs",
-            Artifact::Memfile => "memfile",
-        }
+    fn io(path: &Path, source: io::Error) -> Self {
+        BuildError::Io { path: path.to_path_buf(), source }
     }
 }
 
 /// Size facts of a file: apparent length and allocated bytes (st_blocks · 512).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileFacts {
     pub len: u64,
     pub allocated: u64,
@@ -86,9 +71,9 @@ pub struct FileFacts {
 pub fn stat(path: &Path) -> Result<Option<FileFacts>> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(Some(FileFacts { len: m.len(), allocated: m.blocks() * 512 })),
-        Ok(_) => Err(Error::invalid(path, "is not a regular file")),
+        Ok(_) => Err(BuildError::NotAFile { path: path.to_path_buf() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::read(path, e)),
+        Err(e) => Err(BuildError::io(path, e)),
     }
 }
 
@@ -123,12 +108,12 @@ pub struct ArtifactFiles {
 }
 
 /// Why a header file could not be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum HeaderError {
     #[error(transparent)]
     Parse(#[from] header::ParseError),
-    #[error("{0}")]
-    Read(String),
+    #[error(transparent)]
+    Read(#[from] SmallFileError),
 }
 
 impl Serialize for HeaderError {
@@ -208,11 +193,8 @@ fn denied(path: &Path) -> Option<crate::access::Denied> {
 /// The files of `dir` for `artifact` that reading its data touches: the header and every data
 /// file variant (plain, compressed, sidecars).
 fn artifact_file_names(artifact: Artifact) -> Vec<String> {
-    let mut names = vec![artifact.header_name().to_string(), artifact.data_name().to_string()];
-    for s in COMPRESSED_SUFFIXES {
-        names.push(format!("{}{s}", artifact.data_name()));
-        names.push(format!("{}{s}{SIDECAR_SUFFIX}", artifact.data_name()));
-    }
+    let mut names = vec![artifact.header_name().to_string()];
+    names.extend(artifact.data_file_names());
     names
 }
 
@@ -287,35 +269,10 @@ fn access_problems(build: &Build) -> Vec<AccessProblem> {
     out
 }
 
-/// Read a small structured file (header, metadata, sidecar, manifest): `Ok(None)` when it does
-/// not exist. It must be a regular file (a link to one is followed; a link to `/dev/zero` or a
-/// FIFO is refused) and is read through a cap, so nothing can make tmpl read without bound.
-pub fn read_small(path: &Path, cap: u64) -> std::result::Result<Option<Vec<u8>>, String> {
-    use std::io::Read;
-    let f = match std::fs::File::open(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read: {e}")),
-        Ok(f) => f,
-    };
-    let m = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if !m.is_file() {
-        return Err("is not a regular file".to_string());
-    }
-    if m.len() > cap {
-        return Err(format!("{} bytes is larger than the {cap}-byte limit", m.len()));
-    }
-    let mut out = Vec::with_capacity(m.len() as usize);
-    f.take(cap + 1).read_to_end(&mut out).map_err(|e| format!("cannot read: {e}"))?;
-    if out.len() as u64 > cap {
-        return Err(format!("larger than the {cap}-byte limit"));
-    }
-    Ok(Some(out))
-}
-
 fn open_artifact(dir: &Path, artifact: Artifact) -> Result<ArtifactFiles> {
     let data = stat(&dir.join(artifact.data_name()))?;
     let mut compressed = Vec::new();
-    for s in COMPRESSED_SUFFIXES {
+    for s in crate::vocab::files::COMPRESSED_SUFFIXES {
         let name = format!("{}{s}", artifact.data_name());
         if let Some(f) = stat(&dir.join(&name))? {
             compressed.push((name, f));
@@ -338,19 +295,12 @@ impl Build {
     /// Open a build directory: read metadata and headers, analyse the snapfile, stat the rest.
     pub fn open(loc: &BuildLocation) -> Result<Build> {
         let dir = &loc.dir;
-        let rd = std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))?;
+        let rd = std::fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
         let mut extra_files = Vec::new();
         for entry in rd {
-            let entry = entry.map_err(|e| Error::read(dir, e))?;
+            let entry = entry.map_err(|e| BuildError::io(dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let known = KNOWN_FILES.contains(&name.as_str())
-                || Artifact::ALL.iter().any(|a| {
-                    COMPRESSED_SUFFIXES.iter().any(|s| {
-                        name == format!("{}{s}", a.data_name())
-                            || name == format!("{}{s}{SIDECAR_SUFFIX}", a.data_name())
-                    })
-                });
-            if !known {
+            if !is_build_file(&name) {
                 extra_files.push(name);
             }
         }
@@ -364,7 +314,7 @@ impl Build {
                 Ok(m) => Loaded::Parsed(m),
                 Err(e) => Loaded::Invalid(e.to_string()),
             },
-            Err(e) => Loaded::Invalid(e),
+            Err(e) => Loaded::Invalid(e.to_string()),
         };
         let spath = dir.join(SNAPFILE);
         let snapfile_file = stat(&spath)?;
@@ -406,13 +356,10 @@ impl Build {
         memfile_access_problems(self)
     }
 
-    /// The first permission problem that keeps tmpl from reading the rootfs, as an error (exit 4),
-    /// for commands that need the rootfs and cannot go on without it.
-    pub fn rootfs_access_error(&self) -> Option<Error> {
-        self.access.iter().find(|a| a.rootfs).map(|a| Error::PermissionDenied {
-            denied: Box::new(a.denied.clone()),
-            source: io::Error::from(io::ErrorKind::PermissionDenied),
-        })
+    /// The first permission problem that keeps tmpl from reading the rootfs, for commands that
+    /// need the rootfs and cannot go on without it.
+    pub fn rootfs_access_problem(&self) -> Option<&AccessProblem> {
+        self.access.iter().find(|a| a.rootfs)
     }
 
     pub fn artifact(&self, a: Artifact) -> &ArtifactFiles {
@@ -583,22 +530,31 @@ pub struct DataFile {
     /// SHA-256 of the uncompressed data from a builds section (non-zero only).
     pub checksum: Option<[u8; 32]>,
     /// The `.uncompressed-size` sidecar: absent, a value, or why it is unusable.
-    pub sidecar: Option<std::result::Result<u64, String>>,
+    pub sidecar: Option<std::result::Result<u64, SidecarError>>,
     /// Other data files of the same build and artifact that exist (plain beside compressed).
     pub others: Vec<String>,
 }
 
+/// Why a `.uncompressed-size` sidecar cannot be used.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error(transparent)]
+    Read(#[from] SmallFileError),
+    #[error("{0:?} is not a decimal size")]
+    NotDecimal(String),
+}
+
 /// Read a `.uncompressed-size` sidecar beside `path` (`None` when absent).
-pub fn read_sidecar(path: &Path) -> Option<std::result::Result<u64, String>> {
+pub fn read_sidecar(path: &Path) -> Option<std::result::Result<u64, SidecarError>> {
     let mut p = path.as_os_str().to_owned();
     p.push(SIDECAR_SUFFIX);
     let bytes = match read_small(Path::new(&p), MAX_SIDECAR_BYTES) {
         Ok(None) => return None,
         Ok(Some(b)) => b,
-        Err(e) => return Some(Err(e)),
+        Err(e) => return Some(Err(SidecarError::Read(e))),
     };
     let text = String::from_utf8_lossy(&bytes);
-    Some(text.trim().parse::<u64>().map_err(|_| format!("{:?} is not a decimal size", text.trim())))
+    Some(text.trim().parse::<u64>().map_err(|_| SidecarError::NotDecimal(text.trim().to_string())))
 }
 
 /// Builds in `storage_root` whose headers map blocks to `id` (its dependents), and the builds
@@ -607,12 +563,12 @@ pub fn read_sidecar(path: &Path) -> Option<std::result::Result<u64, String>> {
 pub fn dependents(storage_root: &Path, id: &BuildId) -> Result<(Vec<BuildId>, Vec<String>)> {
     let rd = match std::fs::read_dir(storage_root) {
         Ok(rd) => rd,
-        Err(e) => return Err(Error::read(storage_root, e)),
+        Err(e) => return Err(BuildError::io(storage_root, e)),
     };
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     for entry in rd {
-        let entry = entry.map_err(|e| Error::read(storage_root, e))?;
+        let entry = entry.map_err(|e| BuildError::io(storage_root, e))?;
         let Some(other) = entry.file_name().to_str().and_then(|n| BuildId::parse(n).ok()) else { continue };
         if other == *id {
             continue;
@@ -621,8 +577,8 @@ pub fn dependents(storage_root: &Path, id: &BuildId) -> Result<(Vec<BuildId>, Ve
             let p = entry.path().join(a.header_name());
             let parsed = match read_small(&p, header::MAX_HEADER_BYTES) {
                 Ok(None) => continue,
-                Ok(Some(bytes)) => header::parse(&bytes).map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Ok(Some(bytes)) => header::parse(&bytes).map_err(HeaderError::Parse),
+                Err(e) => Err(HeaderError::Read(e)),
             };
             match parsed {
                 Ok(h) if h.mappings.iter().any(|m| m.build == *id) => {

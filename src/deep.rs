@@ -28,13 +28,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::checks::data;
 use crate::compress::{self, Compression, FrameDecoder, FrameErrorKind};
 use crate::header::{self, FrameTable, hex};
 use crate::progress::Progress;
 use crate::report::{Check, Finding};
-use crate::storage::BuildId;
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
 
 /// Read size for plain files.
 const CHUNK: usize = 1 << 20;
@@ -246,7 +247,8 @@ enum Piece {
 
 /// Read a job's frame table again from its header (so none is held while the job waits).
 fn load_table(from: &(PathBuf, BuildId)) -> Result<FrameTable, String> {
-    let bytes = crate::build::read_small(&from.0, header::MAX_HEADER_BYTES)?
+    let bytes = crate::vocab::read_small(&from.0, header::MAX_HEADER_BYTES)
+        .map_err(|e| format!("{}: {e}", from.0.display()))?
         .ok_or_else(|| format!("{} is gone", from.0.display()))?;
     let h = header::parse(&bytes).map_err(|e| format!("{}: {e}", from.0.display()))?;
     drop(bytes);

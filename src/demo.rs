@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::compress::Compression;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -17,9 +17,10 @@ use crate::layer::{self, LayerFormat, Parent};
 use crate::metadata;
 use crate::progress::NoProgress;
 use crate::snapshot::{self, Arch};
-use crate::storage::BuildId;
 use crate::storage::BuildLocation;
 use crate::tools::e2fs::{self, MkfsOptions};
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
 
 /// Marker file that identifies a demo storage (so `--dir` can be reused safely).
 pub const MARKER: &str = ".tmpl-demo";
@@ -159,7 +160,7 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
 
 /// `mkfs.ext4 -d tree image` with the demo's pinned UUID.
 pub fn make_image(tree: &Path, image: &Path, size: u64) -> Result<()> {
-    e2fs::mkfs_from_dir(tree, image, &MkfsOptions { uuid: FS_UUID, label: "rootfs", size, features: None })
+    Ok(e2fs::mkfs_from_dir(tree, image, &MkfsOptions { uuid: FS_UUID, label: "rootfs", size, features: None })?)
 }
 
 /// Helpers to write builds into a storage root.

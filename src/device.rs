@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::compress::{Compression, FrameDecoder};
 use crate::header::{FrameTable, Header, Mapping};
 use crate::progress::Progress;
-use crate::storage::BuildId;
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
 
 /// Decompressed frames kept per device (E2B frames are 2 MiB: 16 of them).
 pub const FRAME_CACHE_BYTES: usize = 32 << 20;

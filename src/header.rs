@@ -21,7 +21,7 @@ mod framed;
 use serde::{Serialize, Serializer};
 
 use crate::compress::{Compression, Lz4Error};
-use crate::storage::BuildId;
+use crate::vocab::BuildId;
 
 pub use framed::{EncodeError, encode_inner, try_encode};
 

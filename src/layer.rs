@@ -14,13 +14,14 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::build::{Artifact, SIDECAR_SUFFIX};
 use crate::compress::{self, Compression};
 use crate::device::{Device, ReadAt};
 use crate::error::{Error, Result};
 use crate::header::{self, BuildInfo, Frame, FrameTable, Header, Mapping};
 use crate::progress::Progress;
-use crate::storage::BuildId;
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
+use crate::vocab::files::SIDECAR_SUFFIX;
 
 /// E2B's default frame size (`DefaultCompressFrameSize`, 2 MiB of uncompressed data).
 pub const DEFAULT_FRAME_SIZE: u32 = 2 << 20;

@@ -23,6 +23,7 @@ pub mod exit_code;
 pub mod explain;
 pub mod header;
 pub mod layer;
+pub mod leftovers;
 pub mod metadata;
 pub mod output;
 pub mod progress;
@@ -33,6 +34,7 @@ pub mod storage;
 pub mod sys;
 pub mod tools;
 pub mod vm;
+pub mod vocab;
 
 pub use error::{Error, Result};
 

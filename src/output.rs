@@ -110,7 +110,7 @@ impl Output {
                 command,
                 ok: false,
                 error: ErrorBody {
-                    kind: err.kind(),
+                    kind: err.kind().name(),
                     message: err.to_string(),
                     details: err.details(),
                     exit_code: code,

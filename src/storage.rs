@@ -7,82 +7,81 @@
 //! lower-case UUID. Anything that is not a UUID is refused before a file is touched, so a hostile
 //! argument such as `../..` can never name a directory outside the root.
 
-use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::vocab::BuildId;
+use crate::vocab::BuildIdError;
+use crate::vocab::files::{Artifact, COMPRESSED_SUFFIXES, KNOWN_FILES};
+
+/// Result of resolving storage and builds.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A `TEMPLATE_STORAGE_URL` tmpl cannot use (the environment's: exit 4).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StorageUrlError {
+    #[error("TEMPLATE_STORAGE_URL={0:?} is not a URL; expected file:///path/to/templates")]
+    NotAUrl(String),
+    #[error(
+        "TEMPLATE_STORAGE_URL uses the {0:?} scheme; tmpl reads only local storage (file://). Copy the builds to a local directory and pass --storage DIR"
+    )]
+    NotLocal(String),
+    #[error("TEMPLATE_STORAGE_URL={0:?} names a host; use file:///absolute/path")]
+    NamesAHost(String),
+    #[error("TEMPLATE_STORAGE_URL={0:?} has no path")]
+    NoPath(String),
+}
+
+/// Why a storage root or a build in it could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    BadBuildId(#[from] BuildIdError),
+    #[error(transparent)]
+    Url(#[from] StorageUrlError),
+    /// No such build folder (the message is read after the folder's path).
+    #[error("no build {id} in storage {} (storage chosen by {chosen_by}; use --storage DIR or TMPL_STORAGE)", root.display())]
+    NoSuchBuild { dir: PathBuf, id: BuildId, root: PathBuf, chosen_by: &'static str },
+    #[error("is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("is not a build directory: it holds none of {}", KNOWN_FILES.join(", "))]
+    NotABuildDirectory { dir: PathBuf },
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// The path the error is about (a build folder, the root, the argument given).
+    pub fn path(&self) -> &Path {
+        match self {
+            StorageError::NoSuchBuild { dir, .. } => dir,
+            StorageError::NotADirectory { path } | StorageError::Io { path, .. } => path,
+            StorageError::NotABuildDirectory { dir } => dir,
+            StorageError::BadBuildId(_) | StorageError::Url(_) => Path::new(""),
+        }
+    }
+
+    /// Is this a permission problem?
+    pub fn is_permission(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if crate::access::is_denied(source))
+    }
+
+    fn io(path: &Path, source: io::Error) -> Self {
+        StorageError::Io { path: path.to_path_buf(), source }
+    }
+}
 
 /// E2B's default Local storage path (`LOCAL_TEMPLATE_STORAGE_BASE_PATH` default).
 pub const DEFAULT_STORAGE: &str = "/tmp/templates";
 
-/// A build ID: a UUID, displayed in canonical lower-case hyphenated form.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BuildId(uuid::Uuid);
-
-impl BuildId {
-    /// Parse the canonical hyphenated form (any case). Nothing else is accepted: no braces, no
-    /// URN prefix, no simple (unhyphenated) form, no whitespace.
-    pub fn parse(s: &str) -> Result<Self> {
-        let b = s.as_bytes();
-        let hyphen_ok = b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-');
-        let hex_ok = b.iter().enumerate().all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) || c.is_ascii_hexdigit());
-        if !(hyphen_ok && hex_ok) {
-            return Err(Error::BadBuildId(s.to_string()));
-        }
-        uuid::Uuid::parse_str(s).map(BuildId).map_err(|_| Error::BadBuildId(s.to_string()))
-    }
-
-    /// From the 16 raw bytes stored in headers (RFC-4122 byte order, as written).
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        BuildId(uuid::Uuid::from_bytes(bytes))
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-
-    /// The nil UUID (sixteen zero bytes): "no build" in header mappings.
-    pub fn nil() -> Self {
-        BuildId(uuid::Uuid::nil())
-    }
-
-    pub fn is_nil(&self) -> bool {
-        self.0.is_nil()
-    }
-
-    /// A fresh random (v4) build ID, as E2B mints them.
-    pub fn new_random() -> Self {
-        BuildId(uuid::Uuid::new_v4())
-    }
-
-    /// True when `s` parses as a build ID.
-    pub fn is_build_id(s: &str) -> bool {
-        Self::parse(s).is_ok()
-    }
-}
-
-impl fmt::Display for BuildId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.hyphenated())
-    }
-}
-
-impl fmt::Debug for BuildId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BuildId({self})")
-    }
-}
-
-impl Serialize for BuildId {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// Which setting chose the storage root (shown by `inspect` and in JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StorageSource {
     Flag,
@@ -108,7 +107,7 @@ impl StorageSource {
 }
 
 /// A template storage root on the local filesystem.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Storage {
     pub root: PathBuf,
     pub source: StorageSource,
@@ -165,26 +164,21 @@ impl Storage {
         let dir = self.build_dir(&id);
         match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => Ok(BuildLocation { dir, folder_id: Some(id), storage_root: self.root.clone() }),
-            Ok(_) => Err(Error::invalid(dir, "is not a directory")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(
-                &dir,
-                format!(
-                    "no build {id} in storage {} (storage chosen by {}; use --storage DIR or TMPL_STORAGE)",
-                    self.root.display(),
-                    self.source.describe()
-                ),
-            )),
-            Err(e) => Err(Error::read(dir, e)),
+            Ok(_) => Err(StorageError::NotADirectory { path: dir }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::NoSuchBuild { dir, id, root: self.root.clone(), chosen_by: self.source.describe() })
+            }
+            Err(e) => Err(StorageError::io(&dir, e)),
         }
     }
 
     /// Every UUID-named directory under the root, sorted. Other entries are counted, not listed.
     pub fn list_builds(&self) -> Result<(Vec<BuildId>, usize)> {
-        let rd = std::fs::read_dir(&self.root).map_err(|e| Error::read(&self.root, e))?;
+        let rd = std::fs::read_dir(&self.root).map_err(|e| StorageError::io(&self.root, e))?;
         let mut ids = Vec::new();
         let mut other = 0;
         for entry in rd {
-            let entry = entry.map_err(|e| Error::read(&self.root, e))?;
+            let entry = entry.map_err(|e| StorageError::io(&self.root, e))?;
             let name = entry.file_name();
             let Some(id) = name.to_str().and_then(|n| BuildId::parse(n).ok()) else {
                 other += 1;
@@ -214,66 +208,58 @@ impl Storage {
 
 /// `TEMPLATE_STORAGE_URL`: `file:///abs/path` or `file:relative`; any other scheme is refused by
 /// name, since tmpl reads local storage only.
-pub fn parse_storage_url(url: &str) -> Result<PathBuf> {
+pub fn parse_storage_url(url: &str) -> Result<PathBuf, StorageUrlError> {
     let Some((scheme, rest)) = url.split_once(':') else {
-        return Err(Error::Environment(format!(
-            "TEMPLATE_STORAGE_URL={url:?} is not a URL; expected file:///path/to/templates"
-        )));
+        return Err(StorageUrlError::NotAUrl(url.to_string()));
     };
     if !scheme.eq_ignore_ascii_case("file") {
-        return Err(Error::Environment(format!(
-            "TEMPLATE_STORAGE_URL uses the {scheme:?} scheme; tmpl reads only local storage (file://). \
-             Copy the builds to a local directory and pass --storage DIR"
-        )));
+        return Err(StorageUrlError::NotLocal(scheme.to_string()));
     }
     let path = if let Some(p) = rest.strip_prefix("//") {
         // file://host/path is not supported; file:///path has an empty host.
         if !p.starts_with('/') {
-            return Err(Error::Environment(format!(
-                "TEMPLATE_STORAGE_URL={url:?} names a host; use file:///absolute/path"
-            )));
+            return Err(StorageUrlError::NamesAHost(url.to_string()));
         }
         p
     } else {
         rest
     };
     if path.is_empty() {
-        return Err(Error::Environment(format!("TEMPLATE_STORAGE_URL={url:?} has no path")));
+        return Err(StorageUrlError::NoPath(url.to_string()));
     }
     Ok(PathBuf::from(path))
 }
 
 /// A build given as a path: it must be a directory that holds at least one build file.
 fn locate_path(path: &Path) -> Result<BuildLocation> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::read(path, e))?;
+    let meta = std::fs::metadata(path).map_err(|e| StorageError::io(path, e))?;
     if !meta.is_dir() {
-        return Err(Error::invalid(path, "is not a directory"));
+        return Err(StorageError::NotADirectory { path: path.to_path_buf() });
     }
-    let dir = std::fs::canonicalize(path).map_err(|e| Error::read(path, e))?;
+    let dir = std::fs::canonicalize(path).map_err(|e| StorageError::io(path, e))?;
     // A folder we may not look into is a permission problem, not "not a build directory".
-    std::fs::read_dir(&dir).map_err(|e| Error::read(&dir, e))?;
+    std::fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, e))?;
     let exists = |name: String| -> Result<bool> {
         let p = dir.join(name);
         match std::fs::metadata(&p) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::read(&p, e)),
+            Err(e) => Err(StorageError::io(&p, e)),
         }
     };
     let mut holds_build_file = false;
-    for name in crate::build::KNOWN_FILES.iter().map(|f| f.to_string()).chain(
-        crate::build::COMPRESSED_SUFFIXES.iter().flat_map(|s| [format!("rootfs.ext4{s}"), format!("memfile{s}")]),
-    ) {
+    for name in KNOWN_FILES
+        .iter()
+        .map(|f| f.to_string())
+        .chain(COMPRESSED_SUFFIXES.iter().flat_map(|s| Artifact::ALL.map(|a| format!("{}{s}", a.data_name()))))
+    {
         if exists(name)? {
             holds_build_file = true;
             break;
         }
     }
     if !holds_build_file {
-        return Err(Error::invalid(
-            &dir,
-            format!("is not a build directory: it holds none of {}", crate::build::KNOWN_FILES.join(", ")),
-        ));
+        return Err(StorageError::NotABuildDirectory { dir });
     }
     let folder_id = dir.file_name().and_then(|n| n.to_str()).and_then(|n| BuildId::parse(n).ok());
     let storage_root = dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
@@ -286,30 +272,6 @@ mod tests {
 
     fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-    }
-
-    #[test]
-    fn build_ids_accept_only_canonical_uuids() {
-        let id = BuildId::parse("11111111-2222-3333-4444-555555555555").unwrap();
-        assert_eq!(id.to_string(), "11111111-2222-3333-4444-555555555555");
-        assert_eq!(
-            BuildId::parse("AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE").unwrap().to_string(),
-            "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-        );
-        for bad in [
-            "",
-            "..",
-            "../..",
-            "*",
-            "11111111222233334444555555555555",
-            "{11111111-2222-3333-4444-555555555555}",
-            "urn:uuid:11111111-2222-3333-4444-555555555555",
-            " 11111111-2222-3333-4444-555555555555",
-            "11111111-2222-3333-4444-55555555555g",
-            "11111111-2222-3333-4444-5555555555555",
-        ] {
-            assert!(matches!(BuildId::parse(bad), Err(Error::BadBuildId(_))), "{bad:?} accepted");
-        }
     }
 
     #[test]
@@ -346,7 +308,7 @@ mod tests {
     fn hostile_arguments_never_touch_the_filesystem() {
         let s = Storage { root: "/nonexistent-root".into(), source: StorageSource::Flag };
         for bad in ["..", "*", "", "abc"] {
-            assert!(matches!(s.locate(bad), Err(Error::BadBuildId(_))));
+            assert!(matches!(s.locate(bad), Err(StorageError::BadBuildId(_))));
         }
     }
 }

@@ -13,11 +13,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tmpl::build::Artifact;
 use tmpl::device::Device;
 use tmpl::layer::{self, Parent};
 use tmpl::progress::NoProgress;
-use tmpl::storage::BuildId;
+use tmpl::vocab::Artifact;
+use tmpl::vocab::BuildId;
 
 const BASE: &str = "b0070000-0000-4000-8000-000000000001";
 const CHILD: &str = "c0070000-0000-4000-8000-000000000002";

@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
-use tmpl::build::{Artifact, Build};
+use tmpl::build::Build;
 use tmpl::compress::Compression;
 use tmpl::demo::StorageWriter;
 use tmpl::device::{Device, ReadAt};
 use tmpl::header::{self, Header};
 use tmpl::layer::LayerFormat;
-use tmpl::storage::{BuildId, BuildLocation};
+use tmpl::storage::BuildLocation;
+use tmpl::vocab::Artifact;
+use tmpl::vocab::BuildId;
 
 const BASE: &str = "b5000000-0000-4000-8000-000000000001";
 const CHILD: &str = "c5000000-0000-4000-8000-000000000002";

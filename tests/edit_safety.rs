@@ -13,7 +13,7 @@ use common::fixtures::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tmpl::edit::fault::{FAULT_ENV, PAUSE_FILE_ENV};
-use tmpl::storage::BuildId;
+use tmpl::vocab::BuildId;
 
 fn cmd(s: &Store) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tmpl"));
@@ -538,7 +538,7 @@ fn an_interrupted_fork_is_named_and_cleaned() {
     let out = fork(new, None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!s.w.root.join(&partial).exists());
-    assert!(!s.w.root.join(new).join(tmpl::edit::leftovers::FORK_OWNER).exists());
+    assert!(!s.w.root.join(new).join(tmpl::vocab::files::FORK_OWNER).exists());
     let v = common::tmpl().arg("--storage").arg(&s.w.root).args(["--json", "verify", new]).output().unwrap();
     let v: Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(v["builds"][0]["tally"]["errors"], 0, "{v:#}");

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tmpl::build::Build;
-use tmpl::storage::{BuildId, BuildLocation};
+use tmpl::storage::BuildLocation;
+use tmpl::vocab::BuildId;
 
 // ---------------------------------------------------------------------------------------------
 // A counting allocator: the heap in use and its peak, per thread (tests run in parallel threads;

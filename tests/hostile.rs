@@ -288,7 +288,7 @@ fn deep_verify_reads_only_the_allocated_bytes_of_a_sparse_file() {
     assert_eq!(m["complete"], true);
     assert!(m["sha256"].is_null(), "no SHA-256 recorded: none computed ({m:#})");
     // A V4 header recording the SHA-256 of a 64 MiB sparse file: the holes are hashed as zeros.
-    let id = tmpl::storage::BuildId::parse(BUILD).unwrap();
+    let id = tmpl::vocab::BuildId::parse(BUILD).unwrap();
     let len = 64u64 << 20;
     sparse_file(&b.join("memfile"), len, &[0, 40 << 20]);
     let want: [u8; 32] = {
@@ -330,7 +330,7 @@ fn sizes_that_overflow_are_findings() {
     let root = dir.path().join("store");
     let b = root.join(BUILD);
     std::fs::create_dir_all(&b).unwrap();
-    let id = tmpl::storage::BuildId::parse(BUILD).unwrap();
+    let id = tmpl::vocab::BuildId::parse(BUILD).unwrap();
     let mut h = tmpl::header::headerless(id, 4096, 4096);
     h.version = 3;
     h.synthesized = false;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use common::fixtures::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tmpl::storage::BuildId;
+use tmpl::vocab::BuildId;
 
 fn run(store: &Store, args: &[&str]) -> (i32, Value, String) {
     let out = common::tmpl().arg("--storage").arg(&store.w.root).arg("--json").args(args).output().unwrap();

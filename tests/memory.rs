@@ -8,9 +8,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tmpl::build::Artifact;
 use tmpl::header::{self, BuildInfo, FrameTable, Header, Mapping};
-use tmpl::storage::{BuildId, BuildLocation, Storage};
+use tmpl::storage::{BuildLocation, Storage};
+use tmpl::vocab::Artifact;
+use tmpl::vocab::BuildId;
 
 struct Counting;
 

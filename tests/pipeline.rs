@@ -191,7 +191,7 @@ fn verify(storage: &Path, id: &str) -> (i32, Value) {
 }
 
 fn is_uuid(s: &str) -> bool {
-    tmpl::storage::BuildId::parse(s).is_ok() && s == s.to_lowercase()
+    tmpl::vocab::BuildId::parse(s).is_ok() && s == s.to_lowercase()
 }
 
 /// A storage with one full image (BUILD) whose /sbin/init is a hand-written wrapper passing envd
@@ -208,7 +208,7 @@ fn wrapper_storage(s: &Scratch, b: &Bins, envd: &Path) -> PathBuf {
     common::mkfs(&tree.root, &storage.join(BUILD).join("rootfs.ext4"), 24);
     // A filesystem-only build (metadata v2 names its kernel and Firecracker, as E2B writes it).
     let w = tmpl::demo::StorageWriter::new(&storage).unwrap();
-    w.metadata(&tmpl::storage::BuildId::parse(BUILD).unwrap(), "v1.14.1_431f1fc", true).unwrap();
+    w.metadata(&tmpl::vocab::BuildId::parse(BUILD).unwrap(), "v1.14.1_431f1fc", true).unwrap();
     storage
 }
 

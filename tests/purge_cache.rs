@@ -843,7 +843,7 @@ fn symlink_swaps_during_purges_never_delete_outside_the_roots() {
             &[(CacheKind::Template, template.clone()), (CacheKind::Chunk, chunks.clone())],
             top.join("orchestrator.lock"),
         );
-        let mut opts = Options::new(Selection::builds(ids.iter().map(|i| tmpl::storage::BuildId::parse(i).unwrap())));
+        let mut opts = Options::new(Selection::builds(ids.iter().map(|i| tmpl::vocab::BuildId::parse(i).unwrap())));
         opts.jobs = 2;
         let outcome = cache::plan(&roots, &opts).map(|p| cache::apply(&p, &tmpl::progress::NoProgress));
         stop.store(true, Ordering::Relaxed);
@@ -886,7 +886,7 @@ fn entries_swapped_for_symlinks_after_planning_are_left_alone_and_reported() {
     write(&outside.join(B).join("cache/2d2d/snapfile"), 100);
     let before = walk_count(&outside);
     let roots = Roots::explicit(&[(CacheKind::Template, template.clone())], d.path().join("lock"));
-    let ids = [A, B].map(|i| tmpl::storage::BuildId::parse(i).unwrap());
+    let ids = [A, B].map(|i| tmpl::vocab::BuildId::parse(i).unwrap());
     let plan = cache::plan(&roots, &Options::new(Selection::builds(ids))).unwrap();
     assert_eq!(plan.caches.iter().map(|c| c.entries.len()).sum::<usize>(), 3);
     // The swaps.

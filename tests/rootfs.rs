@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::fixtures::*;
 use serde_json::Value;
-use tmpl::storage::BuildId;
+use tmpl::vocab::BuildId;
 
 #[test]
 fn envd_as_init_is_healthy_and_its_era_and_version_are_read() {

@@ -7,10 +7,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use tmpl::build::{Build, SNAPFILE};
+use tmpl::build::Build;
 use tmpl::report::{Finding, Severity};
 use tmpl::snapshot::{self, Arch, Encoding, state};
-use tmpl::storage::{BuildId, BuildLocation};
+use tmpl::storage::BuildLocation;
+use tmpl::vocab::BuildId;
+use tmpl::vocab::files::SNAPFILE;
 
 const ID: &str = "5e000000-0000-4000-8000-000000000001";
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tmpl::demo::StorageWriter;
 use tmpl::header::{self, Header, Mapping};
 use tmpl::snapshot::{self, Arch};
-use tmpl::storage::BuildId;
+use tmpl::vocab::BuildId;
 
 const A: &str = "11111111-2222-3333-4444-555555555555";
 const B: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";

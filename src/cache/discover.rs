@@ -26,8 +26,8 @@ use serde::Serialize;
 
 use super::roots::CacheKind;
 use super::walk;
-use crate::storage::BuildId;
 use crate::sys::FileId;
+use crate::vocab::BuildId;
 
 /// Prefix of tmpl's trash folders inside a cache root.
 pub const TRASH_PREFIX: &str = ".tmpl-trash-";

@@ -7,7 +7,7 @@
 //! use tmpl::cache::{self, Options, RootFlags, Roots, Selection};
 //! use tmpl::progress::NoProgress;
 //! # fn main() -> tmpl::Result<()> {
-//! let id = tmpl::storage::BuildId::parse("11111111-2222-4333-8444-555555555555")?;
+//! let id = tmpl::vocab::BuildId::parse("11111111-2222-4333-8444-555555555555")?;
 //! let roots = Roots::from_env(&RootFlags::default());
 //! let plan = cache::plan(&roots, &Options::new(Selection::builds([id])))?;
 //! let outcome = cache::apply(&plan, &NoProgress);
@@ -58,8 +58,8 @@ pub use roots::{CacheKind, RootFlags, RootSpec, Roots, Source, SourceKind};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::storage::BuildId;
 use crate::sys;
+use crate::vocab::BuildId;
 
 /// Which builds to purge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,7 +324,16 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool> {
         .num_threads(threads)
         .thread_name(|i| format!("tmpl-purge-{i}"))
         .build()
-        .map_err(|e| Error::Environment(format!("cannot start {threads} worker threads: {e}")))
+        .map_err(|source| Error::environment(WorkerThreads { threads, source }))
+}
+
+/// The worker threads of a purge could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start {threads} worker threads: {source}")]
+pub struct WorkerThreads {
+    threads: usize,
+    #[source]
+    source: rayon::ThreadPoolBuildError,
 }
 
 fn empty_plan(spec: &RootSpec, status: RootStatus, reason: Option<String>) -> CachePlan {

@@ -1,12 +1,13 @@
 //! `*.header` checks and the data files they require (reference: e2b-formats.md §3, §7).
 //! Every way a V4/V5 header can be corrupt has its own finding id.
 
-use crate::build::{Artifact, Build, HeaderError, Loaded};
+use crate::build::{Build, HeaderError, Loaded};
 use crate::checks::data;
 use crate::compress::Compression;
 use crate::header::{self, FLAG_PENDING_UPLOAD, Header, Issue, NORMALIZE_FIX_VERSION, ParseError};
 use crate::report::{Check, Finding, Severity, human_bytes};
-use crate::storage::BuildId;
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
 
 pub const INVALID: Check = Check {
     id: "header.invalid",
@@ -675,8 +676,8 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
             None => {}
             Some(Err(e)) => out.push(Finding::new(
                 &data::SIDECAR_INVALID,
-                Some(format!("{label}{}", crate::build::SIDECAR_SUFFIX)),
-                e.clone(),
+                Some(format!("{label}{}", crate::vocab::files::SIDECAR_SUFFIX)),
+                e.to_string(),
             )),
             Some(Ok(v)) => {
                 let expect = df.file_size.or(df.full_table.as_ref().filter(|t| t.is_contiguous()).map(|t| t.end_u()));
@@ -685,13 +686,13 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
                 {
                     out.push(Finding::new(
                         &data::SIDECAR_MISMATCH,
-                        Some(format!("{label}{}", crate::build::SIDECAR_SUFFIX)),
+                        Some(format!("{label}{}", crate::vocab::files::SIDECAR_SUFFIX)),
                         format!("the sidecar says {v} uncompressed bytes, the header {e}"),
                     ));
                 } else if *v < need {
                     out.push(Finding::new(
                         &DATA_TOO_SHORT,
-                        Some(format!("{label}{}", crate::build::SIDECAR_SUFFIX)),
+                        Some(format!("{label}{}", crate::vocab::files::SIDECAR_SUFFIX)),
                         format!("the sidecar says {v} uncompressed bytes but the mappings read up to byte {need}"),
                     ));
                 }

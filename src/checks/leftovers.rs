@@ -3,9 +3,9 @@
 //! work copies that older tmpl versions left in the host namespace.
 
 use crate::build::Build;
-use crate::edit::backups;
-use crate::edit::leftovers::{self, Kind};
+use crate::leftovers::{self, Kind};
 use crate::report::{Check, Finding, Severity};
+use crate::vocab::files::JOURNAL;
 
 pub const INTERRUPTED_COMMIT: Check = Check {
     id: "edit.interrupted-commit",
@@ -53,9 +53,9 @@ pub fn check(build: &Build) -> Vec<Finding> {
     let mut out = Vec::new();
     // The work folder of an unsettled commit holds its new files: part of that finding.
     let mut committing: Vec<String> = Vec::new();
-    if let Some(j) = backups::journal_state(&build.dir) {
+    if let Some(j) = leftovers::journal_state(&build.dir) {
         let c = if j.in_progress { &COMMIT_RUNNING } else { &INTERRUPTED_COMMIT };
-        out.push(Finding::new(c, Some(crate::edit::commit::JOURNAL.to_string()), j.describe()).hint(hint(c)));
+        out.push(Finding::new(c, Some(JOURNAL.to_string()), j.describe()).hint(hint(c)));
         if let Some(j) = &j.journal {
             committing.extend(j.remove_on_complete.iter().chain(&j.remove_on_rollback).cloned());
         }

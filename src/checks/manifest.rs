@@ -2,9 +2,9 @@
 //! owner, link target or (for files up to 1 MiB) content since tmpl wrote it.
 
 use crate::build::Build;
-use crate::edit::manifest::{self, Manifest};
 use crate::report::{Check, Finding, Severity};
 use crate::rootfs::{FileKind, Rootfs};
+use crate::vocab::manifest::{self, Manifest};
 
 pub const INVALID: Check = Check {
     id: "manifest.invalid",
@@ -26,7 +26,7 @@ pub fn check(build: &Build, fs: &Rootfs) -> Vec<Finding> {
     let m = match manifest::read(&build.dir) {
         Ok(Some(m)) => m,
         Ok(None) => return Vec::new(),
-        Err(e) => return vec![Finding::new(&INVALID, Some(manifest::FILE.to_string()), e)],
+        Err(e) => return vec![Finding::new(&INVALID, Some(manifest::FILE.to_string()), e.to_string())],
     };
     drift(&m, fs).into_iter().map(|msg| Finding::new(&DRIFT, Some(manifest::FILE.to_string()), msg)).collect()
 }

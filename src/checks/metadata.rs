@@ -1,9 +1,10 @@
 //! metadata.json checks (reference: e2b-formats.md §2).
 
-use crate::build::{Build, Loaded, METADATA};
+use crate::build::{Build, Loaded};
 use crate::metadata::{CURRENT_VERSION, VersionField};
 use crate::report::{Check, Finding, Severity};
 use crate::snapshot::FirecrackerVersion;
+use crate::vocab::files::METADATA;
 
 pub const ABSENT: Check = Check {
     id: "metadata.absent",

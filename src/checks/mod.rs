@@ -16,11 +16,12 @@ pub mod snapfile;
 
 use std::sync::Arc;
 
-use crate::build::{AccessProblem, Artifact, Build};
+use crate::build::{AccessProblem, Build};
 use crate::device::Device;
 use crate::report::{Check, Finding, Severity};
 use crate::rootfs::Rootfs;
 use crate::rootfs::boot::{BootFacts, Scan};
+use crate::vocab::Artifact;
 
 /// Build-level findings.
 pub const BUILD_EMPTY: Check = Check {

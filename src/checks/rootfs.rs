@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::device::{Device, DeviceError};
 use crate::report::{Check, Finding, Severity, human_bytes};
-use crate::rootfs::{Rootfs, RootfsError, Superblock, SuperblockError};
+use crate::rootfs::{Rootfs, Superblock, SuperblockError};
+use crate::vocab::Artifact;
 
 pub const MISSING: Check = Check {
     id: "rootfs.missing",
@@ -132,8 +133,9 @@ pub fn check(build: &Build, earlier: &[Finding]) -> (Option<Rootfs>, Vec<Finding
             let n = dev.bytes_read();
             (Some(fs), out, n)
         }
-        Err(RootfsError::Io(e)) => {
-            out.push(Finding::new(if blocked { &NOT_CHECKED } else { &UNREADABLE }, file(), e));
+        Err(e) if e.is_read_failure() => {
+            let message = e.read_failure().unwrap_or_default();
+            out.push(Finding::new(if blocked { &NOT_CHECKED } else { &UNREADABLE }, file(), message));
             (None, out, dev.bytes_read())
         }
         Err(e) => {

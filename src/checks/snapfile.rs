@@ -1,8 +1,9 @@
 //! snapfile checks (reference: firecracker-snapshot.md §1–3, §6).
 
-use crate::build::{Build, Loaded, SNAPFILE};
+use crate::build::{Build, Loaded};
 use crate::report::{Check, Finding, Severity, human_bytes};
 use crate::snapshot::{Arch, Encoding, FirecrackerVersion, Region, STATE_LIMIT};
+use crate::vocab::files::SNAPFILE;
 
 pub const MISSING: Check = Check {
     id: "snapfile.missing",

@@ -14,7 +14,7 @@ use crate::edit::leftovers::Leftover;
 use crate::error::Result;
 use crate::output::Output;
 use crate::report::{Report, Style, human_bytes, sanitize};
-use crate::storage::BuildId;
+use crate::vocab::BuildId;
 
 #[derive(Debug, clap::Args)]
 #[command(

@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use super::explain::render_explanations;
 use crate::cli::GlobalArgs;
-use crate::error::{Error, Result};
+use crate::error::{Result, UsageError};
 use crate::exit_code;
 use crate::output::Output;
 use crate::report::{Report, Style, sanitize};
-use crate::storage::BuildId;
 use crate::vm::{self, AccelChoice, BootOptions, BootOutcome, HostDirs, Verdict, Vmm};
+use crate::vocab::BuildId;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum VmmArg {
@@ -173,15 +173,17 @@ impl Report for BootTestReport {
 /// Validate arguments into domain options.
 pub fn options(args: &Args) -> Result<BootOptions> {
     let expect = args.expect.as_deref().unwrap_or(vm::DEFAULT_EXPECT);
-    let expect = regex::Regex::new(expect).map_err(|e| Error::Usage(format!("--expect is not a valid regex: {e}")))?;
+    let expect =
+        regex::Regex::new(expect).map_err(|e| UsageError::BadRegex { flag: "--expect", source: Box::new(e) })?;
+    let range = |flag, min, max, unit| UsageError::OutOfRange { flag, min, max, unit };
     if args.timeout == 0 || args.timeout > 3600 {
-        return Err(Error::Usage("--timeout must be between 1 and 3600 seconds".into()));
+        return Err(range("--timeout", 1, 3600, "seconds").into());
     }
     if !(args.settle.is_finite() && (0.0..=600.0).contains(&args.settle)) {
-        return Err(Error::Usage("--settle must be between 0 and 600 seconds".into()));
+        return Err(range("--settle", 0, 600, "seconds").into());
     }
     if !(16..=65536).contains(&args.memory) {
-        return Err(Error::Usage("--memory must be between 16 and 65536 MiB".into()));
+        return Err(range("--memory", 16, 65536, "MiB").into());
     }
     Ok(BootOptions {
         vmm: match args.vmm {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::verify::{self, VerifyReport};
 use crate::cli::GlobalArgs;
 use crate::demo::{self, Scenario};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UsageError};
 use crate::output::Output;
 use crate::report::{Report, Severity, Style};
 use crate::storage::{Storage, StorageSource};
@@ -88,11 +88,7 @@ impl Report for DemoReport {
 pub fn target(dir: Option<PathBuf>, storage: Option<PathBuf>) -> Result<PathBuf> {
     let chosen = match (dir, storage) {
         (Some(d), Some(s)) if d != s => {
-            return Err(Error::Usage(format!(
-                "--dir {} and --storage {} name different directories; give one",
-                d.display(),
-                s.display()
-            )));
+            return Err(UsageError::TwoDirectories { dir: d, storage: s }.into());
         }
         (Some(d), _) | (None, Some(d)) => d,
         (None, None) => {

@@ -9,7 +9,7 @@ use crate::edit::plan::{Change, Content};
 use crate::edit::{self, Applied, Backend, EditOptions, Plan, Target};
 use crate::error::Result;
 use crate::report::{Report, Style, human_bytes, render_findings, sanitize};
-use crate::storage::BuildId;
+use crate::vocab::BuildId;
 
 /// `--backend` (the command line's view of `edit::Backend`).
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

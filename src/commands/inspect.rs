@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::build::{self, Artifact, Build, FileFacts, Loaded};
+use crate::build::{self, Build, FileFacts, Loaded};
 use crate::checks;
 use crate::checks::contents;
 use crate::cli::GlobalArgs;
-use crate::error::Error;
 use crate::error::Result;
+use crate::error::{Error, UsageError};
 use crate::header::{BuildInfo, Mapping, hex};
 use crate::metadata::Metadata;
 use crate::output::Output;
@@ -20,7 +20,8 @@ use crate::rootfs::boot::{
 };
 use crate::rootfs::{Anomaly, FileKind, Superblock};
 use crate::snapshot::SnapfileInfo;
-use crate::storage::BuildId;
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit status: 0; 3 when the build (or --path in its rootfs) is not a build or is corrupt; \
@@ -218,7 +219,7 @@ fn fs_facts(sb: &Superblock) -> FsFacts {
 /// Gather the facts of a build.
 pub fn inspect(build: &Build) -> Result<InspectReport> {
     let mut files = Vec::new();
-    let mut names: Vec<String> = build::KNOWN_FILES.iter().map(|s| s.to_string()).collect();
+    let mut names: Vec<String> = crate::vocab::files::KNOWN_FILES.iter().map(|s| s.to_string()).collect();
     for a in Artifact::ALL {
         names.extend(build.artifact(a).compressed.iter().map(|(n, _)| n.clone()));
     }
@@ -335,10 +336,10 @@ pub struct DirEntry {
 
 fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8> {
     if !path.starts_with('/') {
-        return Err(Error::Usage(format!("--path must be absolute (inside the rootfs), got {path:?}")));
+        return Err(UsageError::RelativePath(path.to_string()).into());
     }
-    if let Some(e) = build.rootfs_access_error() {
-        return Err(e);
+    if let Some(a) = build.rootfs_access_problem() {
+        return Err(Error::denied(a.denied.clone()));
     }
     let fs = checks::open_rootfs(build).map_err(|e| Error::invalid(build.path("rootfs.ext4"), e))?;
     let resolution = boot::resolve(&fs, path);
@@ -355,7 +356,10 @@ fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8
         let res = fs.stream(&found.path, |chunk| stdout.write_all(chunk));
         return match res {
             Ok(_) => Ok(crate::exit_code::OK),
-            Err(crate::rootfs::RootfsError::Io(m)) if m.contains("Broken pipe") => Ok(crate::exit_code::OK),
+            // A closed pipe (`tmpl inspect ... --cat | head`) is not an error.
+            Err(crate::rootfs::RootfsError::Sink(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                Ok(crate::exit_code::OK)
+            }
             Err(e) => Err(err(e)),
         };
     }

@@ -35,23 +35,19 @@ pub fn dispatch(cli: Cli, out: &Output) -> Result<u8> {
 
 /// The storage root for this run.
 pub fn storage(g: &GlobalArgs) -> Result<Storage> {
-    Storage::from_env(g.storage.as_deref())
+    Ok(Storage::from_env(g.storage.as_deref())?)
 }
 
 /// Resolve a BUILD argument (a UUID, checked before any file is touched, or a path) and open it.
 pub fn open_build(g: &GlobalArgs, arg: &str) -> Result<crate::build::Build> {
     let loc = storage(g)?.locate(arg)?;
-    crate::build::Build::open(&loc)
+    Ok(crate::build::Build::open(&loc)?)
 }
 
 /// After an in-place edit (or a restore): purge this node's caches of the build (the
 /// purge-cache code, the storage root protected). Entries a safety rule keeps are reported; when
 /// the rule was the running orchestrator, the change is not in effect on this node.
-pub fn purge_after_edit(
-    id: crate::storage::BuildId,
-    storage: &std::path::Path,
-    out: &Output,
-) -> edit_report::CacheStep {
+pub fn purge_after_edit(id: crate::vocab::BuildId, storage: &std::path::Path, out: &Output) -> edit_report::CacheStep {
     let progress = out.progress();
     match crate::cache::purge_builds(&[id], Some(storage), false, false, progress.as_ref()) {
         Ok(o) => {
@@ -95,7 +91,7 @@ pub fn purge_after_edit(
 
 /// What to do when a change is not in effect on this node (exit 6): the caches must be purged
 /// while the orchestrator is stopped, with the Nomad and systemd commands; or use `--fork`.
-pub fn not_in_effect_steps(id: crate::storage::BuildId) -> Vec<String> {
+pub fn not_in_effect_steps(id: crate::vocab::BuildId) -> Vec<String> {
     vec![
         format!(
             "this node serves the OLD build {id} until its orchestrator restarts with the build's caches purged \

@@ -14,11 +14,12 @@ use crate::cache::{
     SourceKind, Verdict,
 };
 use crate::cli::GlobalArgs;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UsageError};
 use crate::exit_code;
 use crate::output::Output;
 use crate::report::{Report, Style, human_bytes, sanitize};
-use crate::storage::{BuildId, Storage};
+use crate::storage::Storage;
+use crate::vocab::BuildId;
 
 /// Exit codes of this command (also in the README).
 pub const EXIT_CODES: &str = "\
@@ -120,11 +121,11 @@ pub fn parse_build_ids(values: &[String]) -> Result<Vec<BuildId>> {
             out.push(BuildId::parse(piece)?);
         }
         if out.len() == before {
-            return Err(Error::BadBuildId(v.clone()));
+            return Err(crate::vocab::BuildIdError(v.clone()).into());
         }
     }
     if out.is_empty() {
-        return Err(Error::Usage("--build-id needs at least one build ID".into()));
+        return Err(UsageError::NoBuildIds.into());
     }
     Ok(out)
 }

@@ -15,7 +15,8 @@ use crate::exit_code;
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings};
-use crate::storage::{BuildId, BuildLocation, Storage, StorageSource};
+use crate::storage::{BuildLocation, Storage, StorageSource};
+use crate::vocab::BuildId;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -327,7 +328,7 @@ pub fn locate(storage: &Storage, builds: &[String], all: bool) -> Result<(Vec<Bu
     // with the others; a build that does not exist stops the run (a typo: exit 3).
     let locs = builds
         .iter()
-        .map(|b| match storage.locate(b) {
+        .map(|b| match storage.locate(b).map_err(Error::from) {
             Err(e) if e.is_permission() && !b.contains('/') => {
                 let id = BuildId::parse(b)?;
                 Ok(BuildLocation {

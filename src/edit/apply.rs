@@ -15,9 +15,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::commit::{self, Journal, Undo, sync_dir, sync_file, write_synced};
-use super::manifest::{self, Manifest};
+use super::manifest;
 use super::plan::{Backend, Change, Content, Plan, Target};
-use crate::build::{Artifact, Build, COMPRESSED_SUFFIXES, SNAPFILE};
+use crate::build::Build;
 use crate::checks::contents;
 use crate::device::{Device, copy_range};
 use crate::error::{Error, Result};
@@ -27,9 +27,12 @@ use crate::metadata;
 use crate::progress::Progress;
 use crate::report::{Finding, Severity};
 use crate::rootfs::boot::{self, Context};
-use crate::rootfs::{FileKind, Rootfs, Superblock};
-use crate::storage::BuildId;
+use crate::rootfs::{FileKind, Rootfs, RootfsError, Superblock};
+use crate::sys::lock_holders;
 use crate::tools::{debugfs, e2fs};
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
+use crate::vocab::files::{COMPRESSED_SUFFIXES, METADATA, SNAPFILE};
 
 /// The fault-injection hook's variable (see [`super::fault`]).
 pub use super::fault::FAULT_ENV;
@@ -188,7 +191,7 @@ fn host_of(files: &[(usize, PathBuf)], i: usize) -> Result<&Path> {
         .iter()
         .find(|(j, _)| *j == i)
         .map(|(_, p)| p.as_path())
-        .ok_or_else(|| Error::VerificationFailed(format!("internal: no content for change {i}")))
+        .ok_or(Error::Internal("a change has no content to write"))
 }
 
 fn apply_debugfs(image: &Path, plan: &Plan, files: &[(usize, PathBuf)], scratch: &Path) -> Result<()> {
@@ -218,7 +221,7 @@ fn apply_debugfs(image: &Path, plan: &Plan, files: &[(usize, PathBuf)], scratch:
             }
         }
     }
-    debugfs::apply(image, &ops, scratch)
+    Ok(debugfs::apply(image, &ops, scratch)?)
 }
 
 fn apply_mount(image: &Path, plan: &Plan, files: &[(usize, PathBuf)]) -> Result<()> {
@@ -287,37 +290,82 @@ fn apply_mount(image: &Path, plan: &Plan, files: &[(usize, PathBuf)]) -> Result<
     Ok(())
 }
 
+/// Why an edited image failed its verification (the edit was rolled back).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0}")]
+    Device(#[source] crate::device::DeviceError),
+    #[error("the edited image cannot be read: {0}")]
+    Unreadable(#[source] RootfsError),
+    #[error("{0}")]
+    Read(#[source] RootfsError),
+    #[error("{0} is missing from the edited image")]
+    Missing(String),
+    #[error("{0} is not a directory after the edit")]
+    NotADirectory(String),
+    #[error("{path} reads back as {got} ({got_len} bytes), expected {sha256} ({len} bytes)")]
+    Content { path: String, got: String, got_len: u64, sha256: String, len: u64 },
+    #[error("{path} has mode {got_mode:04o} uid {got_uid} gid {got_gid}, expected {mode:04o} {uid} {gid}")]
+    Owner { path: String, got_mode: u16, got_uid: u32, got_gid: u32, mode: u16, uid: u32, gid: u32 },
+    #[error("{path} reads back as {got:?}, expected a link to {target}")]
+    Link { path: String, got: String, target: String },
+    /// The boot path of the edited image has error findings.
+    #[error("the edited image would not boot envd: {}", .0.iter().map(|f| format!("{}: {}", f.id, f.message)).collect::<Vec<_>>().join("; "))]
+    WouldNotBoot(Vec<Finding>),
+    #[error("e2fsck -fn found problems (exit {status}): {output}")]
+    Fsck { status: i32, output: String },
+    /// The original image already had (some of) the problems.
+    #[error("{source} — {}; repair the image first (e2fsck -fy on a copy) or fix those findings", before.join("; "))]
+    AlreadyInOriginal {
+        #[source]
+        source: Box<VerifyError>,
+        before: Vec<String>,
+    },
+}
+
+impl From<VerifyError> for Error {
+    fn from(e: VerifyError) -> Self {
+        Error::VerificationFailed(Box::new(e))
+    }
+}
+
 /// Read every change back from `image`, check the boot path and run `e2fsck -fn`.
 pub fn verify_image(image: &Path, plan: &Plan, ctx: &Context, build_id: BuildId) -> Result<Verification> {
-    let fail = |m: String| Error::VerificationFailed(m);
-    let dev = Device::plain_file(image).map_err(|e| fail(e.to_string()))?;
-    let fs = Rootfs::open(Arc::new(dev)).map_err(|e| fail(format!("the edited image cannot be read: {e}")))?;
+    let dev = Device::plain_file(image).map_err(VerifyError::Device)?;
+    let fs = Rootfs::open(Arc::new(dev)).map_err(VerifyError::Unreadable)?;
     let mut files = Vec::new();
     for c in &plan.changes {
         let path = c.path();
-        let e = fs
-            .lstat(path)
-            .map_err(|e| fail(e.to_string()))?
-            .ok_or_else(|| fail(format!("{path} is missing from the edited image")))?;
+        let e = fs.lstat(path).map_err(VerifyError::Read)?.ok_or_else(|| VerifyError::Missing(path.to_string()))?;
         match c {
             Change::Mkdir { .. } => {
                 if e.kind != FileKind::Directory {
-                    return Err(fail(format!("{path} is not a directory after the edit")));
+                    return Err(VerifyError::NotADirectory(path.to_string()).into());
                 }
             }
             Change::Write { mode, uid, gid, len, sha256, .. } => {
-                let got = crate::rootfs::hex(&fs.sha256(path).map_err(|e| fail(e.to_string()))?);
+                let got = crate::rootfs::hex(&fs.sha256(path).map_err(VerifyError::Read)?);
                 if e.kind != FileKind::Regular || got != *sha256 || e.len != *len {
-                    return Err(fail(format!(
-                        "{path} reads back as {got} ({} bytes), expected {sha256} ({len} bytes)",
-                        e.len
-                    )));
+                    return Err(VerifyError::Content {
+                        path: path.to_string(),
+                        got,
+                        got_len: e.len,
+                        sha256: sha256.clone(),
+                        len: *len,
+                    }
+                    .into());
                 }
                 if e.mode != *mode || e.uid != *uid || e.gid != *gid {
-                    return Err(fail(format!(
-                        "{path} has mode {:04o} uid {} gid {}, expected {mode:04o} {uid} {gid}",
-                        e.mode, e.uid, e.gid
-                    )));
+                    return Err(VerifyError::Owner {
+                        path: path.to_string(),
+                        got_mode: e.mode,
+                        got_uid: e.uid,
+                        got_gid: e.gid,
+                        mode: *mode,
+                        uid: *uid,
+                        gid: *gid,
+                    }
+                    .into());
                 }
                 files.push(WrittenFile {
                     path: path.to_string(),
@@ -331,9 +379,9 @@ pub fn verify_image(image: &Path, plan: &Plan, ctx: &Context, build_id: BuildId)
                 });
             }
             Change::Link { target, .. } => {
-                let got = fs.read_link(path).map_err(|e| fail(e.to_string()))?;
+                let got = fs.read_link(path).map_err(VerifyError::Read)?;
                 if e.kind != FileKind::Symlink || got != *target {
-                    return Err(fail(format!("{path} reads back as {got:?}, expected a link to {target}")));
+                    return Err(VerifyError::Link { path: path.to_string(), got, target: target.clone() }.into());
                 }
                 files.push(WrittenFile {
                     path: path.to_string(),
@@ -350,14 +398,13 @@ pub fn verify_image(image: &Path, plan: &Plan, ctx: &Context, build_id: BuildId)
     }
     let facts = boot::gather(&fs, ctx);
     let findings = contents::judge(&facts, Some(&build_id.to_string()), None);
-    let errors: Vec<String> =
-        findings.iter().filter(|f| f.severity == Severity::Error).map(|f| format!("{}: {}", f.id, f.message)).collect();
+    let errors: Vec<Finding> = findings.iter().filter(|f| f.severity == Severity::Error).cloned().collect();
     if !errors.is_empty() {
-        return Err(fail(format!("the edited image would not boot envd: {}", errors.join("; "))));
+        return Err(VerifyError::WouldNotBoot(errors).into());
     }
     let fsck = e2fs::fsck_readonly(image)?;
     if !fsck.clean {
-        return Err(fail(format!("e2fsck -fn found problems (exit {}): {}", fsck.status, fsck.output)));
+        return Err(VerifyError::Fsck { status: fsck.status, output: fsck.output }.into());
     }
     Ok(Verification {
         files,
@@ -418,33 +465,6 @@ pub struct BuildLock {
     _file: File,
     pub dir: PathBuf,
     pub exclusive: bool,
-}
-
-/// `pid N (tmpl inject-envd ...)` for each process holding an flock on `dir` (other than us).
-pub fn lock_holders(dir: &Path) -> Vec<String> {
-    let me = std::process::id();
-    crate::sys::flock_holders(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| *p != me)
-        .map(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|b| {
-                    let words: Vec<String> = b
-                        .split(|c| *c == 0)
-                        .filter(|w| !w.is_empty())
-                        .map(|w| String::from_utf8_lossy(w).into_owned())
-                        .collect();
-                    let mut line = words.iter().take(8).cloned().collect::<Vec<_>>().join(" ");
-                    if words.len() > 8 {
-                        line.push_str(" ...");
-                    }
-                    line
-                })
-                .unwrap_or_default();
-            if cmd.is_empty() { format!("pid {pid}") } else { format!("pid {pid} ({cmd})") }
-        })
-        .collect()
 }
 
 /// Lock a build folder: exclusive for an in-place edit, a restore or a clean-up; shared for a
@@ -586,8 +606,17 @@ fn verify_or_explain(
 ) -> Result<Verification> {
     match verify_image(image, plan, ctx, id) {
         Ok(v) => Ok(v),
-        Err(Error::VerificationFailed(msg)) => {
-            let Some(orig) = original else { return Err(Error::VerificationFailed(msg)) };
+        Err(Error::VerificationFailed(cause)) => {
+            let failed = match (original, cause.downcast::<VerifyError>()) {
+                (Some(orig), Ok(v)) => (orig, *v),
+                (_, Ok(v)) => return Err(Error::from(*v)),
+                (_, Err(other)) => return Err(Error::VerificationFailed(other)),
+            };
+            let (orig, failed) = failed;
+            let failing: Vec<String> = match &failed {
+                VerifyError::WouldNotBoot(f) => f.iter().map(|f| f.id.clone()).collect(),
+                _ => Vec::new(),
+            };
             let mut before = Vec::new();
             if let Ok(f) = e2fs::fsck_readonly(orig)
                 && !f.clean
@@ -599,18 +628,15 @@ fn verify_or_explain(
             {
                 let facts = boot::gather(&fs, ctx);
                 for f in contents::judge(&facts, Some(&id.to_string()), None) {
-                    if f.severity == Severity::Error && msg.contains(&f.id) {
+                    if f.severity == Severity::Error && failing.contains(&f.id) {
                         before.push(format!("{} was already in the original image", f.id));
                     }
                 }
             }
             if before.is_empty() {
-                Err(Error::VerificationFailed(msg))
+                Err(failed.into())
             } else {
-                Err(Error::VerificationFailed(format!(
-                    "{msg} — {}; repair the image first (e2fsck -fy on a copy) or fix those findings",
-                    before.join("; ")
-                )))
+                Err(VerifyError::AlreadyInOriginal { source: Box::new(failed), before }.into())
             }
         }
         Err(e) => Err(e),
@@ -683,7 +709,7 @@ fn apply_in_place(
         None
     };
     let new_manifest = scratch.dir.join(manifest::FILE);
-    manifest::write_to(&new_manifest, &Manifest::new(build.id, None, plan, &verification))?;
+    manifest::write_to(&new_manifest, &manifest::record(build.id, None, plan, &verification))?;
     sync_dir(&scratch.dir)?;
 
     // Backup: the files the commit replaces, by hard link (a replaced file's inode survives the
@@ -692,7 +718,7 @@ fn apply_in_place(
     let backup_name = backup.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let prepared = (|| -> Result<()> {
         std::fs::hard_link(&rootfs, backup.join("rootfs.ext4")).map_err(|e| Error::write(&backup, e))?;
-        for name in [Artifact::Rootfs.header_name(), crate::build::METADATA, manifest::FILE] {
+        for name in [Artifact::Rootfs.header_name(), METADATA, manifest::FILE] {
             let p = build.path(name);
             if p.exists() {
                 std::fs::hard_link(&p, backup.join(name)).map_err(|e| Error::write(&backup, e))?;
@@ -749,7 +775,7 @@ fn apply_in_place(
         if build.path(name).exists() { Undo::Restore { original: saved(name) } } else { Undo::Delete }
     };
     if new_metadata.is_some() {
-        let m = crate::build::METADATA;
+        let m = METADATA;
         steps.push(commit::step(dir, &rel(m), m, undo_for(m))?);
     }
     if new_header.is_some() {
@@ -848,11 +874,11 @@ fn apply_fork(
     write_atomic(&partial.join(Artifact::Rootfs.header_name()), &header::encode(&h))?;
     let (doc, mut notes) = metadata_for(build, new_id, plan.versions.as_ref());
     notes.extend(cleaned);
-    write_atomic(&partial.join(crate::build::METADATA), doc.as_bytes())?;
-    manifest::write_to(&partial.join(manifest::FILE), &Manifest::new(new_id, Some(build.id), plan, &verification))?;
+    write_atomic(&partial.join(METADATA), doc.as_bytes())?;
+    manifest::write_to(&partial.join(manifest::FILE), &manifest::record(new_id, Some(build.id), plan, &verification))?;
     // The owner file has done its work; the new build folder holds only build files.
-    std::fs::remove_file(partial.join(super::leftovers::FORK_OWNER))
-        .map_err(|e| Error::write(partial.join(super::leftovers::FORK_OWNER), e))?;
+    std::fs::remove_file(partial.join(crate::vocab::files::FORK_OWNER))
+        .map_err(|e| Error::write(partial.join(crate::vocab::files::FORK_OWNER), e))?;
     sync_dir(&partial)?;
     // Appear atomically, and never over a folder that appeared meanwhile (even an empty one).
     rustix::fs::renameat_with(

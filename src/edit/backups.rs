@@ -13,78 +13,14 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::apply::{BuildLock, in_use};
-use super::commit::{self, BACKUP_PREFIX, Journal, StepState, Undo};
+use super::commit::{self, BACKUP_PREFIX, Journal, Undo};
 use super::leftovers::{self, Kind, Leftover};
-use crate::build::{Artifact, Build, COMPRESSED_SUFFIXES, METADATA, SNAPFILE};
-use crate::error::{Error, Result};
-use crate::storage::BuildId;
-
-/// The state of a build's commit journal.
-#[derive(Clone, Debug, Serialize)]
-pub struct JournalState {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub journal: Option<Journal>,
-    /// Why the journal cannot be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub steps: Vec<StepState>,
-    /// A running tmpl holds the build's lock: the commit is happening now.
-    pub in_progress: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub holders: Vec<String>,
-}
-
-impl JournalState {
-    pub fn steps_done(&self) -> usize {
-        self.steps.iter().filter(|s| **s == StepState::Done).count()
-    }
-
-    /// One line for reports and findings.
-    pub fn describe(&self) -> String {
-        match &self.journal {
-            Some(j) => format!(
-                "a {} by tmpl {} (pid {}, started {}) {}: {} of {} renames done",
-                match j.kind {
-                    commit::Kind::Edit => "commit of an edit",
-                    commit::Kind::Restore => "restore",
-                },
-                j.command,
-                j.pid,
-                j.started_at,
-                if self.in_progress { "is running" } else { "was interrupted" },
-                self.steps_done(),
-                j.steps.len()
-            ),
-            None => format!("{} is damaged: {}", commit::JOURNAL, self.error.as_deref().unwrap_or("?")),
-        }
-    }
-}
-
-/// The journal of a build folder, if any, with each step's state.
-pub fn journal_state(dir: &Path) -> Option<JournalState> {
-    let read = commit::read(dir);
-    if matches!(read, Ok(None)) {
-        return None;
-    }
-    let holders = super::apply::lock_holders(dir);
-    match read {
-        Ok(None) => None,
-        Ok(Some(j)) => Some(JournalState {
-            steps: j.states(dir),
-            journal: Some(j),
-            error: None,
-            in_progress: !holders.is_empty(),
-            holders,
-        }),
-        Err(e) => Some(JournalState {
-            journal: None,
-            error: Some(e),
-            steps: Vec::new(),
-            in_progress: !holders.is_empty(),
-            holders,
-        }),
-    }
-}
+use crate::build::Build;
+use crate::error::{Error, Result, UsageError};
+pub use crate::leftovers::{JournalState, journal_state};
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
+use crate::vocab::files::{COMPRESSED_SUFFIXES, METADATA, SNAPFILE};
 
 /// Everything `tmpl backups BUILD` lists.
 #[derive(Clone, Debug, Serialize)]
@@ -125,9 +61,7 @@ pub fn list(dir: &Path, storage_root: &Path, id: &BuildId) -> Listing {
 pub fn backup_dir(dir: &Path, name: &str) -> Result<PathBuf> {
     let name = name.trim_end_matches('/');
     if !name.starts_with(BACKUP_PREFIX) || name.contains('/') || name == BACKUP_PREFIX {
-        return Err(Error::Usage(format!(
-            "{name:?} is not a backup name: expected a {BACKUP_PREFIX}<time> folder of the build (tmpl backups BUILD lists them)"
-        )));
+        return Err(UsageError::NotABackupName(name.to_string()).into());
     }
     let p = dir.join(name);
     match std::fs::symlink_metadata(&p) {
@@ -200,7 +134,7 @@ pub fn restore_order(dir: &Path, backup: &Path) -> Vec<RestoreStep> {
         }
     }
     // 2. Metadata that says filesystem_only.
-    let cold = crate::build::read_small(&backup.join(METADATA), crate::metadata::MAX_METADATA_BYTES)
+    let cold = crate::vocab::read_small(&backup.join(METADATA), crate::metadata::MAX_METADATA_BYTES)
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())

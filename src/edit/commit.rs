@@ -16,164 +16,15 @@
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::fault;
 use crate::error::{Error, Result};
-
-/// The journal's file name in the build folder.
-pub const JOURNAL: &str = ".tmpl-commit.json";
-/// Where the journal is written before it is renamed into place.
-pub const JOURNAL_NEW: &str = ".tmpl-commit.json.new";
-/// Prefix of an edit's work folder in the build folder.
-pub const WORK_PREFIX: &str = ".tmpl-work-";
-/// Prefix of a backup folder in the build folder.
-pub const BACKUP_PREFIX: &str = ".tmpl-backup-";
-/// A journal is a few KiB; anything bigger is not one of ours.
-const JOURNAL_CAP: u64 = 1 << 20;
-
-/// How a done step is undone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "undo", rename_all = "kebab-case")]
-pub enum Undo {
-    /// Move the file back where it came from (`to` → `from`).
-    MoveBack,
-    /// Put the original back from where it was saved (`original` → `to`).
-    Restore { original: String },
-    /// There was no file before: remove `to`.
-    Delete,
-}
-
-/// One rename of the commit. Paths are relative to the build folder: a file name, or
-/// `.tmpl-work-*/<name>` / `.tmpl-backup-*/<name>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
-    pub from: String,
-    pub to: String,
-    /// Inode of the file that moves (it keeps it through the rename).
-    pub ino: u64,
-    #[serde(flatten)]
-    pub undo: Undo,
-}
-
-impl Step {
-    /// The build file this step changes (the side of the rename that is not in a tmpl folder).
-    pub fn live(&self) -> &str {
-        if self.to.contains('/') { &self.from } else { &self.to }
-    }
-}
-
-/// What a commit does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// inject-envd / rewrite-wrapper in place.
-    Edit,
-    /// `tmpl backups --restore`.
-    Restore,
-}
-
-/// The journal of one commit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Journal {
-    pub format_version: u32,
-    pub kind: Kind,
-    /// The command that started it (for messages).
-    pub command: String,
-    pub build_id: String,
-    pub pid: u32,
-    pub started_at: String,
-    pub steps: Vec<Step>,
-    /// tmpl folders removed once the commit is complete (the work folder; the backup with
-    /// `--no-backup`; the consumed backup of a restore).
-    pub remove_on_complete: Vec<String>,
-    /// tmpl folders removed after a rollback (the work folder and the backup just made).
-    pub remove_on_rollback: Vec<String>,
-}
-
-/// Where a step stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepState {
-    Pending,
-    Done,
-    /// Neither side has the file: someone moved or removed it.
-    Lost,
-}
-
-fn ino_of(path: &Path) -> Option<u64> {
-    std::fs::symlink_metadata(path).ok().filter(|m| m.is_file()).map(|m| m.ino())
-}
-
-/// The state of `step` in `dir`.
-pub fn state(dir: &Path, step: &Step) -> StepState {
-    if ino_of(&dir.join(&step.to)) == Some(step.ino) {
-        StepState::Done
-    } else if ino_of(&dir.join(&step.from)) == Some(step.ino) {
-        StepState::Pending
-    } else {
-        StepState::Lost
-    }
-}
-
-/// A path in a journal must stay in the build folder: a file name, or one file inside a tmpl
-/// work or backup folder (a damaged or hostile journal must not make recovery rename anything
-/// else).
-fn check_path(p: &str, folder_only: bool) -> std::result::Result<(), String> {
-    let comps: Vec<Component> = Path::new(p).components().collect();
-    let normal = comps.iter().all(|c| matches!(c, Component::Normal(_)));
-    let tmpl_folder = |c: &Component| {
-        let n = c.as_os_str().to_string_lossy();
-        n.starts_with(WORK_PREFIX) || n.starts_with(BACKUP_PREFIX)
-    };
-    let ok = normal
-        && match comps.as_slice() {
-            [one] if folder_only => tmpl_folder(one),
-            [_] => !folder_only,
-            [dir, _] => !folder_only && tmpl_folder(dir),
-            _ => false,
-        };
-    if ok { Ok(()) } else { Err(format!("{p:?} is not a path tmpl writes in a build folder")) }
-}
-
-impl Journal {
-    fn validate(&self) -> std::result::Result<(), String> {
-        if self.format_version != 1 {
-            return Err(format!("format_version {} is not 1", self.format_version));
-        }
-        for s in &self.steps {
-            check_path(&s.from, false)?;
-            check_path(&s.to, false)?;
-            if let Undo::Restore { original } = &s.undo {
-                check_path(original, false)?;
-            }
-        }
-        for f in self.remove_on_complete.iter().chain(&self.remove_on_rollback) {
-            check_path(f, true)?;
-        }
-        Ok(())
-    }
-
-    /// The state of every step.
-    pub fn states(&self, dir: &Path) -> Vec<StepState> {
-        self.steps.iter().map(|s| state(dir, s)).collect()
-    }
-
-    /// Can the commit be completed (no step lost)?
-    pub fn can_complete(&self, dir: &Path) -> bool {
-        self.states(dir).iter().all(|s| *s != StepState::Lost)
-    }
-}
-
-/// Read the journal of a build folder: `Ok(None)` when there is none.
-pub fn read(dir: &Path) -> std::result::Result<Option<Journal>, String> {
-    let Some(bytes) = crate::build::read_small(&dir.join(JOURNAL), JOURNAL_CAP)? else { return Ok(None) };
-    let j: Journal = serde_json::from_slice(&bytes).map_err(|e| format!("{JOURNAL} cannot be read: {e}"))?;
-    j.validate().map_err(|e| format!("{JOURNAL}: {e}"))?;
-    Ok(Some(j))
-}
+pub use crate::vocab::journal::{
+    BACKUP_PREFIX, JOURNAL, JOURNAL_NEW, Journal, JournalError, Kind, Step, StepState, Undo, WORK_PREFIX, read, state,
+};
 
 /// fsync a file by path.
 pub fn sync_file(path: &Path) -> Result<()> {
@@ -371,7 +222,7 @@ pub fn recover(dir: &Path) -> Result<Option<Recovered>> {
             return Err(Error::refused(
                 format!("{} holds a damaged commit journal", dir.display()),
                 vec![
-                    e,
+                    e.to_string(),
                     format!("compare the build with its newest .tmpl-backup-* folder and remove {JOURNAL} by hand"),
                 ],
             ));
@@ -408,7 +259,12 @@ pub fn roll_back_interrupted(dir: &Path) -> Result<Option<Recovered>> {
     let j = match read(dir) {
         Ok(None) => return Ok(None),
         Ok(Some(j)) => j,
-        Err(e) => return Err(Error::refused(format!("{} holds a damaged commit journal", dir.display()), vec![e])),
+        Err(e) => {
+            return Err(Error::refused(
+                format!("{} holds a damaged commit journal", dir.display()),
+                vec![e.to_string()],
+            ));
+        }
     };
     let states = j.states(dir);
     let steps_done = states.iter().filter(|s| **s == StepState::Done).count();
@@ -545,12 +401,12 @@ mod tests {
         j.steps[0].to = ".tmpl-backup-1/snapfile".into();
         j.remove_on_complete = vec!["rootfs.ext4".into()];
         write_journal(dir, &j).unwrap();
-        assert!(read(dir).unwrap_err().contains("rootfs.ext4"));
+        assert!(read(dir).unwrap_err().to_string().contains("rootfs.ext4"));
         for ok in ["rootfs.ext4", ".tmpl-work-x/rootfs.ext4", ".tmpl-backup-2/memfile"] {
-            assert!(check_path(ok, false).is_ok(), "{ok}");
+            assert!(crate::vocab::journal::check_path(ok, false).is_ok(), "{ok}");
         }
         for bad in ["/etc/passwd", "a/b", ".tmpl-work-x/../x", ".tmpl-work-x/a/b", ""] {
-            assert!(check_path(bad, false).is_err(), "{bad}");
+            assert!(crate::vocab::journal::check_path(bad, false).is_err(), "{bad}");
         }
     }
 }

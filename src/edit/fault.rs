@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UsageError};
 
 /// The variable naming the step and the action.
 pub const FAULT_ENV: &str = "TMPL_FAULT_INJECT";
@@ -51,7 +51,7 @@ pub fn point(step: &str) -> Result<()> {
         return Ok(());
     }
     match action {
-        Action::Fail => Err(Error::VerificationFailed(format!("fault injected at {step} ({FAULT_ENV})"))),
+        Action::Fail => Err(Error::verification(format!("fault injected at {step} ({FAULT_ENV})"))),
         Action::Kill => {
             let me = rustix::process::getpid();
             let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
@@ -60,7 +60,12 @@ pub fn point(step: &str) -> Result<()> {
         }
         Action::Pause => {
             let Some(file) = std::env::var_os(PAUSE_FILE_ENV).map(PathBuf::from) else {
-                return Err(Error::Usage(format!("{FAULT_ENV}=pause:{step} needs {PAUSE_FILE_ENV}")));
+                return Err(UsageError::FaultPauseFile {
+                    var: FAULT_ENV,
+                    step: step.to_string(),
+                    needs: PAUSE_FILE_ENV,
+                }
+                .into());
             };
             std::fs::write(&file, format!("{}\n", std::process::id())).map_err(|e| Error::write(&file, e))?;
             let start = Instant::now();

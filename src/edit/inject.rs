@@ -10,13 +10,14 @@ use super::envd_file::{self, HostEnvd};
 use super::plan::{
     self, Backend, Changes, Content, EditOptions, Mode, ModeChoice, Plan, Refusal, Target, UNIT_PATH, WANTS_LINK,
 };
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::checks::contents;
 use crate::device::Device;
 use crate::envd;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UsageError};
 use crate::rootfs::Rootfs;
 use crate::rootfs::boot::{self, Context, Scan};
+use crate::vocab::Artifact;
 
 /// `inject-envd`'s inputs.
 #[derive(Clone, Debug)]
@@ -39,9 +40,7 @@ pub fn open_rootfs(build: &Build) -> Result<Rootfs> {
 fn target(build: &Build, opts: &EditOptions, warnings: &mut Vec<String>) -> Result<(Target, Option<Refusal>)> {
     if let Some(fork) = opts.fork {
         if opts.drop_snapshot {
-            return Err(Error::Usage(
-                "--drop-snapshot is for in-place edits; a --fork never has a memory snapshot".into(),
-            ));
+            return Err(UsageError::DropSnapshotWithFork.into());
         }
         return Ok((Target::Fork { new_build_id: plan::fork_id(build, fork)? }, None));
     }
@@ -159,8 +158,8 @@ fn common(build: &Build, fs: &Rootfs, edit: &EditOptions) -> Result<Common> {
             crate::tools::find("debugfs", "e2fsprogs")?;
         }
         Backend::Mount if !rustix::process::geteuid().is_root() => {
-            return Err(Error::Environment(
-                "--backend mount needs root (CAP_SYS_ADMIN) to attach a loop device; use --backend debugfs".into(),
+            return Err(Error::environment_msg(
+                "--backend mount needs root (CAP_SYS_ADMIN) to attach a loop device; use --backend debugfs",
             ));
         }
         Backend::Mount => {}
@@ -259,9 +258,7 @@ pub fn plan_inject(build: &Build, opts: &InjectOptions) -> Result<(Plan, Context
         } else {
             "auto chose --as init (no systemd, no working /bin/sh)"
         };
-        return Err(Error::Usage(format!(
-            "{why}, and envd as init gets no arguments from the kernel, so --envd-arg cannot be passed; use --as wrapper or --as service"
-        )));
+        return Err(UsageError::ArgsForInit { why }.into());
     }
     let mut ch = Changes::default();
     let envd_path = ch.write(&fs, boot::ENVD_PATH, Content::Host { path: host.path.clone() }, 0o755)?;

@@ -9,12 +9,13 @@ use sha2::Digest;
 
 use super::envd_file::HostEnvd;
 use super::render;
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::envd::{self, Problem};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UsageError};
 use crate::rootfs::boot::{self, Context, End, Lookup, ProgramKind};
 use crate::rootfs::{FileKind, Rootfs, script};
-use crate::storage::BuildId;
+use crate::vocab::Artifact;
+use crate::vocab::BuildId;
 
 /// Where E2B's unit lives and the link that enables it (e2b-formats.md §5).
 pub const UNIT_PATH: &str = "/etc/systemd/system/envd.service";
@@ -534,7 +535,7 @@ pub fn edit_dependents(storage_root: &std::path::Path, id: &BuildId) -> Result<D
         for a in Artifact::ALL {
             let p = entry.path().join(a.header_name());
             let what = format!("{other}/{}", a.header_name());
-            match crate::build::read_small(&p, crate::header::MAX_HEADER_BYTES) {
+            match crate::vocab::read_small(&p, crate::header::MAX_HEADER_BYTES) {
                 Ok(None) => {}
                 Err(e) => out.unknown.push(format!("{what}: {e}")),
                 Ok(Some(bytes)) => match crate::header::parse(&bytes) {
@@ -660,7 +661,7 @@ pub fn metadata_versions(build: &Build, opts: &EditOptions) -> Result<(String, S
 pub fn fork_id(build: &Build, fork: Option<BuildId>) -> Result<BuildId> {
     let id = fork.unwrap_or_else(BuildId::new_random);
     if id == build.id {
-        return Err(Error::Usage("--fork needs a build ID other than the source's".into()));
+        return Err(UsageError::ForkToItself.into());
     }
     let dir = build.storage_root.join(id.to_string());
     if dir.exists() {

@@ -21,7 +21,7 @@ use super::{
     MAX_V5_BUILDS, MAX_V5_ENTRIES, META_LEN, Mapping, PAGE, ParseError, encode_meta, synthesize_if_empty,
 };
 use crate::compress::{Compression, Lz4Error, lz4_decode_all, lz4_encode};
-use crate::storage::BuildId;
+use crate::vocab::BuildId;
 
 /// Bytes of the flags byte and the inner length after the metadata.
 const PREFIX: usize = 5;

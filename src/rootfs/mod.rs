@@ -84,17 +84,30 @@ impl Entry {
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     #[error("not an ext4 filesystem: {0}")]
-    NotExt4(String),
+    NotExt4(#[source] SuperblockError),
+    #[error("not an ext4 filesystem: incompatible: {0}")]
+    Incompatible(#[source] Ext4Error),
     #[error("the filesystem uses features the reader does not support: {}", .0.join(", "))]
     Unsupported(Vec<&'static str>),
     #[error("the filesystem is corrupt: {0}")]
-    Corrupt(String),
-    #[error("{path}: {message}")]
-    Path { path: String, message: String },
+    Corrupt(#[source] Ext4Error),
+    #[error("{path}: {problem}")]
+    Path {
+        path: String,
+        #[source]
+        problem: PathProblem,
+    },
     #[error("{path}: more than 40 symbolic links while resolving it (a loop)")]
     Loop { path: String },
+    /// The device under the filesystem could not be read.
     #[error("reading the image: {0}")]
-    Io(String),
+    Device(#[from] crate::device::DeviceError),
+    /// The reader failed reading the image for another reason.
+    #[error("reading the image: {0}")]
+    Reader(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The caller's sink refused the bytes of a streamed file (a closed pipe, a full disk).
+    #[error("writing the file out: {0}")]
+    Sink(#[source] io::Error),
     /// A size read from the image is over what tmpl reads (see [`Anomaly::OverCap`]).
     #[error("{0}")]
     OverCap(Anomaly),
@@ -140,12 +153,70 @@ impl std::fmt::Display for Anomaly {
     }
 }
 
+/// What is wrong with one path of the image.
+#[derive(Debug, thiserror::Error)]
+pub enum PathProblem {
+    #[error("path is not absolute")]
+    NotAbsolute,
+    #[error("not found")]
+    NotFound,
+    #[error("not a symbolic link")]
+    NotASymlink,
+    #[error("{0} bytes is too large to read whole")]
+    TooLarge(u64),
+    /// The reader found the inode or a directory corrupt (an `Ext4Error::Corrupt`).
+    #[error("corrupt: {}", corrupt_text(.0))]
+    Corrupt(#[source] Ext4Error),
+    #[error("{0}")]
+    Reader(#[source] Ext4Error),
+    #[error("{0}")]
+    BadPath(#[source] ext4_view::PathError),
+}
+
+impl RootfsError {
+    fn path(path: impl Into<String>, problem: PathProblem) -> Self {
+        RootfsError::Path { path: path.into(), problem }
+    }
+
+    /// An error of the device or reader underneath (the image could not be read), rather than a
+    /// fact about the filesystem.
+    pub fn is_read_failure(&self) -> bool {
+        matches!(self, RootfsError::Device(_) | RootfsError::Reader(_))
+    }
+
+    /// For a read failure: what failed, without the "reading the image" prefix.
+    pub fn read_failure(&self) -> Option<String> {
+        match self {
+            RootfsError::Device(e) => Some(e.to_string()),
+            RootfsError::Reader(e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// What an `Ext4Error::Corrupt` says, without the reader's own prefix.
+fn corrupt_text(e: &Ext4Error) -> String {
+    match e {
+        Ext4Error::Corrupt(c) => c.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The error of a failed read of the reader: the device error our adapter returned, or the
+/// reader's own.
+fn reader_io(inner: Box<dyn std::error::Error + Send + Sync + 'static>) -> RootfsError {
+    match inner.downcast::<crate::device::DeviceError>() {
+        Ok(d) => RootfsError::Device(*d),
+        Err(other) => RootfsError::Reader(other),
+    }
+}
+
 fn path_err(path: &str, e: Ext4Error) -> RootfsError {
     match e {
-        Ext4Error::Io(inner) => RootfsError::Io(inner.to_string()),
-        Ext4Error::Corrupt(c) => RootfsError::Path { path: path.to_string(), message: format!("corrupt: {c}") },
+        Ext4Error::Io(inner) => reader_io(inner),
+        e @ Ext4Error::Corrupt(_) => RootfsError::path(path, PathProblem::Corrupt(e)),
         Ext4Error::TooManySymlinks => RootfsError::Loop { path: path.to_string() },
-        other => RootfsError::Path { path: path.to_string(), message: other.to_string() },
+        other => RootfsError::path(path, PathProblem::Reader(other)),
     }
 }
 
@@ -235,8 +306,8 @@ impl Rootfs {
     pub fn open(device: Arc<Device>) -> Result<Rootfs, RootfsError> {
         let superblock = match Superblock::read(&*device) {
             Ok(s) => s,
-            Err(SuperblockError::Device(e)) => return Err(RootfsError::Io(e.to_string())),
-            Err(e) => return Err(RootfsError::NotExt4(e.to_string())),
+            Err(SuperblockError::Device(e)) => return Err(RootfsError::Device(e)),
+            Err(e) => return Err(RootfsError::NotExt4(e)),
         };
         let unreadable = superblock.unreadable_features();
         if !unreadable.is_empty() {
@@ -247,9 +318,9 @@ impl Rootfs {
             RootfsError::ReaderPanic(Anomaly::ReaderPanic { path: "(superblock)".into(), message })
         })?;
         let fs = loaded.map_err(|e| match e {
-            Ext4Error::Io(inner) => RootfsError::Io(inner.to_string()),
-            Ext4Error::Incompatible(i) => RootfsError::NotExt4(format!("incompatible: {i}")),
-            other => RootfsError::Corrupt(other.to_string()),
+            Ext4Error::Io(inner) => reader_io(inner),
+            e @ Ext4Error::Incompatible(_) => RootfsError::Incompatible(e),
+            other => RootfsError::Corrupt(other),
         })?;
         Ok(Rootfs {
             fs,
@@ -320,8 +391,7 @@ impl Rootfs {
 
     /// Metadata of a path that holds no symlink but perhaps its last component.
     fn meta_of(&self, path: &[u8]) -> Result<Option<ext4_view::Metadata>, RootfsError> {
-        let p = ext4_view::Path::try_from(path)
-            .map_err(|e| RootfsError::Path { path: lossy(path), message: e.to_string() })?;
+        let p = ext4_view::Path::try_from(path).map_err(|e| RootfsError::path(lossy(path), PathProblem::BadPath(e)))?;
         match self.call(path, |fs| fs.symlink_metadata(p))? {
             Ok(m) => Ok(Some(m)),
             Err(Ext4Error::NotFound | Ext4Error::NotADirectory) => Ok(None),
@@ -334,8 +404,7 @@ impl Rootfs {
         if len > MAX_LINK_TARGET {
             return Err(self.over_cap(path, "symlink target", len, MAX_LINK_TARGET));
         }
-        let p = ext4_view::Path::try_from(path)
-            .map_err(|e| RootfsError::Path { path: lossy(path), message: e.to_string() })?;
+        let p = ext4_view::Path::try_from(path).map_err(|e| RootfsError::path(lossy(path), PathProblem::BadPath(e)))?;
         let t = self.call(path, |fs| fs.read_link(p))?.map_err(|e| path_err(&lossy(path), e))?;
         Ok(t.as_ref().to_vec())
     }
@@ -345,7 +414,7 @@ impl Rootfs {
     /// [`MAX_SYMLINKS`] links, directories searched only under [`MAX_DIR_BYTES`].
     fn walk(&self, path: &str, follow: Follow) -> Result<Walked, Miss> {
         if !path.starts_with('/') {
-            return Err(Miss::Err(RootfsError::Path { path: path.into(), message: "path is not absolute".into() }));
+            return Err(Miss::Err(RootfsError::path(path, PathProblem::NotAbsolute)));
         }
         let root = self.meta_of(b"/")?.ok_or(Miss::Absent)?;
         // Components still to resolve, the next one last.
@@ -399,7 +468,7 @@ impl Rootfs {
     fn resolved(&self, path: &str) -> Result<Walked, RootfsError> {
         match self.walk(path, Follow::All) {
             Ok(w) => Ok(w),
-            Err(Miss::Absent) => Err(RootfsError::Path { path: path.into(), message: "not found".into() }),
+            Err(Miss::Absent) => Err(RootfsError::path(path, PathProblem::NotFound)),
             Err(Miss::Err(e)) => Err(e),
         }
     }
@@ -427,12 +496,12 @@ impl Rootfs {
         let w = match self.walk(path, Follow::ExceptLast) {
             Ok(w) => w,
             Err(Miss::Absent) => {
-                return Err(RootfsError::Path { path: path.into(), message: "not found".into() });
+                return Err(RootfsError::path(path, PathProblem::NotFound));
             }
             Err(Miss::Err(e)) => return Err(e),
         };
         if !w.meta.is_symlink() {
-            return Err(RootfsError::Path { path: path.into(), message: "not a symbolic link".into() });
+            return Err(RootfsError::path(path, PathProblem::NotASymlink));
         }
         Ok(lossy(&self.link_target(&w.path, w.meta.len())?))
     }
@@ -441,7 +510,7 @@ impl Rootfs {
     fn open_file(&self, path: &str) -> Result<(Vec<u8>, ext4_view::File), RootfsError> {
         let w = self.resolved(path)?;
         let p = ext4_view::Path::try_from(w.path.as_slice())
-            .map_err(|e| RootfsError::Path { path: path.into(), message: e.to_string() })?;
+            .map_err(|e| RootfsError::path(path, PathProblem::BadPath(e)))?;
         let f = self.call(&w.path, |fs| fs.open(p))?.map_err(|e| path_err(path, e))?;
         Ok((w.path, f))
     }
@@ -450,10 +519,7 @@ impl Rootfs {
     pub fn read(&self, path: &str) -> Result<Vec<u8>, RootfsError> {
         let w = self.resolved(path)?;
         if w.meta.len() > MAX_READ {
-            return Err(RootfsError::Path {
-                path: path.into(),
-                message: format!("{} bytes is too large to read whole", w.meta.len()),
-            });
+            return Err(RootfsError::path(path, PathProblem::TooLarge(w.meta.len())));
         }
         let n = usize::try_from(w.meta.len()).unwrap_or(usize::MAX);
         self.read_head(path, n)
@@ -509,7 +575,7 @@ impl Rootfs {
                 break;
             }
             self.deliver(k);
-            sink(&buf[..k]).map_err(|e| RootfsError::Io(e.to_string()))?;
+            sink(&buf[..k]).map_err(RootfsError::Sink)?;
             total += k as u64;
         }
         Ok(total)
@@ -534,7 +600,7 @@ impl Rootfs {
             return Err(self.over_cap(&w.path, "directory", w.meta.len(), MAX_DIR_BYTES));
         }
         let p = ext4_view::Path::try_from(w.path.as_slice())
-            .map_err(|e| RootfsError::Path { path: path.into(), message: e.to_string() })?;
+            .map_err(|e| RootfsError::path(path, PathProblem::BadPath(e)))?;
         let iter = self.call(&w.path, |fs| fs.read_dir(p))?.map_err(|e| path_err(path, e))?;
         let mut out = Vec::new();
         let mut iter = iter;

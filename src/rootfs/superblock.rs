@@ -125,7 +125,7 @@ impl Superblock {
         }
         let incompat = u32_at(0x60);
         let hi = if incompat & 0x80 != 0 { u64::from(u32_at(0x150)) } else { 0 };
-        let uuid = crate::storage::BuildId::from_bytes(b[0x68..0x78].try_into().unwrap_or([0; 16])).to_string();
+        let uuid = crate::vocab::BuildId::from_bytes(b[0x68..0x78].try_into().unwrap_or([0; 16])).to_string();
         let name_end = b[0x78..0x88].iter().position(|&c| c == 0).unwrap_or(16);
         Ok(Superblock {
             block_size: 1024 << log,

@@ -296,6 +296,33 @@ pub(crate) fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `pid N (tmpl inject-envd ...)` for each process holding an flock on `dir` (other than us).
+pub fn lock_holders(dir: &Path) -> Vec<String> {
+    let me = std::process::id();
+    flock_holders(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| *p != me)
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    let words: Vec<String> = b
+                        .split(|c| *c == 0)
+                        .filter(|w| !w.is_empty())
+                        .map(|w| String::from_utf8_lossy(w).into_owned())
+                        .collect();
+                    let mut line = words.iter().take(8).cloned().collect::<Vec<_>>().join(" ");
+                    if words.len() > 8 {
+                        line.push_str(" ...");
+                    }
+                    line
+                })
+                .unwrap_or_default();
+            if cmd.is_empty() { format!("pid {pid}") } else { format!("pid {pid} ({cmd})") }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

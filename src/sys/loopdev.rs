@@ -144,7 +144,7 @@ pub enum LoopError {
 
 impl From<LoopError> for Error {
     fn from(e: LoopError) -> Error {
-        Error::Environment(e.to_string())
+        Error::environment(e)
     }
 }
 

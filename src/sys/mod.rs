@@ -13,7 +13,7 @@ pub mod loopdev;
 pub mod mount;
 
 pub use inuse::{
-    FileId, Holder, LoopUse, flock_holders, holders, holders_of, holders_on_fs, is_mount_point, loop_uses,
+    FileId, Holder, LoopUse, flock_holders, holders, holders_of, holders_on_fs, is_mount_point, lock_holders, loop_uses,
 };
 pub use loopdev::{AttachMethod, LoopDevice, LoopError, LoopOptions, LoopStatus};
 pub use mount::{CycleTimings, MountError, MountOptions, MountTimings, Mounted, mount_image, time_cycle};

@@ -211,10 +211,10 @@ impl From<MountError> for Error {
         match e {
             // Input that is not what it must be (exit 3): nothing about the machine to fix.
             MountError::NotExt4 { ref image, .. } | MountError::Truncated { ref image, .. } => {
-                Error::invalid(image.clone(), e.to_string())
+                Error::invalid_from(image.clone(), e)
             }
             // Everything else is the machine: privileges, drivers, devices, I/O (exit 4).
-            other => Error::Environment(other.to_string()),
+            other => Error::environment(other),
         }
     }
 }

@@ -17,8 +17,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::{Result, ToolError};
 use super::{find, run};
-use crate::error::{Error, Result};
 
 /// One change, as debugfs commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +38,10 @@ const MARK: &str = "tmpl_mark_";
 /// debugfs splits on whitespace and understands double quotes; refuse what it cannot quote.
 fn quote(s: &str) -> Result<String> {
     if s.is_empty() || s.contains(['"', '\n', '\r', '\0']) {
-        return Err(Error::invalid(
-            s,
-            "the debugfs backend cannot write a path with quotes or line breaks; use --backend mount",
-        ));
+        return Err(ToolError::Unusable {
+            input: s.to_string(),
+            reason: "the debugfs backend cannot write a path with quotes or line breaks; use --backend mount",
+        });
     }
     Ok(if s.contains([' ', '\t']) { format!("\"{s}\"") } else { s.to_string() })
 }
@@ -134,7 +134,7 @@ pub fn apply(image: &Path, ops: &[Op], work: &Path) -> Result<()> {
     }
     let debugfs = find("debugfs", "e2fsprogs")?;
     let cmd_file = work.join("debugfs.cmds");
-    std::fs::write(&cmd_file, script(ops)?).map_err(|e| Error::write(&cmd_file, e))?;
+    std::fs::write(&cmd_file, script(ops)?).map_err(|e| ToolError::write(&cmd_file, e))?;
     let mut child = Command::new(debugfs)
         .arg("-w")
         .arg("-f")
@@ -144,15 +144,15 @@ pub fn apply(image: &Path, ops: &[Op], work: &Path) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Tool { tool: "debugfs", message: format!("cannot start: {e}") })?;
+        .map_err(|source| ToolError::Start { tool: "debugfs", program: None, source })?;
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut stderr);
     }
-    let status = child.wait().map_err(|e| Error::Tool { tool: "debugfs", message: e.to_string() })?;
+    let status = child.wait().map_err(|source| ToolError::Start { tool: "debugfs", program: None, source })?;
     match attribute(&stderr, ops.len()) {
         Ok(()) => Ok(()),
-        Err((i, lines)) => Err(Error::Tool {
+        Err((i, lines)) => Err(ToolError::Failed {
             tool: "debugfs",
             message: format!(
                 "{} failed: {} (exit status {})",

@@ -4,8 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{find, run, tail};
-use crate::error::{Error, Result};
+use super::{Result, ToolError, find, run, tail};
 
 /// Options for a reproducible image.
 #[derive(Debug, Clone)]
@@ -23,8 +22,8 @@ pub struct MkfsOptions<'a> {
 /// The image file is created (or truncated) at `size` bytes.
 pub fn mkfs_from_dir(src: &Path, image: &Path, opts: &MkfsOptions) -> Result<()> {
     let mkfs = find("mkfs.ext4", "e2fsprogs")?;
-    let f = std::fs::File::create(image).map_err(|e| Error::write(image, e))?;
-    f.set_len(opts.size).map_err(|e| Error::write(image, e))?;
+    let f = std::fs::File::create(image).map_err(|e| ToolError::write(image, e))?;
+    f.set_len(opts.size).map_err(|e| ToolError::write(image, e))?;
     drop(f);
     let mut cmd = Command::new(mkfs);
     cmd.args(["-q", "-F", "-t", "ext4", "-b", "4096", "-U", opts.uuid, "-E"])
@@ -38,7 +37,7 @@ pub fn mkfs_from_dir(src: &Path, image: &Path, opts: &MkfsOptions) -> Result<()>
     cmd.env("E2FSPROGS_FAKE_TIME", "1700000000");
     let out = run("mkfs.ext4", &mut cmd)?;
     if !out.status.success() {
-        return Err(Error::Tool { tool: "mkfs.ext4", message: tail(&out, 5) });
+        return Err(ToolError::failed("mkfs.ext4", tail(&out, 5)));
     }
     Ok(())
 }
@@ -59,7 +58,7 @@ pub fn fsck_readonly(image: &Path) -> Result<FsckResult> {
     let out = run("e2fsck", Command::new(e2fsck).args(["-fn"]).arg(image))?;
     let status = out.status.code().unwrap_or(-1);
     if status >= 8 {
-        return Err(Error::Tool { tool: "e2fsck", message: format!("exit {status}: {}", tail(&out, 5)) });
+        return Err(ToolError::failed("e2fsck", format!("exit {status}: {}", tail(&out, 5))));
     }
     Ok(FsckResult { clean: status == 0, status, output: tail(&out, 20) })
 }
@@ -72,8 +71,6 @@ pub fn replay_journal(image: &Path) -> Result<()> {
     let out = run("e2fsck", Command::new(e2fsck).args(["-y", "-E", "journal_only"]).arg(image))?;
     match out.status.code() {
         Some(0 | 1) => Ok(()),
-        code => {
-            Err(Error::Tool { tool: "e2fsck", message: format!("journal replay: exit {code:?}: {}", tail(&out, 5)) })
-        }
+        code => Err(ToolError::failed("e2fsck", format!("journal replay: exit {code:?}: {}", tail(&out, 5)))),
     }
 }

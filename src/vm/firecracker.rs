@@ -16,6 +16,7 @@ use super::console::{self, Console, WatchConfig, Watched};
 use super::http::UnixHttp;
 use super::kernel::ARCH_DIRS;
 use crate::error::{Error, Result};
+use crate::tools::ToolError;
 
 /// Default `FIRECRACKER_VERSIONS_DIR` of an orchestrator node.
 pub const DEFAULT_VERSIONS_DIR: &str = "/fc-versions";
@@ -85,9 +86,10 @@ pub fn requests(cfg: &FcConfig) -> Vec<(&'static str, &'static str, String)> {
 pub fn configure(api: &UnixHttp, cfg: &FcConfig) -> Result<Vec<ApiCall>> {
     let mut calls = Vec::new();
     for (method, path, body) in requests(cfg) {
-        let resp = api.request(method, path, Some(&body)).map_err(|e| Error::Tool {
+        let resp = api.request(method, path, Some(&body)).map_err(|source| ToolError::Io {
             tool: "firecracker",
-            message: format!("{method} {path} over {}: {e}", api.socket.display()),
+            what: format!("{method} {path} over {}", api.socket.display()),
+            source,
         })?;
         calls.push(ApiCall { method, path, body, status: resp.status });
         if !(200..300).contains(&resp.status) {
@@ -95,10 +97,9 @@ pub fn configure(api: &UnixHttp, cfg: &FcConfig) -> Result<Vec<ApiCall>> {
                 .ok()
                 .and_then(|v| v.get("fault_message").and_then(|m| m.as_str()).map(str::to_string))
                 .unwrap_or_else(|| resp.body.trim().to_string());
-            return Err(Error::Tool {
-                tool: "firecracker",
-                message: format!("{method} {path} answered {}: {fault}", resp.status),
-            });
+            return Err(
+                ToolError::failed("firecracker", format!("{method} {path} answered {}: {fault}", resp.status)).into()
+            );
         }
     }
     Ok(calls)
@@ -112,16 +113,16 @@ fn wait_for_socket(child: &mut Child, sock: &Path, limit: Duration) -> Result<()
             return Ok(());
         }
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(Error::Tool {
-                tool: "firecracker",
-                message: format!("exited before its API socket was ready ({st})"),
-            });
+            return Err(
+                ToolError::failed("firecracker", format!("exited before its API socket was ready ({st})")).into()
+            );
         }
         if start.elapsed() >= limit {
-            return Err(Error::Tool {
-                tool: "firecracker",
-                message: format!("API socket {} not ready after {} s", sock.display(), limit.as_secs()),
-            });
+            return Err(ToolError::failed(
+                "firecracker",
+                format!("API socket {} not ready after {} s", sock.display(), limit.as_secs()),
+            )
+            .into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -156,7 +157,7 @@ pub fn run(
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .spawn()
-        .map_err(|e| Error::Tool { tool: "firecracker", message: format!("cannot start {}: {e}", binary.display()) })?;
+        .map_err(|source| ToolError::Start { tool: "firecracker", program: Some(binary.to_path_buf()), source })?;
     let mut guard = Guard(child);
     wait_for_socket(&mut guard.0, &sock, Duration::from_secs(5))?;
     let calls = configure(&UnixHttp::new(&sock), cfg)?;

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::device::{Device, ReadAt};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::vocab::Artifact;
 
 /// Where the root disk's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

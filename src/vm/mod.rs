@@ -420,11 +420,32 @@ pub fn boot_test(build: &Build, opts: &BootOptions, progress: &dyn Progress) -> 
     out
 }
 
-fn no_kernel(what: &str, tried: Vec<String>) -> Error {
-    Error::Environment(format!(
+/// What keeps a boot test from starting on this machine (the environment's: exit 4).
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(
         "no kernel {what}; tried:\n  - {}\npass one with --kernel (e.g. a Debian cloud kernel extracted by scripts/fetch-test-kernel.sh)",
         tried.join("\n  - ")
-    ))
+    )]
+    NoKernel { what: String, tried: Vec<String> },
+    #[error("{} cannot boot this rootfs: {reason}", kernel.display())]
+    KernelCannotBoot { kernel: PathBuf, reason: String },
+    #[error("{} found no root disk on any bus it was tried with ({buses})", kernel.display())]
+    NoRootDisk { kernel: PathBuf, buses: String },
+    #[error("metadata.json has no template.{field}; pass {flag}")]
+    NoVersion { field: &'static str, flag: &'static str },
+    #[error("no firecracker binary for {version}; tried:\n  - {}\n(FIRECRACKER_VERSIONS_DIR={})", tried.join("\n  - "), dir.display())]
+    NoFirecracker { version: String, tried: Vec<String>, dir: PathBuf },
+}
+
+impl From<VmError> for Error {
+    fn from(e: VmError) -> Self {
+        Error::environment(e)
+    }
+}
+
+fn no_kernel(what: &str, tried: Vec<String>) -> Error {
+    VmError::NoKernel { what: what.to_string(), tried }.into()
 }
 
 fn boot_qemu(
@@ -447,7 +468,7 @@ fn boot_qemu(
     .map_err(|tried| no_kernel("QEMU can boot", tried))?;
     let config = kernel.config.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(|t| kernel::parse_config(&t));
     let plan = kernel::plan_root_bus(&kernel.format, config.as_ref())
-        .map_err(|e| Error::Environment(format!("{} cannot boot this rootfs: {e}", kernel.path.display())))?;
+        .map_err(|reason| VmError::KernelCannotBoot { kernel: kernel.path.clone(), reason })?;
     let root = image::prepare(build, work, false, progress)?;
 
     let mut accels: Vec<Accel> = match opts.accel {
@@ -521,11 +542,11 @@ fn boot_qemu(
         }
     }
     let Some((w, console, accel, bus, cmdline, qemu_output)) = last else {
-        return Err(Error::Environment(format!(
-            "{} found no root disk on any bus it was tried with ({})",
-            kernel.path.display(),
-            plan.candidates.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
-        )));
+        return Err(VmError::NoRootDisk {
+            kernel: kernel.path.clone(),
+            buses: plan.candidates.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
+        }
+        .into());
     };
     let finish = Finish {
         vmm: Vmm::Qemu,
@@ -560,18 +581,10 @@ fn boot_firecracker(
         None => {
             let Some(v) = meta.and_then(|m| m.firecracker_version()).filter(|v| !v.is_empty() && !v.contains('/'))
             else {
-                return Err(Error::Environment(
-                    "metadata.json has no template.firecracker_version; pass --firecracker PATH".into(),
-                ));
+                return Err(VmError::NoVersion { field: "firecracker_version", flag: "--firecracker PATH" }.into());
             };
             firecracker::first_existing(&firecracker::binary_candidates(&opts.dirs.fc_versions, v)).map_err(
-                |tried| {
-                    Error::Environment(format!(
-                        "no firecracker binary for {v}; tried:\n  - {}\n(FIRECRACKER_VERSIONS_DIR={})",
-                        tried.join("\n  - "),
-                        opts.dirs.fc_versions.display()
-                    ))
-                },
+                |tried| VmError::NoFirecracker { version: v.to_string(), tried, dir: opts.dirs.fc_versions.clone() },
             )?
         }
     };
@@ -579,9 +592,7 @@ fn boot_firecracker(
         Some(p) => (p.clone(), KernelSource::Flag),
         None => {
             let Some(v) = meta.and_then(|m| m.kernel_version()).filter(|v| !v.is_empty() && !v.contains('/')) else {
-                return Err(Error::Environment(
-                    "metadata.json has no template.kernel_version; pass --kernel PATH".into(),
-                ));
+                return Err(VmError::NoVersion { field: "kernel_version", flag: "--kernel PATH" }.into());
             };
             let c = kernel::host_kernel_candidates(&opts.dirs.kernels, v);
             (

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::console::{self, Console, End, WatchConfig, Watched};
 use super::kernel::RootBus;
 use crate::error::{Error, Result};
+use crate::tools::ToolError;
 
 /// The QEMU binary name and its Debian package.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -132,7 +133,7 @@ pub fn run(qemu: &Path, spec: &QemuSpec, work: &Path, cfg: &WatchConfig) -> Resu
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .spawn()
-        .map_err(|e| Error::Tool { tool: QEMU, message: format!("cannot start {}: {e}", qemu.display()) })?;
+        .map_err(|source| ToolError::Start { tool: QEMU, program: Some(qemu.to_path_buf()), source })?;
     let mut guard = Guard(child);
     let mut console = Console::new(&spec.console);
     let watched = console::watch(&mut guard.0, &mut console, cfg).map_err(|e| Error::read(&spec.console, e))?;
