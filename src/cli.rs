@@ -49,6 +49,13 @@ pub struct GlobalArgs {
     pub no_progress: bool,
 }
 
+impl GlobalArgs {
+    /// How output is produced when it goes to the process's stdout and stderr.
+    pub fn mode(&self) -> crate::output::Mode {
+        crate::output::Mode::for_terminal(self.json, self.quiet, self.verbose, self.color.resolve(), self.no_progress)
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ColorWhen {
     Auto,

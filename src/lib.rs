@@ -36,15 +36,41 @@ pub mod tools;
 pub mod vm;
 pub mod vocab;
 
+pub use commands::{Ctx, Outcome};
 pub use error::{Error, Result};
 
-/// Run a parsed command line; returns the process exit code.
-pub fn run(cli: cli::Cli) -> u8 {
-    let g = &cli.global;
-    let out = output::Output::new(g.json, g.quiet, g.verbose, g.color.resolve(), g.no_progress);
+use cli::{Cli, Command};
+use output::Output;
+
+/// Run a parsed command line, writing to `out`; returns the process exit code. The one place
+/// that renders an outcome and maps an error to its exit code.
+pub fn run(cli: Cli, out: &Output) -> u8 {
     let name = cli.command.name();
-    match commands::dispatch(cli, &out) {
+    match execute(cli, out).and_then(|outcome| outcome.emit(out)) {
         Ok(code) => code,
         Err(e) => out.error(name, &e),
+    }
+}
+
+/// Run a parsed command line and return what it produced, unrendered (the in-process test tier
+/// calls this). Notes and progress go to `out`; the storage root comes from `--storage` and the
+/// process environment.
+pub fn execute(cli: Cli, out: &Output) -> Result<Outcome> {
+    let ctx = Ctx::new(cli.global.storage.clone(), &|k| std::env::var(k).ok(), out);
+    dispatch(cli.command, &ctx)
+}
+
+/// Run one command.
+pub fn dispatch(command: Command, ctx: &Ctx) -> Result<Outcome> {
+    match command {
+        Command::Verify(a) => commands::verify::run(a, ctx),
+        Command::Inspect(a) => commands::inspect::run(a, ctx),
+        Command::Demo(a) => commands::demo::run(a, ctx),
+        Command::Explain(a) => commands::explain::run(a, ctx),
+        Command::BootTest(a) => commands::boot_test::run(a, ctx),
+        Command::InjectEnvd(a) => commands::inject_envd::run(a, ctx),
+        Command::RewriteWrapper(a) => commands::rewrite_wrapper::run(a, ctx),
+        Command::PurgeCache(a) => commands::purge_cache::run(a, ctx),
+        Command::Backups(a) => commands::backups::run(a, ctx),
     }
 }

@@ -6,5 +6,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = tmpl::cli::Cli::parse();
-    ExitCode::from(tmpl::run(cli))
+    let out = tmpl::output::Output::stdio(cli.global.mode());
+    ExitCode::from(tmpl::run(cli, &out))
 }

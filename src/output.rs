@@ -1,14 +1,18 @@
 //! Where results go: one report struct per command, rendered as human text or as one JSON
-//! document on stdout; errors and progress on stderr. The only place that decides formats,
-//! colour and terminals.
+//! document on the output's stdout; notes, errors and progress on its stderr. The only place that
+//! decides formats, colour and terminals.
+//!
+//! An [`Output`] writes to any pair of writers (and reads any input for commands that take
+//! stdin): [`Output::stdio`] is the process's, [`Output::capture`] keeps everything in memory for
+//! tests.
 
-use std::io::{self, IsTerminal, Write};
-use std::sync::Mutex;
+use std::io::{self, IsTerminal, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::exit_code;
 use crate::progress::{NoProgress, Progress};
 use crate::report::{Report, Style};
@@ -17,13 +21,104 @@ use crate::report::{Report, Style};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// How output is produced for this run.
-#[derive(Debug, Clone)]
-pub struct Output {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mode {
     pub json: bool,
     pub quiet: bool,
     pub verbose: u8,
     pub color: bool,
     pub progress: bool,
+}
+
+impl Mode {
+    /// The mode of a run whose stdout/stderr are the process's: colour and progress only on a
+    /// terminal (`color`: `Some` forces it either way), never with `NO_COLOR`.
+    pub fn for_terminal(json: bool, quiet: bool, verbose: u8, color: Option<bool>, no_progress: bool) -> Self {
+        let color = color.unwrap_or_else(|| io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+        let progress = !no_progress && !json && !quiet && io::stderr().is_terminal();
+        Mode { json, quiet, verbose, color, progress }
+    }
+
+    /// Styling for human output.
+    pub fn style(&self) -> Style {
+        Style { color: self.color, verbose: self.verbose > 0 }
+    }
+}
+
+type Sink = Mutex<Box<dyn Write + Send>>;
+
+/// The I/O of one run: where results, notes and errors are written, and the input commands read
+/// with `-`.
+pub struct Output {
+    pub mode: Mode,
+    stdout: Sink,
+    stderr: Sink,
+    stdin: Mutex<Box<dyn Read + Send>>,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output").field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+/// What [`Output::capture`] collected.
+#[derive(Clone, Default)]
+pub struct Captured {
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Captured {
+    pub fn stdout(&self) -> Vec<u8> {
+        lock(&self.stdout).clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.stderr)).into_owned()
+    }
+
+    /// Stdout as text.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout()).into_owned()
+    }
+}
+
+/// A writer into shared memory (for [`Output::capture`]).
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The JSON document of a run that ended in an error.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorDoc {
+    pub format_version: u32,
+    pub command: String,
+    pub ok: bool,
+    pub error: ErrorBody,
+}
+
+/// What failed, in an [`ErrorDoc`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+    pub exit_code: u8,
 }
 
 #[derive(Serialize)]
@@ -35,58 +130,80 @@ struct Envelope<'a, R: Serialize> {
     report: &'a R,
 }
 
-#[derive(Serialize)]
-struct ErrorDoc<'a> {
-    format_version: u32,
-    command: &'a str,
-    ok: bool,
-    error: ErrorBody<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    kind: &'static str,
-    message: String,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    details: &'a [String],
-    exit_code: u8,
-}
-
 impl Output {
-    pub fn new(json: bool, quiet: bool, verbose: u8, color: Option<bool>, no_progress: bool) -> Self {
-        let color = color.unwrap_or_else(|| io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
-        let progress = !no_progress && !json && !quiet && io::stderr().is_terminal();
-        Output { json, quiet, verbose, color, progress }
+    /// Any writers and input.
+    pub fn new(
+        mode: Mode,
+        stdout: Box<dyn Write + Send>,
+        stderr: Box<dyn Write + Send>,
+        stdin: Box<dyn Read + Send>,
+    ) -> Self {
+        Output { mode, stdout: Mutex::new(stdout), stderr: Mutex::new(stderr), stdin: Mutex::new(stdin) }
     }
 
-    /// Plain output for tests: no colour, no progress.
-    pub fn plain() -> Self {
-        Output { json: false, quiet: false, verbose: 0, color: false, progress: false }
+    /// The process's stdout, stderr and stdin.
+    pub fn stdio(mode: Mode) -> Self {
+        Output::new(mode, Box::new(io::stdout()), Box::new(io::stderr()), Box::new(io::stdin()))
     }
 
-    fn style(&self) -> Style {
-        Style { color: self.color, verbose: self.verbose > 0 }
+    /// Everything in memory (no colour, no progress unless `mode` says so), with `stdin` as the
+    /// input: for tests.
+    pub fn capture(mode: Mode, stdin: &[u8]) -> (Self, Captured) {
+        let c = Captured::default();
+        let out = Output::new(
+            mode,
+            Box::new(Shared(c.stdout.clone())),
+            Box::new(Shared(c.stderr.clone())),
+            Box::new(io::Cursor::new(stdin.to_vec())),
+        );
+        (out, c)
     }
 
-    /// Write a report to stdout and return the exit code it implies.
+    pub fn style(&self) -> Style {
+        self.mode.style()
+    }
+
+    /// Write a report and return the exit code it implies.
     pub fn emit<R: Report>(&self, report: &R) -> u8 {
         let code = if report.ok() { exit_code::OK } else { report.failure_code() };
-        if self.quiet {
+        if self.mode.quiet {
             return code;
         }
-        let mut stdout = io::stdout().lock();
-        let res = if self.json {
+        let mut stdout = lock(&self.stdout);
+        let res = if self.mode.json {
             let env = Envelope { format_version: FORMAT_VERSION, command: report.command(), ok: report.ok(), report };
-            serde_json::to_writer_pretty(&mut stdout, &env).map_err(io::Error::other).and_then(|_| writeln!(stdout))
+            serde_json::to_writer_pretty(&mut *stdout, &env).map_err(io::Error::other).and_then(|()| writeln!(stdout))
         } else {
-            report.render(&mut stdout, &self.style())
+            report.render(&mut *stdout, &self.style())
         };
+        let res = res.and_then(|()| stdout.flush());
+        drop(stdout);
+        self.written(res, code)
+    }
+
+    /// Write raw bytes (`inspect --path P --cat`) through `write`; return the exit code.
+    pub fn emit_bytes(&self, write: impl FnOnce(&mut dyn Write) -> Result<(), Error>) -> Result<u8, Error> {
+        if self.mode.quiet {
+            return Ok(exit_code::OK);
+        }
+        let mut stdout = lock(&self.stdout);
+        let res = write(&mut *stdout).and_then(|()| stdout.flush().map_err(|e| Error::write("<stdout>", e)));
+        drop(stdout);
+        match res {
+            Ok(()) => Ok(exit_code::OK),
+            // A closed pipe (`tmpl inspect ... --cat | head`) is not an error.
+            Err(e) if e.io_error().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) => Ok(exit_code::OK),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn written(&self, res: io::Result<()>, code: u8) -> u8 {
         match res {
             Ok(()) => code,
             // A closed pipe (`tmpl verify | head`) is not an error.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => code,
             Err(e) => {
-                eprintln!("tmpl: error: writing output: {e}");
+                self.stderr_line(&format!("tmpl: error: writing output: {e}"));
                 exit_code::ENVIRONMENT
             }
         }
@@ -95,108 +212,105 @@ impl Output {
     /// Report an error (stderr, and a JSON document on stdout in JSON mode); return its code.
     pub fn error(&self, command: &str, err: &Error) -> u8 {
         let code = err.exit_code();
-        eprintln!("tmpl: error: {err}");
-        let mut src = std::error::Error::source(err);
-        while let Some(s) = src {
-            eprintln!("  caused by: {s}");
-            src = s.source();
+        self.stderr_line(&format!("tmpl: error: {err}"));
+        for cause in err.causes() {
+            self.stderr_line(&format!("  caused by: {cause}"));
         }
         for d in err.details() {
-            eprintln!("  - {d}");
+            self.stderr_line(&format!("  - {d}"));
         }
-        if self.json && !self.quiet {
+        if self.mode.json && !self.mode.quiet {
             let doc = ErrorDoc {
                 format_version: FORMAT_VERSION,
-                command,
+                command: command.to_string(),
                 ok: false,
                 error: ErrorBody {
-                    kind: err.kind().name(),
+                    kind: err.kind(),
                     message: err.to_string(),
-                    details: err.details(),
+                    details: err.details().to_vec(),
                     exit_code: code,
                 },
             };
-            let mut stdout = io::stdout().lock();
-            let _ = serde_json::to_writer_pretty(&mut stdout, &doc);
+            let mut stdout = lock(&self.stdout);
+            let _ = serde_json::to_writer_pretty(&mut *stdout, &doc);
             let _ = writeln!(stdout);
+            let _ = stdout.flush();
         }
         code
     }
 
+    fn stderr_line(&self, line: &str) {
+        let mut e = lock(&self.stderr);
+        let _ = writeln!(e, "{line}");
+        let _ = e.flush();
+    }
+
     /// A note for the operator on stderr (suppressed by `-q` and in JSON mode unless `-v`).
     pub fn note(&self, msg: &str) {
-        if !self.quiet && (!self.json || self.verbose > 0) {
-            eprintln!("{msg}");
+        if !self.mode.quiet && (!self.mode.json || self.mode.verbose > 0) {
+            self.stderr_line(msg);
         }
     }
 
     /// Debug detail on stderr with `-v`.
     pub fn debug(&self, msg: &str) {
-        if self.verbose > 0 {
-            eprintln!("tmpl: {msg}");
+        if self.mode.verbose > 0 {
+            self.stderr_line(&format!("tmpl: {msg}"));
         }
     }
 
-    /// Stdout for commands whose result is a byte stream (`inspect --path P --cat`), not a report.
-    pub fn raw_stdout(&self) -> io::StdoutLock<'static> {
-        io::stdout().lock()
+    /// Read the input to its end, at most `cap` bytes (more is cut off).
+    pub fn read_input(&self, cap: u64) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        lock(&self.stdin).by_ref().take(cap).read_to_end(&mut buf)?;
+        Ok(buf)
     }
 
     /// A progress sink: a bar on a terminal, nothing otherwise.
     pub fn progress(&self) -> Box<dyn Progress> {
-        if self.progress { Box::new(Bar::default()) } else { Box::new(NoProgress) }
+        if self.mode.progress { Box::new(Bar::default()) } else { Box::new(NoProgress) }
     }
 }
 
-/// indicatif-backed progress (stderr).
+/// indicatif-backed progress (on the terminal's stderr).
 #[derive(Default)]
 struct Bar {
     bar: Mutex<Option<ProgressBar>>,
 }
 
-impl Progress for Bar {
-    fn start(&self, what: &str, total: u64) {
+const BYTES_TEMPLATE: &str = "{msg:24} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}";
+const ITEMS_TEMPLATE: &str = "{msg:24} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}";
+
+impl Bar {
+    fn begin(&self, what: &str, total: u64, template: &str) {
         let pb = ProgressBar::new(total);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg:24} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-        ) {
+        if let Ok(style) = ProgressStyle::with_template(template) {
             pb.set_style(style.progress_chars("=> "));
         }
         pb.set_message(what.to_string());
-        if let Ok(mut g) = self.bar.lock()
-            && let Some(old) = g.replace(pb)
-        {
+        if let Some(old) = lock(&self.bar).replace(pb) {
             old.finish_and_clear();
         }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, what: &str, total: u64) {
+        self.begin(what, total, BYTES_TEMPLATE);
     }
 
     fn start_items(&self, what: &str, total: u64) {
-        let pb = ProgressBar::new(total);
-        if let Ok(style) =
-            ProgressStyle::with_template("{msg:24} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}")
-        {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb.set_message(what.to_string());
-        if let Ok(mut g) = self.bar.lock()
-            && let Some(old) = g.replace(pb)
-        {
-            old.finish_and_clear();
-        }
+        self.begin(what, total, ITEMS_TEMPLATE);
     }
 
     fn inc(&self, n: u64) {
-        if let Ok(g) = self.bar.lock()
-            && let Some(pb) = g.as_ref()
-        {
+        if let Some(pb) = lock(&self.bar).as_ref() {
             pb.inc(n);
         }
     }
 
     fn finish(&self) {
-        if let Ok(mut g) = self.bar.lock()
-            && let Some(pb) = g.take()
-        {
+        if let Some(pb) = lock(&self.bar).take() {
             pb.finish_and_clear();
         }
     }
@@ -204,13 +318,28 @@ impl Progress for Bar {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn progress_template_is_valid() {
-        assert!(
-            indicatif::ProgressStyle::with_template(
-                "{msg:24} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}"
-            )
-            .is_ok()
-        );
+    fn progress_templates_are_valid() {
+        assert!(ProgressStyle::with_template(BYTES_TEMPLATE).is_ok());
+        assert!(ProgressStyle::with_template(ITEMS_TEMPLATE).is_ok());
+    }
+
+    #[test]
+    fn errors_are_written_with_their_causes_and_as_json() {
+        let (out, c) = Output::capture(Mode { json: true, ..Mode::default() }, b"");
+        let err = Error::read("/nonexistent", io::Error::from_raw_os_error(2));
+        assert_eq!(out.error("verify", &err), exit_code::INVALID_INPUT);
+        let doc: ErrorDoc = serde_json::from_slice(&c.stdout()).unwrap();
+        assert_eq!((doc.ok, doc.error.kind, doc.error.exit_code), (false, ErrorKind::Read, 3));
+        assert!(c.stderr().starts_with("tmpl: error: cannot read /nonexistent: "), "{}", c.stderr());
+        assert!(!c.stderr().contains("caused by"), "the cause is in the message already: {}", c.stderr());
+    }
+
+    #[test]
+    fn input_is_read_up_to_its_cap() {
+        let (out, _) = Output::capture(Mode::default(), b"0123456789");
+        assert_eq!(out.read_input(4).unwrap(), b"0123");
     }
 }

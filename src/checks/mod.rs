@@ -14,10 +14,7 @@ pub mod metadata;
 pub mod rootfs;
 pub mod snapfile;
 
-use std::sync::Arc;
-
 use crate::build::{AccessProblem, Build};
-use crate::device::Device;
 use crate::report::{Check, Finding, Severity};
 use crate::rootfs::Rootfs;
 use crate::rootfs::boot::{BootFacts, Scan};
@@ -183,12 +180,6 @@ fn run_checks(build: &Build, scan: Scan) -> Outcome {
     });
     findings.extend(leftovers::check(build));
     Outcome { findings, rootfs, boot, bytes_read }
-}
-
-/// Open the rootfs device of a build and the filesystem on it.
-pub fn open_rootfs(build: &Build) -> Result<Rootfs, String> {
-    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| e.to_string())?;
-    Rootfs::open(Arc::new(dev)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

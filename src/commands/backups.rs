@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::edit_report::CacheStep;
-use crate::cli::GlobalArgs;
+use super::{Ctx, Outcome};
 use crate::edit::backups::{self, Listing, Pruned, Restored};
 use crate::edit::commit::{self, Recovered};
 use crate::edit::leftovers::Leftover;
 use crate::error::Result;
-use crate::output::Output;
 use crate::report::{Report, Style, human_bytes, sanitize};
 use crate::vocab::BuildId;
 
@@ -157,7 +156,7 @@ impl Report for BackupsReport {
         let total: u64 = l.backups.iter().chain(&l.work_folders).chain(&l.forks).map(|x| x.bytes).sum();
         writeln!(w, "  total     {}", human_bytes(total))?;
         if let Some(c) = &self.caches {
-            writeln!(w, "  caches    {}: {}", c.status, sanitize(&c.detail))?;
+            writeln!(w, "  caches    {}: {}", c.status.name(), sanitize(&c.detail))?;
         }
         for n in &self.notes {
             writeln!(w, "  note      {}", sanitize(n))?;
@@ -185,8 +184,8 @@ fn action(args: &Args) -> &'static str {
     }
 }
 
-pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let loc = super::storage(g)?.locate(&args.build)?;
+pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    let loc = ctx.storage()?.locate(&args.build)?;
     let action = action(&args);
     let mutating = action != "list" && !args.dry_run;
     // The lock comes first: nothing of the build is read while another tmpl changes it.
@@ -220,9 +219,9 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     let mut next = Vec::new();
     let caches = if changed_files && args.no_purge {
         next.push(format!("purge this build's node caches on every node: tmpl purge-cache --build-id {}", build.id));
-        Some(CacheStep { status: "skipped", detail: "--no-purge".into(), in_effect: true, report: None })
+        Some(CacheStep::skipped())
     } else if changed_files {
-        Some(super::purge_after_edit(build.id, &build.storage_root, out))
+        Some(super::purge_after_edit(build.id, &build.storage_root, ctx.progress()))
     } else {
         None
     };
@@ -261,5 +260,5 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
         notes,
         next_steps: next,
     };
-    Ok(out.emit(&report))
+    Ok(Outcome::Backups(Box::new(report)))
 }

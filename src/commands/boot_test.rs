@@ -8,10 +8,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::explain::render_explanations;
-use crate::cli::GlobalArgs;
+use super::{Ctx, Outcome};
 use crate::error::{Result, UsageError};
 use crate::exit_code;
-use crate::output::Output;
 use crate::report::{Report, Style, sanitize};
 use crate::vm::{self, AccelChoice, BootOptions, BootOutcome, HostDirs, Verdict, Vmm};
 use crate::vocab::BuildId;
@@ -210,16 +209,15 @@ pub fn options(args: &Args) -> Result<BootOptions> {
     })
 }
 
-pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
+pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     let opts = options(&args)?;
-    let build = super::open_build(g, &args.build)?;
-    out.note(&format!(
+    let build = ctx.open_build(&args.build)?;
+    ctx.note(&format!(
         "booting {} under {} (up to {} s)...",
         build.id,
         if opts.vmm == Vmm::Qemu { "QEMU" } else { "Firecracker" },
         args.timeout
     ));
-    let progress = out.progress();
-    let outcome = vm::boot_test(&build, &opts, progress.as_ref())?;
-    Ok(out.emit(&BootTestReport { build_id: build.id, path: build.dir.clone(), outcome }))
+    let outcome = vm::boot_test(&build, &opts, ctx.progress())?;
+    Ok(Outcome::BootTest(Box::new(BootTestReport { build_id: build.id, path: build.dir.clone(), outcome })))
 }

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::verify::{self, VerifyReport};
-use crate::cli::GlobalArgs;
+use super::{Ctx, Outcome};
 use crate::demo::{self, Scenario};
 use crate::error::{Error, Result, UsageError};
-use crate::output::Output;
 use crate::report::{Report, Severity, Style};
 use crate::storage::{Storage, StorageSource};
 
@@ -158,8 +157,8 @@ fn prepare(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let root = target(args.dir, g.storage.clone())?;
+pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    let root = target(args.dir, ctx.storage_flag.clone())?;
     let scenarios = demo::create(&root)?;
     let storage = Storage { root: root.clone(), source: StorageSource::Flag };
     let (locs, other) = verify::locate(&storage, &[], true)?;
@@ -179,7 +178,7 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
         })
         .collect();
     let all_detected = results.iter().all(|r| r.detected);
-    Ok(out.emit(&DemoReport { storage: root, scenarios: results, all_detected, verify: report }))
+    Ok(Outcome::Demo(Box::new(DemoReport { storage: root, scenarios: results, all_detected, verify: report })))
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 use std::io::{self, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, Outcome};
 
 use crate::edit::plan::{Change, Content};
 use crate::edit::{self, Applied, Backend, EditOptions, Plan, Target};
@@ -85,23 +87,68 @@ impl EditArgs {
     }
 }
 
+/// Which editing command ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EditCommand {
+    #[default]
+    InjectEnvd,
+    RewriteWrapper,
+}
+
+impl EditCommand {
+    pub fn name(self) -> &'static str {
+        match self {
+            EditCommand::InjectEnvd => "inject-envd",
+            EditCommand::RewriteWrapper => "rewrite-wrapper",
+        }
+    }
+}
+
+/// What the cache step after a change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheStatus {
+    /// `--no-purge`.
+    Skipped,
+    Purged,
+    /// A safety rule kept entries.
+    PartlySkipped,
+    Failed,
+}
+
+impl CacheStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheStatus::Skipped => "skipped",
+            CacheStatus::Purged => "purged",
+            CacheStatus::PartlySkipped => "partly-skipped",
+            CacheStatus::Failed => "failed",
+        }
+    }
+}
+
 /// What happened to the node caches of the edited build.
 #[derive(Debug, Serialize)]
 pub struct CacheStep {
-    /// `skipped` (--no-purge), `purged`, `partly-skipped` (a safety rule kept entries), `failed`.
-    pub status: &'static str,
+    pub status: CacheStatus,
     pub detail: String,
     /// With `partly-skipped` while the orchestrator runs: this node keeps serving the old build.
     pub in_effect: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<serde_json::Value>,
+    pub report: Option<Box<crate::cache::Outcome>>,
 }
 
 impl CacheStep {
-    /// The exit code this cache step implies for an edit that itself succeeded.
+    /// The step of a run with `--no-purge`.
+    pub fn skipped() -> Self {
+        CacheStep { status: CacheStatus::Skipped, detail: "--no-purge".into(), in_effect: true, report: None }
+    }
+
+    /// The exit code this cache step implies for a change that itself succeeded.
     pub fn exit_code(&self) -> u8 {
         match self.status {
-            "failed" => crate::exit_code::ENVIRONMENT,
+            CacheStatus::Failed => crate::exit_code::ENVIRONMENT,
             _ if !self.in_effect => crate::exit_code::NOT_IN_EFFECT,
             _ => crate::exit_code::OK,
         }
@@ -119,13 +166,8 @@ pub struct Prepared {
 /// Locate BUILD, lock it (exclusive for an in-place edit, shared for a dry run or a fork's
 /// source) before anything of it is read, settle an interrupted commit (completing it, and
 /// purging this node's caches of the build as an edit does), then open it.
-pub fn prepare(
-    g: &crate::cli::GlobalArgs,
-    arg: &str,
-    args: &EditArgs,
-    out: &crate::output::Output,
-) -> Result<Prepared> {
-    let loc = super::storage(g)?.locate(arg)?;
+pub fn prepare(ctx: &Ctx, arg: &str, args: &EditArgs) -> Result<Prepared> {
+    let loc = ctx.storage()?.locate(arg)?;
     let mut notes = Vec::new();
     let interrupted = !matches!(edit::commit::read(&loc.dir), Ok(None));
     if interrupted {
@@ -141,11 +183,11 @@ pub fn prepare(
         let lock = edit::lock_build(&loc.dir, true)?;
         if let Some(r) = edit::commit::recover(&loc.dir)? {
             let line = r.describe();
-            out.note(&format!("tmpl: {line}"));
+            ctx.note(&format!("tmpl: {line}"));
             notes.push(line);
             if let Some(id) = loc.folder_id {
-                let c = super::purge_after_edit(id, &loc.storage_root, out);
-                notes.push(format!("caches after that: {}: {}", c.status, c.detail));
+                let c = super::purge_after_edit(id, &loc.storage_root, ctx.progress());
+                notes.push(format!("caches after that: {}: {}", c.status.name(), c.detail));
             }
         }
         drop(lock);
@@ -159,7 +201,7 @@ pub fn prepare(
 #[derive(Debug, Serialize)]
 pub struct EditReport {
     #[serde(skip)]
-    pub command: &'static str,
+    pub command: EditCommand,
     pub dry_run: bool,
     pub plan: Plan,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,7 +214,7 @@ pub struct EditReport {
 
 impl Report for EditReport {
     fn command(&self) -> &'static str {
-        self.command
+        self.command.name()
     }
 
     /// The edit itself either completed or returned an error. After it, a failed cache purge
@@ -192,7 +234,7 @@ impl Report for EditReport {
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
         let p = &self.plan;
         let state = if self.dry_run { "plan (dry run: nothing written)" } else { "done" };
-        writeln!(w, "{} {} {}", style.bold(self.command), p.build_id, state)?;
+        writeln!(w, "{} {} {}", style.bold(self.command.name()), p.build_id, state)?;
         if let Some(m) = p.mode {
             writeln!(w, "  mode      {} — {}", format!("{m:?}").to_lowercase(), sanitize(&p.mode_reason))?;
         }
@@ -282,7 +324,7 @@ impl Report for EditReport {
             writeln!(w, "  manifest  {}", a.manifest.display())?;
         }
         if let Some(c) = &self.caches {
-            writeln!(w, "  caches    {}: {}", c.status, sanitize(&c.detail))?;
+            writeln!(w, "  caches    {}: {}", c.status.name(), sanitize(&c.detail))?;
         }
         for n in &self.notes {
             writeln!(w, "  note      {}", sanitize(n))?;
@@ -296,13 +338,13 @@ impl Report for EditReport {
 
 /// Run a plan (or show it), purge caches after an in-place edit, and say what comes next.
 pub fn finish(
-    command: &'static str,
+    command: EditCommand,
     plan: Plan,
-    ctx: &crate::rootfs::boot::Context,
+    boot_ctx: &crate::rootfs::boot::Context,
     prepared: Prepared,
     args: &EditArgs,
-    out: &crate::output::Output,
-) -> Result<u8> {
+    ctx: &Ctx,
+) -> Result<Outcome> {
     let Prepared { build, lock, notes: mut early } = prepared;
     if args.dry_run {
         let next = match (&plan.refused, plan.target) {
@@ -312,10 +354,9 @@ pub fn finish(
         };
         let report =
             EditReport { command, dry_run: true, plan, applied: None, caches: None, notes: early, next_steps: next };
-        return Ok(out.emit(&report));
+        return Ok(Outcome::Edit(Box::new(report)));
     }
-    let progress = out.progress();
-    let (applied, mut notes) = edit::apply(&build, plan.clone(), ctx, progress.as_ref(), &lock)?;
+    let (applied, mut notes) = edit::apply(&build, plan.clone(), boot_ctx, ctx.progress(), &lock)?;
     drop(lock);
     notes.append(&mut early);
     let mut next = Vec::new();
@@ -332,9 +373,9 @@ pub fn finish(
                 "purge this build's node caches on every orchestrator node: tmpl purge-cache --build-id {}",
                 build.id
             ));
-            Some(CacheStep { status: "skipped", detail: "--no-purge".into(), in_effect: true, report: None })
+            Some(CacheStep::skipped())
         }
-        Target::InPlace => Some(super::purge_after_edit(build.id, &build.storage_root, out)),
+        Target::InPlace => Some(super::purge_after_edit(build.id, &build.storage_root, ctx.progress())),
     };
     if caches.as_ref().is_some_and(|c| !c.in_effect) {
         next.extend(super::not_in_effect_steps(build.id));
@@ -348,5 +389,5 @@ pub fn finish(
     notes.sort();
     notes.dedup();
     let report = EditReport { command, dry_run: false, plan, applied: Some(applied), caches, notes, next_steps: next };
-    Ok(out.emit(&report))
+    Ok(Outcome::Edit(Box::new(report)))
 }

@@ -1,15 +1,14 @@
 //! `tmpl explain TEXT...|-`: decode a pasted error, panic or whole console log (stdin with `-` or
 //! no argument), or describe a finding id.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::{Ctx, Outcome};
 use crate::checks;
-use crate::cli::GlobalArgs;
 use crate::error::{Error, Result};
 use crate::explain::{self, Explanation};
-use crate::output::Output;
 use crate::report::{Report, Style, sanitize};
 
 /// Largest input read from stdin (a long console log is a few hundred KiB).
@@ -100,9 +99,8 @@ pub fn render_explanations(w: &mut dyn Write, style: &Style, list: &[Explanation
     Ok(())
 }
 
-fn read_stdin() -> Result<String> {
-    let mut buf = Vec::new();
-    io::stdin().take(MAX_INPUT).read_to_end(&mut buf).map_err(|e| Error::read("<stdin>", e))?;
+fn read_stdin(ctx: &Ctx) -> Result<String> {
+    let buf = ctx.read_input(MAX_INPUT).map_err(|e| Error::read("<stdin>", e))?;
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
@@ -134,7 +132,7 @@ pub fn explain_text(text: &str) -> ExplainReport {
     }
 }
 
-pub fn run(args: Args, _g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let text = if args.text.is_empty() || args.text == ["-"] { read_stdin()? } else { args.text.join("\n") };
-    Ok(out.emit(&explain_text(&text)))
+pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    let text = if args.text.is_empty() || args.text == ["-"] { read_stdin(ctx)? } else { args.text.join("\n") };
+    Ok(Outcome::Explain(explain_text(&text)))
 }

@@ -1,8 +1,8 @@
 //! `tmpl inject-envd BUILD --envd PATH [--as auto|init|wrapper|service]`: install envd at
 //! /usr/bin/envd and make it start at boot, transactionally and verified.
 
-use super::edit_report::{self, EditArgs};
-use crate::cli::GlobalArgs;
+use super::edit_report::{self, EditArgs, EditCommand};
+use super::{Ctx, Outcome};
 use crate::edit::ModeChoice;
 
 /// `--as` (the command line's view of `edit::ModeChoice`).
@@ -15,7 +15,6 @@ pub enum ModeArg {
 }
 use crate::edit::inject::{self, InjectOptions};
 use crate::error::Result;
-use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -46,8 +45,8 @@ pub struct Args {
     pub edit: EditArgs,
 }
 
-pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let prepared = edit_report::prepare(g, &args.build, &args.edit, out)?;
+pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    let prepared = edit_report::prepare(ctx, &args.build, &args.edit)?;
     let build = &prepared.build;
     let opts = InjectOptions {
         envd: args.envd.clone(),
@@ -60,6 +59,6 @@ pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
         envd_args: args.envd_args.clone(),
         edit: args.edit.options()?,
     };
-    let (plan, ctx) = inject::plan_inject(build, &opts)?;
-    edit_report::finish("inject-envd", plan, &ctx, prepared, &args.edit, out)
+    let (plan, boot_ctx) = inject::plan_inject(build, &opts)?;
+    edit_report::finish(EditCommand::InjectEnvd, plan, &boot_ctx, prepared, &args.edit, ctx)
 }

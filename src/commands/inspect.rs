@@ -5,23 +5,22 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::{Ctx, Outcome};
 use crate::build::{self, Build, FileFacts, Loaded};
-use crate::checks;
 use crate::checks::contents;
-use crate::cli::GlobalArgs;
 use crate::error::Result;
 use crate::error::{Error, UsageError};
 use crate::header::{BuildInfo, Mapping, hex};
 use crate::metadata::Metadata;
-use crate::output::Output;
 use crate::report::{Report, Style, human_bytes, sanitize};
 use crate::rootfs::boot::{
     self, BootFacts, CommandFacts, End, EnvdStart, Lookup, Program, ProgramKind, Resolution, Scan,
 };
-use crate::rootfs::{Anomaly, FileKind, Superblock};
+use crate::rootfs::{Anomaly, FileKind, Rootfs, Superblock};
 use crate::snapshot::SnapfileInfo;
 use crate::vocab::Artifact;
 use crate::vocab::BuildId;
+use crate::vocab::files::ROOTFS;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit status: 0; 3 when the build (or --path in its rootfs) is not a build or is corrupt; \
@@ -229,12 +228,12 @@ pub fn inspect(build: &Build) -> Result<InspectReport> {
             files.push(FileRow { name: n, len: f.len, allocated: f.allocated });
         }
     }
-    let (filesystem, filesystem_error, boot, rootfs_anomalies) = match checks::open_rootfs(build) {
+    let (filesystem, filesystem_error, boot, rootfs_anomalies) = match Rootfs::of_build(build) {
         Ok(fs) => {
             let boot = boot::gather(&fs, &contents::context(build, Scan::Always));
             (Some(fs_facts(&fs.superblock)), None, Some(boot), fs.anomalies())
         }
-        Err(e) => (None, Some(e), None, Vec::new()),
+        Err(e) => (None, Some(e.to_string()), None, Vec::new()),
     };
     Ok(InspectReport {
         build_id: build.id,
@@ -284,17 +283,46 @@ fn low_level(build: &Build, mappings: bool, frames: bool, report: &mut InspectRe
     }
 }
 
-pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let build = super::open_build(g, &args.build)?;
+pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    let build = ctx.open_build(&args.build)?;
     if let Some(path) = &args.path {
-        return crate::rootfs::guard::isolate(|| inspect_path(&build, path, args.cat, out))
-            .map_err(|panic| Error::invalid(&build.dir, format!("tmpl failed while reading {path}: {panic}")))?;
+        return crate::rootfs::guard::isolate(|| inspect_path(&build, path, args.cat, ctx.json))
+            .map_err(|panic| Error::invalid_from(&build.dir, Failed { what: format!("reading {path}"), panic }))?;
     }
     // Isolated: a panic while reading this build's files is an error on it (exit 3), not a crash.
     let mut report = crate::rootfs::guard::isolate(|| inspect(&build))
-        .map_err(|panic| Error::invalid(&build.dir, format!("tmpl failed while reading this build: {panic}")))??;
+        .map_err(|panic| Error::invalid_from(&build.dir, Failed { what: "reading this build".to_string(), panic }))??;
     low_level(&build, args.mappings, args.frames, &mut report);
-    Ok(out.emit(&report))
+    Ok(Outcome::Inspect(Box::new(report)))
+}
+
+/// tmpl itself failed (a panic, isolated) on a build's files.
+#[derive(Debug, thiserror::Error)]
+#[error("tmpl failed while {what}: {panic}")]
+pub struct Failed {
+    pub what: String,
+    pub panic: String,
+}
+
+/// `inspect --path P --cat` in text mode: the file's bytes, streamed to the output when written.
+pub struct Cat {
+    fs: Rootfs,
+    path: String,
+    image: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Cat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cat").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Cat {
+    /// Stream the file into `w`.
+    pub fn write_to(&self, w: &mut dyn Write) -> Result<()> {
+        self.fs.stream(&self.path, |chunk| w.write_all(chunk)).map_err(|e| Error::rootfs(&self.image, e))?;
+        Ok(())
+    }
 }
 
 /// Largest file `inspect --path` hashes (a size read from the image bounds the time it takes):
@@ -334,34 +362,26 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
-fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8> {
+fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outcome> {
     if !path.starts_with('/') {
         return Err(UsageError::RelativePath(path.to_string()).into());
     }
     if let Some(a) = build.rootfs_access_problem() {
         return Err(Error::denied(a.denied.clone()));
     }
-    let fs = checks::open_rootfs(build).map_err(|e| Error::invalid(build.path("rootfs.ext4"), e))?;
+    let image = build.path(ROOTFS);
+    let fs = Rootfs::of_build(build).map_err(|e| Error::rootfs(&image, e))?;
     let resolution = boot::resolve(&fs, path);
     let Some(found) = resolution.found().cloned() else {
-        return Err(Error::invalid(build.path("rootfs.ext4"), format!("{path}: {}", contents::why(&resolution))));
+        return Err(Error::invalid(&image, format!("{path}: {}", contents::why(&resolution))));
     };
     let ctx = contents::context(build, Scan::Always);
-    let err = |e: crate::rootfs::RootfsError| Error::invalid(build.path("rootfs.ext4"), e.to_string());
-    if cat && !out.json {
+    let err = |e: crate::rootfs::RootfsError| Error::rootfs(&image, e);
+    if cat && !json {
         if found.kind != FileKind::Regular {
-            return Err(Error::invalid(build.path("rootfs.ext4"), format!("{path} is not a regular file")));
+            return Err(Error::invalid(&image, format!("{path} is not a regular file")));
         }
-        let mut stdout = out.raw_stdout();
-        let res = fs.stream(&found.path, |chunk| stdout.write_all(chunk));
-        return match res {
-            Ok(_) => Ok(crate::exit_code::OK),
-            // A closed pipe (`tmpl inspect ... --cat | head`) is not an error.
-            Err(crate::rootfs::RootfsError::Sink(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                Ok(crate::exit_code::OK)
-            }
-            Err(e) => Err(err(e)),
-        };
+        return Ok(Outcome::Cat(Cat { fs, path: found.path, image }));
     }
     let mut report = PathReport {
         build_id: build.id,
@@ -407,7 +427,7 @@ fn inspect_path(build: &Build, path: &str, cat: bool, out: &Output) -> Result<u8
         _ => {}
     }
     report.bytes_read = fs.device().bytes_read();
-    Ok(out.emit(&report))
+    Ok(Outcome::InspectPath(Box::new(report)))
 }
 
 /// A sum of untrusted lengths: its size, or that it overflowed.

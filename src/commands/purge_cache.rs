@@ -8,17 +8,15 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use serde::Serialize;
 
+use super::{Ctx, Outcome};
 use crate::cache::summary::{self, ClusterSummary, NodeVerdict};
 use crate::cache::{
-    self, CacheKind, EntryStatus, Liveness, Options, Outcome, RootFlags, RootStatus, Roots, Selection, Source,
-    SourceKind, Verdict,
+    self, CacheKind, EntryStatus, Liveness, Options, RootFlags, RootStatus, Roots, Selection, Source, SourceKind,
+    Verdict,
 };
-use crate::cli::GlobalArgs;
 use crate::error::{Error, Result, UsageError};
 use crate::exit_code;
-use crate::output::Output;
 use crate::report::{Report, Style, human_bytes, sanitize};
-use crate::storage::Storage;
 use crate::vocab::BuildId;
 
 /// Exit codes of this command (also in the README).
@@ -135,14 +133,14 @@ fn hostname() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
-pub fn run(a: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
+pub fn run(a: Args, ctx: &Ctx) -> Result<Outcome> {
     if !a.summarize.is_empty() {
-        return summarize(&a, out);
+        return summarize(&a, ctx);
     }
     let roots = Roots::from_env(&a.flags());
     if a.show_roots {
-        let storage = Storage::from_env(g.storage.as_deref()).ok();
-        return Ok(out.emit(&RootsReport::new(&roots, storage.as_ref().map(|s| s.root.as_path()))));
+        let storage = ctx.storage().ok();
+        return Ok(Outcome::CacheRoots(RootsReport::new(&roots, storage.as_ref().map(|s| s.root.as_path()))));
     }
     let selection = if a.all { Selection::All } else { Selection::builds(parse_build_ids(&a.build_ids)?) };
     let mut opts = Options::new(selection);
@@ -151,7 +149,7 @@ pub fn run(a: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
     if !a.caches.is_empty() {
         opts.kinds = Some(a.caches.iter().filter_map(|k| CacheKind::parse(k)).collect());
     }
-    if let Ok(s) = Storage::from_env(g.storage.as_deref()) {
+    if let Ok(s) = ctx.storage() {
         opts.protect.push(s.root);
     }
     if let Some(d) = &a.e2b_dir {
@@ -159,14 +157,9 @@ pub fn run(a: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
         opts.protect.push(d.join("e2b-build-cache"));
     }
     let plan = cache::plan(&roots, &opts)?;
-    let outcome = if a.dry_run {
-        plan.preview()
-    } else {
-        let progress = out.progress();
-        cache::apply(&plan, &*progress)
-    };
+    let outcome = if a.dry_run { plan.preview() } else { cache::apply(&plan, ctx.progress()) };
     let report = PurgeReport::new(a.node_name.clone().unwrap_or_else(hostname), outcome);
-    Ok(out.emit(&report))
+    Ok(Outcome::Purge(Box::new(report)))
 }
 
 /// One node's purge (or dry run).
@@ -176,12 +169,12 @@ pub struct PurgeReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nomad_alloc_id: Option<String>,
     #[serde(flatten)]
-    pub outcome: Outcome,
+    pub outcome: cache::Outcome,
     pub exit_code: u8,
 }
 
 impl PurgeReport {
-    pub fn new(node: String, outcome: Outcome) -> Self {
+    pub fn new(node: String, outcome: cache::Outcome) -> Self {
         let exit_code = verdict_code(outcome.verdict);
         let nomad_alloc_id = std::env::var("NOMAD_ALLOC_ID").ok().filter(|s| !s.is_empty());
         PurgeReport { node, nomad_alloc_id, outcome, exit_code }
@@ -555,12 +548,13 @@ impl Report for SummaryReport {
 /// Most text one summarize input may hold (a few hundred nodes' reports fit easily).
 const MAX_INPUT: u64 = 256 << 20;
 
-fn summarize(a: &Args, out: &Output) -> Result<u8> {
+fn summarize(a: &Args, ctx: &Ctx) -> Result<Outcome> {
     let mut inputs = Vec::new();
     for f in &a.summarize {
         let (name, text) = if f.as_os_str() == "-" {
-            let mut s = String::new();
-            io::stdin().take(MAX_INPUT + 1).read_to_string(&mut s).map_err(|e| Error::read("-", e))?;
+            let bytes = ctx.read_input(MAX_INPUT + 1).map_err(|e| Error::read("-", e))?;
+            let s = String::from_utf8(bytes)
+                .map_err(|e| Error::read("-", io::Error::new(io::ErrorKind::InvalidData, e)))?;
             ("-".to_string(), s)
         } else {
             let file = std::fs::File::open(f).map_err(|e| Error::read(f, e))?;
@@ -580,7 +574,7 @@ fn summarize(a: &Args, out: &Output) -> Result<u8> {
     }
     let summary = summary::merge(&inputs, a.expect_nodes);
     let exit_code = verdict_code(summary.verdict);
-    Ok(out.emit(&SummaryReport { summarize: true, summary, exit_code }))
+    Ok(Outcome::ClusterSummary(Box::new(SummaryReport { summarize: true, summary, exit_code })))
 }
 
 #[cfg(test)]

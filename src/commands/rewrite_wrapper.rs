@@ -2,11 +2,10 @@
 //! template, keeping the envd binary it runs (also the `/usr/local/bin/envd` → `envd.real`
 //! layout) and the flags that envd accepts.
 
-use super::edit_report::{self, EditArgs};
-use crate::cli::GlobalArgs;
+use super::edit_report::{self, EditArgs, EditCommand};
+use super::{Ctx, Outcome};
 use crate::edit::inject;
 use crate::error::Result;
-use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -24,8 +23,8 @@ pub struct Args {
     pub edit: EditArgs,
 }
 
-pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let prepared = edit_report::prepare(g, &args.build, &args.edit, out)?;
-    let (plan, ctx) = inject::plan_rewrite(&prepared.build, &args.envd_args, &args.edit.options()?)?;
-    edit_report::finish("rewrite-wrapper", plan, &ctx, prepared, &args.edit, out)
+pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    let prepared = edit_report::prepare(ctx, &args.build, &args.edit)?;
+    let (plan, boot_ctx) = inject::plan_rewrite(&prepared.build, &args.envd_args, &args.edit.options()?)?;
+    edit_report::finish(EditCommand::RewriteWrapper, plan, &boot_ctx, prepared, &args.edit, ctx)
 }

@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::{Ctx, Outcome};
 use crate::build::Build;
 use crate::checks;
-use crate::cli::GlobalArgs;
 use crate::deep;
 use crate::error::{Error, Result};
 use crate::exit_code;
-use crate::output::Output;
 use crate::progress::Progress;
 use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings};
 use crate::storage::{BuildLocation, Storage, StorageSource};
@@ -343,17 +342,16 @@ pub fn locate(storage: &Storage, builds: &[String], all: bool) -> Result<(Vec<Bu
     Ok((locs, None))
 }
 
-pub fn run(args: Args, g: &GlobalArgs, out: &Output) -> Result<u8> {
-    let storage = super::storage(g)?;
+pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    let storage = ctx.storage()?;
     let (locs, other) = locate(&storage, &args.builds, args.all)?;
     if locs.is_empty() {
         return Err(Error::invalid(&storage.root, "holds no build folders (UUID-named directories)"));
     }
-    out.debug(&format!("storage {} ({}), {} build(s)", storage.root.display(), storage.source.describe(), locs.len()));
-    let progress = out.progress();
-    let deep = args.deep.then_some(&*progress);
+    ctx.debug(&format!("storage {} ({}), {} build(s)", storage.root.display(), storage.source.describe(), locs.len()));
+    let deep = args.deep.then_some(ctx.progress());
     let report = verify_all_with(&storage, &locs, args.strict, other, deep)?;
-    Ok(out.emit(&report))
+    Ok(Outcome::Verify(report))
 }
 
 /// Severity counts that fail a build.

@@ -4,7 +4,6 @@
 //! that can be checked before writing, and return a [`Plan`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::envd_file::{self, HostEnvd};
 use super::plan::{
@@ -12,12 +11,10 @@ use super::plan::{
 };
 use crate::build::Build;
 use crate::checks::contents;
-use crate::device::Device;
 use crate::envd;
 use crate::error::{Error, Result, UsageError};
 use crate::rootfs::Rootfs;
 use crate::rootfs::boot::{self, Context, Scan};
-use crate::vocab::Artifact;
 
 /// `inject-envd`'s inputs.
 #[derive(Clone, Debug)]
@@ -30,8 +27,7 @@ pub struct InjectOptions {
 
 /// The build's rootfs, read through its layers.
 pub fn open_rootfs(build: &Build) -> Result<Rootfs> {
-    let dev = Device::open(build, Artifact::Rootfs).map_err(|e| Error::device(&build.dir, e))?;
-    Rootfs::open(Arc::new(dev)).map_err(|e| Error::invalid(build.path("rootfs.ext4"), e.to_string()))
+    Rootfs::of_build(build).map_err(|e| Error::rootfs(build.path(crate::vocab::files::ROOTFS), e))
 }
 
 /// Decide in-place or fork, applying the guards (every reason at once, exit 5). A dry run gets

@@ -302,6 +302,13 @@ fn lossy(b: &[u8]) -> String {
 }
 
 impl Rootfs {
+    /// The rootfs of a build, read through its layers: the one way commands open it (errors
+    /// become [`crate::error::Error::rootfs`] at the build's `rootfs.ext4`).
+    pub fn of_build(build: &crate::build::Build) -> Result<Rootfs, RootfsError> {
+        let dev = Device::open(build, crate::vocab::Artifact::Rootfs)?;
+        Rootfs::open(Arc::new(dev))
+    }
+
     /// Check the superblock ourselves (to name unsupported features), then load.
     pub fn open(device: Arc<Device>) -> Result<Rootfs, RootfsError> {
         let superblock = match Superblock::read(&*device) {
