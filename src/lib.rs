@@ -22,6 +22,7 @@ pub mod error;
 pub mod exit_code;
 pub mod explain;
 pub mod header;
+pub mod kconfig;
 pub mod layer;
 pub mod metadata;
 pub mod output;
