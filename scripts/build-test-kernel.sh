@@ -4,7 +4,10 @@
 # devtmpfs, cgroup v2, the system calls Go and systemd use, IKCONFIG), from Debian's linux-source
 # package: `make tinyconfig` + kernel/tmpl-guest.config, then `make vmlinux bzImage`.
 #
-#   scripts/build-test-kernel.sh [DEST]      default DEST: target
+#   scripts/build-test-kernel.sh [--print-path] [DEST]      default DEST: target
+#
+# --print-path prints where the kernel for the current fragment and source is (or would be) and
+# exits without building.
 #
 # The result is cached in DEST/test-kernel-<key>/ where <key> hashes the fragment, the
 # linux-source package version and this recipe's version, so a re-run with nothing changed is
@@ -28,6 +31,11 @@ fragment=$here/kernel/tmpl-guest.config
 recipe="tmpl-test-kernel recipe 1: tinyconfig + fragment, olddefconfig, make vmlinux bzImage"
 deps="linux-source bc bison flex libelf-dev make gcc libc6-dev xz-utils"
 
+print_only=0
+if [ "${1:-}" = --print-path ]; then
+    print_only=1
+    shift
+fi
 dest=${1:-target}
 mkdir -p "$dest"
 dest=$(cd "$dest" && pwd)
@@ -54,6 +62,11 @@ fi
 key=$({ printf '%s\n%s\n' "$recipe" "$srcver"; cat "$fragment"; } | sha256sum | cut -c1-16)
 out=$dest/test-kernel-$key
 
+if [ "$print_only" = 1 ]; then
+    echo "$out/vmlinux"
+    exit 0
+fi
+
 cached() { [ -s "$out/vmlinux" ] && [ -s "$out/config" ] && [ -s "$out/build-info" ]; }
 if cached; then
     echo "$out/vmlinux"
@@ -72,7 +85,14 @@ work=$out.tmp
 rm -rf "$work"
 mkdir -p "$work/src"
 log=$work/build.log
+# On failure: show the end of the build log, and drop the 1.6 GB tree (the log stays in $work).
 trap 'say "failed; the last lines of $log:"; tail -n 40 "$log" >&2 || true' ERR
+finish() {
+    if [ -d "$work/src" ] && [ "${TMPL_KEEP_KERNEL_TREE:-0}" != 1 ]; then
+        rm -rf "$work/src"
+    fi
+}
+trap finish EXIT
 
 # CPU seconds (user+sys) of the children this shell has waited for. `times` must run in this
 # shell, not in a $(...) subshell (a forked child starts with zero child times).
@@ -150,13 +170,13 @@ cd "$work"
     echo "jobs: $jobs"
     printf '%s' "$timings"
 } >build-info
+rm -f "$work/.times" "$work/.cpu"
+trap - ERR EXIT
 if [ "${TMPL_KEEP_KERNEL_TREE:-0}" = 1 ]; then
     say "keeping the build tree in $out/src"
 else
     rm -rf "$work/src"
 fi
-rm -f "$work/.times" "$work/.cpu"
-trap - ERR
 rm -rf "$out"
 mv "$work" "$out"
 say "built $release in $out"

@@ -177,3 +177,29 @@ fn a_wrapper_passing_the_removed_debug_flag_panics_with_exitcode_0x200() {
     assert!(log.contains("Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200"), "{log}");
     assert!(!log.contains("test-envd: listening"), "{log}");
 }
+
+#[test]
+fn the_kernel_under_test_is_the_one_the_repository_fragment_builds() {
+    let Some(kernel) = guest_kernel() else { return };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-kernel.sh");
+    if have_tool("shellcheck") {
+        let o = Command::new("shellcheck").arg(&script).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    // Built by the script into DEST/test-kernel-<key>/vmlinux: the key of today's fragment and
+    // linux-source must name the same directory, or the tests ran a stale kernel.
+    let dest = kernel.parent().and_then(Path::parent).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(&script).args(args).arg(dest).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (String::from_utf8_lossy(&o.stdout).trim().to_string(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (path, _) = run(&["--print-path"]);
+    assert_eq!(Path::new(&path), kernel, "TMPL_TEST_GUEST_KERNEL is not the kernel kernel/tmpl-guest.config builds");
+    // A second run finds it in the cache: the same path, nothing rebuilt.
+    let (path, stderr) = run(&[]);
+    assert_eq!(Path::new(&path), kernel);
+    assert!(!stderr.contains("extracting"), "{stderr}");
+    let info = std::fs::read_to_string(kernel.with_file_name("build-info")).unwrap();
+    assert!(info.contains("vmlinux: wall ") && info.contains("kernel release: "), "{info}");
+}
