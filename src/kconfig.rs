@@ -2053,6 +2053,15 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_is_in_the_documented_table() {
+        let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guest-kernel.md")).unwrap();
+        for r in RULES {
+            assert!(doc.contains(&format!("`{}`", r.id)), "docs/guest-kernel.md lacks rule {}", r.id);
+            assert!(doc.contains(&format!("`{}`", r.option)), "docs/guest-kernel.md lacks option {}", r.option);
+        }
+    }
+
+    #[test]
     fn arm64_configs_skip_the_x86_rules() {
         let arm = everything()
             .replace("CONFIG_X86_64=y\n", "CONFIG_ARM64=y\nCONFIG_OF=y\n")
