@@ -137,6 +137,9 @@ pub enum Error {
     /// The object was replaced while it was being read (its ETag changed).
     #[error("{object}: changed while being read (ETag {before:?}, now {after:?})")]
     Changed { object: String, before: String, after: String },
+    /// An object larger than the caller allows reading whole (e.g. a 1 GiB `metadata.json`).
+    #[error("{object}: {size} bytes, more than the {max} bytes allowed")]
+    TooLarge { object: String, size: u64, max: u64 },
     /// A listing returned more entries than the configured cap.
     #[error("{prefix}: listing has more than {cap} entries")]
     TooManyEntries { prefix: String, cap: usize },
@@ -177,9 +180,11 @@ impl Error {
                 io::ErrorKind::UnexpectedEof => ErrorKind::Truncated,
                 _ => ErrorKind::Other,
             },
-            Error::Changed { .. } | Error::TooManyEntries { .. } | Error::Store { .. } | Error::Runtime(_) => {
-                ErrorKind::Other
-            }
+            Error::Changed { .. }
+            | Error::TooLarge { .. }
+            | Error::TooManyEntries { .. }
+            | Error::Store { .. }
+            | Error::Runtime(_) => ErrorKind::Other,
         }
     }
 
@@ -228,8 +233,14 @@ pub(crate) fn transport(err: &object_store::Error) -> Transport {
                 _ => Transport::Other,
             };
         }
-        if let Some(code) = status_in(&e.to_string()) {
+        let msg = e.to_string();
+        if let Some(code) = status_in(&msg) {
             return Transport::Status(code);
+        }
+        // object_store checks the Content-Range of some answers itself (Azure): a range that
+        // starts at or past the end is then this message, not a 416.
+        if msg.starts_with("Wanted range starting at ") {
+            return Transport::Status(416);
         }
         cur = e.source();
     }

@@ -31,11 +31,20 @@ pub struct CacheConfig {
     pub max_blocks_per_request: usize,
     /// Extra blocks fetched with a miss while reads are sequential (default 8).
     pub readahead_blocks: usize,
+    /// Two runs of missing blocks separated by at most this many cached blocks are fetched by
+    /// one GET, the cached ones again (default 2: a round trip costs more than 2 MiB).
+    pub max_gap_blocks: usize,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { block_size: 1 << 20, max_blocks: 32, max_blocks_per_request: 16, readahead_blocks: 8 }
+        CacheConfig {
+            block_size: 1 << 20,
+            max_blocks: 32,
+            max_blocks_per_request: 16,
+            readahead_blocks: 8,
+            max_gap_blocks: 2,
+        }
     }
 }
 
@@ -229,10 +238,14 @@ impl RemoteFile {
         sorted.dedup();
         let bs = self.cfg.block_size;
         let size = self.info.size;
+        let gap = self.cfg.max_gap_blocks as u64;
         let mut runs: Vec<(u64, u64)> = Vec::new(); // (first block, count)
         for b in sorted {
             match runs.last_mut() {
-                Some((f, n)) if *f + *n == b && (*n as usize) < self.cfg.max_blocks_per_request => *n += 1,
+                // Extend the run over a small gap (cached blocks fetched again).
+                Some((f, n)) if b - (*f + *n) <= gap && (b - *f) < self.cfg.max_blocks_per_request as u64 => {
+                    *n = b - *f + 1
+                }
                 _ => runs.push((b, 1)),
             }
         }
@@ -269,7 +282,13 @@ mod tests {
     }
 
     fn small() -> CacheConfig {
-        CacheConfig { block_size: 4096, max_blocks: 4, max_blocks_per_request: 3, readahead_blocks: 2 }
+        CacheConfig {
+            block_size: 4096,
+            max_blocks: 4,
+            max_blocks_per_request: 3,
+            readahead_blocks: 2,
+            max_gap_blocks: 0,
+        }
     }
 
     #[test]
@@ -314,6 +333,19 @@ mod tests {
         let s = f.stats();
         assert_eq!(s.blocks_fetched, 16);
         assert_eq!(s.fetches, 1 + 15usize.div_ceil(3) as u64, "{s:?}");
+    }
+
+    #[test]
+    fn small_gaps_are_fetched_again_instead_of_split() {
+        let (_d, store, data) = setup(64 * 1024);
+        for (gap, fetches) in [(0, 2), (1, 1)] {
+            let f = RemoteFile::open(&store, "b/memfile", CacheConfig { max_gap_blocks: gap, ..small() }).unwrap();
+            f.read_exact_at(&mut [0u8; 1], 4096).unwrap();
+            let mut buf = vec![0u8; 3 * 4096];
+            f.read_exact_at(&mut buf, 0).unwrap();
+            assert_eq!(buf, data[..3 * 4096]);
+            assert_eq!(f.stats().fetches, 1 + fetches, "gap {gap}");
+        }
     }
 
     #[test]

@@ -424,7 +424,7 @@ fn split_url(raw: &str) -> Result<Parts<'_>> {
         {
             (s, r)
         }
-        Some((s, _)) if s.is_empty() => return Err(invalid("missing protocol scheme")),
+        Some(("", _)) => return Err(invalid("missing protocol scheme")),
         _ => ("", raw),
     };
     let (rest, query) = match rest.split_once('?') {
@@ -452,10 +452,10 @@ fn split_url(raw: &str) -> Result<Parts<'_>> {
     };
     // Go refuses a port that is not all digits.
     let after_ipv6 = host.rfind(']').map_or(0, |i| i + 1);
-    if let Some(i) = host[after_ipv6..].find(':') {
-        if !host[after_ipv6 + i + 1..].bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid("invalid port after host"));
-        }
+    if let Some(i) = host[after_ipv6..].find(':')
+        && !host[after_ipv6 + i + 1..].bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid("invalid port after host"));
     }
     let host = unescape(host).ok_or_else(|| invalid("invalid URL escape in host"))?;
     let path = unescape(raw_path).ok_or_else(|| invalid("invalid URL escape in path"))?;

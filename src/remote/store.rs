@@ -374,10 +374,7 @@ impl Store {
     pub fn read_all(&self, key: &str, max: u64) -> Result<Vec<u8>> {
         let i = self.head(key)?;
         if i.size > max {
-            return Err(Error::Config {
-                store: self.object_url(key),
-                reason: format!("object is {} bytes, more than the {max} bytes allowed for it", i.size),
-            });
+            return Err(Error::TooLarge { object: self.object_url(key), size: i.size, max });
         }
         Ok(self.read_range_checked(key, 0..i.size, i.etag.as_deref())?.to_vec())
     }
@@ -670,10 +667,10 @@ async fn fetch(
         }
         Err(e) => return Err(classify(url, e)),
     };
-    if let (Some(want), Some(got)) = (&etag, &r.meta.e_tag) {
-        if want != got {
-            return Err(Error::Changed { object: url, before: want.clone(), after: got.clone() });
-        }
+    if let (Some(want), Some(got)) = (&etag, &r.meta.e_tag)
+        && want != got
+    {
+        return Err(Error::Changed { object: url, before: want.clone(), after: got.clone() });
     }
     let bytes = r.bytes().await.map_err(|e| classify(url.clone(), e))?;
     Counters::add(&counters.bytes_read, bytes.len() as u64);
