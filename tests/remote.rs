@@ -390,6 +390,24 @@ fn faults(p: P) {
     assert!(proxy.seen().iter().any(|(_, _, a)| *a == "pass"));
 }
 
+/// Parallel fetches are bounded by `max_concurrency`: 12 slow ranges with a limit of 3 never
+/// have more than 3 requests at the server, and do run in parallel.
+#[test]
+fn s3_parallel_fetches_are_bounded() {
+    let Some(b) = bucket(P::S3) else { return };
+    let obj = data(12 << 10, 9);
+    b.seed("p/memfile", &obj, &[]);
+    let proxy = FaultProxy::start(b.server.port);
+    proxy.push(Some("GET"), "memfile", usize::MAX, Action::Delay(Duration::from_millis(150)));
+    let store = b.store_at(&proxy.endpoint(), &Config { max_concurrency: 3, ..config() });
+    let ranges: Vec<_> = (0..12u64).map(|i| i * 1024..(i + 1) * 1024).collect();
+    let got = store.read_ranges("p/memfile", &ranges, None).unwrap();
+    assert!(got.iter().zip(&ranges).all(|(g, r)| g[..] == obj[r.start as usize..r.end as usize]));
+    assert_eq!(store.stats().get, 12);
+    let m = proxy.max_in_flight();
+    assert!((2..=3).contains(&m), "{m} requests in flight at most");
+}
+
 /// An object replaced after it was opened is `Changed`, not a silent mix of old and new bytes.
 fn replaced_while_reading(p: P) {
     let Some(b) = bucket(p) else { return };

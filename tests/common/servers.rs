@@ -353,6 +353,27 @@ struct ProxyState {
     rules: Vec<Rule>,
     /// (method, path, what was done)
     seen: Vec<(String, String, &'static str)>,
+    /// Connections being handled now, and the most at any time.
+    active: usize,
+    max_active: usize,
+}
+
+/// Counts a connection as active while it lives.
+struct Active<'a>(&'a Mutex<ProxyState>);
+
+impl<'a> Active<'a> {
+    fn new(st: &'a Mutex<ProxyState>) -> Self {
+        let mut s = st.lock().unwrap();
+        s.active += 1;
+        s.max_active = s.max_active.max(s.active);
+        Active(st)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().active -= 1;
+    }
 }
 
 /// An HTTP/1.1 proxy on a loopback port in front of one server. Every request is forwarded with
@@ -400,9 +421,15 @@ impl FaultProxy {
     pub fn seen(&self) -> Vec<(String, String, &'static str)> {
         self.state.lock().unwrap().seen.clone()
     }
+
+    /// The most connections handled at the same time so far.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_active
+    }
 }
 
 fn handle(mut client: TcpStream, upstream: u16, st: &Mutex<ProxyState>) -> std::io::Result<()> {
+    let _active = Active::new(st);
     let (head, early) = read_head(&mut client)?;
     let line_end = find(&head, b"\r\n").unwrap_or(head.len());
     let first = String::from_utf8_lossy(&head[..line_end]).to_string();
