@@ -27,6 +27,7 @@ pub mod layer;
 pub mod metadata;
 pub mod output;
 pub mod progress;
+pub mod remote;
 pub mod report;
 pub mod rootfs;
 pub mod snapshot;
