@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,373 @@
+//! [`RemoteFile`]: positional reads of one object through a bounded block cache.
+//!
+//! This is what a `Device` reads an image through, so the header decides which ranges are
+//! fetched: a read is rounded out to whole blocks, blocks already cached cost nothing, and the
+//! missing ones are fetched with as few ranged GETs as possible (adjacent misses are one GET;
+//! separate runs are fetched in parallel). Sequential reading is detected and pulls
+//! `readahead_blocks` more blocks into the same GET; [`RemoteFile::prefetch`] fetches ranges the
+//! caller knows it will need (e.g. every mapping of a header) ahead of time.
+//!
+//! Memory is bounded: at most `max_blocks` blocks stay cached (least recently used goes first),
+//! plus the blocks of reads in progress.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use super::error::{Error, Result};
+use super::store::{ObjectInfo, Store};
+
+/// Block cache settings of a [`RemoteFile`].
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Fetch granularity in bytes (default 1 MiB; at least 4 KiB). One block costs about as much
+    /// as 4 KiB on a cloud store: the round trip dominates.
+    pub block_size: u64,
+    /// Blocks kept (default 32, so 32 MiB with the default block size).
+    pub max_blocks: usize,
+    /// Most blocks fetched by one GET (default 16). Longer runs become several GETs in parallel.
+    pub max_blocks_per_request: usize,
+    /// Extra blocks fetched with a miss while reads are sequential (default 8).
+    pub readahead_blocks: usize,
+    /// Two runs of missing blocks separated by at most this many cached blocks are fetched by
+    /// one GET, the cached ones again (default 2: a round trip costs more than 2 MiB).
+    pub max_gap_blocks: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            block_size: 1 << 20,
+            max_blocks: 32,
+            max_blocks_per_request: 16,
+            readahead_blocks: 8,
+            max_gap_blocks: 2,
+        }
+    }
+}
+
+/// What a [`RemoteFile`] did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// `read_exact_at` calls.
+    pub reads: u64,
+    /// Blocks a read found in the cache.
+    pub block_hits: u64,
+    /// Blocks fetched (reads, readahead and prefetch).
+    pub blocks_fetched: u64,
+    /// Ranged GETs sent (one per run of adjacent blocks).
+    pub fetches: u64,
+    /// Bytes fetched.
+    pub bytes_fetched: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// block index → (last use, bytes)
+    blocks: HashMap<u64, (u64, Bytes)>,
+    tick: u64,
+    /// End of the previous read, to detect sequential reading.
+    last_end: Option<u64>,
+    stats: CacheStats,
+}
+
+/// One object, readable at any offset. Safe to share between threads (`&self` reads); two
+/// threads missing the same block at the same moment may both fetch it.
+#[derive(Debug)]
+pub struct RemoteFile {
+    store: Store,
+    info: ObjectInfo,
+    cfg: CacheConfig,
+    state: Mutex<State>,
+}
+
+impl RemoteFile {
+    /// Open `key` (one HEAD for its size and ETag).
+    pub fn open(store: &Store, key: &str, cfg: CacheConfig) -> Result<RemoteFile> {
+        let info = store.head(key)?;
+        RemoteFile::from_info(store, info, cfg)
+    }
+
+    /// Open an object whose size and ETag are already known (from a HEAD or a listing), without
+    /// a request.
+    pub fn from_info(store: &Store, info: ObjectInfo, cfg: CacheConfig) -> Result<RemoteFile> {
+        if cfg.block_size < 4096 || cfg.block_size > 64 << 20 || cfg.max_blocks == 0 || cfg.max_blocks_per_request == 0
+        {
+            return Err(Error::Config {
+                store: store.object_url(&info.key),
+                reason: "block_size must be 4 KiB..64 MiB, max_blocks and max_blocks_per_request at least 1".into(),
+            });
+        }
+        Ok(RemoteFile { store: store.clone(), info, cfg, state: Mutex::new(State::default()) })
+    }
+
+    /// Size of the object in bytes.
+    pub fn size(&self) -> u64 {
+        self.info.size
+    }
+
+    /// The key, size, ETag and metadata it was opened with.
+    pub fn info(&self) -> &ObjectInfo {
+        &self.info
+    }
+
+    /// What the cache did so far.
+    pub fn stats(&self) -> CacheStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a consistent map (entries are inserted whole).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fill `buf` with the object's bytes at `offset`. A read past the end is
+    /// [`Error::PastEnd`]; a store that answers with fewer bytes is [`Error::ShortRead`]; an
+    /// object replaced since it was opened is [`Error::Changed`].
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let len = buf.len() as u64;
+        let end = offset.checked_add(len).filter(|e| *e <= self.info.size).ok_or_else(|| Error::PastEnd {
+            object: self.store.object_url(&self.info.key),
+            offset,
+            len,
+            size: self.info.size,
+        })?;
+        if len == 0 {
+            return Ok(());
+        }
+        let bs = self.cfg.block_size;
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let last_block = (self.info.size - 1) / bs;
+        let (have, missing) = {
+            let mut st = self.lock();
+            st.stats.reads += 1;
+            let sequential = st.last_end == Some(offset);
+            st.last_end = Some(end);
+            let mut have = HashMap::new();
+            let mut missing = Vec::new();
+            for b in first..=last {
+                match st.blocks.get(&b) {
+                    Some((_, bytes)) => {
+                        have.insert(b, bytes.clone());
+                    }
+                    None => missing.push(b),
+                }
+            }
+            st.stats.block_hits += have.len() as u64;
+            // Sequential and missing something: read ahead in the same request.
+            if sequential && !missing.is_empty() {
+                let ahead = (last + 1..=last.saturating_add(self.cfg.readahead_blocks as u64).min(last_block))
+                    .filter(|b| !st.blocks.contains_key(b));
+                missing.extend(ahead);
+            }
+            (have, missing)
+        };
+        let fetched = self.fetch_blocks(&missing)?;
+        let mut pos = offset;
+        let mut out = 0usize;
+        while pos < end {
+            let b = pos / bs;
+            let block =
+                have.get(&b).or_else(|| fetched.get(&b)).expect("every block of the read was fetched or cached");
+            let in_block = (pos - b * bs) as usize;
+            let n = ((end - pos) as usize).min(block.len() - in_block);
+            buf[out..out + n].copy_from_slice(&block[in_block..in_block + n]);
+            out += n;
+            pos += n as u64;
+        }
+        let mut st = self.lock();
+        st.tick += 1;
+        let t = st.tick;
+        for b in have.keys() {
+            if let Some(e) = st.blocks.get_mut(b) {
+                e.0 = t;
+            }
+        }
+        self.insert(&mut st, fetched, t);
+        Ok(())
+    }
+
+    /// Fetch the blocks covering `ranges` now (coalesced, in parallel), so later reads of them
+    /// hit the cache. Only as much as the cache holds is kept; ranges past the end are clipped.
+    pub fn prefetch(&self, ranges: &[Range<u64>]) -> Result<()> {
+        let bs = self.cfg.block_size;
+        let size = self.info.size;
+        let mut want: Vec<u64> = Vec::new();
+        {
+            let st = self.lock();
+            for r in ranges {
+                let (start, end) = (r.start.min(size), r.end.min(size));
+                if start >= end {
+                    continue;
+                }
+                want.extend((start / bs..=(end - 1) / bs).filter(|b| !st.blocks.contains_key(b)));
+            }
+        }
+        want.sort_unstable();
+        want.dedup();
+        want.truncate(self.cfg.max_blocks);
+        let fetched = self.fetch_blocks(&want)?;
+        let mut st = self.lock();
+        st.tick += 1;
+        let t = st.tick;
+        self.insert(&mut st, fetched, t);
+        Ok(())
+    }
+
+    fn insert(&self, st: &mut State, fetched: HashMap<u64, Bytes>, tick: u64) {
+        for (b, bytes) in fetched {
+            st.blocks.insert(b, (tick, bytes));
+        }
+        while st.blocks.len() > self.cfg.max_blocks {
+            let Some(oldest) = st.blocks.iter().min_by_key(|(_, (t, _))| *t).map(|(b, _)| *b) else { break };
+            st.blocks.remove(&oldest);
+        }
+    }
+
+    /// Fetch `blocks` (any order): runs of adjacent blocks become one ranged GET each (at most
+    /// `max_blocks_per_request` blocks), all runs in parallel.
+    fn fetch_blocks(&self, blocks: &[u64]) -> Result<HashMap<u64, Bytes>> {
+        let mut out = HashMap::new();
+        if blocks.is_empty() {
+            return Ok(out);
+        }
+        let mut sorted = blocks.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let bs = self.cfg.block_size;
+        let size = self.info.size;
+        let gap = self.cfg.max_gap_blocks as u64;
+        let mut runs: Vec<(u64, u64)> = Vec::new(); // (first block, count)
+        for b in sorted {
+            match runs.last_mut() {
+                // Extend the run over a small gap (cached blocks fetched again).
+                Some((f, n)) if b - (*f + *n) <= gap && (b - *f) < self.cfg.max_blocks_per_request as u64 => {
+                    *n = b - *f + 1
+                }
+                _ => runs.push((b, 1)),
+            }
+        }
+        let ranges: Vec<Range<u64>> = runs.iter().map(|&(f, n)| f * bs..((f + n) * bs).min(size)).collect();
+        let got = self.store.read_ranges(&self.info.key, &ranges, self.info.etag.as_deref())?;
+        let mut st = self.lock();
+        st.stats.fetches += ranges.len() as u64;
+        for ((first, n), bytes) in runs.into_iter().zip(got) {
+            st.stats.bytes_fetched += bytes.len() as u64;
+            st.stats.blocks_fetched += n;
+            for i in 0..n {
+                let start = (i * bs) as usize;
+                let stop = (((i + 1) * bs) as usize).min(bytes.len());
+                out.insert(first + i, bytes.slice(start..stop));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::{Config, Env, ErrorKind, Location};
+
+    fn setup(size: usize) -> (tempfile::TempDir, Store, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4096) as u8).collect();
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        std::fs::write(dir.path().join("b/memfile"), &data).unwrap();
+        let store =
+            Store::open(&Location::Local { path: dir.path().into() }, &Env::empty(), &Config::default()).unwrap();
+        (dir, store, data)
+    }
+
+    fn small() -> CacheConfig {
+        CacheConfig {
+            block_size: 4096,
+            max_blocks: 4,
+            max_blocks_per_request: 3,
+            readahead_blocks: 2,
+            max_gap_blocks: 0,
+        }
+    }
+
+    #[test]
+    fn reads_match_the_object_and_the_cache_is_bounded() {
+        let (_d, store, data) = setup(64 * 1024 + 100);
+        let f = RemoteFile::open(&store, "b/memfile", small()).unwrap();
+        for (off, len) in [(0usize, 10usize), (4090, 20), (8192, 4096), (65530, 106), (100, 30000)] {
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, off as u64).unwrap();
+            assert_eq!(buf, data[off..off + len], "read {len} at {off}");
+            assert!(f.lock().blocks.len() <= 4);
+        }
+        let e = f.read_exact_at(&mut [0u8; 2], data.len() as u64 - 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Truncated);
+        assert!(matches!(e, Error::PastEnd { .. }));
+    }
+
+    #[test]
+    fn hits_cost_nothing_and_adjacent_misses_are_one_fetch() {
+        let (_d, store, _data) = setup(64 * 1024);
+        let f = RemoteFile::open(&store, "b/memfile", small()).unwrap();
+        let mut buf = vec![0u8; 3 * 4096];
+        f.read_exact_at(&mut buf, 4096).unwrap();
+        assert_eq!((f.stats().fetches, f.stats().blocks_fetched), (1, 3));
+        f.read_exact_at(&mut buf[..100], 5000).unwrap();
+        assert_eq!(f.stats().fetches, 1);
+        assert_eq!(f.stats().block_hits, 1);
+    }
+
+    #[test]
+    fn sequential_reads_read_ahead() {
+        let (_d, store, data) = setup(64 * 1024);
+        let f = RemoteFile::open(&store, "b/memfile", small()).unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1024];
+        for off in (0..data.len()).step_by(1024) {
+            f.read_exact_at(&mut buf, off as u64).unwrap();
+            out.extend_from_slice(&buf);
+        }
+        assert_eq!(out, data);
+        // 16 blocks: the first miss is not sequential (1 block), then each miss brings 2 more.
+        let s = f.stats();
+        assert_eq!(s.blocks_fetched, 16);
+        assert_eq!(s.fetches, 1 + 15usize.div_ceil(3) as u64, "{s:?}");
+    }
+
+    #[test]
+    fn small_gaps_are_fetched_again_instead_of_split() {
+        let (_d, store, data) = setup(64 * 1024);
+        for (gap, fetches) in [(0, 2), (1, 1)] {
+            let f = RemoteFile::open(&store, "b/memfile", CacheConfig { max_gap_blocks: gap, ..small() }).unwrap();
+            f.read_exact_at(&mut [0u8; 1], 4096).unwrap();
+            let mut buf = vec![0u8; 3 * 4096];
+            f.read_exact_at(&mut buf, 0).unwrap();
+            assert_eq!(buf, data[..3 * 4096]);
+            assert_eq!(f.stats().fetches, 1 + fetches, "gap {gap}");
+        }
+    }
+
+    #[test]
+    fn prefetch_fills_the_cache() {
+        let (_d, store, _data) = setup(64 * 1024);
+        let f = RemoteFile::open(&store, "b/memfile", small()).unwrap();
+        f.prefetch(&[0..10, 20000..20001, 40000..50000]).unwrap();
+        let before = f.stats();
+        assert_eq!(before.blocks_fetched, 4, "capped at max_blocks: {before:?}");
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, 5).unwrap();
+        f.read_exact_at(&mut b, 20000).unwrap();
+        assert_eq!(f.stats().fetches, before.fetches);
+    }
+
+    #[test]
+    fn a_shrunken_object_is_a_short_read() {
+        let (d, store, _data) = setup(64 * 1024);
+        let f = RemoteFile::open(&store, "b/memfile", small()).unwrap();
+        std::fs::OpenOptions::new().write(true).open(d.path().join("b/memfile")).unwrap().set_len(10000).unwrap();
+        let e = f.read_exact_at(&mut [0u8; 100], 20000).unwrap_err();
+        assert!(matches!(e, Error::ShortRead { got: 0, .. }), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Truncated);
+    }
+}
