@@ -201,6 +201,16 @@ done
 run_section "verify scaling" bench_verify_scaling
 run_section "snapfile CRC" bench_crc
 run_section "peak memory" bench_rss
+# The mount cycle inject-envd/rewrite-wrapper pay on the mount backend (was a timing loop in
+# tests/mount.rs; timings belong here, not in the test suite). Needs root.
+bench_mount_cycle() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "NOTE|mount cycle: not root, not measured"
+        return 0
+    fi
+    "$ROOT/target/release/examples/mountcycle"
+}
+run_section "mount cycle" bench_mount_cycle
 # Deleting the inputs (thousands of files and multi-GiB sparse images, one discard per freed
 # extent on a discard-mounted disk) takes a while too: timed as its own section so the wall
 # time below is the whole run.

@@ -83,7 +83,7 @@ pub fn write_layer(
 /// [`write_layer`] in a chosen layout. For V4/V5 the header carries a builds section: this
 /// build's size, SHA-256 and frame table, and the entries of the parent's header for every
 /// ancestor still referenced (tables trimmed to the frames this layer reads, as E2B does).
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "the layout knobs of a layer; a struct would be built once per call")]
 pub fn write_layer_as(
     image: &dyn ReadAt,
     dir: &Path,

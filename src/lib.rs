@@ -1,6 +1,6 @@
 //! tmpl: find and fix broken E2B sandbox templates.
 //!
-//! Layers, top to bottom (see ../shared/design.md): `cli` parses; `commands` resolve inputs,
+//! Layers, top to bottom (docs/architecture.md draws them with the module graph): `cli` parses; `commands` resolve inputs,
 //! call the domain and return a report; `output`/`report` render it; the domain modules
 //! (`storage`, `build`, `metadata`, `header`, `snapshot`, `device`, `rootfs`, `elf`, `checks`)
 //! never print and never import clap.

@@ -78,7 +78,7 @@ fn json_get_reads_paths_and_keeps_64_bit_integers() {
     let has =
         |t: &str| Command::new("bash").arg("-c").arg(format!("command -v {t}")).output().unwrap().status.success();
     if !has("python3") && !has("jq") {
-        eprintln!("SKIP: json_get needs python3 or jq, neither is installed");
+        common::skip("json_get needs python3 or jq, neither is installed");
         return;
     }
     let big: u64 = 12_713_211_618_403_352_085; // above 2^53: a double would round it

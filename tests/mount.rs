@@ -3,7 +3,7 @@
 //! oracles.
 //!
 //! These need root (CAP_SYS_ADMIN and /dev/loop-control). Not root: they skip with a message,
-//! unless `TMPL_TEST_REQUIRE_TOOLS` is set (CI), where they fail. Root that still cannot mount
+//! unless `TMPL_TEST_REQUIRE_TOOLS=1` (CI), where they fail. Root that still cannot mount
 //! (no loop driver, no capability in a container) fails: that is a broken test machine.
 //!
 //! Mounts live in a private mount namespace owned by one thread of the process: the host's
@@ -26,19 +26,15 @@ use sha2::{Digest, Sha256};
 use tmpl::device::Device;
 use tmpl::rootfs::Rootfs;
 use tmpl::sys::{
-    AttachMethod, LoopDevice, LoopOptions, MountError, MountOptions, is_mount_point, loop_uses, mount_image, time_cycle,
+    AttachMethod, LoopDevice, LoopOptions, MountError, MountOptions, is_mount_point, loop_uses, mount_image,
 };
 
-/// Root? If not: fail when `TMPL_TEST_REQUIRE_TOOLS` is set, else say why and skip.
+/// Root? If not: fail when `TMPL_TEST_REQUIRE_TOOLS=1`, else say why and skip.
 fn root() -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    if std::env::var_os("TMPL_TEST_REQUIRE_TOOLS").is_some() {
-        panic!("the mount tests need root (CAP_SYS_ADMIN, /dev/loop-control) and TMPL_TEST_REQUIRE_TOOLS is set");
-    }
-    eprintln!("SKIP: the mount tests need root (CAP_SYS_ADMIN, /dev/loop-control); run them as root");
-    false
+    common::skip("the mount tests need root (CAP_SYS_ADMIN, /dev/loop-control); run them as root")
 }
 
 /// A scratch area: an image built from a small tree, and an empty parent for mount points (so a
@@ -466,32 +462,6 @@ fn child_unprivileged_mount() {
     let e = mount_image(&image, &opts).unwrap_err();
     let err: tmpl::Error = e.into();
     println!("CHILD-ERROR: {err} (exit code {})", err.exit_code());
-}
-
-/// Not asserted: how long attach + mount + unmount takes here (`--nocapture` to see it).
-#[test]
-fn timing_of_attach_mount_unmount() {
-    if !root() {
-        return;
-    }
-    let s = Scratch::new(64);
-    for opts in [s.opts(), s.opts_ro()] {
-        let mut runs = Vec::new();
-        for _ in 0..5 {
-            runs.push(time_cycle(&s.image, &opts).unwrap());
-        }
-        runs.sort_by_key(|t| t.total);
-        let med = runs[runs.len() / 2];
-        println!(
-            "mount cycle ({}), median of 5 on a 64 MiB image: attach {:?}, mount {:?}, sync+unmount+release {:?}, total {:?}",
-            if opts.read_only { "read-only" } else { "read-write" },
-            med.attach,
-            med.mount,
-            med.unmount,
-            med.total
-        );
-    }
-    assert_clean(&s, None);
 }
 
 /// The processes' mount tables that list a mount whose point contains `marker`.

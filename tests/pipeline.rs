@@ -547,7 +547,7 @@ fn kernel_unavailable_skips_the_boot_test_step() {
         .map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")))
         .unwrap_or(false);
     if has_boot_kernels {
-        eprintln!("SKIP: /boot has kernels, so boot-test finds one here (the no-QEMU test covers skipping)");
+        common::skip("/boot has kernels, so boot-test finds one here (the no-QEMU test covers skipping)");
         return;
     }
     let s = Scratch::new();

@@ -57,19 +57,23 @@ impl Usage {
 }
 
 fn blocks(st: &Stat) -> u64 {
-    #[allow(clippy::unnecessary_cast)]
-    let b = st.st_blocks as u64;
-    b.saturating_mul(512)
+    // st_blocks is a signed blkcnt_t; a negative count (never written by Linux) counts as 0.
+    u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512)
 }
 
 fn is_dir(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::Directory
 }
 
+/// A stat field widened to u64: dev_t, ino_t and nlink_t are u64 on x86_64 Linux but u32 for
+/// nlink_t on aarch64: generic, so it is a widening on one target and the identity on another.
+fn wide<T: Into<u64>>(v: T) -> u64 {
+    v.into()
+}
+
 /// Device and inode of a stat.
 pub fn file_id(st: &Stat) -> FileId {
-    #[allow(clippy::unnecessary_cast)]
-    FileId { dev: st.st_dev as u64, ino: st.st_ino as u64 }
+    FileId { dev: wide(st.st_dev), ino: wide(st.st_ino) }
 }
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
@@ -181,8 +185,7 @@ fn measure_dir(fd: &OwnedFd, seen: &Mutex<HashSet<(u64, u64)>>) -> io::Result<Us
             subdirs.push(name);
             continue;
         }
-        #[allow(clippy::unnecessary_cast)]
-        if st.st_nlink as u64 > 1 {
+        if wide(st.st_nlink) > 1 {
             let id = file_id(&st);
             if !seen.lock().map(|mut s| s.insert((id.dev, id.ino))).unwrap_or(true) {
                 own.files += 1;

@@ -80,6 +80,7 @@ pub fn catalog() -> Vec<&'static Check> {
         memfile::CHECKS,
         rootfs::CHECKS,
         contents::CHECKS,
+        manifest::CHECKS,
         leftovers::CHECKS,
     ] {
         all.extend_from_slice(list);
@@ -185,6 +186,120 @@ fn run_checks(build: &Build, scan: Scan) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every check constant declared in `src/` (`pub const NAME` of type `Check`, written out or
+    /// through a `check!(NAME, "id", ..)` macro): (file, const name, id).
+    fn declared_checks() -> Vec<(std::path::PathBuf, String, String)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        let mut out = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Code only: test modules (this one included) declare no checks.
+            let text = text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find(": Check = Check {") {
+                let name = rest[..at].rsplit(|c: char| c.is_whitespace()).next().unwrap().to_string();
+                let body = &rest[at..];
+                if name.starts_with('$') {
+                    // The `check!` macro's own definition (its uses are read below).
+                    rest = &body[1..];
+                    continue;
+                }
+                let id_at =
+                    body.find("id: \"").unwrap_or_else(|| panic!("a Check literal in {} names no id", f.display())) + 5;
+                let id = body[id_at..].split('"').next().unwrap().to_string();
+                out.push((f.clone(), name, id));
+                rest = &body[id_at..];
+            }
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("\ncheck!(") {
+                let body = &rest[at + "\ncheck!(".len()..];
+                let name = body.split(',').next().unwrap().trim().to_string();
+                let id = body.split('"').nth(1).unwrap().to_string();
+                out.push((f.clone(), name, id));
+                rest = body;
+            }
+        }
+        out
+    }
+
+    /// The catalog (what `tmpl explain` lists) is exactly the set of checks the code declares,
+    /// and every declared check is used somewhere besides its declaration and its module's
+    /// `CHECKS` list (so the code can emit it). Read from the source so a new `Check` that is
+    /// not listed, or a listed one nothing emits any more, fails here.
+    #[test]
+    fn catalog_matches_the_checks_the_code_declares_and_emits() {
+        let declared = declared_checks();
+        assert!(declared.len() > 50, "the source scan found only {} checks", declared.len());
+        let mut declared_ids: Vec<&str> = declared.iter().map(|(_, _, id)| id.as_str()).collect();
+        declared_ids.sort_unstable();
+        let mut catalog_ids: Vec<&str> = catalog().iter().map(|c| c.id).collect();
+        catalog_ids.sort_unstable();
+        let not_listed: Vec<&&str> = declared_ids.iter().filter(|id| !catalog_ids.contains(id)).collect();
+        let not_declared: Vec<&&str> = catalog_ids.iter().filter(|id| !declared_ids.contains(id)).collect();
+        assert!(
+            not_listed.is_empty() && not_declared.is_empty() && declared_ids.len() == catalog_ids.len(),
+            "declared but not in checks::catalog(): {not_listed:?}; in the catalog but not found in src/: {not_declared:?}"
+        );
+
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let all_sources: Vec<(std::path::PathBuf, String)> = {
+            let mut v = Vec::new();
+            let mut stack = vec![src.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(d).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if p.extension().is_some_and(|x| x == "rs") {
+                        let t = std::fs::read_to_string(&p).unwrap();
+                        // Code only: a test module's mentions do not make a check emittable.
+                        let t = t.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
+                        v.push((p, t));
+                    }
+                }
+            }
+            v
+        };
+        let word = |hay: &str, name: &str| -> usize {
+            hay.match_indices(name)
+                .filter(|(i, _)| {
+                    let before = hay[..*i].chars().next_back();
+                    let after = hay[i + name.len()..].chars().next();
+                    !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                        && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                })
+                .count()
+        };
+        for (file, name, id) in &declared {
+            let module = file.file_stem().unwrap().to_str().unwrap();
+            let module =
+                if module == "mod" { file.parent().unwrap().file_name().unwrap().to_str().unwrap() } else { module };
+            let mut uses = 0;
+            for (p, text) in &all_sources {
+                if p == file {
+                    // Minus the declaration and the `CHECKS` list entry.
+                    let list =
+                        text.split("pub const CHECKS").nth(1).map(|t| t.split("];").next().unwrap()).unwrap_or("");
+                    uses += word(text, name).saturating_sub(1 + word(list, name));
+                } else {
+                    uses += word(text, &format!("{module}::{name}"));
+                }
+            }
+            assert!(uses > 0, "{id} ({}::{name}) is in the catalog but no code emits it", file.display());
+        }
+    }
 
     #[test]
     fn catalog_ids_are_unique_and_well_formed() {

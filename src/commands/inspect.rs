@@ -411,7 +411,10 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
                 let bytes = fs.read(&found.path).map_err(err)?;
                 match String::from_utf8(bytes) {
                     Ok(t) => report.content_utf8 = Some(t),
-                    Err(e) => report.content_base64 = Some(base64(e.as_bytes())),
+                    Err(e) => {
+                        use base64::Engine as _;
+                        report.content_base64 = Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes()));
+                    }
                 }
             }
         }
@@ -433,24 +436,6 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
 /// A sum of untrusted lengths: its size, or that it overflowed.
 fn sum_bytes(b: Option<u64>) -> String {
     b.map_or_else(|| "more than 2^64 bytes (the lengths overflow)".to_string(), human_bytes)
-}
-
-/// Standard base64 (RFC 4648) with padding.
-fn base64(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for c in b.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 impl Report for PathReport {

@@ -471,7 +471,7 @@ impl AsFd for LoopDevice {
 /// The loop ioctls, their argument structs and the only `unsafe` code of the loop support.
 ///
 /// Source of every constant and layout: the kernel's `include/uapi/linux/loop.h`.
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "the loop ioctls have no safe wrapper; every unsafe block here is justified")]
 mod raw {
     use std::ffi::OsStr;
     use std::fs::File;

@@ -257,7 +257,7 @@ struct Namespace {
 
 /// Enter a new mount namespace on this thread (and only this thread: `CLONE_FS` gives it its own
 /// root and working directory first, so the rest of tmpl is not moved).
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "unshare(CLONE_NEWNS) has no safe wrapper; the one unsafe call is justified below")]
 fn unshare_mount_namespace() -> rustix::io::Result<()> {
     use rustix::thread::UnshareFlags;
     // SAFETY: `unshare_unsafe` is unsafe because of CLONE_FILES (file descriptors created on

@@ -2,7 +2,7 @@
 //!
 //! Tests that need an external tool call [`require`]: with `TMPL_TEST_REQUIRE_TOOLS=1` (set in CI)
 //! a missing tool fails the test; otherwise the test prints why it skips.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test crates, each using a part; `expect` would be unfulfilled in some")]
 
 pub mod fixtures;
 pub mod servers;
@@ -10,16 +10,28 @@ pub mod servers;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `TMPL_TEST_REQUIRE_TOOLS=1` (CI): a test that cannot run fails instead of skipping. The one
+/// meaning of the variable: exactly "1" (any other value, or unset, lets tests skip).
+pub fn tools_required() -> bool {
+    std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1")
+}
+
+/// A test cannot run here because `why`: panics when [`tools_required`], else prints why it
+/// skips. Returns false, for `if !cond { return skip(..) }`-style early returns.
+pub fn skip(why: &str) -> bool {
+    if tools_required() {
+        panic!("{why} (TMPL_TEST_REQUIRE_TOOLS=1: this test must run)");
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
 /// Is `tool` available? Panics in CI (TMPL_TEST_REQUIRE_TOOLS=1) when it is not.
 pub fn require(tool: &str) -> bool {
     if tmpl::tools::find(tool, "the package providing it").is_ok() {
         return true;
     }
-    if std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{tool} is required (TMPL_TEST_REQUIRE_TOOLS=1) but not installed");
-    }
-    eprintln!("SKIP: {tool} not installed");
-    false
+    skip(&format!("{tool} is required but not installed"))
 }
 
 /// The tmpl binary under test.
@@ -142,11 +154,7 @@ pub fn require_root() -> bool {
     if rustix::process::geteuid().is_root() {
         return true;
     }
-    if std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("this test needs root (TMPL_TEST_REQUIRE_TOOLS=1)");
-    }
-    eprintln!("SKIP: not root");
-    false
+    skip("this test needs root")
 }
 
 /// The test kernel for boot tests (TMPL_TEST_KERNEL, else target/test-kernel/vmlinuz-* from
@@ -165,28 +173,24 @@ pub fn test_kernel() -> Option<PathBuf> {
     match found {
         Some(k) if k.is_file() => require("qemu-system-x86_64").then_some(k),
         other => {
-            if std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("no test kernel ({other:?}): run scripts/fetch-test-kernel.sh and set TMPL_TEST_KERNEL");
-            }
-            eprintln!("SKIP: no test kernel (run scripts/fetch-test-kernel.sh)");
+            skip(&format!("no test kernel ({other:?}): run scripts/fetch-test-kernel.sh and set TMPL_TEST_KERNEL"));
             None
         }
     }
 }
 
-/// (id, severity, message) of the first build's findings in a `verify --json` document.
+/// (id, severity, message) of the first build's findings in a `verify --json` document. Panics
+/// when the document has no `builds[0].findings` array or a finding lacks one of the fields: a
+/// schema change must fail the "no such finding" checks, not make them pass on an empty list.
 pub fn findings_of(v: &serde_json::Value) -> Vec<(String, String, String)> {
-    v["builds"][0]["findings"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| {
-                    let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
-                    (s("id"), s("severity"), s("message"))
-                })
-                .collect()
+    let list = v["builds"][0]["findings"].as_array().unwrap_or_else(|| panic!("no builds[0].findings array in {v}"));
+    list.iter()
+        .map(|f| {
+            let s =
+                |k: &str| f[k].as_str().unwrap_or_else(|| panic!("finding without a string {k:?}: {f}")).to_string();
+            (s("id"), s("severity"), s("message"))
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// Everything under `root` (hidden files such as backups included): relative path → kind, mode

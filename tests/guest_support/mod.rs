@@ -3,7 +3,7 @@
 //! kernel fails the test when `TMPL_TEST_REQUIRE_TOOLS=1`, as in CI, and skips it otherwise), the
 //! test envd built from tests/fixtures/test-envd.c, and a minimal HTTP/1.1 client over a real
 //! TCP socket.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by several test crates, each using a part; `expect` would be unfulfilled in some")]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,154 @@
+//! No import cycles among tmpl's top-level modules: the `crate::<module>` paths each module's
+//! code (comments and `#[cfg(test)] mod tests` blocks left out) names form a graph with no
+//! cycle. Nothing is allow-listed. docs/architecture.md draws the same graph by layer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rs_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The code of a source file: comment lines and the unit-test module dropped.
+fn code_of(text: &str) -> String {
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+    text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
+}
+
+/// Top-level module → the top-level modules its code names through `crate::`.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_stem().unwrap().to_str().unwrap().to_string();
+        if name == "lib" || name == "main" {
+            continue;
+        }
+        let list = files.entry(name).or_default();
+        if p.is_dir() { rs_files(&p, list) } else { list.push(p) }
+    }
+    let names: BTreeSet<String> = files.keys().cloned().collect();
+    let mut g = BTreeMap::new();
+    for (m, paths) in &files {
+        let mut deps = BTreeSet::new();
+        for p in paths {
+            deps.extend(deps_in(&code_of(&std::fs::read_to_string(p).unwrap()), &names, m));
+        }
+        g.insert(m.clone(), deps);
+    }
+    g
+}
+
+/// The modules of `names` (other than `this`) that `code` names as `crate::a` or in a
+/// `crate::{a, b::c}` group (top level of the group only).
+fn deps_in(code: &str, names: &BTreeSet<String>, this: &str) -> BTreeSet<String> {
+    let mut deps = BTreeSet::new();
+    let mut add = |word: &str| {
+        let word: String = word.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if names.contains(&word) && word != this {
+            deps.insert(word);
+        }
+    };
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            add(rest);
+            continue;
+        };
+        // Split the group at its top-level commas.
+        let (mut depth, mut start) = (0usize, 0usize);
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    add(&group[start..i]);
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    add(&group[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    deps
+}
+
+/// Every cycle's members (strongly connected components of more than one module).
+fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    // Reachability by DFS is plenty for ~40 modules.
+    let reach = |from: &str| -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![from.to_string()];
+        while let Some(v) = stack.pop() {
+            for w in &g[&v] {
+                if seen.insert(w.clone()) {
+                    stack.push(w.clone());
+                }
+            }
+        }
+        seen
+    };
+    let r: BTreeMap<&String, BTreeSet<String>> = g.keys().map(|k| (k, reach(k))).collect();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for a in g.keys() {
+        let comp: Vec<String> =
+            g.keys().filter(|b| *b == a || (r[a].contains(*b) && r[*b].contains(a))).cloned().collect();
+        if comp.len() > 1 && !out.contains(&comp) {
+            out.push(comp);
+        }
+    }
+    out
+}
+
+#[test]
+fn top_level_modules_import_each_other_without_cycles() {
+    let g = graph();
+    assert!(g.len() > 20, "the scan found only {} modules", g.len());
+    assert!(g["commands"].contains("checks") && g["checks"].contains("report"), "the scan misses imports: {g:#?}");
+    let found = cycles(&g);
+    let explain: Vec<String> = found
+        .iter()
+        .map(|c| {
+            let edges: Vec<String> = c
+                .iter()
+                .flat_map(|a| g[a].iter().filter(|b| c.contains(b)).map(move |b| format!("{a} -> {b}")))
+                .collect();
+            format!("{c:?}: {}", edges.join(", "))
+        })
+        .collect();
+    assert!(found.is_empty(), "import cycles among top-level modules:\n{}", explain.join("\n"));
+}
+
+/// The checker itself finds a cycle when there is one (so the test above can fail).
+#[test]
+fn the_cycle_check_sees_a_planted_cycle() {
+    let mut g = graph();
+    g.get_mut("report").unwrap().insert("commands".into());
+    let found = cycles(&g);
+    assert!(
+        found.iter().any(|c| c.contains(&"report".to_string()) && c.contains(&"commands".to_string())),
+        "{found:?}"
+    );
+}
+
+/// Paths and `crate::{a, b::{c, d}}` groups are read as imports of their top-level modules.
+#[test]
+fn paths_and_grouped_imports_are_seen() {
+    let names: BTreeSet<String> = ["build", "report", "vocab", "device", "sys"].map(String::from).into();
+    let code = "use crate::{build::Build, report::{Check, Finding},\n  vocab};\nlet d = crate::device::open(x);";
+    let got = deps_in(code, &names, "checks");
+    assert_eq!(got, ["build", "device", "report", "vocab"].map(String::from).into());
+    assert!(deps_in("use crate::sys::x;", &names, "sys").is_empty(), "a module's own paths are not edges");
+}
