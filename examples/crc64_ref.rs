@@ -3,6 +3,7 @@
 //! Firecracker's CRC reader. Prints the computed and stored values.
 //!
 //! Usage: cargo run --release --example crc64_ref -- SNAPFILE
+#![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 use std::io::Read;
 

@@ -5,6 +5,7 @@
 //!   mkchunkcache DIR BUILDS CHUNKS_PER_OBJECT [CHUNK_BYTES]
 //!
 //! Two objects (memfile, rootfs.ext4) per build: BUILDS × 2 × CHUNKS_PER_OBJECT chunk files.
+#![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 use std::io::Write;
 use std::path::PathBuf;

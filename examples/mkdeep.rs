@@ -5,6 +5,7 @@
 //!
 //! Usage: cargo run --release --example mkdeep -- DIR SIZE_MIB
 //! Prints the two build IDs (plain, zstd).
+#![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -198,7 +198,7 @@ pub fn lz4_decode_frame<R: Read>(
     }
     let mut hc = [0u8; 1];
     read_full(r, &mut hc, "frame descriptor")?;
-    let computed = (XxHash32::oneshot(0, &desc[..dlen]) >> 8) as u8;
+    let [_, computed, _, _] = XxHash32::oneshot(0, &desc[..dlen]).to_le_bytes();
     if hc[0] != computed {
         return Err(Lz4Error::HeaderChecksum { stored: hc[0], computed });
     }
@@ -222,7 +222,7 @@ pub fn lz4_decode_frame<R: Read>(
         if size > max_block {
             return Err(Lz4Error::BlockTooBig { block, size, max: max_block });
         }
-        src.resize(size as usize, 0);
+        src.resize(crate::num::usize_from(size), 0);
         read_full(r, &mut src, "block data")?;
         consumed += size;
         if block_checksums {
@@ -236,7 +236,7 @@ pub fn lz4_decode_frame<R: Read>(
         let out: &[u8] = if stored {
             &src
         } else {
-            dst.resize(max_block as usize, 0);
+            dst.resize(crate::num::usize_from(max_block), 0);
             let n = if independent || window.is_empty() {
                 lz4_flex::block::decompress_into(&src, &mut dst)
             } else {
@@ -513,6 +513,7 @@ pub fn encode_frame(compression: Compression, data: &[u8]) -> io::Result<Vec<u8>
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
 

@@ -377,7 +377,7 @@ impl Device {
                 });
             };
             let data = self.frame(si, fi, offset + done as u64)?;
-            let within = (u - table.frames[fi].start_u) as usize;
+            let within = crate::num::usize_from(u - table.frames[fi].start_u);
             let n = (data.len() - within).min(dst.len() - done);
             dst[done..done + n].copy_from_slice(&data[within..within + n]);
             done += n;
@@ -420,7 +420,7 @@ impl Device {
                 let mut buf = vec![0u8; 1 << 20];
                 let mut done = 0u64;
                 while done < len {
-                    let n = (len - done).min(buf.len() as u64) as usize;
+                    let n = crate::num::usize_from((len - done).min(crate::num::u64_from(buf.len())));
                     self.read_framed(source, &mut buf[..n], storage_offset + done, seg.offset + done)?;
                     if buf[..n].iter().any(|&b| b != 0) {
                         out.write_all_at(&buf[..n], seg.offset + done).map_err(out_err)?;
@@ -466,7 +466,7 @@ pub fn copy_range(src: &File, mut src_off: u64, dst: &File, mut dst_off: u64, le
             ) => {
                 let mut buf = vec![0u8; 1 << 20];
                 while left > 0 {
-                    let n = left.min(buf.len() as u64) as usize;
+                    let n = crate::num::usize_from(left.min(crate::num::u64_from(buf.len())));
                     src.read_exact_at(&mut buf[..n], src_off)?;
                     dst.write_all_at(&buf[..n], dst_off)?;
                     src_off += n as u64;
@@ -493,13 +493,13 @@ impl ReadAt for Device {
             let Some(seg) = self.segments.get(i).filter(|s| s.offset <= at) else {
                 // Beyond the last mapping but within Size: unmapped, reads as zeros.
                 let next = self.segments.get(i).map_or(u64::MAX, |s| s.offset);
-                let n = ((next - at) as usize).min(buf.len() - done);
+                let n = crate::num::usize_from(next - at).min(buf.len() - done);
                 buf[done..done + n].fill(0);
                 done += n;
                 continue;
             };
             let within = at - seg.offset;
-            let n = ((seg.length - within) as usize).min(buf.len() - done);
+            let n = crate::num::usize_from(seg.length - within).min(buf.len() - done);
             let dst = &mut buf[done..done + n];
             match seg.target {
                 Target::Zero => dst.fill(0),

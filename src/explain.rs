@@ -538,7 +538,7 @@ fn explain_exitcode(line: usize, text: &str, status: u32) -> Explanation {
 }
 
 fn explain_init_errno(line: usize, text: &str, path: &str, err: i64, requested: bool) -> Explanation {
-    let n = err.unsigned_abs() as u32;
+    let n = u32::try_from(err.unsigned_abs()).unwrap_or(u32::MAX);
     let (name, what) = errno_name(n);
     let (key, cause) = match n {
         2 => (

@@ -1605,6 +1605,7 @@ fn evaluate(rule: &Rule, config: &KernelConfig) -> Check {
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
     use std::io::Write;

@@ -101,8 +101,8 @@ pub fn write_layer_as(
     let mut maps: Vec<Mapping> = Vec::new();
     let mut own = 0u64;
     let mut sha = Sha256::new();
-    let mut buf = vec![0u8; BS as usize];
-    let mut pbuf = vec![0u8; BS as usize];
+    let mut buf = vec![0u8; crate::num::usize_from(BS)];
+    let mut pbuf = vec![0u8; crate::num::usize_from(BS)];
     let push = |maps: &mut Vec<Mapping>, m: Mapping| {
         if let Some(last) = maps.last_mut()
             && last.build == m.build
@@ -117,7 +117,7 @@ pub fn write_layer_as(
     progress.start("writing layer", size);
     let mut off = 0u64;
     while off < size {
-        let n = BS.min(size - off) as usize;
+        let n = crate::num::usize_from(BS.min(size - off));
         buf[n..].fill(0);
         image.read_exact_at(&mut buf[..n], off).map_err(|e| Error::invalid(dir, e.to_string()))?;
         let m = if buf.iter().all(|&b| b == 0) {
@@ -183,7 +183,13 @@ pub fn write_layer_as(
         std::fs::remove_file(&data_path).map_err(|e| Error::write(&data_path, e))?;
     }
     let checksum: [u8; 32] = if own > 0 { sha.finalize().into() } else { [0; 32] };
-    let mut builds = vec![BuildInfo { build: id, file_size: own as i64, checksum, frames }];
+    let mut builds = vec![BuildInfo {
+        build: id,
+        file_size: i64::try_from(own)
+            .map_err(|_| Error::invalid(&data_path, format!("{own} bytes do not fit a header's signed 64-bit size")))?,
+        checksum,
+        frames,
+    }];
     if let Some(p) = &parent {
         for other in header.referenced_builds() {
             if other == id {
@@ -233,7 +239,13 @@ fn compress_file(plain: &Path, artifact: Artifact, format: &LayerFormat) -> Resu
         }
         let enc = compress::encode_frame(format.compression, &buf[..n]).map_err(|e| Error::write(&out_path, e))?;
         out.write_all(&enc).map_err(|e| Error::write(&out_path, e))?;
-        frames.push(Frame { start_u: u, start_c: c, size_u: n as u32, size_c: enc.len() as u32 });
+        let (Ok(size_u), Ok(size_c)) = (u32::try_from(n), u32::try_from(enc.len())) else {
+            return Err(Error::invalid(
+                &out_path,
+                format!("a frame of {n} bytes compressed to {} does not fit a frame table", enc.len()),
+            ));
+        };
+        frames.push(Frame { start_u: u, start_c: c, size_u, size_c });
         u += n as u64;
         c += enc.len() as u64;
     }
@@ -273,6 +285,7 @@ pub fn sparse_file(path: &Path, len: u64, pages: u64) -> Result<()> {
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
     use crate::progress::NoProgress;

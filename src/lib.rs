@@ -26,6 +26,7 @@ pub mod kconfig;
 pub mod layer;
 pub mod leftovers;
 pub mod metadata;
+pub mod num;
 pub mod output;
 pub mod progress;
 pub mod remote;

@@ -233,7 +233,7 @@ pub fn analyze<'a, R: Read + ?Sized>(
     len: u64,
     reopen: impl FnOnce() -> io::Result<Box<dyn Read + 'a>>,
 ) -> io::Result<SnapfileInfo> {
-    let mut head = Vec::with_capacity(HEAD.min(len as usize));
+    let mut head = Vec::with_capacity(HEAD.min(crate::num::usize_from(len)));
     let mut digest = Digest::new(CrcAlgorithm::Crc64Redis);
     let crc_end = len.saturating_sub(8);
     let mut pos = 0u64;
@@ -241,7 +241,7 @@ pub fn analyze<'a, R: Read + ?Sized>(
     let mut trailing_zeros = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     while pos < len {
-        let want = ((len - pos) as usize).min(buf.len());
+        let want = crate::num::usize_from(len - pos).min(buf.len());
         let n = r.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -256,13 +256,13 @@ pub fn analyze<'a, R: Read + ?Sized>(
         }
         // CRC covers [0, crc_end).
         if pos < crc_end {
-            let upto = ((crc_end - pos) as usize).min(n);
+            let upto = crate::num::usize_from(crc_end - pos).min(n);
             digest.update(&chunk[..upto]);
         }
         // Trailer bytes [crc_end, len) that fall in this chunk.
         if len >= 8 && pos + n as u64 > crc_end {
-            let from = crc_end.saturating_sub(pos) as usize;
-            let at = (pos + from as u64 - crc_end) as usize;
+            let from = crate::num::usize_from(crc_end.saturating_sub(pos));
+            let at = crate::num::usize_from(pos + crate::num::u64_from(from) - crc_end);
             trailer[at..at + (n - from)].copy_from_slice(&chunk[from..]);
         }
         match chunk.iter().rposition(|&b| b != 0) {
@@ -276,7 +276,7 @@ pub fn analyze<'a, R: Read + ?Sized>(
     let crc_ok = len >= 8 && stored_crc == computed_crc;
 
     // Decode only the state bytes, never the CRC trailer.
-    let state_head = &head[..head.len().min(crc_end as usize)];
+    let state_head = &head[..head.len().min(crate::num::usize_from(crc_end))];
     let mut info = decode_head(state_head, len);
     info.stored_crc = stored_crc;
     info.computed_crc = computed_crc;
@@ -831,6 +831,7 @@ pub fn bincode_state_prefix(version: &str, mem_size_mib: u64, kernel: &str) -> V
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
 

@@ -3,6 +3,7 @@
 //! Fixtures are real ext4 images (`mkfs.ext4 -d`) written as layers by the crate's own writer,
 //! which follows the reference layouts (e2b-formats.md §3, §7); debugfs is the oracle for file
 //! contents.
+#![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 mod common;
 

@@ -11,6 +11,7 @@
 //!
 //! Cases per test: `TMPL_FUZZ_CASES` scales them (default 1 = what CI runs, a couple of minutes
 //! on two cores in all).
+#![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 mod common;
 

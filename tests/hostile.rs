@@ -2,6 +2,11 @@
 //! hostile input with real tools (mkfs.ext4 -d, then debugfs to corrupt one inode the way a
 //! damaged or crafted image would) and checks that tmpl answers with a finding, a JSON document
 //! and a documented exit code — no abort, no panic, no unbounded read.
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "test and fixture data of known, small sizes"
+)]
 
 mod common;
 

@@ -3,6 +3,11 @@
 //! 2.9 GiB with `--deep`). Measured in-process by a counting allocator, so the number is the
 //! heap tmpl itself uses, exactly, whatever else runs on the machine. One test in this binary:
 //! nothing else allocates while it measures.
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "test and fixture data of known, small sizes"
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! cache, files held open by this test process, the orchestrator lock held with flock, dry runs
 //! that change nothing, byte counts against `du`, crash safety of the trash step, the cluster
 //! summary and the Nomad job file.
+#![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! Not covered against a server: uploads to GCS (fake-gcs-server accepts only its JSON upload
 //! API, object_store uploads through the XML API; GCS objects are seeded through JSON) and
 //! virtual-hosted S3 addressing with a custom endpoint (needs `bucket.host` DNS).
+#![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 mod common;
 

@@ -280,8 +280,8 @@ impl RemoveErrors {
     }
 
     pub fn summary(&self) -> String {
-        let more = if self.count as usize > self.messages.len() {
-            format!(" (and {} more)", self.count as usize - self.messages.len())
+        let more = if crate::num::usize_from(self.count) > self.messages.len() {
+            format!(" (and {} more)", crate::num::usize_from(self.count) - self.messages.len())
         } else {
             String::new()
         };

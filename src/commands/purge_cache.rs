@@ -266,7 +266,7 @@ impl Report for PurgeReport {
                     sanitize(&e.entry.path.display().to_string()),
                     sanitize(&objs),
                     human_bytes(e.entry.allocated_bytes),
-                    plural(e.entry.files as usize, "file"),
+                    plural(crate::num::usize_from(e.entry.files), "file"),
                 )?;
                 if let Some(err) = &e.error {
                     writeln!(w, "                {}", sanitize(err))?;

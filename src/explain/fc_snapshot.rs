@@ -265,7 +265,7 @@ pub fn explain(line: usize, text: &str) -> Option<Explanation> {
         }
         "io-errno" => {
             let n: i64 = cap(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-            let (name, what) = super::errno_name(n.unsigned_abs() as u32);
+            let (name, what) = super::errno_name(u32::try_from(n.unsigned_abs()).unwrap_or(u32::MAX));
             ex(
                 line,
                 text,

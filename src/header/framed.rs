@@ -54,7 +54,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn i32(&mut self, section: &'static str) -> Result<i32, ParseError> {
-        Ok(self.u32(section)? as i32)
+        Ok(i32::from_le_bytes(self.u32(section)?.to_le_bytes()))
     }
 
     fn i64(&mut self, section: &'static str) -> Result<i64, ParseError> {
@@ -92,7 +92,8 @@ impl<'a> Cursor<'a> {
     /// Go `binary.ReadVarint`: zigzag over a uvarint.
     fn varint(&mut self, entry: u64, section: &'static str) -> Result<i64, ParseError> {
         let ux = self.uvarint(entry, section)?;
-        let x = (ux >> 1) as i64;
+        // ux >> 1 is below 2^63: it fits.
+        let x = i64::try_from(ux >> 1).unwrap_or(i64::MAX);
         Ok(if ux & 1 != 0 { !x } else { x })
     }
 }
@@ -134,7 +135,7 @@ pub(super) fn parse_body(h: &mut Header, body: &[u8]) -> Result<(), ParseError> 
                 have: c.remaining(),
             });
         }
-        let mut maps = Vec::with_capacity(n as usize);
+        let mut maps = Vec::with_capacity(crate::num::usize_from(n));
         for _ in 0..n {
             let r = c.take(MAPPING_LEN, "mappings")?;
             maps.push(Mapping {
@@ -159,7 +160,7 @@ fn parse_builds(c: &mut Cursor) -> Result<Vec<BuildInfo>, ParseError> {
             have: c.remaining(),
         });
     }
-    let mut builds = Vec::with_capacity(n as usize);
+    let mut builds = Vec::with_capacity(crate::num::usize_from(n));
     for _ in 0..n {
         let build = c.id("builds section")?;
         let file_size = c.i64("builds section")?;
@@ -195,18 +196,21 @@ fn parse_frame_table(c: &mut Cursor, build: BuildId) -> Result<FrameTable, Parse
             have: c.remaining(),
         });
     }
-    let mut frames: Vec<Frame> = Vec::with_capacity(count as usize);
+    let mut frames: Vec<Frame> = Vec::with_capacity(crate::num::usize_from(count));
     for i in 0..count {
         let (su, sc) = (c.i64("frame table")?, c.i64("frame table")?);
         let (zu, zc) = (c.i32("frame table")?, c.i32("frame table")?);
         let bad = |reason: String| ParseError::FrameInvalid { build, frame: i, reason };
-        if su < 0 || sc < 0 {
+        let (Ok(start_u), Ok(start_c)) = (u64::try_from(su), u64::try_from(sc)) else {
             return Err(bad(format!("negative start (U {su}, C {sc})")));
-        }
-        if zu <= 0 || zc <= 0 {
+        };
+        let (Ok(size_u), Ok(size_c)) = (u32::try_from(zu), u32::try_from(zc)) else {
+            return Err(bad(format!("zero or negative size (U {zu}, C {zc})")));
+        };
+        if size_u == 0 || size_c == 0 {
             return Err(bad(format!("zero or negative size (U {zu}, C {zc})")));
         }
-        let f = Frame { start_u: su as u64, start_c: sc as u64, size_u: zu as u32, size_c: zc as u32 };
+        let f = Frame { start_u, start_c, size_u, size_c };
         if u64::from(f.size_u) > MAX_FRAME_U || u64::from(f.size_c) > MAX_FRAME_C {
             return Err(bad(format!(
                 "{} bytes uncompressed / {} compressed is over tmpl's limit of {MAX_FRAME_U} / {MAX_FRAME_C} (E2B writes 2 MiB frames)",
@@ -238,7 +242,7 @@ fn parse_v5_mappings(c: &mut Cursor, size: u64) -> Result<Vec<Mapping>, ParseErr
     if m * 16 > c.remaining() {
         return Err(ParseError::InnerTruncated { section: "V5 build table", need: m * 16, have: c.remaining() });
     }
-    let mut table = Vec::with_capacity(m as usize);
+    let mut table = Vec::with_capacity(crate::num::usize_from(m));
     for _ in 0..m {
         table.push(c.id("V5 build table")?);
     }
@@ -258,7 +262,7 @@ fn parse_v5_mappings(c: &mut Cursor, size: u64) -> Result<Vec<Mapping>, ParseErr
         return Err(ParseError::InnerTruncated { section: "V5 columns", need: n * 4, have: c.remaining() });
     }
     let max = u64::from(u32::MAX);
-    let n_us = n as usize;
+    let n_us = crate::num::usize_from(n);
     let mut offsets = Vec::with_capacity(n_us);
     let mut prev = 0u64;
     for i in 0..n {
@@ -282,10 +286,15 @@ fn parse_v5_mappings(c: &mut Cursor, size: u64) -> Result<Vec<Mapping>, ParseErr
     for i in 0..n {
         let d = c.varint(i, "V5 storage column")?;
         prev_s = prev_s.saturating_add(d);
-        if prev_s < 0 || prev_s as u64 > max {
-            return Err(ParseError::V5BadEntry { entry: i, reason: format!("storage page {prev_s} is out of range") });
+        match u64::try_from(prev_s) {
+            Ok(page) if page <= max => storage.push(page),
+            _ => {
+                return Err(ParseError::V5BadEntry {
+                    entry: i,
+                    reason: format!("storage page {prev_s} is out of range"),
+                });
+            }
         }
-        storage.push(prev_s as u64);
     }
     let mut idx = Vec::with_capacity(n_us);
     for i in 0..n {
@@ -293,7 +302,7 @@ fn parse_v5_mappings(c: &mut Cursor, size: u64) -> Result<Vec<Mapping>, ParseErr
         if v >= m {
             return Err(ParseError::V5BuildIndex { entry: i, index: v, builds: m });
         }
-        idx.push(v as usize);
+        idx.push(crate::num::usize_from(v));
     }
     let mut current = 0u64;
     for i in 0..n_us {
@@ -356,25 +365,33 @@ pub enum EncodeError {
 
 fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out.push(v.to_le_bytes()[0] | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.push(v.to_le_bytes()[0]);
 }
 
-fn put_frame_table(out: &mut Vec<u8>, t: &FrameTable) {
+/// A count written as the layout's u32: over 2^32 the block would be over the inner-length cap.
+fn count32(n: usize) -> Result<[u8; 4], EncodeError> {
+    u32::try_from(n).map(u32::to_le_bytes).map_err(|_| EncodeError::TooLarge(n))
+}
+
+fn put_frame_table(out: &mut Vec<u8>, t: &FrameTable) -> Result<(), EncodeError> {
     if !t.is_compressed() {
         out.extend_from_slice(&[0u8; 8]);
-        return;
+        return Ok(());
     }
     out.extend_from_slice(&t.compression.as_u32().to_le_bytes());
-    out.extend_from_slice(&(t.frames.len() as u32).to_le_bytes());
+    out.extend_from_slice(&count32(t.frames.len())?);
     for f in &t.frames {
-        out.extend_from_slice(&(f.start_u as i64).to_le_bytes());
-        out.extend_from_slice(&(f.start_c as i64).to_le_bytes());
-        out.extend_from_slice(&(f.size_u as i32).to_le_bytes());
-        out.extend_from_slice(&(f.size_c as i32).to_le_bytes());
+        // E2B's int64/int32 fields: the same little-endian bytes as these unsigned values (a
+        // parsed frame's starts are below 2^63 and sizes below 2^31).
+        out.extend_from_slice(&f.start_u.to_le_bytes());
+        out.extend_from_slice(&f.start_c.to_le_bytes());
+        out.extend_from_slice(&f.size_u.to_le_bytes());
+        out.extend_from_slice(&f.size_c.to_le_bytes());
     }
+    Ok(())
 }
 
 fn inner(h: &Header, strict: bool) -> Result<Vec<u8>, EncodeError> {
@@ -383,16 +400,16 @@ fn inner(h: &Header, strict: bool) -> Result<Vec<u8>, EncodeError> {
         return Err(EncodeError::NotFramed(format));
     }
     let mut out = Vec::new();
-    out.extend_from_slice(&(h.builds.len() as u32).to_le_bytes());
+    out.extend_from_slice(&count32(h.builds.len())?);
     for b in &h.builds {
         out.extend_from_slice(b.build.as_bytes());
         out.extend_from_slice(&b.file_size.to_le_bytes());
         out.extend_from_slice(&b.checksum);
-        put_frame_table(&mut out, &b.frames);
+        put_frame_table(&mut out, &b.frames)?;
     }
     if format == 4 {
         let maps: &[Mapping] = if h.synthesized { &[] } else { &h.mappings };
-        out.extend_from_slice(&(maps.len() as u32).to_le_bytes());
+        out.extend_from_slice(&count32(maps.len())?);
         for m in maps {
             out.extend_from_slice(&m.offset.to_le_bytes());
             out.extend_from_slice(&m.length.to_le_bytes());
@@ -420,11 +437,11 @@ fn inner(h: &Header, strict: bool) -> Result<Vec<u8>, EncodeError> {
                 storage: m.storage_offset,
             });
         }
-        out.extend_from_slice(&(table.len() as u32).to_le_bytes());
+        out.extend_from_slice(&count32(table.len())?);
         for id in &table {
             out.extend_from_slice(id.as_bytes());
         }
-        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        out.extend_from_slice(&count32(entries.len())?);
         let mut prev = 0u64;
         for (_, m) in &entries {
             let p = m.offset / PAGE;
@@ -436,9 +453,11 @@ fn inner(h: &Header, strict: bool) -> Result<Vec<u8>, EncodeError> {
         }
         let mut prev = 0i64;
         for (_, m) in &entries {
-            let s = (m.storage_offset / PAGE) as i64;
+            // A page number is below 2^52: it fits.
+            let s = i64::try_from(m.storage_offset / PAGE).unwrap_or(i64::MAX);
             let d = s.wrapping_sub(prev);
-            put_uvarint(&mut out, ((d << 1) ^ (d >> 63)) as u64);
+            // Go's zigzag: the same 64 bits, read unsigned.
+            put_uvarint(&mut out, u64::from_le_bytes(((d << 1) ^ (d >> 63)).to_le_bytes()));
             prev = s;
         }
         for (_, m) in &entries {
@@ -463,7 +482,8 @@ fn assemble(h: &Header, inner: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(META_LEN + PREFIX + frame.len());
     encode_meta(h, &mut out);
     out.push(h.flags);
-    out.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+    // `inner` is at most MAX_INNER_LEN (256 MiB) bytes, or the 8-byte empty block.
+    out.extend_from_slice(&u32::try_from(inner.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&frame);
     out
 }
@@ -487,6 +507,12 @@ pub(super) fn encode_lossy(h: &Header) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and fixture data of known, small sizes"
+)]
 mod tests {
     use super::super::tests::TV_H3;
     use super::super::*;

@@ -171,8 +171,8 @@ impl RemoteFile {
             let b = pos / bs;
             let block =
                 have.get(&b).or_else(|| fetched.get(&b)).expect("every block of the read was fetched or cached");
-            let in_block = (pos - b * bs) as usize;
-            let n = ((end - pos) as usize).min(block.len() - in_block);
+            let in_block = crate::num::usize_from(pos - b * bs);
+            let n = crate::num::usize_from(end - pos).min(block.len() - in_block);
             buf[out..out + n].copy_from_slice(&block[in_block..in_block + n]);
             out += n;
             pos += n as u64;
@@ -257,8 +257,8 @@ impl RemoteFile {
             st.stats.bytes_fetched += bytes.len() as u64;
             st.stats.blocks_fetched += n;
             for i in 0..n {
-                let start = (i * bs) as usize;
-                let stop = (((i + 1) * bs) as usize).min(bytes.len());
+                let start = crate::num::usize_from(i * bs);
+                let stop = crate::num::usize_from((i + 1) * bs).min(bytes.len());
                 out.insert(first + i, bytes.slice(start..stop));
             }
         }
@@ -267,6 +267,7 @@ impl RemoteFile {
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
     use crate::remote::{Config, Env, ErrorKind, Location};

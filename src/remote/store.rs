@@ -522,7 +522,7 @@ impl Store {
                     c.rt.block_on(c.store.put_multipart_opts(&path, opts)).map_err(|e| classify(url.clone(), e))?;
                 // WriteMultipart spawns each part on the runtime: enter it on this thread.
                 let _guard = c.rt.enter();
-                let mut w = WriteMultipart::new_with_chunk_size(upload, part as usize);
+                let mut w = WriteMultipart::new_with_chunk_size(upload, crate::num::usize_from(part));
                 let mut total = 0u64;
                 let mut chunk = first;
                 let result: Result<()> = loop {
@@ -1147,7 +1147,7 @@ impl ObjectReader {
         }
         let bytes = match &mut self.kind {
             ReaderKind::Local(f, path) => {
-                let want = (size - self.pos).min(self.chunk) as usize;
+                let want = crate::num::usize_from((size - self.pos).min(self.chunk));
                 let mut buf = vec![0u8; want];
                 let mut got = 0;
                 while got < want {

@@ -261,7 +261,7 @@ impl Writer {
             }
         };
         let put = |w: &mut Writer, vals: &[u64], p: u8| match p {
-            4 => w.bytes(&vals.iter().map(|&x| x as u8).collect::<Vec<_>>()),
+            4 => w.bytes(&vals.iter().map(|&x| u8::try_from(x).unwrap_or(u8::MAX)).collect::<Vec<_>>()),
             _ => {
                 let bytes = match p {
                     3 => 2,
@@ -301,7 +301,7 @@ impl Writer {
     }
 
     pub fn lengths(&mut self, v: &[u64]) {
-        let small: Vec<u8> = v.iter().map(|&l| if l < 255 { l as u8 } else { 255 }).collect();
+        let small: Vec<u8> = v.iter().map(|&l| u8::try_from(l).unwrap_or(255)).collect();
         self.bytes(&small);
         let large: Vec<u64> = v.iter().copied().filter(|&l| l >= 255).collect();
         self.ints(&large, 8);
@@ -324,6 +324,7 @@ impl Writer {
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

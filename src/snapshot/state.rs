@@ -190,6 +190,7 @@ fn bitcode_prefix(release: &Release, vm: &Vm, regions: &[(u64, u64)]) -> Vec<u8>
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
     use crate::snapshot::Arch;

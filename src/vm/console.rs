@@ -248,6 +248,7 @@ pub fn watch(proc: &mut dyn VmProcess, console: &mut Console, cfg: &WatchConfig)
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
     use std::io::Write;

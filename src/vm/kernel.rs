@@ -75,7 +75,7 @@ const XEN_ELFNOTE_PHYS32_ENTRY: u64 = 18;
 pub fn inspect(path: &Path) -> std::io::Result<KernelFormat> {
     let f = File::open(path)?;
     let len = f.metadata()?.len();
-    let Some(head) = read_at(&f, 0, 1024.min(len as usize)) else {
+    let Some(head) = read_at(&f, 0, 1024.min(crate::num::usize_from(len))) else {
         return Ok(KernelFormat::Unknown { what: format!("{len} bytes") });
     };
     if head.len() >= 0x210 && &head[0x202..0x206] == b"HdrS" && head[0x1FE] == 0x55 && head[0x1FF] == 0xAA {
@@ -105,11 +105,11 @@ pub fn inspect(path: &Path) -> std::io::Result<KernelFormat> {
                 continue; // not PT_NOTE
             }
             let (off, size) = (u64le(&ph, 8), u64le(&ph, 0x20).min(64 * 1024));
-            let Some(notes) = read_at(&f, off, size as usize) else { continue };
+            let Some(notes) = read_at(&f, off, crate::num::usize_from(size)) else { continue };
             let mut p = 0usize;
             while p + 12 <= notes.len() {
-                let namesz = u32le(&notes, p) as usize;
-                let descsz = u32le(&notes, p + 4) as usize;
+                let namesz = crate::num::usize_from(u32le(&notes, p));
+                let descsz = crate::num::usize_from(u32le(&notes, p + 4));
                 let ty = u32le(&notes, p + 8);
                 let name_start = p + 12;
                 let name_end = name_start + namesz;
@@ -386,6 +386,7 @@ pub fn resolve_for_qemu(
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
 

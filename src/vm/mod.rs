@@ -200,7 +200,7 @@ const TAIL: usize = 30;
 const CONTEXT: usize = 6;
 
 fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The kernel command line for QEMU (E2B's essentials, plus the build's `cmdline_args` and

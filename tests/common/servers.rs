@@ -16,6 +16,12 @@
 //! the proxy); it accepts uploads only through its JSON API; azurite needs the account in the
 //! endpoint path and checks SharedKey signatures; moto checks signatures only with
 //! `INITIAL_NO_AUTH_ACTION_COUNT=0`.
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "test and fixture data of known, small sizes"
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
