@@ -290,6 +290,190 @@ const SCENARIOS: &[Scenario] = &[
             one(root, d, &["--deep", ids::ZSTD_BASE])
         },
     },
+    Scenario {
+        expect: "metadata.invalid",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            std::fs::write(root.join(ids::BASE).join("metadata.json"), b"{ not json").unwrap();
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "metadata.future-version",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            let p = root.join(ids::BASE).join("metadata.json");
+            let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            v["version"] = serde_json::json!(99);
+            std::fs::write(&p, v.to_string()).unwrap();
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "metadata.unknown-firecracker",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            let p = root.join(ids::BASE).join("metadata.json");
+            let text = std::fs::read_to_string(&p).unwrap().replace(tmpl::demo::FC_VERSION, "v9.99.0_0000000");
+            std::fs::write(&p, text).unwrap();
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "memfile.missing",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            std::fs::remove_file(root.join(ids::LEGACY).join("memfile")).unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "memfile.not-block-multiple",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            let f = std::fs::OpenOptions::new().write(true).open(root.join(ids::LEGACY).join("memfile")).unwrap();
+            let len = f.metadata().unwrap().len();
+            f.set_len(len + 1).unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "rootfs.missing",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            std::fs::remove_file(root.join(ids::LEGACY).join("rootfs.ext4")).unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "rootfs.not-block-multiple",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            let f = std::fs::OpenOptions::new().write(true).open(root.join(ids::LEGACY).join("rootfs.ext4")).unwrap();
+            let len = f.metadata().unwrap().len();
+            f.set_len(len + 1).unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "rootfs.truncated",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            let f = std::fs::OpenOptions::new().write(true).open(root.join(ids::LEGACY).join("rootfs.ext4")).unwrap();
+            let len = f.metadata().unwrap().len();
+            f.set_len(len / 2).unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "rootfs.not-ext4",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            patch(&root.join(ids::LEGACY).join("rootfs.ext4"), 1024 + 0x38, &[0, 0]);
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "rootfs.needs-recovery",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            let img = root.join(ids::LEGACY).join("rootfs.ext4");
+            let b = std::fs::read(&img).unwrap();
+            let incompat = u32::from_le_bytes(b[1024 + 0x60..1024 + 0x64].try_into().unwrap());
+            // 0x4: needs_recovery (the journal holds transactions).
+            patch(&img, 1024 + 0x60, &(incompat | 0x4).to_le_bytes());
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "snapfile.missing",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            std::fs::remove_file(root.join(ids::LEGACY).join("snapfile")).unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "snapfile.too-short",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            std::fs::write(root.join(ids::LEGACY).join("snapfile"), b"abc").unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "snapfile.foreign-arch",
+        make: || {
+            use tmpl::snapshot::{self, Arch};
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            let foreign = if Arch::host() == Some(Arch::X86_64) { Arch::Aarch64 } else { Arch::X86_64 };
+            let snap =
+                snapshot::build_bincode(foreign, "4.0.0", &snapshot::bincode_state_prefix("4.0.0", 64, "vmlinux"));
+            std::fs::write(root.join(ids::LEGACY).join("snapfile"), snap).unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "header.invalid",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            std::fs::write(root.join(ids::BASE).join("memfile.header"), [1u8; 10]).unwrap();
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "header.unknown-version",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            patch(&root.join(ids::BASE).join("memfile.header"), 0, &9u64.to_le_bytes());
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "data.sidecar-invalid",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+            let dir = root.join(ids::ZSTD_BASE);
+            let data = data_file(&dir, "rootfs.ext4");
+            let mut side = data.into_os_string();
+            side.push(".uncompressed-size");
+            std::fs::write(side, b"not a number").unwrap();
+            one(root, d, &[ids::ZSTD_BASE])
+        },
+    },
+    Scenario {
+        expect: "data.plain-and-compressed",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE, ids::LEGACY]);
+            std::fs::copy(root.join(ids::LEGACY).join("rootfs.ext4"), root.join(ids::ZSTD_BASE).join("rootfs.ext4"))
+                .unwrap();
+            one(root, d, &[ids::ZSTD_BASE])
+        },
+    },
+    Scenario {
+        expect: "header.no-frame-table",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+            std::fs::remove_file(root.join(ids::ZSTD_BASE).join("rootfs.ext4.header")).unwrap();
+            one(root, d, &[ids::ZSTD_BASE])
+        },
+    },
+    Scenario {
+        expect: "leftover.work-folder",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            std::fs::create_dir(root.join(ids::LEGACY).join(".tmpl-work-1234")).unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
+    Scenario {
+        expect: "edit.interrupted-commit",
+        make: || {
+            let (d, root) = storage_with(&[ids::LEGACY]);
+            std::fs::write(root.join(ids::LEGACY).join(".tmpl-commit.json"), b"{}").unwrap();
+            one(root, d, &[ids::LEGACY])
+        },
+    },
 ];
 
 #[test]
@@ -320,13 +504,10 @@ const NOT_YET: &[&str] = &[
     "data.length-mismatch",
     "data.no-checksum",
     "data.partial-frame-table",
-    "data.plain-and-compressed",
     "data.read-error",
-    "data.sidecar-invalid",
     "data.sidecar-mismatch",
     "data.size-mismatch",
     "edit.commit-running",
-    "edit.interrupted-commit",
     "envd.empty",
     "envd.loader-missing",
     "envd.missing",
@@ -334,7 +515,6 @@ const NOT_YET: &[&str] = &[
     "envd.not-elf",
     "envd.not-executable",
     "envd.truncated",
-    "envd.wrong-arch",
     "header.ancestor-data-missing",
     "header.build-entry-invalid",
     "header.build-id-mismatch",
@@ -345,10 +525,8 @@ const NOT_YET: &[&str] = &[
     "header.frame-table-type-zero",
     "header.frame-table-unknown-type",
     "header.mapping-order",
-    "header.no-frame-table",
     "header.too-many-builds",
     "header.unaligned",
-    "header.unknown-version",
     "header.unused-data",
     "header.v4-bad-lz4",
     "header.v4-inner-length-mismatch",
@@ -364,39 +542,24 @@ const NOT_YET: &[&str] = &[
     "init.not-executable",
     "init.not-runnable",
     "init.unreadable",
-    "init.wrong-arch",
     "leftover.backup",
     "leftover.fork",
     "leftover.mount",
-    "leftover.work-folder",
     "manifest.drift",
     "manifest.invalid",
-    "memfile.missing",
     "memfile.missing-data",
-    "memfile.not-block-multiple",
-    "memfile.unaligned",
     "metadata.bad-field",
-    "metadata.future-version",
-    "metadata.invalid",
     "metadata.legacy-version",
     "metadata.missing-versions",
     "metadata.no-version",
-    "metadata.unknown-firecracker",
-    "rootfs.missing",
     "rootfs.missing-data",
-    "rootfs.needs-recovery",
-    "rootfs.not-block-multiple",
     "rootfs.over-cap",
     "rootfs.reader-panic",
     "rootfs.resolv-conf-dangling",
     "rootfs.resolv-conf-missing",
-    "rootfs.truncated",
     "snapfile.bad-header",
-    "snapfile.foreign-arch",
     "snapfile.memory-regions",
-    "snapfile.missing",
     "snapfile.state-undecodable",
-    "snapfile.too-short",
     "snapfile.unreadable",
     "systemd.envd-flag",
     "systemd.envd-masked",
