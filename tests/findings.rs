@@ -131,6 +131,48 @@ fn data_file(dir: &Path, prefix: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no compressed {prefix} in {}", dir.display()))
 }
 
+/// Where the first build's frame table starts in a V4/V5 inner block: after the build count (4)
+/// and the entry's ID (16), size (8) and SHA-256 (32). Its compression type (u32), frame count
+/// (u32), then 24-byte frames (start U i64, start C i64, size U i32, size C i32) follow.
+const FT: usize = 4 + 16 + 8 + 32;
+
+/// The zstd V4 base with its rootfs header's inner block changed by `edit`.
+fn frame_table_case(edit: fn(&mut Vec<u8>)) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+    let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
+    let mut inner = header::encode_inner(&read_header(&p)).unwrap();
+    edit(&mut inner);
+    std::fs::write(&p, raw_framed(&p, &inner)).unwrap();
+    one(root, d, &[ids::ZSTD_BASE])
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v.to_le_bytes()[0] | 0x80);
+        v >>= 7;
+    }
+    out.push(v.to_le_bytes()[0]);
+}
+
+/// The V5 child with a rootfs header whose mapping columns hold `entries` (offset page delta,
+/// length in pages, zigzag storage page delta, build index), over a one-build table.
+fn v5_entries_case(entries: &[(u64, u64, u64, u64)]) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root) = storage_with(&[ids::ZSTD_BASE, ids::LZ4_CHILD]);
+    let p = root.join(ids::LZ4_CHILD).join("rootfs.ext4.header");
+    let h = read_header(&p);
+    let mut inner = builds_section(&h);
+    inner.extend_from_slice(&1u32.to_le_bytes());
+    inner.extend_from_slice(h.build_id.as_bytes());
+    inner.extend_from_slice(&u32::try_from(entries.len()).unwrap().to_le_bytes());
+    for column in 0..4 {
+        for e in entries {
+            put_uvarint(&mut inner, [e.0, e.1, e.2, e.3][column]);
+        }
+    }
+    std::fs::write(&p, raw_framed(&p, &inner)).unwrap();
+    one(root, d, &[ids::LZ4_CHILD])
+}
+
 /// A copy of the demo's legacy (headerless) build whose rootfs.ext4 is made anew from the demo's
 /// minimal tree after `edit` changed it (real `mkfs.ext4 -d`).
 fn tree_case(edit: fn(&Path)) -> (tempfile::TempDir, PathBuf, Vec<String>) {
@@ -639,6 +681,107 @@ const SCENARIOS: &[Scenario] = &[
             })
         },
     },
+    Scenario {
+        expect: "header.build-id-mismatch",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            let p = root.join(ids::BASE).join("memfile.header");
+            let mut h = read_header(&p);
+            h.build_id = tmpl::vocab::BuildId::parse(ids::GONE).unwrap();
+            std::fs::write(&p, header::encode(&h)).unwrap();
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "header.unaligned",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            let p = root.join(ids::BASE).join("rootfs.ext4.header");
+            let mut h = read_header(&p);
+            h.mappings[0].length += 1;
+            std::fs::write(&p, header::encode(&h)).unwrap();
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "header.coverage",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            let p = root.join(ids::BASE).join("rootfs.ext4.header");
+            let mut h = read_header(&p);
+            // The last mapping one block short: the device's end is mapped by nothing.
+            let last = h.mappings.len() - 1;
+            h.mappings[last].length -= h.block_size;
+            std::fs::write(&p, header::encode(&h)).unwrap();
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "header.mapping-order",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            let p = root.join(ids::BASE).join("rootfs.ext4.header");
+            let mut h = read_header(&p);
+            assert!(h.mappings.len() > 1, "the demo base has several mappings");
+            h.mappings.swap(0, 1);
+            std::fs::write(&p, header::encode(&h)).unwrap();
+            one(root, d, &[ids::BASE])
+        },
+    },
+    Scenario {
+        expect: "header.v4-inner-length-mismatch",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+            let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
+            let b = std::fs::read(&p).unwrap();
+            let at = header::META_LEN + 1;
+            let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            patch(&p, u64::try_from(at).unwrap(), &(len + 8).to_le_bytes());
+            one(root, d, &[ids::ZSTD_BASE])
+        },
+    },
+    Scenario {
+        expect: "header.v4-inner-too-large",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+            let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
+            let too_big = u32::try_from(header::MAX_INNER_LEN + 1).unwrap();
+            patch(&p, u64::try_from(header::META_LEN + 1).unwrap(), &too_big.to_le_bytes());
+            one(root, d, &[ids::ZSTD_BASE])
+        },
+    },
+    Scenario {
+        expect: "header.v4-bad-lz4",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+            let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
+            patch(&p, u64::try_from(header::META_LEN + 5).unwrap(), b"NOPE");
+            one(root, d, &[ids::ZSTD_BASE])
+        },
+    },
+    Scenario {
+        expect: "header.frame-table-type-zero",
+        make: || frame_table_case(|inner| inner[FT..FT + 4].copy_from_slice(&0u32.to_le_bytes())),
+    },
+    Scenario {
+        expect: "header.frame-table-unknown-type",
+        make: || frame_table_case(|inner| inner[FT..FT + 4].copy_from_slice(&9u32.to_le_bytes())),
+    },
+    Scenario {
+        expect: "header.frame-count-cap",
+        make: || {
+            frame_table_case(|inner| {
+                let n = u32::try_from(header::MAX_FRAMES + 1).unwrap();
+                inner[FT + 4..FT + 8].copy_from_slice(&n.to_le_bytes());
+            })
+        },
+    },
+    Scenario {
+        expect: "header.frame-table-invalid",
+        make: || frame_table_case(|inner| inner[FT + 8 + 16..FT + 8 + 20].copy_from_slice(&0u32.to_le_bytes())),
+    },
+    Scenario { expect: "header.v5-build-index", make: || v5_entries_case(&[(0, 1, 0, 5)]) },
+    Scenario { expect: "header.v5-overlap", make: || v5_entries_case(&[(0, 2, 0, 0), (0, 1, 4, 0)]) },
 ];
 
 #[test]
@@ -677,23 +820,10 @@ const NOT_YET: &[&str] = &[
     "envd.truncated",
     "header.ancestor-data-missing",
     "header.build-entry-invalid",
-    "header.build-id-mismatch",
-    "header.coverage",
-    "header.frame-count-cap",
     "header.frame-table-gap",
-    "header.frame-table-invalid",
-    "header.frame-table-type-zero",
-    "header.frame-table-unknown-type",
-    "header.mapping-order",
     "header.too-many-builds",
-    "header.unaligned",
     "header.unused-data",
-    "header.v4-bad-lz4",
-    "header.v4-inner-length-mismatch",
-    "header.v4-inner-too-large",
     "header.v4-truncated",
-    "header.v5-build-index",
-    "header.v5-overlap",
     "init.loader-missing",
     "init.unreadable",
     "leftover.backup",
