@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use tmpl::compress::Compression;
 use tmpl::demo::StorageWriter;
-use tmpl::layer::LayerFormat;
+use tmpl::fixtures::layer::LayerFormat;
 use tmpl::vocab::Artifact;
 use tmpl::vocab::BuildId;
 

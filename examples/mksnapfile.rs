@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let path = args.next().ok_or("usage: mksnapfile FILE SIZE_MIB")?;
     let mib: usize = args.next().ok_or("usage: mksnapfile FILE SIZE_MIB")?.parse()?;
-    let mut payload = tmpl::snapshot::bincode_state_prefix("8.0.0", 512, "vmlinux.bin");
+    let mut payload = tmpl::fixtures::snapfile::bincode_state_prefix("8.0.0", 512, "vmlinux.bin");
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     while payload.len() < mib << 20 {
         x ^= x << 13;
@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         x ^= x << 17;
         payload.extend_from_slice(&x.to_le_bytes());
     }
-    let bytes = tmpl::snapshot::build_bincode(tmpl::snapshot::Arch::X86_64, "8.0.0", &payload);
+    let bytes = tmpl::fixtures::snapfile::build_bincode(tmpl::snapshot::Arch::X86_64, "8.0.0", &payload);
     std::fs::File::create(&path)?.write_all(&bytes)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The built-in demo: a small storage with healthy builds and one build per failure operators
 //! hit, made from real parts (ext4 images from `mkfs.ext4 -d`, compacted V3 layers, sparse
 //! memfiles, snapfiles that are complete states as the Firecracker release in each build's
-//! metadata writes them: `snapshot::state`). `tmpl demo` verifies it and checks that every
+//! metadata writes them: `fixtures::snapfile`). `tmpl demo` verifies it and checks that every
 //! planted fault is found; the test suite uses the same builders.
 
 use std::path::{Path, PathBuf};
@@ -12,11 +12,11 @@ use crate::build::Build;
 use crate::compress::Compression;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::fixtures::layer::{self, LayerFormat, Parent};
 use crate::header::{self, Header};
-use crate::layer::{self, LayerFormat, Parent};
 use crate::metadata;
 use crate::progress::NoProgress;
-use crate::snapshot::{self, Arch};
+use crate::snapshot::Arch;
 use crate::storage::BuildLocation;
 use crate::tools::e2fs::{self, MkfsOptions};
 use crate::vocab::Artifact;
@@ -25,7 +25,7 @@ use crate::vocab::BuildId;
 /// Marker file that identifies a demo storage (so `--dir` can be reused safely).
 pub const MARKER: &str = ".tmpl-demo";
 /// Firecracker/kernel versions the demo builds claim (E2B defaults). Each build's snapfile is a
-/// complete state as that release writes it ([`snapshot::state`]).
+/// complete state as that release writes it ([`crate::fixtures::snapfile`]).
 pub const FC_VERSION: &str = "v1.14.1_431f1fc";
 /// The release the 2026 (compressed V4/V5) demo builds claim: bitcode snapfiles.
 pub const FC_VERSION_BITCODE: &str = "v1.16.1";
@@ -195,15 +195,15 @@ impl StorageWriter {
 
     /// A snapfile of snapshot `version` for a VM of `mem_mib` (x86_64): the complete state the
     /// Firecracker release that writes `version` writes, for the versions tmpl ships a
-    /// Firecracker-written state of (4.0.0, 6.0.0, 8.0.0, 10.0.0: [`snapshot::state`]); for other
+    /// Firecracker-written state of (4.0.0, 6.0.0, 8.0.0, 10.0.0: [`crate::fixtures::snapfile`]); for other
     /// versions only the header, `vm_info` and regions (enough for tmpl, not for Firecracker).
     pub fn snapfile(&self, id: &BuildId, version: &str, mem_mib: u64) -> Result<Vec<u8>> {
-        let bytes = match snapshot::state::for_version(version) {
-            Some(release) => snapshot::state::snapfile(release, &snapshot::state::Vm::new(mem_mib)),
-            None => snapshot::build_bincode(
+        let bytes = match crate::fixtures::snapfile::for_version(version) {
+            Some(release) => crate::fixtures::snapfile::snapfile(release, &crate::fixtures::snapfile::Vm::new(mem_mib)),
+            None => crate::fixtures::snapfile::build_bincode(
                 Arch::X86_64,
                 version,
-                &snapshot::bincode_state_prefix(version, mem_mib, "/fc-vm/vmlinux.bin"),
+                &crate::fixtures::snapfile::bincode_state_prefix(version, mem_mib, "/fc-vm/vmlinux.bin"),
             ),
         };
         self.write(id, "snapfile", &bytes)?;
@@ -220,7 +220,7 @@ impl StorageWriter {
             h.version = 3;
             h.generation = 0;
             h.synthesized = false;
-            layer::write_atomic(&dir.join("memfile.header"), &header::encode(&h))?;
+            crate::sys::write_atomic(&dir.join("memfile.header"), &header::encode(&h))?;
         }
         Ok(())
     }
@@ -358,7 +358,7 @@ pub fn create(root: &Path) -> Result<Vec<Scenario>> {
     for m in h.mappings.iter_mut().filter(|m| m.build == base) {
         m.build = id(ids::GONE);
     }
-    layer::write_atomic(&opath, &header::encode(&h))?;
+    crate::sys::write_atomic(&opath, &header::encode(&h))?;
 
     let trunc = broken(ids::TRUNCATED_HEADER)?;
     w.snapfile(&trunc, "8.0.0", MEM_MIB)?;

@@ -30,7 +30,6 @@ use crc_fast::{CrcAlgorithm, Digest};
 use serde::Serialize;
 
 pub mod bitcode;
-pub mod state;
 
 /// `BASE_MAGIC_ID` for x86_64 (high 48 bits).
 pub const X86_64_MAGIC: u64 = 0x0710_1984_8664_0000;
@@ -782,58 +781,11 @@ impl SnapshotSupport {
     }
 }
 
-/// Build a bincode-era snapfile (header, payload, CRC) — for the demo and tests.
-pub fn build_bincode(arch: Arch, version: &str, payload: &[u8]) -> Vec<u8> {
-    let magic = match arch {
-        Arch::X86_64 => X86_64_MAGIC,
-        Arch::Aarch64 => AARCH64_MAGIC,
-    };
-    let mut v = magic.to_le_bytes().to_vec();
-    v.extend_from_slice(&(version.len() as u64).to_le_bytes());
-    v.extend_from_slice(version.as_bytes());
-    v.extend_from_slice(payload);
-    let crc = crc64_redis(&v);
-    v.extend_from_slice(&crc.to_le_bytes());
-    v
-}
-
-/// A bincode VmInfo + memory-region prefix for `version` (enough for every check tmpl makes).
-pub fn bincode_state_prefix(version: &str, mem_size_mib: u64, kernel: &str) -> Vec<u8> {
-    let mut p = Vec::new();
-    p.extend_from_slice(&mem_size_mib.to_le_bytes());
-    p.push(0); // smt
-    p.extend_from_slice(&3u32.to_le_bytes()); // cpu_template None (x86_64)
-    p.extend_from_slice(&(kernel.len() as u64).to_le_bytes());
-    p.extend_from_slice(kernel.as_bytes());
-    p.push(0); // no initrd
-    let args = "console=ttyS0 reboot=k panic=1";
-    p.push(1);
-    p.extend_from_slice(&(args.len() as u64).to_le_bytes());
-    p.extend_from_slice(args.as_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes()); // huge_pages None
-    let size = mem_size_mib << 20;
-    let major = parse_semver(version).map(|v| v.0).unwrap_or(4);
-    if major >= 6 {
-        p.extend_from_slice(&0u64.to_le_bytes()); // no kvm cap modifiers
-    }
-    p.extend_from_slice(&1u64.to_le_bytes()); // one region
-    p.extend_from_slice(&0u64.to_le_bytes());
-    p.extend_from_slice(&size.to_le_bytes());
-    match major {
-        1..=4 => p.extend_from_slice(&0u64.to_le_bytes()), // offset
-        8 => {
-            p.extend_from_slice(&0u32.to_le_bytes()); // Dram
-            p.extend_from_slice(&0u64.to_le_bytes()); // plugged: empty
-        }
-        _ => {}
-    }
-    p
-}
-
 #[cfg(test)]
 #[expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 mod tests {
     use super::*;
+    use crate::fixtures::snapfile::{self as state, bincode_state_prefix, build_bincode};
 
     fn unhex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();

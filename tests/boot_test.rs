@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tmpl::device::Device;
-use tmpl::layer::{self, Parent};
+use tmpl::fixtures::layer::{self, Parent};
 use tmpl::progress::NoProgress;
 use tmpl::vocab::Artifact;
 use tmpl::vocab::BuildId;

@@ -484,11 +484,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "snapfile.foreign-arch",
         make: || {
-            use tmpl::snapshot::{self, Arch};
+            use tmpl::snapshot::Arch;
             let (d, root) = storage_with(&[ids::LEGACY]);
             let foreign = if Arch::host() == Some(Arch::X86_64) { Arch::Aarch64 } else { Arch::X86_64 };
-            let snap =
-                snapshot::build_bincode(foreign, "4.0.0", &snapshot::bincode_state_prefix("4.0.0", 64, "vmlinux"));
+            let snap = tmpl::fixtures::snapfile::build_bincode(
+                foreign,
+                "4.0.0",
+                &tmpl::fixtures::snapfile::bincode_state_prefix("4.0.0", 64, "vmlinux"),
+            );
             std::fs::write(root.join(ids::LEGACY).join("snapfile"), snap).unwrap();
             one(root, d, &[ids::LEGACY])
         },

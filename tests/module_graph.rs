@@ -18,8 +18,16 @@ fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The code of a source file: comment lines and the unit-test module dropped.
 fn code_of(text: &str) -> String {
-    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+    let text = without_tests(text);
     text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
+}
+
+/// `text` up to its unit-test module (`#[cfg(test)]`, other attributes, then `mod tests`).
+fn without_tests(text: &str) -> &str {
+    match text.find("\nmod tests {") {
+        Some(at) => text[..at].rfind("#[cfg(test)]").map_or(&text[..at], |c| &text[..c]),
+        None => text,
+    }
 }
 
 /// Top-level module → the top-level modules its code names through `crate::`.
@@ -141,6 +149,13 @@ fn the_cycle_check_sees_a_planted_cycle() {
         found.iter().any(|c| c.contains(&"report".to_string()) && c.contains(&"commands".to_string())),
         "{found:?}"
     );
+}
+
+/// A test module is cut off with the attributes before it.
+#[test]
+fn test_modules_are_left_out() {
+    let text = "use crate::a;\n#[cfg(test)]\n#[expect(dead_code, reason = \"x\")]\nmod tests {\n    use crate::b;\n}\n";
+    assert_eq!(without_tests(text), "use crate::a;\n");
 }
 
 /// Paths and `crate::{a, b::{c, d}}` groups are read as imports of their top-level modules.

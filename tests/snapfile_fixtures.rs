@@ -8,8 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use tmpl::build::Build;
+use tmpl::fixtures::snapfile as state;
 use tmpl::report::{Finding, Severity};
-use tmpl::snapshot::{self, Arch, Encoding, state};
+use tmpl::snapshot::{self, Arch, Encoding};
 use tmpl::storage::BuildLocation;
 use tmpl::vocab::BuildId;
 use tmpl::vocab::files::SNAPFILE;
@@ -85,7 +86,7 @@ impl Store {
         std::fs::create_dir_all(&b).unwrap();
         std::fs::write(b.join(SNAPFILE), snap).unwrap();
         if mem_mib > 0 {
-            tmpl::layer::sparse_file(&b.join("memfile"), mem_mib << 20, 4).unwrap();
+            tmpl::fixtures::layer::sparse_file(&b.join("memfile"), mem_mib << 20, 4).unwrap();
         }
         std::fs::write(b.join("metadata.json"), tmpl::metadata::render_v2(ID, "vmlinux-6.1.158", release, false))
             .unwrap();

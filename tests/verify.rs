@@ -290,7 +290,11 @@ fn snapfile_padding_zero_crc_magic_and_size() {
     expect(&f.verify(A).1, "snapfile.bad-magic", "error");
     f.write(A, "snapfile", &[1, 2, 3]);
     expect(&f.verify(A).1, "snapfile.too-short", "error");
-    let aarch = snapshot::build_bincode(Arch::Aarch64, "8.0.0", &snapshot::bincode_state_prefix("8.0.0", 64, "k"));
+    let aarch = tmpl::fixtures::snapfile::build_bincode(
+        Arch::Aarch64,
+        "8.0.0",
+        &tmpl::fixtures::snapfile::bincode_state_prefix("8.0.0", 64, "k"),
+    );
     f.write(A, "snapfile", &aarch);
     if Arch::host() == Some(Arch::X86_64) {
         expect(&f.verify(A).1, "snapfile.foreign-arch", "info");
@@ -300,7 +304,13 @@ fn snapfile_padding_zero_crc_magic_and_size() {
 #[test]
 fn snapfile_version_against_firecracker() {
     let Some(f) = Fixture::new() else { return };
-    let snap = |ver: &str| snapshot::build_bincode(Arch::X86_64, ver, &snapshot::bincode_state_prefix(ver, 64, "k"));
+    let snap = |ver: &str| {
+        tmpl::fixtures::snapfile::build_bincode(
+            Arch::X86_64,
+            ver,
+            &tmpl::fixtures::snapfile::bincode_state_prefix(ver, 64, "k"),
+        )
+    };
     let meta = |fc: &str| tmpl::metadata::render_v2(A, "vmlinux-6.1.158", fc, false);
     // E2B's v1.14 fork loads 4.0.0 and 6.0.0 snapshots; upstream v1.14.0 does not.
     f.write(A, "snapfile", &snap("6.0.0"));
@@ -361,7 +371,7 @@ fn memfile_size_against_snapshot_and_header() {
     assert!(expect(&f.verify(A).1, "memfile.unaligned", "error").contains("2.0 MiB"));
     // Headerless memfile length.
     std::fs::remove_file(f.path(A, "memfile.header")).unwrap();
-    tmpl::layer::sparse_file(&f.path(A, "memfile"), (48 << 20) + 4096, 2).unwrap();
+    tmpl::fixtures::layer::sparse_file(&f.path(A, "memfile"), (48 << 20) + 4096, 2).unwrap();
     let v = f.verify(A).1;
     assert!(expect(&v, "memfile.size-mismatch", "error").contains("memfile length"));
     expect(&v, "memfile.not-block-multiple", "error");

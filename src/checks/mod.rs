@@ -187,6 +187,14 @@ fn run_checks(build: &Build, scan: Scan) -> Outcome {
 mod tests {
     use super::*;
 
+    /// `text` up to its unit-test module (`#[cfg(test)]`, other attributes, then `mod tests`).
+    fn without_tests(text: &str) -> &str {
+        match text.find("\nmod tests {") {
+            Some(at) => text[..at].rfind("#[cfg(test)]").map_or(&text[..at], |c| &text[..c]),
+            None => text,
+        }
+    }
+
     /// Every check constant declared in `src/` (`pub const NAME` of type `Check`, written out or
     /// through a `check!(NAME, "id", ..)` macro): (file, const name, id).
     fn declared_checks() -> Vec<(std::path::PathBuf, String, String)> {
@@ -206,7 +214,7 @@ mod tests {
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
             // Code only: test modules (this one included) declare no checks.
-            let text = text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
+            let text = without_tests(&text).to_string();
             let mut rest = text.as_str();
             while let Some(at) = rest.find(": Check = Check {") {
                 let name = rest[..at].rsplit(|c: char| c.is_whitespace()).next().unwrap().to_string();
@@ -265,7 +273,7 @@ mod tests {
                     } else if p.extension().is_some_and(|x| x == "rs") {
                         let t = std::fs::read_to_string(&p).unwrap();
                         // Code only: a test module's mentions do not make a check emittable.
-                        let t = t.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
+                        let t = without_tests(&t).to_string();
                         v.push((p, t));
                     }
                 }

@@ -46,5 +46,5 @@ pub fn record(build: BuildId, forked_from: Option<BuildId>, plan: &Plan, v: &Ver
 /// Write a manifest to `path` (atomically).
 pub fn write_to(path: &Path, m: &Manifest) -> Result<()> {
     let text = serde_json::to_string_pretty(m).map_err(|e| Error::write(path, std::io::Error::other(e)))?;
-    crate::layer::write_atomic(path, format!("{text}\n").as_bytes())
+    crate::sys::write_atomic(path, format!("{text}\n").as_bytes())
 }
