@@ -51,28 +51,32 @@ const INIT_ALL: &[&str] = &[
 ];
 
 /// Every rule. The ONLY place finding ids are named in this module.
-pub const RULES: &[Rule] = &[
-    Rule {
+/// The rules, one constant each: a decoder names the rule it found by its constant, so a
+/// misspelt rule does not compile (no lookup by key, no fallback).
+pub mod rule {
+    use super::{INIT_ALL, INIT_ENOENT, Rule};
+
+    pub const PANIC_INIT_EXIT_0: Rule = Rule {
         key: "panic.init-exit-0",
         title: "PID 1 exited with status 0",
         findings: &["wrapper.pid1-exits", "wrapper.exec-target-missing", "envd.missing"],
-    },
-    Rule {
+    };
+    pub const PANIC_INIT_EXIT_1: Rule = Rule {
         key: "panic.init-exit-1",
         title: "PID 1 exited with status 1",
         findings: &["wrapper.exec-target-missing", "envd.missing", "envd.wrong-arch"],
-    },
-    Rule {
+    };
+    pub const PANIC_INIT_EXIT_2: Rule = Rule {
         key: "panic.init-exit-2",
         title: "PID 1 exited with status 2 (Go flag error or Go panic)",
         findings: &["wrapper.envd-flag", "systemd.envd-flag", "envd.wrong-arch"],
-    },
-    Rule {
+    };
+    pub const PANIC_INIT_EXIT_126: Rule = Rule {
         key: "panic.init-exit-126",
         title: "PID 1 exited with status 126 (found but cannot execute)",
         findings: &["init.not-executable", "envd.wrong-arch", "wrapper.exec-target-missing"],
-    },
-    Rule {
+    };
+    pub const PANIC_INIT_EXIT_127: Rule = Rule {
         key: "panic.init-exit-127",
         title: "PID 1 exited with status 127 (command or interpreter not found)",
         findings: &[
@@ -82,60 +86,78 @@ pub const RULES: &[Rule] = &[
             "envd.loader-missing",
             "init.loader-missing",
         ],
-    },
-    Rule {
+    };
+    pub const PANIC_INIT_EXIT_OTHER: Rule = Rule {
         key: "panic.init-exit-other",
         title: "PID 1 exited with a non-zero status",
         findings: &["wrapper.exec-target-missing"],
-    },
-    Rule {
+    };
+    pub const PANIC_INIT_SIGNAL_SEGV: Rule = Rule {
         key: "panic.init-signal-segv",
         title: "PID 1 was killed by SIGSEGV",
         findings: &["init.wrong-arch", "envd.wrong-arch", "init.loader-missing", "envd.loader-missing"],
-    },
-    Rule {
+    };
+    pub const PANIC_INIT_SIGNAL_ILL: Rule = Rule {
         key: "panic.init-signal-ill",
         title: "PID 1 was killed by SIGILL",
         findings: &["init.wrong-arch", "envd.wrong-arch"],
-    },
-    Rule { key: "panic.init-signal-bus", title: "PID 1 was killed by SIGBUS", findings: &["memfile.size-mismatch"] },
-    Rule { key: "panic.init-signal-kill", title: "PID 1 was killed by SIGKILL", findings: &[] },
-    Rule { key: "panic.init-signal-other", title: "PID 1 was killed by a signal", findings: &[] },
-    Rule { key: "init.exec-enoent", title: "the kernel could not find init (ENOENT)", findings: INIT_ENOENT },
-    Rule {
+    };
+    pub const PANIC_INIT_SIGNAL_BUS: Rule = Rule {
+        key: "panic.init-signal-bus",
+        title: "PID 1 was killed by SIGBUS",
+        findings: &["memfile.size-mismatch"],
+    };
+    pub const PANIC_INIT_SIGNAL_KILL: Rule =
+        Rule { key: "panic.init-signal-kill", title: "PID 1 was killed by SIGKILL", findings: &[] };
+    pub const PANIC_INIT_SIGNAL_OTHER: Rule =
+        Rule { key: "panic.init-signal-other", title: "PID 1 was killed by a signal", findings: &[] };
+    pub const INIT_EXEC_ENOENT: Rule =
+        Rule { key: "init.exec-enoent", title: "the kernel could not find init (ENOENT)", findings: INIT_ENOENT };
+    pub const INIT_EXEC_ENOEXEC: Rule = Rule {
         key: "init.exec-enoexec",
         title: "init is not an executable format (ENOEXEC)",
         findings: &["init.not-runnable", "init.wrong-arch", "envd.not-elf", "envd.empty"],
-    },
-    Rule { key: "init.exec-eacces", title: "init is not executable (EACCES)", findings: &["init.not-executable"] },
-    Rule { key: "init.exec-eloop", title: "init is a symlink loop (ELOOP)", findings: &["init.loop"] },
-    Rule { key: "init.exec-enotdir", title: "a directory in init's path is not one", findings: &["init.dangling"] },
-    Rule { key: "init.exec-eio", title: "I/O error reading init", findings: &["rootfs.fs-errors", "rootfs.truncated"] },
-    Rule { key: "init.exec-other", title: "the kernel could not run init", findings: INIT_ALL },
-    Rule { key: "init.none-found", title: "no working init found", findings: INIT_ALL },
-    Rule {
+    };
+    pub const INIT_EXEC_EACCES: Rule =
+        Rule { key: "init.exec-eacces", title: "init is not executable (EACCES)", findings: &["init.not-executable"] };
+    pub const INIT_EXEC_ELOOP: Rule =
+        Rule { key: "init.exec-eloop", title: "init is a symlink loop (ELOOP)", findings: &["init.loop"] };
+    pub const INIT_EXEC_ENOTDIR: Rule =
+        Rule { key: "init.exec-enotdir", title: "a directory in init's path is not one", findings: &["init.dangling"] };
+    pub const INIT_EXEC_EIO: Rule = Rule {
+        key: "init.exec-eio",
+        title: "I/O error reading init",
+        findings: &["rootfs.fs-errors", "rootfs.truncated"],
+    };
+    pub const INIT_EXEC_OTHER: Rule =
+        Rule { key: "init.exec-other", title: "the kernel could not run init", findings: INIT_ALL };
+    pub const INIT_NONE_FOUND: Rule =
+        Rule { key: "init.none-found", title: "no working init found", findings: INIT_ALL };
+    pub const ENVD_FLAG_UNDEFINED: Rule = Rule {
         key: "envd.flag-undefined",
         title: "a Go program (envd) was given a flag it does not define",
         findings: &["wrapper.envd-flag", "systemd.envd-flag"],
-    },
-    Rule { key: "snapfile.crc", title: "snapfile CRC64 validation failed", findings: &["snapfile.crc-mismatch"] },
-    Rule {
+    };
+    pub const SNAPFILE_CRC: Rule =
+        Rule { key: "snapfile.crc", title: "snapfile CRC64 validation failed", findings: &["snapfile.crc-mismatch"] };
+    pub const SNAPFILE_MAGIC: Rule = Rule {
         key: "snapfile.magic",
         title: "snapfile magic does not match the architecture",
         findings: &["snapfile.bad-magic", "snapfile.crc-zero", "snapfile.foreign-arch"],
-    },
-    Rule {
+    };
+    pub const SNAPFILE_VERSION: Rule = Rule {
         key: "snapfile.version",
         title: "snapfile format version not loadable by this Firecracker",
         findings: &["snapfile.version-mismatch", "snapfile.bad-header"],
-    },
-    Rule { key: "snapfile.too-short", title: "snapfile shorter than its CRC", findings: &["snapfile.too-short"] },
-    Rule {
+    };
+    pub const SNAPFILE_TOO_SHORT: Rule =
+        Rule { key: "snapfile.too-short", title: "snapfile shorter than its CRC", findings: &["snapfile.too-short"] };
+    pub const SNAPFILE_TOO_LARGE: Rule = Rule {
         key: "snapfile.too-large",
         title: "snapfile over Firecracker's size limit",
         findings: &["snapfile.too-large"],
-    },
-    Rule {
+    };
+    pub const SNAPFILE_DECODE: Rule = Rule {
         key: "snapfile.decode",
         title: "Firecracker could not decode the snapfile",
         findings: &[
@@ -144,8 +166,8 @@ pub const RULES: &[Rule] = &[
             "snapfile.bad-header",
             "snapfile.crc-mismatch",
         ],
-    },
-    Rule {
+    };
+    pub const SNAPFILE_DECODE_SHORT: Rule = Rule {
         key: "snapfile.decode-short",
         title: "the snapfile's state ended before Firecracker finished decoding it",
         findings: &[
@@ -154,13 +176,13 @@ pub const RULES: &[Rule] = &[
             "snapfile.crc-mismatch",
             "snapfile.too-short",
         ],
-    },
-    Rule {
+    };
+    pub const SNAPFILE_DECODE_HEADER: Rule = Rule {
         key: "snapfile.decode-header",
         title: "the snapfile's header is not a Firecracker header (version string unreadable)",
         findings: &["snapfile.bad-magic", "snapfile.crc-zero", "snapfile.bad-header"],
-    },
-    Rule {
+    };
+    pub const SNAPFILE_BITCODE: Rule = Rule {
         key: "snapfile.bitcode",
         title: "Firecracker v1.15+ could not decode the bitcode snapfile",
         findings: &[
@@ -170,50 +192,57 @@ pub const RULES: &[Rule] = &[
             "snapfile.bad-magic",
             "snapfile.state-undecodable",
         ],
-    },
-    Rule {
+    };
+    pub const SNAPFILE_OPEN: Rule = Rule {
         key: "snapfile.open",
         title: "Firecracker could not open the snapfile",
         findings: &["snapfile.missing", "snapfile.unreadable"],
-    },
-    Rule { key: "snapfile.io", title: "reading the snapfile failed", findings: &["snapfile.unreadable"] },
-    Rule {
+    };
+    pub const SNAPFILE_IO: Rule =
+        Rule { key: "snapfile.io", title: "reading the snapfile failed", findings: &["snapfile.unreadable"] };
+    pub const SNAPFILE_MEMORY_REGIONS: Rule = Rule {
         key: "snapfile.memory-regions",
         title: "the snapshot state fails Firecracker's memory sanity check",
         findings: &["snapfile.memory-regions"],
-    },
-    Rule {
+    };
+    pub const SNAPSHOT_DEVICE_OVERRIDE: Rule = Rule {
         key: "snapshot.device-override",
         title: "the load request overrides a device the snapshot does not have",
         findings: &[],
-    },
-    Rule {
+    };
+    pub const MEMFILE_RESTORE: Rule = Rule {
         key: "memfile.restore",
         title: "guest memory could not be restored",
         findings: &["memfile.size-mismatch", "memfile.missing", "memfile.missing-data", "header.data-too-short"],
-    },
-    Rule { key: "host.uffd", title: "the host kernel refused userfaultfd registration", findings: &[] },
-    Rule { key: "rootfs.no-root-device", title: "the kernel found no root device", findings: &[] },
-    Rule {
+    };
+    pub const HOST_UFFD: Rule =
+        Rule { key: "host.uffd", title: "the host kernel refused userfaultfd registration", findings: &[] };
+    pub const ROOTFS_NO_ROOT_DEVICE: Rule =
+        Rule { key: "rootfs.no-root-device", title: "the kernel found no root device", findings: &[] };
+    pub const ROOTFS_MOUNT_FAILED: Rule = Rule {
         key: "rootfs.mount-failed",
         title: "the kernel could not mount the root filesystem",
         findings: &["rootfs.not-ext4", "rootfs.truncated", "rootfs.needs-recovery"],
-    },
-    Rule { key: "ext4.not-found", title: "no ext4 filesystem on the root device", findings: &["rootfs.not-ext4"] },
-    Rule {
+    };
+    pub const EXT4_NOT_FOUND: Rule =
+        Rule { key: "ext4.not-found", title: "no ext4 filesystem on the root device", findings: &["rootfs.not-ext4"] };
+    pub const EXT4_ERROR: Rule = Rule {
         key: "ext4.error",
         title: "ext4 found corruption",
         findings: &["rootfs.fs-errors", "rootfs.truncated", "header.data-too-short"],
-    },
-    Rule { key: "ext4.recovery", title: "the ext4 journal needs recovery", findings: &["rootfs.needs-recovery"] },
-    Rule {
+    };
+    pub const EXT4_RECOVERY: Rule =
+        Rule { key: "ext4.recovery", title: "the ext4 journal needs recovery", findings: &["rootfs.needs-recovery"] };
+    pub const EXT4_FEATURES: Rule = Rule {
         key: "ext4.features",
         title: "the kernel does not support the image's ext4 features",
         findings: &["rootfs.unsupported-features"],
-    },
-    Rule { key: "host.envd-missing", title: "the node's envd binary is missing", findings: &[] },
-    Rule { key: "host.exec-failed", title: "the orchestrator could not start a program", findings: &[] },
-    Rule {
+    };
+    pub const HOST_ENVD_MISSING: Rule =
+        Rule { key: "host.envd-missing", title: "the node's envd binary is missing", findings: &[] };
+    pub const HOST_EXEC_FAILED: Rule =
+        Rule { key: "host.exec-failed", title: "the orchestrator could not start a program", findings: &[] };
+    pub const GUEST_NOT_FOUND: Rule = Rule {
         key: "guest.not-found",
         title: "a program in the guest was not found",
         findings: &[
@@ -223,52 +252,102 @@ pub const RULES: &[Rule] = &[
             "init.interpreter-missing",
             "init.loader-missing",
         ],
-    },
-    Rule {
+    };
+    pub const GUEST_EXEC_FORMAT: Rule = Rule {
         key: "guest.exec-format",
         title: "a program in the guest is for another architecture or not a program",
         findings: &["envd.wrong-arch", "init.wrong-arch", "init.not-runnable", "envd.not-elf"],
-    },
-    Rule {
+    };
+    pub const GUEST_PERMISSION: Rule = Rule {
         key: "guest.permission",
         title: "a program in the guest is not executable",
         findings: &["init.not-executable", "envd.not-executable", "wrapper.exec-target-missing"],
-    },
-    Rule {
+    };
+    pub const SYSTEMD_UNIT_MISSING: Rule = Rule {
         key: "systemd.unit-missing",
         title: "systemd has no envd.service",
         findings: &["systemd.envd-service-missing", "systemd.envd-masked", "systemd.envd-not-enabled"],
-    },
-    Rule {
+    };
+    pub const SYSTEMD_EXEC_FAILED: Rule = Rule {
         key: "systemd.exec-failed",
         title: "systemd could not start envd",
         findings: &["systemd.exec-start-missing", "envd.missing", "envd.loader-missing", "envd.wrong-arch"],
-    },
-    Rule {
+    };
+    pub const SYSTEMD_ENVD_EXITED: Rule = Rule {
         key: "systemd.envd-exited",
         title: "envd's service process exited",
         findings: &["systemd.envd-flag", "wrapper.envd-flag", "envd.wrong-arch", "envd.loader-missing"],
-    },
-    Rule {
+    };
+    pub const WRAPPER_ENVD_EXITED: Rule = Rule {
         key: "wrapper.envd-exited",
         title: "envd exited under tmpl's init wrapper (restarted)",
         findings: &["wrapper.envd-flag", "wrapper.command-missing", "envd.wrong-arch", "envd.loader-missing"],
-    },
-    Rule { key: "guest.oom", title: "the guest ran out of memory", findings: &[] },
-    Rule {
+    };
+    pub const GUEST_OOM: Rule = Rule { key: "guest.oom", title: "the guest ran out of memory", findings: &[] };
+    pub const METADATA_SEMVER: Rule = Rule {
         key: "metadata.semver",
         title: "a version field in metadata.json is empty or not a version",
         findings: &["metadata.no-template", "metadata.bad-field", "metadata.unknown-firecracker", "metadata.absent"],
-    },
-    Rule { key: "kernel.panic", title: "kernel panic", findings: &[] },
-];
-
-/// Look a rule up by key (every key used in this module exists; a test checks it).
-pub fn rule(key: &str) -> &'static Rule {
-    let found = RULES.iter().find(|r| r.key == key);
-    debug_assert!(found.is_some(), "explain rule {key} is not in RULES");
-    found.unwrap_or(&RULES[RULES.len() - 1])
+    };
+    pub const KERNEL_PANIC: Rule = Rule { key: "kernel.panic", title: "kernel panic", findings: &[] };
 }
+
+/// Every rule (what `tmpl explain` documents and its tests read).
+pub const RULES: &[&Rule] = &[
+    &rule::PANIC_INIT_EXIT_0,
+    &rule::PANIC_INIT_EXIT_1,
+    &rule::PANIC_INIT_EXIT_2,
+    &rule::PANIC_INIT_EXIT_126,
+    &rule::PANIC_INIT_EXIT_127,
+    &rule::PANIC_INIT_EXIT_OTHER,
+    &rule::PANIC_INIT_SIGNAL_SEGV,
+    &rule::PANIC_INIT_SIGNAL_ILL,
+    &rule::PANIC_INIT_SIGNAL_BUS,
+    &rule::PANIC_INIT_SIGNAL_KILL,
+    &rule::PANIC_INIT_SIGNAL_OTHER,
+    &rule::INIT_EXEC_ENOENT,
+    &rule::INIT_EXEC_ENOEXEC,
+    &rule::INIT_EXEC_EACCES,
+    &rule::INIT_EXEC_ELOOP,
+    &rule::INIT_EXEC_ENOTDIR,
+    &rule::INIT_EXEC_EIO,
+    &rule::INIT_EXEC_OTHER,
+    &rule::INIT_NONE_FOUND,
+    &rule::ENVD_FLAG_UNDEFINED,
+    &rule::SNAPFILE_CRC,
+    &rule::SNAPFILE_MAGIC,
+    &rule::SNAPFILE_VERSION,
+    &rule::SNAPFILE_TOO_SHORT,
+    &rule::SNAPFILE_TOO_LARGE,
+    &rule::SNAPFILE_DECODE,
+    &rule::SNAPFILE_DECODE_SHORT,
+    &rule::SNAPFILE_DECODE_HEADER,
+    &rule::SNAPFILE_BITCODE,
+    &rule::SNAPFILE_OPEN,
+    &rule::SNAPFILE_IO,
+    &rule::SNAPFILE_MEMORY_REGIONS,
+    &rule::SNAPSHOT_DEVICE_OVERRIDE,
+    &rule::MEMFILE_RESTORE,
+    &rule::HOST_UFFD,
+    &rule::ROOTFS_NO_ROOT_DEVICE,
+    &rule::ROOTFS_MOUNT_FAILED,
+    &rule::EXT4_NOT_FOUND,
+    &rule::EXT4_ERROR,
+    &rule::EXT4_RECOVERY,
+    &rule::EXT4_FEATURES,
+    &rule::HOST_ENVD_MISSING,
+    &rule::HOST_EXEC_FAILED,
+    &rule::GUEST_NOT_FOUND,
+    &rule::GUEST_EXEC_FORMAT,
+    &rule::GUEST_PERMISSION,
+    &rule::SYSTEMD_UNIT_MISSING,
+    &rule::SYSTEMD_EXEC_FAILED,
+    &rule::SYSTEMD_ENVD_EXITED,
+    &rule::WRAPPER_ENVD_EXITED,
+    &rule::GUEST_OOM,
+    &rule::METADATA_SEMVER,
+    &rule::KERNEL_PANIC,
+];
 
 /// One recognised line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -413,8 +492,7 @@ fn cmds(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-fn ex(line: usize, text: &str, key: &'static str, meaning: String, cause: String) -> Explanation {
-    let r = rule(key);
+fn ex(line: usize, text: &str, r: &'static Rule, meaning: String, cause: String) -> Explanation {
     Explanation {
         line,
         text: text.to_string(),
@@ -451,20 +529,20 @@ fn explain_exitcode(line: usize, text: &str, status: u32) -> Explanation {
         WaitStatus::Exited { code } => {
             let (key, cause) = match code {
                 0 => (
-                    "panic.init-exit-0",
+                    &rule::PANIC_INIT_EXIT_0,
                     "init finished instead of running forever: a wrapper that starts envd in the background (`envd &`) and \
                      then ends, or one whose last command returned; PID 1 must `exec` envd (or a real init)"
                         .to_string(),
                 ),
                 1 => (
-                    "panic.init-exit-1",
+                    &rule::PANIC_INIT_EXIT_1,
                     "a command in the init script failed (e.g. under `set -e`), or envd stopped with a fatal error at \
                      start-up (Go's log.Fatal exits 1: port in use, cgroup setup, missing directory); read the console \
                      lines just before the panic"
                         .to_string(),
                 ),
                 2 => (
-                    "panic.init-exit-2",
+                    &rule::PANIC_INIT_EXIT_2,
                     "exit status 2 is what Go's flag package returns for a flag the program does not define (the init \
                      wrapper passes envd a flag this envd no longer accepts: -debug was renamed -isnotfc in 2025-07, \
                      -cmd was removed in 2026-05), and also what a Go runtime panic returns; a shell also exits 2 on a \
@@ -472,13 +550,13 @@ fn explain_exitcode(line: usize, text: &str, status: u32) -> Explanation {
                         .to_string(),
                 ),
                 126 => (
-                    "panic.init-exit-126",
+                    &rule::PANIC_INIT_EXIT_126,
                     "a shell found the command but could not execute it: no exec permission, or a binary for another \
                      architecture"
                         .to_string(),
                 ),
                 127 => (
-                    "panic.init-exit-127",
+                    &rule::PANIC_INIT_EXIT_127,
                     "a shell could not find a command: the wrapper's exec target (envd) is missing, or its interpreter \
                      (#!/bin/bash in an image without bash) or the binary's dynamic loader (PT_INTERP) is missing"
                         .to_string(),
@@ -486,14 +564,14 @@ fn explain_exitcode(line: usize, text: &str, status: u32) -> Explanation {
                 c if c > 128 => {
                     let (name, what) = signal_name(c - 128);
                     (
-                        "panic.init-exit-other",
+                        &rule::PANIC_INIT_EXIT_OTHER,
                         format!(
                             "a shell reported that its child was killed by {name} ({what}); status {c} = 128 + {}",
                             c - 128
                         ),
                     )
                 }
-                c => ("panic.init-exit-other", format!("init (or the program it exec'd) exited with status {c}")),
+                c => (&rule::PANIC_INIT_EXIT_OTHER, format!("init (or the program it exec'd) exited with status {c}")),
             };
             ex(line, text, key, format!("PID 1 exited with status {code} ({hex})"), cause)
                 .fatal()
@@ -504,28 +582,29 @@ fn explain_exitcode(line: usize, text: &str, status: u32) -> Explanation {
             let (name, what) = signal_name(signal);
             let (key, cause) = match signal {
                 11 => (
-                    "panic.init-signal-segv",
+                    &rule::PANIC_INIT_SIGNAL_SEGV,
                     "init (or envd) crashed: a binary for another architecture or libc variant, a dynamic binary whose \
                      loader or libraries do not match, or a corrupt binary",
                 ),
                 4 => (
-                    "panic.init-signal-ill",
+                    &rule::PANIC_INIT_SIGNAL_ILL,
                     "the CPU cannot run an instruction in init or envd: built for a newer CPU level (x86-64-v3/AVX2) \
                      than the VM offers, or for another architecture",
                 ),
                 7 => (
-                    "panic.init-signal-bus",
+                    &rule::PANIC_INIT_SIGNAL_BUS,
                     "memory behind a mapping is missing: on a snapshot resume, the memfile is shorter than the VM's \
                      memory; otherwise a truncated binary",
                 ),
                 9 => (
-                    "panic.init-signal-kill",
+                    &rule::PANIC_INIT_SIGNAL_KILL,
                     "PID 1 was killed, usually by the out-of-memory killer: give the VM more memory, or look for \
                      \"Out of memory\" lines before the panic",
                 ),
-                _ => {
-                    ("panic.init-signal-other", "PID 1 was killed by a signal; read the console lines before the panic")
-                }
+                _ => (
+                    &rule::PANIC_INIT_SIGNAL_OTHER,
+                    "PID 1 was killed by a signal; read the console lines before the panic",
+                ),
             };
             let core = if core_dumped { ", core dumped" } else { "" };
             ex(line, text, key, format!("PID 1 was killed by {name} ({what}{core}); {hex}"), cause.to_string())
@@ -542,30 +621,32 @@ fn explain_init_errno(line: usize, text: &str, path: &str, err: i64, requested: 
     let (name, what) = errno_name(n);
     let (key, cause) = match n {
         2 => (
-            "init.exec-enoent",
+            &rule::INIT_EXEC_ENOENT,
             format!(
                 "{path} does not exist in the image, is a dangling symlink, or is a script or dynamic binary whose \
                  interpreter (#!) or loader (PT_INTERP) is missing: execve reports all of these as ENOENT"
             ),
         ),
         8 => (
-            "init.exec-enoexec",
+            &rule::INIT_EXEC_ENOEXEC,
             format!(
                 "{path} is neither an ELF for this CPU nor a script starting with #!: an ELF for another architecture, \
                  a truncated or empty file, or a script without a shebang line"
             ),
         ),
         13 => (
-            "init.exec-eacces",
+            &rule::INIT_EXEC_EACCES,
             format!("{path} (or its interpreter) has no execute permission, or is a directory or special file"),
         ),
-        40 => ("init.exec-eloop", format!("{path} is a symlink chain that loops or is deeper than 40 links")),
-        20 => ("init.exec-enotdir", format!("a component of {path} is a file or a link to a file, not a directory")),
+        40 => (&rule::INIT_EXEC_ELOOP, format!("{path} is a symlink chain that loops or is deeper than 40 links")),
+        20 => {
+            (&rule::INIT_EXEC_ENOTDIR, format!("a component of {path} is a file or a link to a file, not a directory"))
+        }
         5 => (
-            "init.exec-eio",
+            &rule::INIT_EXEC_EIO,
             "the root filesystem could not be read where init lives: corrupt image or short layer".into(),
         ),
-        _ => ("init.exec-other", format!("execve of {path} failed with {name} ({what})")),
+        _ => (&rule::INIT_EXEC_OTHER, format!("execve of {path} failed with {name} ({what})")),
     };
     let meaning = if requested {
         format!("the kernel could not run init={path}: error -{n} = {name} ({what})")
@@ -602,7 +683,7 @@ fn explain_flag(line: usize, text: &str, flag: &str) -> Explanation {
     ex(
         line,
         text,
-        "envd.flag-undefined",
+        &rule::ENVD_FLAG_UNDEFINED,
         format!("a Go program rejected the flag -{flag} (it exits with status 2)"),
         cause,
     )
@@ -625,7 +706,7 @@ fn explain_crc(line: usize, text: &str, value: Option<u64>, debug_form: bool) ->
     let mut e = ex(
         line,
         text,
-        "snapfile.crc",
+        &rule::SNAPFILE_CRC,
         "the CRC-64 over the snapfile (all bytes but the last 8) does not equal the value stored in its last 8 bytes"
             .into(),
         "the snapfile's bytes changed after Firecracker wrote them: truncated, partially downloaded or copied, bit rot, \
@@ -650,7 +731,7 @@ fn explain_magic(line: usize, text: &str, value: Option<u64>) -> Explanation {
     let mut e = ex(
         line,
         text,
-        "snapfile.magic",
+        &rule::SNAPFILE_MAGIC,
         "the first 8 bytes of the snapfile are not this architecture's snapshot magic".into(),
         "the snapfile is not a Firecracker snapshot for this CPU architecture: a placeholder or zeroed file (a zero \
          file even passes the CRC check), a foreign file, or a snapshot taken on another architecture"
@@ -700,7 +781,7 @@ fn explain_version(line: usize, text: &str, version: Option<&str>) -> Explanatio
     let mut e = ex(
         line,
         text,
-        "snapfile.version",
+        &rule::SNAPFILE_VERSION,
         "this Firecracker cannot load the snapshot format version in the snapfile".into(),
         "the snapshot was taken by a different Firecracker release than the one loading it: metadata.json's \
          firecracker_version does not match the snapfile, or the node runs another firecracker binary"
@@ -725,7 +806,7 @@ fn explain_ext4_features(line: usize, text: &str, dev: &str, rdwr: bool, hex: &s
     ex(
         line,
         text,
-        "ext4.features",
+        &rule::EXT4_FEATURES,
         format!(
             "the guest kernel cannot mount {dev}{}: unsupported {kind} features 0x{hex}",
             if rdwr { " read-write" } else { "" }
@@ -746,7 +827,7 @@ fn explain_root_device(line: usize, text: &str, caps: &regex::Captures) -> Expla
         ex(
             line,
             text,
-            "rootfs.no-root-device",
+            &rule::ROOTFS_NO_ROOT_DEVICE,
             "the kernel found no block device for root= (unknown-block(0,0))".into(),
             "the guest kernel has no built-in driver for the disk (virtio_blk or nvme as a module, and no initramfs), or \
              root= names the wrong device; this is about the kernel and VM, not the template. With tmpl boot-test, \
@@ -759,7 +840,7 @@ fn explain_root_device(line: usize, text: &str, caps: &regex::Captures) -> Expla
         ex(
             line,
             text,
-            "rootfs.mount-failed",
+            &rule::ROOTFS_MOUNT_FAILED,
             format!("the kernel found the root device ({major}:{minor}) but could not mount it"),
             "the device holds no filesystem the kernel can mount: not ext4, corrupt, truncated, or ext4 features the \
              kernel lacks (look for EXT4-fs lines just above)"
@@ -792,7 +873,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
             ex(
                 line_no,
                 text,
-                "init.none-found",
+                &rule::INIT_NONE_FOUND,
                 "the kernel tried /sbin/init, /etc/init, /bin/init and /bin/sh and could run none of them".into(),
                 "no init in the image: /sbin/init is missing or dangling and there is no /bin/sh, or every candidate \
                  fails to execute (see \"Starting init: ... error\" lines above)"
@@ -813,7 +894,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
             ex(
                 line_no,
                 text,
-                "memfile.restore",
+                &rule::MEMFILE_RESTORE,
                 "Firecracker could not restore a virtio queue from guest memory".into(),
                 "the guest memory served to Firecracker (memfile through userfaultfd) is corrupt or inconsistent: a \
                  memfile shorter than the VM's memory, a header whose size or page size does not match, missing \
@@ -828,7 +909,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
             ex(
                 line_no,
                 text,
-                "host.uffd",
+                &rule::HOST_UFFD,
                 "the host kernel refused a userfaultfd operation".into(),
                 "the node's kernel lacks the userfaultfd features the orchestrator needs (write-protect, hugetlbfs \
                  missing pages); this is a host problem, not the template: use the host kernel E2B supports"
@@ -848,7 +929,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "ext4.not-found",
+            &rule::EXT4_NOT_FOUND,
             "no ext4 superblock on the root device".into(),
             "the rootfs data (or one of its layers) is not an ext4 image".into(),
         ));
@@ -860,7 +941,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "ext4.recovery",
+            &rule::EXT4_RECOVERY,
             "the journal needs replaying but the device is read-only".into(),
             "the image was not cleanly unmounted (needs_recovery); boot it read-write once, or run e2fsck -fy on a \
              copy, before using it read-only"
@@ -871,7 +952,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "ext4.error",
+            &rule::EXT4_ERROR,
             "the guest kernel found ext4 corruption".into(),
             "the filesystem is corrupt: a bad edit, a truncated image or layer, or blocks read from the wrong layer; \
              check it with e2fsck -fn on an assembled copy"
@@ -886,7 +967,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
                 ex(
                     line_no,
                     text,
-                    "host.envd-missing",
+                    &rule::HOST_ENVD_MISSING,
                     format!("the orchestrator/template builder could not run the node's envd at {path}: {reason}"),
                     "HOST_ENVD_PATH (default /fc-envd/envd) on the build node is missing or not executable; the \
                      template is not at fault. Build envd and place it there (E2B: make build-and-upload/envd), or \
@@ -901,7 +982,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
             ex(
                 line_no,
                 text,
-                "host.exec-failed",
+                &rule::HOST_EXEC_FAILED,
                 format!("a host process could not start {path}: {reason}"),
                 format!("{path} is missing, not executable, or for another architecture on the node"),
             )
@@ -925,7 +1006,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "wrapper.envd-exited",
+            &rule::WRAPPER_ENVD_EXITED,
             format!("tmpl's init wrapper saw envd exit with status {n} and restarts it"),
             cause,
         ));
@@ -934,7 +1015,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "systemd.unit-missing",
+            &rule::SYSTEMD_UNIT_MISSING,
             format!("systemd has no unit {}", &c[1]),
             "the image boots systemd but /etc/systemd/system/envd.service is missing or not enabled \
              (multi-user.target.wants/envd.service)"
@@ -962,7 +1043,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "systemd.envd-exited",
+            &rule::SYSTEMD_ENVD_EXITED,
             format!("{} stopped: {how}, status {}", &c[1], &c[3]),
             cause,
         ));
@@ -973,7 +1054,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "systemd.exec-failed",
+            &rule::SYSTEMD_EXEC_FAILED,
             format!("systemd could not start {unit}: {target}: {}", &c[4]),
             "ExecStart points at a file that is missing, not executable, for another architecture, or a dynamic \
              binary whose loader is missing"
@@ -984,7 +1065,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "guest.exec-format",
+            &rule::GUEST_EXEC_FORMAT,
             format!("{} could not be executed: wrong format", &c[1]),
             "a binary for another architecture (aarch64 envd on x86_64), or a file that is not a program".into(),
         ));
@@ -993,7 +1074,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "guest.permission",
+            &rule::GUEST_PERMISSION,
             format!("{} could not be executed: permission denied", &c[1]),
             "the file has no execute bit (or is on a noexec mount)".into(),
         ));
@@ -1004,7 +1085,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "guest.not-found",
+            &rule::GUEST_NOT_FOUND,
             format!("{} was not found when a script tried to run it", &c[1]),
             "the program is missing from the image, or it is a dynamic binary whose loader (PT_INTERP) is missing \
              (the shell says \"not found\" for both); a shell that cannot find its command exits 127"
@@ -1015,7 +1096,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "guest.oom",
+            &rule::GUEST_OOM,
             "the guest kernel's OOM killer ran".into(),
             "the VM has too little memory for what the template starts; raise the template's memory".into(),
         ));
@@ -1024,7 +1105,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
         return Some(ex(
             line_no,
             text,
-            "metadata.semver",
+            &rule::METADATA_SEMVER,
             "a version string (kernel, Firecracker or envd) was empty or not a version".into(),
             "metadata.json lacks template.firecracker_version/kernel_version (legacy or hand-written metadata), or the \
              build's envd version is unknown; a hand-made metadata.json or snapfile cannot work"
@@ -1036,7 +1117,7 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
             ex(
                 line_no,
                 text,
-                "kernel.panic",
+                &rule::KERNEL_PANIC,
                 "the guest kernel panicked".into(),
                 "read the lines just before the panic for the cause".into(),
             )
@@ -1061,12 +1142,12 @@ fn lines(text: &str) -> Vec<&str> {
 
 /// Rules that explain why PID 1 ended, when they appear before its panic.
 const CAUSE_OF_INIT_EXIT: &[&str] = &[
-    "envd.flag-undefined",
-    "guest.not-found",
-    "guest.exec-format",
-    "guest.permission",
-    "guest.oom",
-    "host.exec-failed",
+    rule::ENVD_FLAG_UNDEFINED.key,
+    rule::GUEST_NOT_FOUND.key,
+    rule::GUEST_EXEC_FORMAT.key,
+    rule::GUEST_PERMISSION.key,
+    rule::GUEST_OOM.key,
+    rule::HOST_EXEC_FAILED.key,
 ];
 
 /// Decode every line of `text` (one message or a whole console log).
@@ -1095,19 +1176,21 @@ pub fn explain(text: &str) -> Decoded {
             .map(|e| e.line)
             .collect();
         if let Some(&c) = causes.last() {
-            let what = match exit_rule {
-                "panic.init-exit-2" => " (exit status 2)",
-                "panic.init-exit-127" => " (exit status 127)",
-                _ => "",
+            let what = if exit_rule == rule::PANIC_INIT_EXIT_2.key {
+                " (exit status 2)"
+            } else if exit_rule == rule::PANIC_INIT_EXIT_127.key {
+                " (exit status 127)"
+            } else {
+                ""
             };
             out.notes.push(format!("line {c} is the likely reason PID 1 ended on line {exit_line}{what}"));
         }
     }
-    if out.explanations.iter().any(|e| e.rule == "kernel.panic")
+    if out.explanations.iter().any(|e| e.rule == rule::KERNEL_PANIC.key)
         && out.explanations.iter().filter(|e| e.fatal).count() > 1
     {
         // A generic panic line is redundant next to a specific one.
-        out.explanations.retain(|e| e.rule != "kernel.panic");
+        out.explanations.retain(|e| e.rule != rule::KERNEL_PANIC.key);
     }
     out
 }

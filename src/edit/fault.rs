@@ -36,7 +36,7 @@ pub const PAUSE_FILE_ENV: &str = "TMPL_FAULT_PAUSE_FILE";
 /// A paused run goes on by itself after this long.
 pub const PAUSE_MAX: Duration = Duration::from_secs(120);
 
-#[cfg_attr(not(feature = "fault-inject"), expect(dead_code, reason = "parsed only with the fault-inject feature"))]
+#[cfg(any(test, feature = "fault-inject"))]
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
     Fail,
@@ -44,7 +44,7 @@ enum Action {
     Pause,
 }
 
-#[cfg_attr(not(feature = "fault-inject"), expect(dead_code, reason = "parsed only with the fault-inject feature"))]
+#[cfg(any(test, feature = "fault-inject"))]
 fn parse(value: &str) -> (Action, &str) {
     if let Some(s) = value.strip_prefix("kill:") {
         (Action::Kill, s)

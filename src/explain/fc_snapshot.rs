@@ -247,7 +247,7 @@ pub fn explain(line: usize, text: &str) -> Option<Explanation> {
         "smaller-than-crc" | "too-short-for-crc" => ex(
             line,
             text,
-            "snapfile.too-short",
+            &super::rule::SNAPFILE_TOO_SHORT,
             "the snapfile is shorter than 8 bytes".into(),
             "an empty or cut snapfile (interrupted copy or upload); restore it".into(),
         )
@@ -255,7 +255,7 @@ pub fn explain(line: usize, text: &str) -> Option<Explanation> {
         "size-limit" => ex(
             line,
             text,
-            "snapfile.too-large",
+            &super::rule::SNAPFILE_TOO_LARGE,
             format!("the snapfile is larger than Firecracker's {} byte state limit", cap(1).unwrap_or("10000000")),
             "junk was appended to the snapfile, or it is not a snapfile".into(),
         )
@@ -269,7 +269,7 @@ pub fn explain(line: usize, text: &str) -> Option<Explanation> {
             ex(
                 line,
                 text,
-                "snapfile.io",
+                &super::rule::SNAPFILE_IO,
                 format!("reading the snapfile failed: errno {n} = {name} ({what})"),
                 "Firecracker reads the file to the length it stat'ed; EINVAL (22) here means the read ended early: \
                  the file shrank while it was read (a copy still being written) or the disk failed"
@@ -280,7 +280,7 @@ pub fn explain(line: usize, text: &str) -> Option<Explanation> {
         "open" => ex(
             line,
             text,
-            "snapfile.open",
+            &super::rule::SNAPFILE_OPEN,
             format!("Firecracker could not open the snapfile: {}", cap(1).unwrap_or("").trim()),
             "the snapfile does not exist where the orchestrator points Firecracker (the build's files were not \
              fetched or cached), or it is not readable"
@@ -290,7 +290,7 @@ pub fn explain(line: usize, text: &str) -> Option<Explanation> {
         "meta" | "io" => ex(
             line,
             text,
-            "snapfile.io",
+            &super::rule::SNAPFILE_IO,
             format!("reading the snapfile failed: {}", cap(1).unwrap_or("").trim()),
             "an I/O error on the node's copy of the snapfile: permissions, a failing disk, or a file that changed \
              while it was read"
@@ -300,7 +300,7 @@ pub fn explain(line: usize, text: &str) -> Option<Explanation> {
         "unknown-net" | "unknown-vsock" => ex(
             line,
             text,
-            "snapshot.device-override",
+            &super::rule::SNAPSHOT_DEVICE_OVERRIDE,
             format!(
                 "the load request overrides a {} device that the snapshot does not have",
                 if w.id == "unknown-net" { "network" } else { "vsock" }
@@ -313,7 +313,7 @@ pub fn explain(line: usize, text: &str) -> Option<Explanation> {
         "no-memory" | "dram" => ex(
             line,
             text,
-            "snapfile.memory-regions",
+            &super::rule::SNAPFILE_MEMORY_REGIONS,
             format!(
                 "the snapshot state fails Firecracker's sanity check: {}",
                 cap(1).unwrap_or("No memory region defined")
@@ -333,35 +333,35 @@ fn decode_error(line: usize, text: &str, id: &str, inner: &str) -> Explanation {
     let bitcode = id.starts_with("bitcode");
     let (key, meaning, cause) = match (kind, id) {
         (Decode::Trailing, _) => (
-            "snapfile.bitcode",
+            &super::rule::SNAPFILE_BITCODE,
             "bitcode found bytes after the end of the state".to_string(),
             "the snapfile was padded or had bytes appended after Firecracker wrote it (a copy or pre-allocation): \
              Firecracker v1.15+ refuses any byte after the state; truncate the file to its real length"
                 .to_string(),
         ),
         (Decode::Header, "bitcode-v1.15" | "bitcode-v1.16") => (
-            "snapfile.bitcode",
+            &super::rule::SNAPFILE_BITCODE,
             "the snapfile's header does not decode as bitcode: it is not a v1.15+ snapfile".to_string(),
             "a bincode snapfile written by Firecracker v1.7–v1.14 (v1.15+ cannot read them), or a zeroed or foreign \
              file; compare the snapfile's version with metadata.json's firecracker_version"
                 .to_string(),
         ),
         (Decode::Short, "bitcode-v1.15" | "bitcode-v1.16") => (
-            "snapfile.bitcode",
+            &super::rule::SNAPFILE_BITCODE,
             "the bitcode state ended before Firecracker had decoded all of it".to_string(),
             "the snapfile was cut short (v1.15+ decode before they check the CRC), or it was written by the other \
              bitcode release (v1.15 and v1.16 lay the state out differently)"
                 .to_string(),
         ),
         (Decode::Header, _) => (
-            "snapfile.decode-header",
+            &super::rule::SNAPFILE_DECODE_HEADER,
             "the snapfile's header does not decode: its version string is not a version".to_string(),
             "the file is not a Firecracker snapshot: all zeros (a placeholder, which even passes the CRC check), \
              zero-filled by a failed copy, or a foreign file. Restore the snapfile from the source storage"
                 .to_string(),
         ),
         (_, "bitcode-v1.15" | "bitcode-v1.16") => (
-            "snapfile.bitcode",
+            &super::rule::SNAPFILE_BITCODE,
             "Firecracker (v1.15+) could not decode the bitcode state in the snapfile".to_string(),
             "a release build says only \"bitcode error\". In order of likelihood: bytes after the state (the file \
              was zero-padded by a copy: v1.15+ refuse trailing bytes, while v1.7–v1.14 ignored them), a snapfile \
@@ -370,7 +370,7 @@ fn decode_error(line: usize, text: &str, id: &str, inner: &str) -> Explanation {
                 .to_string(),
         ),
         (Decode::Short, _) => (
-            "snapfile.decode-short",
+            &super::rule::SNAPFILE_DECODE_SHORT,
             "the VM state in the snapfile ended before Firecracker had decoded all of it".to_string(),
             if id == "bincode-decode" {
                 "the state is laid out for another Firecracker release (v1.14 checks the header version first, so \
@@ -385,7 +385,7 @@ fn decode_error(line: usize, text: &str, id: &str, inner: &str) -> Explanation {
             },
         ),
         _ => (
-            "snapfile.decode",
+            &super::rule::SNAPFILE_DECODE,
             "Firecracker could not decode the VM state in the snapfile".to_string(),
             if id == "deserialize-old" {
                 "the snapfile is not in a format this old Firecracker (≤ v1.6) reads: a newer snapshot, or a damaged file"
