@@ -58,9 +58,8 @@ pub struct Args {
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub force: bool,
     /// Only these caches (template, build, chunk, sandbox, snapshot); default all
-    #[arg(long = "cache", value_name = "KIND", value_delimiter = ',',
-          value_parser = ["template", "build", "chunk", "sandbox", "snapshot"])]
-    pub caches: Vec<String>,
+    #[arg(long = "cache", value_name = "KIND", value_delimiter = ',', value_enum)]
+    pub caches: Vec<CacheKind>,
     /// ORCHESTRATOR_BASE_PATH (parent of template/, build/, sandbox/)
     #[arg(long, value_name = "DIR")]
     pub base_path: Option<PathBuf>,
@@ -92,6 +91,17 @@ pub struct Args {
     /// Node name in the report (default: TMPL_NODE_NAME, else the hostname)
     #[arg(long, value_name = "NAME", env = "TMPL_NODE_NAME")]
     pub node_name: Option<String>,
+}
+
+/// `--cache KIND`: the cache kinds by their stable names (the domain type stays free of clap).
+impl clap::ValueEnum for CacheKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &CacheKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
 }
 
 impl Args {
@@ -147,7 +157,7 @@ pub fn run(a: Args, ctx: &Ctx) -> Result<Outcome> {
     opts.force = a.force;
     opts.jobs = a.jobs;
     if !a.caches.is_empty() {
-        opts.kinds = Some(a.caches.iter().filter_map(|k| CacheKind::parse(k)).collect());
+        opts.kinds = Some(a.caches.clone());
     }
     if let Ok(s) = ctx.storage() {
         opts.protect.push(s.root);
@@ -580,6 +590,17 @@ fn summarize(a: &Args, ctx: &Ctx) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_kinds_parse_as_a_value_enum() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["tmpl", "purge-cache", "--all", "--cache", "chunk,build"]).unwrap();
+        let crate::cli::Command::PurgeCache(a) = cli.command else { panic!("not purge-cache") };
+        assert_eq!(a.caches, vec![CacheKind::Chunk, CacheKind::Build]);
+        let e = crate::cli::Cli::try_parse_from(["tmpl", "purge-cache", "--all", "--cache", "chunks"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(e.to_string().contains("template, build, chunk, sandbox, snapshot"), "{e}");
+    }
 
     #[test]
     fn build_id_lists() {
