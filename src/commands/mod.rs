@@ -8,6 +8,7 @@ pub mod edit_report;
 pub mod explain;
 pub mod inject_envd;
 pub mod inspect;
+mod inspect_render;
 pub mod purge_cache;
 pub mod rewrite_wrapper;
 pub mod verify;
