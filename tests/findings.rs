@@ -120,6 +120,13 @@ fn one(root: PathBuf, dir: tempfile::TempDir, args: &[&str]) -> (tempfile::TempD
     (dir, root, args.iter().map(|s| s.to_string()).collect())
 }
 
+/// A copy of the demo build `build` changed by `edit` (given the build folder), verified alone.
+fn edited(build: &'static str, edit: fn(&Path)) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root) = storage_with(&[build]);
+    edit(&root.join(build));
+    one(root, d, &[build])
+}
+
 /// Copies of `builds`, verified with `args`, unchanged.
 fn one_of(builds: &[&str], args: &[&str]) -> (tempfile::TempDir, PathBuf, Vec<String>) {
     let (d, root) = storage_with(builds);
@@ -254,22 +261,22 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "rootfs.fs-errors",
         make: || {
-            let (d, root) = storage_with(&[ids::LEGACY]);
-            let img = root.join(ids::LEGACY).join("rootfs.ext4");
-            let b = std::fs::read(&img).unwrap();
-            let state = u16::from_le_bytes(b[1024 + 0x3A..1024 + 0x3C].try_into().unwrap());
-            patch(&img, 1024 + 0x3A, &(state | 0x2).to_le_bytes());
-            one(root, d, &[ids::LEGACY])
+            edited(ids::LEGACY, |b| {
+                let img = b.join("rootfs.ext4");
+                let b = std::fs::read(&img).unwrap();
+                let state = u16::from_le_bytes(b[1024 + 0x3A..1024 + 0x3C].try_into().unwrap());
+                patch(&img, 1024 + 0x3A, &(state | 0x2).to_le_bytes());
+            })
         },
     },
     Scenario {
         expect: "snapfile.too-large",
         make: || {
-            let (d, root) = storage_with(&[ids::LEGACY]);
-            let snap = root.join(ids::LEGACY).join("snapfile");
-            let f = std::fs::OpenOptions::new().write(true).open(&snap).unwrap();
-            f.set_len(tmpl::snapshot::STATE_LIMIT + 4096).unwrap();
-            one(root, d, &[ids::LEGACY])
+            edited(ids::LEGACY, |b| {
+                let snap = b.join("snapfile");
+                let f = std::fs::OpenOptions::new().write(true).open(&snap).unwrap();
+                f.set_len(tmpl::snapshot::STATE_LIMIT + 4096).unwrap();
+            })
         },
     },
     Scenario {
@@ -283,34 +290,34 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "metadata.no-template",
         make: || {
-            let (d, root) = storage_with(&[ids::BASE]);
-            let p = root.join(ids::BASE).join("metadata.json");
-            let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            v["template"].as_object_mut().expect("metadata has a template object").remove("build_id");
-            std::fs::write(&p, v.to_string()).unwrap();
-            one(root, d, &[ids::BASE])
+            edited(ids::BASE, |b| {
+                let p = b.join("metadata.json");
+                let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                v["template"].as_object_mut().expect("metadata has a template object").remove("build_id");
+                std::fs::write(&p, v.to_string()).unwrap();
+            })
         },
     },
     Scenario {
         expect: "header.block-size",
         make: || {
-            let (d, root) = storage_with(&[ids::BASE]);
-            let p = root.join(ids::BASE).join("rootfs.ext4.header");
-            let mut h = read_header(&p);
-            h.block_size = 1000;
-            std::fs::write(&p, header::encode(&h)).unwrap();
-            one(root, d, &[ids::BASE])
+            edited(ids::BASE, |b| {
+                let p = b.join("rootfs.ext4.header");
+                let mut h = read_header(&p);
+                h.block_size = 1000;
+                std::fs::write(&p, header::encode(&h)).unwrap();
+            })
         },
     },
     Scenario {
         expect: "header.unknown-flags",
         make: || {
-            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
-            let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
-            let mut h = read_header(&p);
-            h.flags |= 0x80;
-            write_header(&p, &h);
-            one(root, d, &[ids::ZSTD_BASE])
+            edited(ids::ZSTD_BASE, |b| {
+                let p = b.join("rootfs.ext4.header");
+                let mut h = read_header(&p);
+                h.flags |= 0x80;
+                write_header(&p, &h);
+            })
         },
     },
     Scenario {
@@ -536,25 +543,25 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "header.no-frame-table",
         make: || {
-            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
-            std::fs::remove_file(root.join(ids::ZSTD_BASE).join("rootfs.ext4.header")).unwrap();
-            one(root, d, &[ids::ZSTD_BASE])
+            edited(ids::ZSTD_BASE, |b| {
+                std::fs::remove_file(b.join("rootfs.ext4.header")).unwrap();
+            })
         },
     },
     Scenario {
         expect: "leftover.work-folder",
         make: || {
-            let (d, root) = storage_with(&[ids::LEGACY]);
-            std::fs::create_dir(root.join(ids::LEGACY).join(".tmpl-work-1234")).unwrap();
-            one(root, d, &[ids::LEGACY])
+            edited(ids::LEGACY, |b| {
+                std::fs::create_dir(b.join(".tmpl-work-1234")).unwrap();
+            })
         },
     },
     Scenario {
         expect: "edit.interrupted-commit",
         make: || {
-            let (d, root) = storage_with(&[ids::LEGACY]);
-            std::fs::write(root.join(ids::LEGACY).join(".tmpl-commit.json"), b"{}").unwrap();
-            one(root, d, &[ids::LEGACY])
+            edited(ids::LEGACY, |b| {
+                std::fs::write(b.join(".tmpl-commit.json"), b"{}").unwrap();
+            })
         },
     },
     Scenario { expect: "init.missing", make: || tree_case(|t| rm(t, "sbin/init")) },
@@ -693,79 +700,79 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "header.build-id-mismatch",
         make: || {
-            let (d, root) = storage_with(&[ids::BASE]);
-            let p = root.join(ids::BASE).join("memfile.header");
-            let mut h = read_header(&p);
-            h.build_id = tmpl::vocab::BuildId::parse(ids::GONE).unwrap();
-            std::fs::write(&p, header::encode(&h)).unwrap();
-            one(root, d, &[ids::BASE])
+            edited(ids::BASE, |b| {
+                let p = b.join("memfile.header");
+                let mut h = read_header(&p);
+                h.build_id = tmpl::vocab::BuildId::parse(ids::GONE).unwrap();
+                std::fs::write(&p, header::encode(&h)).unwrap();
+            })
         },
     },
     Scenario {
         expect: "header.unaligned",
         make: || {
-            let (d, root) = storage_with(&[ids::BASE]);
-            let p = root.join(ids::BASE).join("rootfs.ext4.header");
-            let mut h = read_header(&p);
-            h.mappings[0].length += 1;
-            std::fs::write(&p, header::encode(&h)).unwrap();
-            one(root, d, &[ids::BASE])
+            edited(ids::BASE, |b| {
+                let p = b.join("rootfs.ext4.header");
+                let mut h = read_header(&p);
+                h.mappings[0].length += 1;
+                std::fs::write(&p, header::encode(&h)).unwrap();
+            })
         },
     },
     Scenario {
         expect: "header.coverage",
         make: || {
-            let (d, root) = storage_with(&[ids::BASE]);
-            let p = root.join(ids::BASE).join("rootfs.ext4.header");
-            let mut h = read_header(&p);
-            // The last mapping one block short: the device's end is mapped by nothing.
-            let last = h.mappings.len() - 1;
-            h.mappings[last].length -= h.block_size;
-            std::fs::write(&p, header::encode(&h)).unwrap();
-            one(root, d, &[ids::BASE])
+            edited(ids::BASE, |b| {
+                let p = b.join("rootfs.ext4.header");
+                let mut h = read_header(&p);
+                // The last mapping one block short: the device's end is mapped by nothing.
+                let last = h.mappings.len() - 1;
+                h.mappings[last].length -= h.block_size;
+                std::fs::write(&p, header::encode(&h)).unwrap();
+            })
         },
     },
     Scenario {
         expect: "header.mapping-order",
         make: || {
-            let (d, root) = storage_with(&[ids::BASE]);
-            let p = root.join(ids::BASE).join("rootfs.ext4.header");
-            let mut h = read_header(&p);
-            assert!(h.mappings.len() > 1, "the demo base has several mappings");
-            h.mappings.swap(0, 1);
-            std::fs::write(&p, header::encode(&h)).unwrap();
-            one(root, d, &[ids::BASE])
+            edited(ids::BASE, |b| {
+                let p = b.join("rootfs.ext4.header");
+                let mut h = read_header(&p);
+                assert!(h.mappings.len() > 1, "the demo base has several mappings");
+                h.mappings.swap(0, 1);
+                std::fs::write(&p, header::encode(&h)).unwrap();
+            })
         },
     },
     Scenario {
         expect: "header.v4-inner-length-mismatch",
         make: || {
-            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
-            let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
-            let b = std::fs::read(&p).unwrap();
-            let at = header::META_LEN + 1;
-            let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-            patch(&p, u64::try_from(at).unwrap(), &(len + 8).to_le_bytes());
-            one(root, d, &[ids::ZSTD_BASE])
+            edited(ids::ZSTD_BASE, |b| {
+                let p = b.join("rootfs.ext4.header");
+                let b = std::fs::read(&p).unwrap();
+                let at = header::META_LEN + 1;
+                let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+                patch(&p, u64::try_from(at).unwrap(), &(len + 8).to_le_bytes());
+            })
         },
     },
     Scenario {
         expect: "header.v4-inner-too-large",
         make: || {
-            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
-            let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
-            let too_big = u32::try_from(header::MAX_INNER_LEN + 1).unwrap();
-            patch(&p, u64::try_from(header::META_LEN + 1).unwrap(), &too_big.to_le_bytes());
-            one(root, d, &[ids::ZSTD_BASE])
+            edited(ids::ZSTD_BASE, |b| {
+                let p = b.join("rootfs.ext4.header");
+                let too_big = u32::try_from(header::MAX_INNER_LEN + 1).unwrap();
+                patch(&p, u64::try_from(header::META_LEN + 1).unwrap(), &too_big.to_le_bytes());
+            })
         },
     },
     Scenario {
         expect: "header.v4-bad-lz4",
         make: || {
-            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
-            let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
-            patch(&p, u64::try_from(header::META_LEN + 5).unwrap(), b"NOPE");
-            one(root, d, &[ids::ZSTD_BASE])
+            edited(ids::ZSTD_BASE, |b| {
+                let p = b.join("rootfs.ext4.header");
+                patch(&p, u64::try_from(header::META_LEN + 5).unwrap(), b"NOPE");
+            })
         },
     },
     Scenario {
@@ -833,17 +840,17 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "memfile.missing-data",
         make: || {
-            let (d, root) = storage_with(&[ids::BASE]);
-            std::fs::remove_file(root.join(ids::BASE).join("memfile")).unwrap();
-            one(root, d, &[ids::BASE])
+            edited(ids::BASE, |b| {
+                std::fs::remove_file(b.join("memfile")).unwrap();
+            })
         },
     },
     Scenario {
         expect: "rootfs.missing-data",
         make: || {
-            let (d, root) = storage_with(&[ids::BASE]);
-            std::fs::remove_file(root.join(ids::BASE).join("rootfs.ext4")).unwrap();
-            one(root, d, &[ids::BASE])
+            edited(ids::BASE, |b| {
+                std::fs::remove_file(b.join("rootfs.ext4")).unwrap();
+            })
         },
     },
     Scenario {
@@ -857,9 +864,9 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "leftover.backup",
         make: || {
-            let (d, root) = storage_with(&[ids::LEGACY]);
-            std::fs::create_dir(root.join(ids::LEGACY).join(".tmpl-backup-1")).unwrap();
-            one(root, d, &[ids::LEGACY])
+            edited(ids::LEGACY, |b| {
+                std::fs::create_dir(b.join(".tmpl-backup-1")).unwrap();
+            })
         },
     },
 ];

@@ -195,26 +195,30 @@ mod tests {
         }
     }
 
-    /// Every check constant declared in `src/` (`pub const NAME` of type `Check`, written out or
-    /// through a `check!(NAME, "id", ..)` macro): (file, const name, id).
-    fn declared_checks() -> Vec<(std::path::PathBuf, String, String)> {
-        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            for e in std::fs::read_dir(dir).unwrap() {
+    /// Every `.rs` file under `src/` with its code (the unit-test module cut off: a test's
+    /// mentions neither declare nor emit a check).
+    fn sources() -> Vec<(std::path::PathBuf, String)> {
+        let mut v = Vec::new();
+        let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
                 let p = e.unwrap().path();
                 if p.is_dir() {
-                    walk(&p, out);
+                    stack.push(p);
                 } else if p.extension().is_some_and(|x| x == "rs") {
-                    out.push(p);
+                    let t = without_tests(&std::fs::read_to_string(&p).unwrap()).to_string();
+                    v.push((p, t));
                 }
             }
         }
-        let mut files = Vec::new();
-        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        v
+    }
+
+    /// Every check constant declared in `src/` (`pub const NAME` of type `Check`, written out or
+    /// through a `check!(NAME, "id", ..)` macro): (file, const name, id).
+    fn declared_checks() -> Vec<(std::path::PathBuf, String, String)> {
         let mut out = Vec::new();
-        for f in files {
-            let text = std::fs::read_to_string(&f).unwrap();
-            // Code only: test modules (this one included) declare no checks.
-            let text = without_tests(&text).to_string();
+        for (f, text) in sources() {
             let mut rest = text.as_str();
             while let Some(at) = rest.find(": Check = Check {") {
                 let name = rest[..at].rsplit(|c: char| c.is_whitespace()).next().unwrap().to_string();
@@ -261,25 +265,7 @@ mod tests {
             "declared but not in checks::catalog(): {not_listed:?}; in the catalog but not found in src/: {not_declared:?}"
         );
 
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let all_sources: Vec<(std::path::PathBuf, String)> = {
-            let mut v = Vec::new();
-            let mut stack = vec![src.clone()];
-            while let Some(d) = stack.pop() {
-                for e in std::fs::read_dir(d).unwrap() {
-                    let p = e.unwrap().path();
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if p.extension().is_some_and(|x| x == "rs") {
-                        let t = std::fs::read_to_string(&p).unwrap();
-                        // Code only: a test module's mentions do not make a check emittable.
-                        let t = without_tests(&t).to_string();
-                        v.push((p, t));
-                    }
-                }
-            }
-            v
-        };
+        let all_sources = sources();
         let word = |hay: &str, name: &str| -> usize {
             hay.match_indices(name)
                 .filter(|(i, _)| {
