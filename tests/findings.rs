@@ -213,6 +213,13 @@ fn file(t: &Path, rel: &str, data: &[u8], mode: u32) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// `/sbin/init` replaced by the shell script `script` (with a `/bin/sh`).
+fn wrapper(t: &Path, script: &[u8]) {
+    shell(t);
+    rm(t, "sbin/init");
+    file(t, "sbin/init", script, 0o755);
+}
+
 /// A `/bin/sh` (a stand-in ELF for this machine: tmpl reads it, never runs it).
 fn shell(t: &Path) {
     file(t, "bin/sh", &tmpl::demo::stand_in_envd(), 0o755);
@@ -606,9 +613,7 @@ const SCENARIOS: &[Scenario] = &[
         expect: "wrapper.crlf",
         make: || {
             tree_case(|t| {
-                shell(t);
-                rm(t, "sbin/init");
-                file(t, "sbin/init", b"#!/bin/sh\r\nexec /usr/bin/envd\r\n", 0o755);
+                wrapper(t, b"#!/bin/sh\r\nexec /usr/bin/envd\r\n");
             })
         },
     },
@@ -616,9 +621,7 @@ const SCENARIOS: &[Scenario] = &[
         expect: "wrapper.exec-target-missing",
         make: || {
             tree_case(|t| {
-                shell(t);
-                rm(t, "sbin/init");
-                file(t, "sbin/init", b"#!/bin/sh\nexec /usr/bin/not-there\n", 0o755);
+                wrapper(t, b"#!/bin/sh\nexec /usr/bin/not-there\n");
             })
         },
     },
@@ -626,9 +629,7 @@ const SCENARIOS: &[Scenario] = &[
         expect: "wrapper.pid1-exits",
         make: || {
             tree_case(|t| {
-                shell(t);
-                rm(t, "sbin/init");
-                file(t, "sbin/init", b"#!/bin/sh\n/usr/bin/envd &\necho started\n", 0o755);
+                wrapper(t, b"#!/bin/sh\n/usr/bin/envd &\necho started\n");
             })
         },
     },
@@ -636,10 +637,8 @@ const SCENARIOS: &[Scenario] = &[
         expect: "envd.missing",
         make: || {
             tree_case(|t| {
-                shell(t);
-                rm(t, "sbin/init");
                 rm(t, "usr/bin/envd");
-                file(t, "sbin/init", b"#!/bin/sh\nmount -t proc proc /proc\n/usr/bin/envd\n", 0o755);
+                wrapper(t, b"#!/bin/sh\nmount -t proc proc /proc\n/usr/bin/envd\n");
             })
         },
     },
@@ -647,10 +646,8 @@ const SCENARIOS: &[Scenario] = &[
         expect: "envd.empty",
         make: || {
             tree_case(|t| {
-                shell(t);
-                rm(t, "sbin/init");
                 file(t, "usr/bin/envd", b"", 0o755);
-                file(t, "sbin/init", b"#!/bin/sh\nexec /usr/bin/envd\n", 0o755);
+                wrapper(t, b"#!/bin/sh\nexec /usr/bin/envd\n");
             })
         },
     },
@@ -658,10 +655,8 @@ const SCENARIOS: &[Scenario] = &[
         expect: "envd.not-elf",
         make: || {
             tree_case(|t| {
-                shell(t);
-                rm(t, "sbin/init");
                 file(t, "usr/bin/envd", b"this is not a program\n", 0o755);
-                file(t, "sbin/init", b"#!/bin/sh\nexec /usr/bin/envd\n", 0o755);
+                wrapper(t, b"#!/bin/sh\nexec /usr/bin/envd\n");
             })
         },
     },
@@ -669,10 +664,8 @@ const SCENARIOS: &[Scenario] = &[
         expect: "envd.not-executable",
         make: || {
             tree_case(|t| {
-                shell(t);
-                rm(t, "sbin/init");
                 file(t, "usr/bin/envd", &tmpl::demo::stand_in_envd(), 0o644);
-                file(t, "sbin/init", b"#!/bin/sh\nexec /usr/bin/envd\n", 0o755);
+                wrapper(t, b"#!/bin/sh\nexec /usr/bin/envd\n");
             })
         },
     },
