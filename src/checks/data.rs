@@ -115,3 +115,19 @@ pub fn size_mismatch(label: &str, len: u64, size: u64) -> Option<Finding> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_file_is_an_error_a_long_one_a_warning_an_exact_one_nothing() {
+        let short = size_mismatch("rootfs.ext4.zstd", 100, 4096).expect("shorter is reported");
+        assert_eq!((short.id.as_str(), short.severity), ("data.size-mismatch", Severity::Error));
+        assert!(short.message.contains("3996 missing"), "{}", short.message);
+        let long = size_mismatch("memfile", 8192, 4096).expect("longer is reported");
+        assert_eq!(long.severity, Severity::Warning);
+        assert!(long.message.contains("stale tail"), "{}", long.message);
+        assert!(size_mismatch("memfile", 4096, 4096).is_none());
+    }
+}

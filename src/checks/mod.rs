@@ -296,6 +296,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unopenable_build_is_access_denied_only_for_a_permission_problem() {
+        use std::io::{Error as IoError, ErrorKind};
+        let denied = crate::error::Error::read("/nonexistent/x", IoError::from(ErrorKind::PermissionDenied));
+        assert_eq!(open_failure(&denied).id, ACCESS_DENIED.id);
+        assert!(has_access_problem(&[open_failure(&denied)]));
+        let other = crate::error::Error::read("/nonexistent/x", IoError::from(ErrorKind::InvalidData));
+        assert_eq!(open_failure(&other).id, BUILD_UNREADABLE.id);
+        assert!(!has_access_problem(&[open_failure(&other)]));
+    }
+
+    #[test]
     fn catalog_ids_are_unique_and_well_formed() {
         let all = catalog();
         let mut ids: Vec<&str> = all.iter().map(|c| c.id).collect();

@@ -313,3 +313,25 @@ fn version_check(build: &Build, info: &crate::snapshot::SnapfileInfo) -> Option<
         format!("{found}, but metadata says firecracker_version {fc_text}, which {expected}"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(hotpluggable: bool, slots: Option<u64>, plugged: Option<u64>) -> Region {
+        Region { base_address: 0, size: 64 << 20, hotpluggable, slots, plugged_slots: plugged }
+    }
+
+    /// Firecracker's own refusals of a memory layout, one per rule (their messages quoted).
+    #[test]
+    fn memory_regions_are_judged_like_firecracker_loads_them() {
+        assert!(regions_insane(&[], None).unwrap().contains("No memory region defined"));
+        // Before v1.14 only the presence of a region matters.
+        assert_eq!(regions_insane(&[region(true, Some(2), Some(0))], Some("v1.13")), None);
+        let v114 = Some("v1.14");
+        assert!(regions_insane(&[region(true, Some(1), Some(1))], v114).unwrap().contains("No DRAM"));
+        assert!(regions_insane(&[region(false, Some(2), Some(2))], v114).unwrap().contains("single slot"));
+        assert!(regions_insane(&[region(false, Some(1), Some(0))], v114).unwrap().contains("unplugged"));
+        assert_eq!(regions_insane(&[region(false, Some(1), Some(1))], Some("v1.15-v1.16")), None);
+    }
+}
