@@ -95,6 +95,10 @@ pub enum Command {
     /// List, restore and prune a build's backups; remove what killed edits left; finish an
     /// interrupted commit
     Backups(commands::backups::Args),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(commands::completions::Args),
+    /// Print a man page, or write one per command with --out DIR
+    Man(commands::man::Args),
 }
 
 impl Command {
@@ -109,6 +113,8 @@ impl Command {
             Command::RewriteWrapper(_) => "rewrite-wrapper",
             Command::PurgeCache(_) => "purge-cache",
             Command::Backups(_) => "backups",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 }

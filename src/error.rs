@@ -54,6 +54,8 @@ pub enum UsageError {
     NotABackupName(String),
     #[error("{var}=pause:{step} needs {needs}")]
     FaultPauseFile { var: &'static str, step: String, needs: &'static str },
+    #[error("no man page for {name:?}; there is one for: {known}")]
+    NoManPage { name: String, known: String },
 }
 
 /// The class of an error: its JSON `kind` and, with the I/O error underneath, its exit code.

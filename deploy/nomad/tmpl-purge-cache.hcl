@@ -29,9 +29,21 @@ variable "node_class" {
 }
 
 variable "tmpl_path" {
-  description = "Path of the tmpl binary on the nodes."
+  description = "Path of the tmpl binary on the nodes (the Debian package installs /usr/bin/tmpl). Not used when tmpl_url is set."
   type        = string
-  default     = "/usr/local/bin/tmpl"
+  default     = "/usr/bin/tmpl"
+}
+
+variable "tmpl_url" {
+  description = "If not empty, fetch tmpl into the task with an artifact stanza instead of using tmpl_path: the URL of a tar.gz holding the binary `tmpl` (scripts/build-deb.sh writes tmpl-VERSION-ARCH.tar.gz beside the .deb)."
+  type        = string
+  default     = ""
+}
+
+variable "tmpl_url_checksum" {
+  description = "Checksum of the tmpl_url download, e.g. sha256:<hex> (go-getter verifies it before unpacking). Recommended when tmpl_url is set."
+  type        = string
+  default     = ""
 }
 
 variable "orchestrator_base_path" {
@@ -106,8 +118,19 @@ job "tmpl-purge-cache" {
       # raw_exec: the caches, /proc (open files, the orchestrator lock) are the host's.
       driver = "raw_exec"
 
+      # With tmpl_url, the archive is fetched and unpacked into the task's local/ (modes kept, so the
+      # binary stays executable); without it, tmpl must be installed on the node (tmpl_path).
+      dynamic "artifact" {
+        for_each = var.tmpl_url == "" ? [] : [var.tmpl_url]
+        content {
+          source      = artifact.value
+          destination = "local/"
+          options     = var.tmpl_url_checksum == "" ? {} : { checksum = var.tmpl_url_checksum }
+        }
+      }
+
       config {
-        command = var.tmpl_path
+        command = var.tmpl_url == "" ? var.tmpl_path : "local/tmpl"
         args = [
           "purge-cache",
           "--json",

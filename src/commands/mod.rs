@@ -3,11 +3,13 @@
 
 pub mod backups;
 pub mod boot_test;
+pub mod completions;
 pub mod demo;
 pub mod edit_report;
 pub mod explain;
 pub mod inject_envd;
 pub mod inspect;
+pub mod man;
 pub mod purge_cache;
 pub mod rewrite_wrapper;
 pub mod verify;
@@ -101,6 +103,8 @@ pub enum Outcome {
     CacheRoots(purge_cache::RootsReport),
     ClusterSummary(Box<purge_cache::SummaryReport>),
     Backups(Box<backups::BackupsReport>),
+    Completions(completions::CompletionsReport),
+    Man(man::ManReport),
 }
 
 impl Outcome {
@@ -119,6 +123,8 @@ impl Outcome {
             Outcome::CacheRoots(r) => out.emit(&r),
             Outcome::ClusterSummary(r) => out.emit(&*r),
             Outcome::Backups(r) => out.emit(&*r),
+            Outcome::Completions(r) => out.emit(&r),
+            Outcome::Man(r) => out.emit(&r),
         })
     }
 
@@ -140,6 +146,8 @@ impl Outcome {
             Outcome::CacheRoots(r) => code(r),
             Outcome::ClusterSummary(r) => code(&**r),
             Outcome::Backups(r) => code(&**r),
+            Outcome::Completions(r) => code(r),
+            Outcome::Man(r) => code(r),
         }
     }
 }
