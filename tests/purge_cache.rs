@@ -629,8 +629,14 @@ fn the_nomad_job_is_a_parameterized_sysbatch_running_purge_cache_json() {
     assert_eq!(&args[..2], ["purge-cache", "--json"]);
     let i = args.iter().position(|a| a == "--build-id").expect("--build-id");
     assert_eq!(args[i + 1], "${NOMAD_META_build_ids}");
-    assert!(args.contains(&"--dry-run=${NOMAD_META_dry_run}".to_string()));
-    assert!(args.contains(&"--force=${NOMAD_META_force}".to_string()));
+    // dry_run/force reach the plain flags through their environment variables.
+    let env = task.body().blocks().find(|b| b.identifier() == "env").unwrap();
+    let tmpl_env = |k: &str| match attr(env.body(), k) {
+        Some(hcl::Expression::TemplateExpr(t)) => t.to_string(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(tmpl_env("TMPL_PURGE_DRY_RUN"), "${NOMAD_META_dry_run}");
+    assert_eq!(tmpl_env("TMPL_PURGE_FORCE"), "${NOMAD_META_force}");
     // Every cache variable reaches the task's environment.
     let env = task.body().blocks().find(|b| b.identifier() == "env").unwrap();
     for k in [
@@ -660,6 +666,8 @@ fn the_nomad_job_is_a_parameterized_sysbatch_running_purge_cache_json() {
         .env_clear()
         .env("ORCHESTRATOR_BASE_PATH", n.base())
         .env("ORCHESTRATOR_LOCK_PATH", n.lock())
+        .env("TMPL_PURGE_DRY_RUN", "true")
+        .env("TMPL_PURGE_FORCE", "false")
         .args(&args)
         .output()
         .unwrap();

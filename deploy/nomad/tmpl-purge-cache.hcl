@@ -135,13 +135,14 @@ job "tmpl-purge-cache" {
           "purge-cache",
           "--json",
           "--build-id", "${NOMAD_META_build_ids}",
-          "--dry-run=${NOMAD_META_dry_run}",
-          "--force=${NOMAD_META_force}",
           "--node-name", "${node.unique.name}",
         ]
       }
 
       env {
+        # The dispatch's dry_run/force (true or false) reach --dry-run/--force through these.
+        TMPL_PURGE_DRY_RUN      = "${NOMAD_META_dry_run}"
+        TMPL_PURGE_FORCE        = "${NOMAD_META_force}"
         ORCHESTRATOR_BASE_PATH  = var.orchestrator_base_path
         TEMPLATE_CACHE_DIR      = var.template_cache_dir
         DEFAULT_CACHE_DIR       = var.default_cache_dir

@@ -81,6 +81,11 @@ impl<'a> Ctx<'a> {
         self.out.debug(msg);
     }
 
+    /// Whether the run's input is a terminal (a person typing, not a pipe).
+    pub fn input_is_terminal(&self) -> bool {
+        self.out.mode.stdin_terminal
+    }
+
     /// The run's input (stdin), at most `cap` bytes.
     pub fn read_input(&self, cap: u64) -> std::io::Result<Vec<u8>> {
         self.out.read_input(cap)
@@ -173,20 +178,23 @@ pub fn purge_after_edit(
             let stale = t.skipped > 0;
             let detail = if stale && o.orchestrator.running {
                 format!(
-                    "{} entries purged, {} left alone because the orchestrator is running ({}): THIS NODE KEEPS SERVING \
+                    "{} purged, {} left alone because the orchestrator is running ({}): THIS NODE KEEPS SERVING \
                      THE OLD BUILD until the orchestrator restarts with these caches purged",
-                    t.purged, t.skipped, o.orchestrator.reason
+                    crate::report::count(t.purged, "entry", "entries"),
+                    t.skipped,
+                    o.orchestrator.reason
                 )
             } else if stale {
                 format!(
-                    "{} entries purged, {} left alone by a safety rule (files in use; see purge-cache): this node can \
+                    "{} purged, {} left alone by a safety rule (files in use; see purge-cache): this node can \
                      still serve the old bytes from them",
-                    t.purged, t.skipped
+                    crate::report::count(t.purged, "entry", "entries"),
+                    t.skipped
                 )
             } else {
                 format!(
-                    "{} entries, {} freed on this node{}",
-                    t.purged,
+                    "{}, {} freed on this node{}",
+                    crate::report::count(t.purged, "entry", "entries"),
                     crate::report::human_bytes(t.freed_bytes),
                     if t.skipped > 0 {
                         format!("; {} left alone by a safety rule (see purge-cache)", t.skipped)
