@@ -69,9 +69,11 @@ for lib in $(objdump -p "$binary" | awk '$1 == "NEEDED" { print $2 }'); do
       dep="libgcc-s1 (>= ${v:-3.0})" ;;
     *) echo "build-deb.sh: the binary links $lib, which this script does not know the package of" >&2; exit 3 ;;
   esac
-  case " ${depends[*]-} " in *" $dep,"*|*" $dep ") ;; *) depends+=("$dep") ;; esac
+  depends+=("$dep")
 done
-depends_line=$(IFS=,; echo "${depends[*]-}")
+[ "${#depends[@]}" -gt 0 ] || { echo "build-deb.sh: $binary links no shared library (objdump -p)" >&2; exit 3; }
+# Sorted and deduplicated, as dpkg-shlibdeps writes them.
+depends_line=$(printf '%s\n' "${depends[@]}" | sort -u | paste -sd, -)
 depends_line=${depends_line//,/, }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tmpl-deb.XXXXXX")

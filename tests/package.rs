@@ -127,7 +127,7 @@ fn the_deb_holds_binary_completions_man_pages_and_docs() {
         bash.display()
     );
     let out = run(Command::new("bash").arg("-c").arg(script));
-    assert!(out.contains("complete -F _tmpl") && out.lines().any(|l| l == "verify"), "{out}");
+    assert!(out.contains("-F _tmpl tmpl") && out.lines().any(|l| l == "verify"), "{out}");
 }
 
 #[test]
