@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn item_rates_are_whole_numbers_without_separators() {
-        assert_eq!(items_rate(96_759.1477), "96759/s");
+        assert_eq!(items_rate(96_759.147_7), "96759/s");
         assert_eq!(items_rate(2.25), "2.2/s");
         assert_eq!(items_rate(0.0), "0/s");
         assert_eq!(items_rate(f64::NAN), "0/s");

@@ -2,7 +2,8 @@
 //! `purge-cache --dry-run` and `inject-envd --dry-run` on the demo storage, as insta snapshots
 //! (tests/snapshots/), so a change of wording is a reviewed diff. Run in-process through
 //! `tmpl::execute`; paths of temporary directories, allocated sizes (they depend on the host's
-//! filesystem) and the bytes of the demo's deliberately corrupt frames (random) are redacted.
+//! filesystem), the checksums of the demo's deliberately corrupt frames and the sizes of its
+//! compressed images (both change from run to run) are redacted.
 //! `cargo test` checks them; `INSTA_UPDATE=always` (or cargo-insta) rewrites them after a
 //! deliberate change.
 
@@ -61,6 +62,11 @@ fn check(name: &str, d: &Demo, code: u8, text: &str) {
     settings.add_filter(
         r"LZ4 block (\d+) checksum mismatch: stored 0x[0-9a-f]+, computed 0x[0-9a-f]+",
         "LZ4 block $1 checksum mismatch: stored [XXH32], computed [XXH32]",
+    );
+    // The demo's compressed images differ in size from run to run (mkfs.ext4 writes the time).
+    settings.add_filter(
+        r"is \d+ bytes but its frame table reaches byte \d+ \(\d+ missing\)",
+        "is [N] bytes but its frame table reaches byte [M] ([M-N] missing)",
     );
     settings.bind(|| insta::assert_snapshot!(name, format!("exit {code}\n{text}")));
 }
@@ -173,4 +179,15 @@ fn purge_cache_dry_run() {
     check("purge_cache_dry_run", d, code, &text);
     // A dry run deletes nothing.
     assert!(top.join(format!("orchestrator/build/{}-rootfs.ext4-r4nd0m", ids::BASE)).exists());
+}
+
+/// `--mappings` prints the table alone; with -v the whole report comes first.
+#[test]
+fn inspect_mappings_table_only() {
+    let Some(d) = demo() else { return };
+    let (code, text) = transcript(&["--storage", storage(d), "inspect", ids::CHILD, "--mappings"]);
+    assert!(!text.contains("metadata.json") && text.contains("rootfs mappings"), "{text}");
+    check("inspect_mappings_table_only", d, code, &text);
+    let (_, verbose) = transcript(&["--storage", storage(d), "-v", "inspect", ids::CHILD, "--mappings"]);
+    assert!(verbose.starts_with(&format!("build {}", ids::CHILD)) && verbose.contains("rootfs mappings"), "{verbose}");
 }
