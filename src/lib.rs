@@ -1,6 +1,6 @@
 //! tmpl: find and fix broken E2B sandbox templates.
 //!
-//! Layers, top to bottom (see ../shared/design.md): `cli` parses; `commands` resolve inputs,
+//! Layers, top to bottom (see docs/architecture.md): `cli` parses; `commands` resolve inputs,
 //! call the domain and return a report; `output`/`report` render it; the domain modules
 //! (`storage`, `build`, `metadata`, `header`, `snapshot`, `device`, `rootfs`, `elf`, `checks`)
 //! never print and never import clap.
@@ -113,6 +113,22 @@ mod tests {
     use super::*;
     use clap::Parser;
     use output::{ErrorDoc, Mode};
+
+    /// docs/architecture.md (linked from the README, which links nothing outside the repository)
+    /// names every module of the crate.
+    #[test]
+    fn the_architecture_page_names_every_module() {
+        let page = include_str!("../docs/architecture.md");
+        for line in include_str!("lib.rs").lines() {
+            if let Some(m) = line.strip_prefix("pub mod ").and_then(|l| l.strip_suffix(';')) {
+                let named = page.lines().any(|l| {
+                    l.split_whitespace().any(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_') == m)
+                });
+                assert!(named, "docs/architecture.md does not name the module {m}");
+            }
+        }
+        assert!(!include_str!("../README.md").contains("../shared"), "the README links outside the repository");
+    }
 
     /// With --json, a command line clap refuses is one JSON error document (kind usage, exit 2)
     /// naming the subcommand; without --json nothing is asked of us (clap prints its message).
