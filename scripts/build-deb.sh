@@ -16,6 +16,7 @@
 #                  `cargo build --release` when missing)
 #   --out DIR      where the .deb and tmpl-VERSION-ARCH.tar.gz (the binary alone, for Nomad's
 #                  `artifact` stanza) are written (default: target/deb)
+# TMPL_DEB_MAINTAINER sets the Maintainer field (default: a placeholder lintian flags).
 # Prints the path of the .deb on stdout. Needs dpkg-deb, objdump (binutils), gzip.
 set -euo pipefail
 umask 022
@@ -98,7 +99,16 @@ done
 
 install -d "$doc/examples/nomad" "$doc/examples/ci"
 gzip -9n <"$repo/README.md" >"$doc/README.md.gz"
-gzip -9n <"$repo/CHANGELOG.md" >"$doc/changelog.gz"
+gzip -9n <"$repo/CHANGELOG.md" >"$doc/CHANGELOG.md.gz"
+maintainer=${TMPL_DEB_MAINTAINER:-tmpl maintainers <tmpl@invalid>}
+# A native package's changelog.gz is read as a Debian changelog: one entry pointing at the real one.
+gzip -9n >"$doc/changelog.gz" <<CHANGES
+tmpl ($version) unstable; urgency=medium
+
+  * Built from the tmpl repository; the changes are in CHANGELOG.md.gz.
+
+ -- $maintainer  $(date -u -R -d "@$SOURCE_DATE_EPOCH")
+CHANGES
 install -m 0644 "$repo"/deploy/nomad/*.hcl "$repo/deploy/nomad/README.md" "$doc/examples/nomad/"
 install -m 0755 "$repo/deploy/nomad/collect.sh" "$doc/examples/nomad/"
 install -m 0755 "$repo/scripts/template-ci.sh" "$doc/examples/ci/"
@@ -109,7 +119,7 @@ Upstream-Name: tmpl
 Comment: Statically linked Rust crates are under MIT and/or Apache-2.0 licences.
 
 Files: *
-Copyright: the tmpl authors
+Copyright: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y) the tmpl authors
 License: Apache-2.0
 
 License: Apache-2.0
@@ -135,7 +145,7 @@ cat >"$root/DEBIAN/control" <<CONTROL
 Package: tmpl
 Version: $version
 Architecture: $arch
-Maintainer: ${TMPL_DEB_MAINTAINER:-tmpl maintainers <tmpl@invalid>}
+Maintainer: $maintainer
 Installed-Size: $installed_size
 Depends: $depends_line
 Recommends: e2fsprogs

@@ -61,6 +61,7 @@ fn the_deb_holds_binary_completions_man_pages_and_docs() {
         "usr/share/doc/tmpl/copyright".to_string(),
         "usr/share/doc/tmpl/README.md.gz".to_string(),
         "usr/share/doc/tmpl/changelog.gz".to_string(),
+        "usr/share/doc/tmpl/CHANGELOG.md.gz".to_string(),
         "usr/share/doc/tmpl/examples/nomad/tmpl-purge-cache.hcl".to_string(),
         "usr/share/doc/tmpl/examples/ci/template-ci.sh".to_string(),
         "usr/share/doc/tmpl/examples/ci/template-ci.yml".to_string(),
