@@ -13,7 +13,7 @@ use crate::deep;
 use crate::error::{Error, Result};
 use crate::exit_code;
 use crate::progress::Progress;
-use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings};
+use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings, sanitize};
 use crate::storage::{BuildLocation, Storage, StorageSource};
 use crate::vocab::BuildId;
 
@@ -99,7 +99,13 @@ impl Report for VerifyReport {
                 (0, 0) => String::new(),
                 (e, wn) => format!(" ({}, {})", plural(e, "error"), plural(wn, "warning")),
             };
-            writeln!(w, "{} {}{counts}", style.ok(b.ok), style.bold(&b.build_id.to_string()))?;
+            // A folder not named by a UUID (`verify ./copy-of-a-build/`) is shown by its path.
+            let name = if b.build_id.is_nil() {
+                sanitize(&b.path.display().to_string()).into_owned()
+            } else {
+                b.build_id.to_string()
+            };
+            writeln!(w, "{} {}{counts}", style.ok(b.ok), style.bold(&name))?;
             render_findings(w, style, &b.findings, "    ")?;
             for f in b.deep.iter().flatten() {
                 let digest = match (&f.sha256, &f.expected_sha256) {
