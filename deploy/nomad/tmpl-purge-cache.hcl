@@ -35,13 +35,7 @@ variable "tmpl_path" {
 }
 
 variable "tmpl_url" {
-  description = "If not empty, fetch tmpl into the task with an artifact stanza instead of using tmpl_path: the URL of a tar.gz holding the binary `tmpl` (scripts/build-deb.sh writes tmpl-VERSION-ARCH.tar.gz beside the .deb)."
-  type        = string
-  default     = ""
-}
-
-variable "tmpl_url_checksum" {
-  description = "Checksum of the tmpl_url download, e.g. sha256:<hex> (go-getter verifies it before unpacking). Recommended when tmpl_url is set."
+  description = "If not empty, fetch tmpl into the task with an artifact stanza instead of using tmpl_path: the URL of a tar.gz holding the binary `tmpl` (scripts/build-deb.sh writes tmpl-VERSION-ARCH.tar.gz beside the .deb), with ?checksum=sha256:<hex> appended so go-getter verifies it before unpacking."
   type        = string
   default     = ""
 }
@@ -125,7 +119,6 @@ job "tmpl-purge-cache" {
         content {
           source      = artifact.value
           destination = "local/"
-          options     = var.tmpl_url_checksum == "" ? {} : { checksum = var.tmpl_url_checksum }
         }
       }
 
