@@ -12,8 +12,8 @@
 # rewrite-wrapper run debugfs and e2fsck), qemu-system-x86 Suggested (boot-test).
 #
 # Usage: scripts/build-deb.sh [--binary PATH] [--out DIR]
-#   --binary PATH  the tmpl binary to package (default: target/release/tmpl, built with
-#                  `cargo build --release` when missing)
+#   --binary PATH  the tmpl binary to package (default: target/release/tmpl, after
+#                  `cargo build --release --locked`)
 #   --out DIR      where the .deb and tmpl-VERSION-ARCH.tar.gz (the binary alone, for Nomad's
 #                  `artifact` stanza) are written (default: target/deb)
 # TMPL_DEB_MAINTAINER sets the Maintainer field (default: a placeholder lintian flags).
@@ -38,8 +38,9 @@ for tool in dpkg-deb dpkg objdump gzip tar; do
   command -v "$tool" >/dev/null || { echo "build-deb.sh: $tool is needed" >&2; exit 4; }
 done
 if [ -z "$binary" ]; then
+  # Built (or found up to date) from this tree, so the package never holds a stale binary.
   binary="$repo/target/release/tmpl"
-  [ -x "$binary" ] || (cd "$repo" && cargo build --release --locked >&2)
+  (cd "$repo" && cargo build --release --locked >&2)
 fi
 [ -x "$binary" ] || { echo "build-deb.sh: $binary is not an executable" >&2; exit 3; }
 
