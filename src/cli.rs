@@ -27,6 +27,7 @@ pub struct Cli {
 
 /// Options every command accepts, before or after the subcommand.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Template storage directory (else TMPL_STORAGE, TEMPLATE_STORAGE_URL=file://...,
     /// LOCAL_TEMPLATE_STORAGE_BASE_PATH, then /tmp/templates)
@@ -95,6 +96,10 @@ pub enum Command {
     /// List, restore and prune a build's backups; remove what killed edits left; finish an
     /// interrupted commit
     Backups(commands::backups::Args),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(commands::completions::Args),
+    /// Print a man page, or write one per command with --out DIR
+    Man(commands::man::Args),
 }
 
 impl Command {
@@ -109,6 +114,8 @@ impl Command {
             Command::RewriteWrapper(_) => "rewrite-wrapper",
             Command::PurgeCache(_) => "purge-cache",
             Command::Backups(_) => "backups",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 }
@@ -129,6 +136,41 @@ mod tests {
         let b = Cli::try_parse_from(["tmpl", "verify", "--all", "--json", "--storage", "/s"]).unwrap();
         assert!(a.global.json && b.global.json);
         assert_eq!(a.global.storage, b.global.storage);
+    }
+
+    fn help_of(args: &[&str]) -> String {
+        let e = Cli::try_parse_from(args).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        e.render().to_string()
+    }
+
+    #[test]
+    fn global_options_have_their_own_heading() {
+        let help = help_of(&["tmpl", "verify", "--help"]);
+        let (own, global) = help.split_once("Global options:").expect("a Global options heading");
+        assert!(own.contains("--deep") && !own.contains("--storage"), "{help}");
+        assert!(global.contains("--storage") && global.contains("--json") && !global.contains("--deep"), "{help}");
+    }
+
+    #[test]
+    fn purge_cache_help_states_defaults_truthfully_and_plain_flags() {
+        // Words only (the help is wrapped to the terminal's width).
+        let help = help_of(&["tmpl", "purge-cache", "--help"]).split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(!help.contains("[default: 0]"), "{help}");
+        assert!(help.contains("[default: 4 per core, at least 8]"), "{help}");
+        assert!(!help.contains("[=<BOOL>]") && !help.contains("<BOOL>"), "{help}");
+        let cli = Cli::try_parse_from(["tmpl", "purge-cache", "--build-id", "x", "--dry-run", "--force"]).unwrap();
+        let Command::PurgeCache(a) = cli.command else { panic!() };
+        assert!(a.dry_run && a.force);
+    }
+
+    /// Every command's --help ends with what its exit statuses mean.
+    #[test]
+    fn every_command_help_has_an_exit_status_footer() {
+        for sub in Cli::command().get_subcommands() {
+            let help = help_of(&["tmpl", sub.get_name(), "--help"]);
+            assert!(help.contains("Exit status: 0"), "{} --help has no exit status:\n{help}", sub.get_name());
+        }
     }
 
     #[test]

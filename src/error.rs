@@ -54,6 +54,11 @@ pub enum UsageError {
     NotABackupName(String),
     #[error("{var}=pause:{step} needs {needs}")]
     FaultPauseFile { var: &'static str, step: String, needs: &'static str },
+    #[error("no man page for {name:?}; there is one for: {known}")]
+    NoManPage { name: String, known: String },
+    /// What clap refused (unknown flag, missing argument, bad value), in its words.
+    #[error("{0}")]
+    CommandLine(String),
 }
 
 /// The class of an error: its JSON `kind` and, with the I/O error underneath, its exit code.
@@ -317,6 +322,8 @@ impl From<crate::storage::StorageError> for Error {
             StorageError::BadBuildId(b) => Error::BadBuildId(b),
             StorageError::Url(u) => Error::environment(u),
             StorageError::Io { path, source } => Error::read(path, source),
+            // No storage is configured on this machine and E2B's default is not there.
+            e @ StorageError::DefaultUnreadable { .. } => Error::Environment(Box::new(e)),
             e => Error::InvalidInput { path: e.path().to_path_buf(), source: Box::new(e) },
         }
     }

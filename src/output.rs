@@ -28,21 +28,35 @@ pub struct Mode {
     pub verbose: u8,
     pub color: bool,
     pub progress: bool,
+    /// The input is a terminal (a command reading it says so first).
+    pub stdin_terminal: bool,
 }
 
 impl Mode {
     /// The mode of a run whose stdout/stderr are the process's: colour and progress only on a
     /// terminal (`color`: `Some` forces it either way), never with `NO_COLOR`.
     pub fn for_terminal(json: bool, quiet: bool, verbose: u8, color: Option<bool>, no_progress: bool) -> Self {
-        let color = color.unwrap_or_else(|| io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+        let color = color.unwrap_or_else(|| {
+            auto_color(
+                io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").is_some(),
+                std::env::var("TERM").ok().as_deref(),
+            )
+        });
         let progress = !no_progress && !json && !quiet && io::stderr().is_terminal();
-        Mode { json, quiet, verbose, color, progress }
+        Mode { json, quiet, verbose, color, progress, stdin_terminal: io::stdin().is_terminal() }
     }
 
     /// Styling for human output.
     pub fn style(&self) -> Style {
         Style { color: self.color, verbose: self.verbose > 0 }
     }
+}
+
+/// Colour by default: only on a terminal, not with `NO_COLOR` set (no-color.org), not on a
+/// `TERM=dumb` terminal (which cannot show it).
+pub fn auto_color(stdout_terminal: bool, no_color: bool, term: Option<&str>) -> bool {
+    stdout_terminal && !no_color && term != Some("dumb")
 }
 
 type Sink = Mutex<Box<dyn Write + Send>>;
@@ -279,12 +293,27 @@ struct Bar {
 }
 
 const BYTES_TEMPLATE: &str = "{msg:24} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}";
-const ITEMS_TEMPLATE: &str = "{msg:24} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}";
+const ITEMS_TEMPLATE: &str = "{msg:24} [{bar:30}] {human_pos}/{human_len} {rate} eta {eta}";
+
+/// An item rate as a person reads it: `96759/s`, `12.5/s` (indicatif's `{per_sec}` prints
+/// `96,759.1477/s`).
+pub fn items_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        "0/s".to_string()
+    } else if per_sec < 10.0 {
+        format!("{per_sec:.1}/s")
+    } else {
+        format!("{per_sec:.0}/s")
+    }
+}
 
 impl Bar {
     fn begin(&self, what: &str, total: u64, template: &str) {
         let pb = ProgressBar::new(total);
         if let Ok(style) = ProgressStyle::with_template(template) {
+            let style = style.with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&items_rate(s.per_sec()));
+            });
             pb.set_style(style.progress_chars("=> "));
         }
         pb.set_message(what.to_string());
@@ -335,6 +364,27 @@ mod tests {
         assert_eq!((doc.ok, doc.error.kind, doc.error.exit_code), (false, ErrorKind::Read, 3));
         assert!(c.stderr().starts_with("tmpl: error: cannot read /nonexistent: "), "{}", c.stderr());
         assert!(!c.stderr().contains("caused by"), "the cause is in the message already: {}", c.stderr());
+    }
+
+    #[test]
+    fn no_colour_without_a_terminal_with_no_color_or_on_a_dumb_terminal() {
+        assert!(auto_color(true, false, Some("xterm-256color")));
+        assert!(auto_color(true, false, None));
+        assert!(!auto_color(true, false, Some("dumb")));
+        assert!(!auto_color(true, true, Some("xterm")));
+        assert!(!auto_color(false, false, Some("xterm")));
+    }
+
+    #[test]
+    fn item_rates_are_whole_numbers_without_separators() {
+        assert_eq!(items_rate(96_759.147_7), "96759/s");
+        assert_eq!(items_rate(2.25), "2.2/s");
+        assert_eq!(items_rate(0.0), "0/s");
+        assert_eq!(items_rate(f64::NAN), "0/s");
+        // The key is wired into the items template.
+        let style = ProgressStyle::with_template(ITEMS_TEMPLATE).unwrap();
+        let _ = style.with_key("rate", |_: &indicatif::ProgressState, _: &mut dyn std::fmt::Write| {});
+        assert!(ITEMS_TEMPLATE.contains("{rate}") && !ITEMS_TEMPLATE.contains("per_sec"));
     }
 
     #[test]

@@ -155,6 +155,11 @@ pub trait Report: Serialize {
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()>;
 }
 
+/// `n` and the noun in the number it takes: `count(1, "entry", "entries")` is "1 entry".
+pub fn count<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str, many: &str) -> String {
+    if n == N::from(1) { format!("1 {one}") } else { format!("{n} {many}") }
+}
+
 /// Render findings as indented lines, used by several commands.
 pub fn render_findings(w: &mut dyn Write, style: &Style, findings: &[Finding], indent: &str) -> io::Result<()> {
     for f in findings {
@@ -201,6 +206,13 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_take_the_right_number() {
+        assert_eq!(count(1usize, "entry", "entries"), "1 entry");
+        assert_eq!(count(0u64, "entry", "entries"), "0 entries");
+        assert_eq!(count(2usize, "file", "files"), "2 files");
+    }
 
     #[test]
     fn sanitize_escapes_terminal_controls() {

@@ -54,6 +54,17 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    /// The storage root is the default one (nothing named another) and cannot be read.
+    #[error(
+        "cannot read the default storage {} (none of --storage, TMPL_STORAGE, TEMPLATE_STORAGE_URL, \
+         LOCAL_TEMPLATE_STORAGE_BASE_PATH is set): {source}",
+        path.display()
+    )]
+    DefaultUnreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl StorageError {
@@ -61,7 +72,9 @@ impl StorageError {
     pub fn path(&self) -> &Path {
         match self {
             StorageError::NoSuchBuild { dir, .. } => dir,
-            StorageError::NotADirectory { path } | StorageError::Io { path, .. } => path,
+            StorageError::NotADirectory { path }
+            | StorageError::Io { path, .. }
+            | StorageError::DefaultUnreadable { path, .. } => path,
             StorageError::NotABuildDirectory { dir } => dir,
             StorageError::BadBuildId(_) | StorageError::Url(_) => Path::new(""),
         }
@@ -174,7 +187,12 @@ impl Storage {
 
     /// Every UUID-named directory under the root, sorted. Other entries are counted, not listed.
     pub fn list_builds(&self) -> Result<(Vec<BuildId>, usize)> {
-        let rd = std::fs::read_dir(&self.root).map_err(|e| StorageError::io(&self.root, e))?;
+        let rd = std::fs::read_dir(&self.root).map_err(|e| match self.source {
+            StorageSource::Default if !crate::access::is_denied(&e) => {
+                StorageError::DefaultUnreadable { path: self.root.clone(), source: e }
+            }
+            _ => StorageError::io(&self.root, e),
+        })?;
         let mut ids = Vec::new();
         let mut other = 0;
         for entry in rd {
@@ -269,6 +287,27 @@ fn locate_path(path: &Path) -> Result<BuildLocation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unreadable default storage is named as the default, its cause said once.
+    #[test]
+    fn an_unreadable_default_storage_says_it_is_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("templates");
+        let default = Storage { root: root.clone(), source: StorageSource::Default };
+        let err = crate::error::Error::from(default.list_builds().unwrap_err());
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("cannot read the default storage {} (none of --storage", root.display())),
+            "{msg}"
+        );
+        assert!(msg.ends_with("No such file or directory (os error 2)"), "{msg}");
+        assert!(err.causes().is_empty(), "the cause is in the message: {:?}", err.causes());
+        assert_eq!(err.exit_code(), crate::exit_code::ENVIRONMENT);
+        // A storage named by the operator is just unreadable.
+        let named = Storage { root: root.clone(), source: StorageSource::Flag };
+        let msg = crate::error::Error::from(named.list_builds().unwrap_err()).to_string();
+        assert!(msg.starts_with(&format!("cannot read {}: ", root.display())), "{msg}");
+    }
 
     fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())

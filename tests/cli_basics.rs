@@ -79,3 +79,24 @@ fn usage_errors_exit_2_and_help_lists_exit_codes() {
     tmpl().args(["verify"]).assert().code(2);
     tmpl().args(["--help"]).assert().success().stdout(predicate::str::contains("Exit codes:"));
 }
+
+/// The binary itself: with --json, a command line clap refuses is one JSON error document on
+/// stdout (exit 2); without --json, clap's usual message and no JSON.
+#[test]
+fn usage_errors_with_json_are_json() {
+    let out = tmpl().args(["verify", "--json", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["command"], "verify");
+    assert_eq!(doc["error"]["kind"], "usage");
+    assert_eq!(doc["error"]["exit_code"], 2);
+    assert!(doc["error"]["message"].as_str().unwrap().contains("--no-such-flag"));
+    let out = tmpl().args(["verify", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty() && String::from_utf8_lossy(&out.stderr).contains("Usage: tmpl verify"));
+    // --help with --json is still help.
+    let out = tmpl().args(["--json", "verify", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Global options:"));
+}

@@ -525,7 +525,7 @@ fn an_interrupted_fork_is_named_and_cleaned() {
     assert!(s.w.root.join(&partial).is_dir());
     let text = String::from_utf8(cmd(&s).args(["verify", "--all"]).output().unwrap().stdout).unwrap();
     assert!(text.contains(&partial) && text.contains("MiB") && text.contains("interrupted --fork"), "{text}");
-    assert!(!text.contains("other entries skipped"), "the partial fork is named, not counted: {text}");
+    assert!(!text.contains("other entr"), "the partial fork is named, not counted: {text}");
     let (_, f) = finding_ids(&s);
     assert!(f.iter().any(|x| x.0 == "leftover.fork" && x.2.contains(&partial)), "{f:?}");
     let (code, c, _) = json(&s, &["backups", BUILD, "--clean"]);

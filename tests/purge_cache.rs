@@ -626,12 +626,35 @@ fn the_nomad_job_is_a_parameterized_sysbatch_running_purge_cache_json() {
     assert_eq!(task.labels()[0].as_str(), "purge-cache");
     assert_eq!(attr(task.body(), "driver"), Some(hcl::Expression::String("raw_exec".into())));
     let config = task.body().blocks().find(|b| b.identifier() == "config").unwrap();
+    // tmpl comes from the node (tmpl_path, the Debian package's /usr/bin/tmpl) or, with
+    // tmpl_url, from an artifact unpacked into local/.
+    let artifact = task.body().blocks().find(|b| b.identifier() == "dynamic" && b.labels()[0].as_str() == "artifact");
+    let artifact = artifact.expect("a dynamic artifact block");
+    let content = artifact.body().blocks().find(|b| b.identifier() == "content").unwrap();
+    assert_eq!(attr(content.body(), "destination"), Some(hcl::Expression::String("local/".into())));
+    let command = format!("{:?}", attr(config.body(), "command").expect("command"));
+    assert!(
+        command.contains("tmpl_url") && command.contains("tmpl_path") && command.contains("local/tmpl"),
+        "{command}"
+    );
+    let var_default = |name: &str| {
+        let v = body.blocks().find(|b| b.identifier() == "variable" && b.labels()[0].as_str() == name).unwrap();
+        attr(v.body(), "default")
+    };
+    assert_eq!(var_default("tmpl_path"), Some(hcl::Expression::String("/usr/bin/tmpl".into())));
+    assert_eq!(var_default("tmpl_url"), Some(hcl::Expression::String(String::new())));
     let args = strings(attr(config.body(), "args"));
     assert_eq!(&args[..2], ["purge-cache", "--json"]);
     let i = args.iter().position(|a| a == "--build-id").expect("--build-id");
     assert_eq!(args[i + 1], "${NOMAD_META_build_ids}");
-    assert!(args.contains(&"--dry-run=${NOMAD_META_dry_run}".to_string()));
-    assert!(args.contains(&"--force=${NOMAD_META_force}".to_string()));
+    // dry_run/force reach the plain flags through their environment variables.
+    let env = task.body().blocks().find(|b| b.identifier() == "env").unwrap();
+    let tmpl_env = |k: &str| match attr(env.body(), k) {
+        Some(hcl::Expression::TemplateExpr(t)) => t.to_string(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(tmpl_env("TMPL_PURGE_DRY_RUN"), "${NOMAD_META_dry_run}");
+    assert_eq!(tmpl_env("TMPL_PURGE_FORCE"), "${NOMAD_META_force}");
     // Every cache variable reaches the task's environment.
     let env = task.body().blocks().find(|b| b.identifier() == "env").unwrap();
     for k in [
@@ -661,6 +684,8 @@ fn the_nomad_job_is_a_parameterized_sysbatch_running_purge_cache_json() {
         .env_clear()
         .env("ORCHESTRATOR_BASE_PATH", n.base())
         .env("ORCHESTRATOR_LOCK_PATH", n.lock())
+        .env("TMPL_PURGE_DRY_RUN", "true")
+        .env("TMPL_PURGE_FORCE", "false")
         .args(&args)
         .output()
         .unwrap();

@@ -29,9 +29,15 @@ variable "node_class" {
 }
 
 variable "tmpl_path" {
-  description = "Path of the tmpl binary on the nodes."
+  description = "Path of the tmpl binary on the nodes (the Debian package installs /usr/bin/tmpl). Not used when tmpl_url is set."
   type        = string
-  default     = "/usr/local/bin/tmpl"
+  default     = "/usr/bin/tmpl"
+}
+
+variable "tmpl_url" {
+  description = "If not empty, fetch tmpl into the task with an artifact stanza instead of using tmpl_path: the URL of a tar.gz holding the binary `tmpl` (scripts/build-deb.sh writes tmpl-VERSION-ARCH.tar.gz beside the .deb), with ?checksum=sha256:<hex> appended so go-getter verifies it before unpacking."
+  type        = string
+  default     = ""
 }
 
 variable "orchestrator_base_path" {
@@ -106,19 +112,30 @@ job "tmpl-purge-cache" {
       # raw_exec: the caches, /proc (open files, the orchestrator lock) are the host's.
       driver = "raw_exec"
 
+      # With tmpl_url, the archive is fetched and unpacked into the task's local/ (modes kept, so the
+      # binary stays executable); without it, tmpl must be installed on the node (tmpl_path).
+      dynamic "artifact" {
+        for_each = var.tmpl_url == "" ? [] : [var.tmpl_url]
+        content {
+          source      = artifact.value
+          destination = "local/"
+        }
+      }
+
       config {
-        command = var.tmpl_path
+        command = var.tmpl_url == "" ? var.tmpl_path : "local/tmpl"
         args = [
           "purge-cache",
           "--json",
           "--build-id", "${NOMAD_META_build_ids}",
-          "--dry-run=${NOMAD_META_dry_run}",
-          "--force=${NOMAD_META_force}",
           "--node-name", "${node.unique.name}",
         ]
       }
 
       env {
+        # The dispatch's dry_run/force (true or false) reach --dry-run/--force through these.
+        TMPL_PURGE_DRY_RUN      = "${NOMAD_META_dry_run}"
+        TMPL_PURGE_FORCE        = "${NOMAD_META_force}"
         ORCHESTRATOR_BASE_PATH  = var.orchestrator_base_path
         TEMPLATE_CACHE_DIR      = var.template_cache_dir
         DEFAULT_CACHE_DIR       = var.default_cache_dir

@@ -18,7 +18,9 @@ use crate::storage::{Storage, StorageSource};
 directory /tmp/tmpl-demo-*. TMPL_STORAGE and the other storage variables are NOT used: they name a real storage. \
 DIR may be missing or empty; a non-empty DIR is reused only if it holds an earlier demo and nothing else \
 (its demo builds are replaced); any other non-empty directory is refused, so the demo never mixes into a real \
-storage.")]
+storage.\n\
+Exit status: 0 every planted fault was found and the healthy builds are clean; 1 otherwise; 4 mkfs.ext4 is \
+missing or DIR cannot be written; 5 DIR is refused (not empty and not an earlier demo).")]
 pub struct Args {
     /// Where to create the demo storage (default: the global --storage, else a new directory
     /// under /tmp). A non-empty directory is only reused if it holds an earlier demo.

@@ -283,11 +283,11 @@ impl Report for EditReport {
                         Content::Host { path } => format!(" from {}", path.display()),
                         Content::Text { .. } => " (generated)".into(),
                     },
-                    replaces.map(|k| format!(" (replaces a {k:?})").to_lowercase()).unwrap_or_default()
+                    replaces.map(|k| format!(" (replaces a {})", k.noun())).unwrap_or_default()
                 ),
                 Change::Link { path, replaces, target } => format!(
                     "link   {path} -> {target}{}",
-                    replaces.map(|k| format!(" (replaces a {k:?})").to_lowercase()).unwrap_or_default()
+                    replaces.map(|k| format!(" (replaces a {})", k.noun())).unwrap_or_default()
                 ),
             };
             writeln!(w, "    {}", sanitize(&line))?;
@@ -310,8 +310,8 @@ impl Report for EditReport {
             let v = &a.verification;
             writeln!(
                 w,
-                "  verified  {} files read back (sha256, mode, owner), boot path checked, e2fsck -fn {}",
-                v.files.len(),
+                "  verified  {} read back (sha256, mode, owner), boot path checked, e2fsck -fn {}",
+                crate::report::count(v.files.len(), "file", "files"),
                 if v.fsck_clean { "clean" } else { "NOT clean" }
             )?;
             render_findings(w, style, &v.findings, "    ")?;

@@ -100,6 +100,9 @@ pub fn render_explanations(w: &mut dyn Write, style: &Style, list: &[Explanation
 }
 
 fn read_stdin(ctx: &Ctx) -> Result<String> {
+    if ctx.input_is_terminal() {
+        ctx.note("tmpl explain: reading the text to decode from standard input; paste it, then press Ctrl-D (or pass it as arguments, or pipe it in)");
+    }
     let buf = ctx.read_input(MAX_INPUT).map_err(|e| Error::read("<stdin>", e))?;
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
@@ -135,4 +138,27 @@ pub fn explain_text(text: &str) -> ExplainReport {
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     let text = if args.text.is_empty() || args.text == ["-"] { read_stdin(ctx)? } else { args.text.join("\n") };
     Ok(Outcome::Explain(explain_text(&text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{Mode, Output};
+
+    fn explain_stdin(stdin_terminal: bool) -> String {
+        let (out, captured) =
+            Output::capture(Mode { stdin_terminal, ..Mode::default() }, b"CRC64 validation failed: 1\n");
+        let ctx = Ctx::new(None, &|_| None, &out);
+        let outcome = run(Args { text: Vec::new() }, &ctx).unwrap();
+        assert_eq!(outcome.exit_code(), crate::exit_code::OK, "the piped text was read and recognised");
+        captured.stderr()
+    }
+
+    /// With no argument on a terminal, explain says it reads standard input instead of waiting
+    /// silently; from a pipe it says nothing.
+    #[test]
+    fn says_it_reads_standard_input_on_a_terminal() {
+        assert!(explain_stdin(true).contains("reading the text to decode from standard input"));
+        assert_eq!(explain_stdin(false), "");
+    }
 }

@@ -27,7 +27,8 @@ impl Report for PathReport {
     }
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
-        writeln!(w, "{} {}", style.bold(&sanitize(&self.path)), sanitize(&self.resolution.describe()))?;
+        // The resolution starts with the path itself: "/sbin/init -> /usr/bin/envd".
+        writeln!(w, "{}", style.bold(&sanitize(&self.resolution.describe())))?;
         if let Some(e) = self.resolution.found() {
             writeln!(
                 w,
@@ -156,8 +157,8 @@ fn render_boot(w: &mut dyn Write, style: &Style, b: &BootFacts) -> io::Result<()
             if let Some(v) = &bf.version {
                 parts.push(format!("version {}", sanitize(v)));
             }
-            if let Some(era) = bf.era {
-                parts.push(format!("era {era} (from {})", bf.era_source.unwrap_or("?")));
+            if let Some(era) = era_phrase(bf) {
+                parts.push(era);
             }
             if let Some(go) = &bf.go {
                 let mut g = sanitize(&go.go_version).into_owned();
@@ -268,6 +269,19 @@ pub fn describe_program(p: &Program) -> String {
     s
 }
 
+/// How an envd's era reads: told from its Go build time or its flag names, or not at all (a
+/// binary with neither, which is checked as the oldest era's).
+pub fn era_phrase(bf: &crate::envd::BinaryFacts) -> Option<String> {
+    let era = bf.era?;
+    Some(if bf.go.is_none() && bf.markers.is_empty() {
+        format!(
+            "era cannot be told (not a Go binary, no newer envd flag names); its flags are checked as for envd {era}"
+        )
+    } else {
+        format!("era {era} (from {})", bf.era_source.unwrap_or("?"))
+    })
+}
+
 fn opt(s: Option<&str>) -> String {
     s.map(|v| sanitize(v).into_owned()).unwrap_or_else(|| "-".into())
 }
@@ -329,6 +343,10 @@ impl Report for InspectReport {
     }
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
+        // --mappings/--frames asked for a table: only the table, the rest of the report with -v.
+        if (self.mappings.is_some() || self.frames.is_some()) && !style.verbose {
+            return self.render_low_level(w, style);
+        }
         writeln!(w, "{} {}", style.bold("build"), self.build_id)?;
         writeln!(w, "  path       {}", self.path.display())?;
         for a in &self.access_denied {
@@ -518,5 +536,34 @@ impl InspectReport {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod era_tests {
+    use super::era_phrase;
+    use crate::envd::MarkerScan;
+
+    fn facts(bytes: &[u8]) -> crate::envd::BinaryFacts {
+        let mut scan = MarkerScan::default();
+        scan.feed(bytes);
+        scan.finish()
+    }
+
+    /// A binary that says "envd" but has no Go build info and no flag name of a newer envd: its
+    /// era cannot be told, and inspect says so (not "before 2025-07 (from no newer flag names)").
+    #[test]
+    fn an_envd_that_is_not_go_has_no_era_told() {
+        let f = facts(b"\x7fELF....\0envd\0port\0version\0");
+        let phrase = era_phrase(&f).unwrap();
+        assert!(phrase.starts_with("era cannot be told"), "{phrase}");
+        assert!(!phrase.contains("from no newer flag names"), "{phrase}");
+    }
+
+    #[test]
+    fn flag_names_tell_the_era() {
+        let f = facts(b"\x7fELF....\0envd\0port\0resume-handover\0");
+        let phrase = era_phrase(&f).unwrap();
+        assert!(phrase.starts_with("era since") && phrase.ends_with("(from flag names)"), "{phrase}");
     }
 }

@@ -3,12 +3,14 @@
 
 pub mod backups;
 pub mod boot_test;
+pub mod completions;
 pub mod demo;
 pub mod edit_report;
 pub mod explain;
 pub mod inject_envd;
 pub mod inspect;
 mod inspect_render;
+pub mod man;
 pub mod purge_cache;
 pub mod rewrite_wrapper;
 pub mod verify;
@@ -80,6 +82,11 @@ impl<'a> Ctx<'a> {
         self.out.debug(msg);
     }
 
+    /// Whether the run's input is a terminal (a person typing, not a pipe).
+    pub fn input_is_terminal(&self) -> bool {
+        self.out.mode.stdin_terminal
+    }
+
     /// The run's input (stdin), at most `cap` bytes.
     pub fn read_input(&self, cap: u64) -> std::io::Result<Vec<u8>> {
         self.out.read_input(cap)
@@ -102,6 +109,8 @@ pub enum Outcome {
     CacheRoots(purge_cache::RootsReport),
     ClusterSummary(Box<purge_cache::SummaryReport>),
     Backups(Box<backups::BackupsReport>),
+    Completions(completions::CompletionsReport),
+    Man(man::ManReport),
 }
 
 impl Outcome {
@@ -120,6 +129,8 @@ impl Outcome {
             Outcome::CacheRoots(r) => out.emit(&r),
             Outcome::ClusterSummary(r) => out.emit(&*r),
             Outcome::Backups(r) => out.emit(&*r),
+            Outcome::Completions(r) => out.emit(&r),
+            Outcome::Man(r) => out.emit(&r),
         })
     }
 
@@ -141,6 +152,8 @@ impl Outcome {
             Outcome::CacheRoots(r) => code(r),
             Outcome::ClusterSummary(r) => code(&**r),
             Outcome::Backups(r) => code(&**r),
+            Outcome::Completions(r) => code(r),
+            Outcome::Man(r) => code(r),
         }
     }
 }
@@ -166,20 +179,23 @@ pub fn purge_after_edit(
             let stale = t.skipped > 0;
             let detail = if stale && o.orchestrator.running {
                 format!(
-                    "{} entries purged, {} left alone because the orchestrator is running ({}): THIS NODE KEEPS SERVING \
+                    "{} purged, {} left alone because the orchestrator is running ({}): THIS NODE KEEPS SERVING \
                      THE OLD BUILD until the orchestrator restarts with these caches purged",
-                    t.purged, t.skipped, o.orchestrator.reason
+                    crate::report::count(t.purged, "entry", "entries"),
+                    t.skipped,
+                    o.orchestrator.reason
                 )
             } else if stale {
                 format!(
-                    "{} entries purged, {} left alone by a safety rule (files in use; see purge-cache): this node can \
+                    "{} purged, {} left alone by a safety rule (files in use; see purge-cache): this node can \
                      still serve the old bytes from them",
-                    t.purged, t.skipped
+                    crate::report::count(t.purged, "entry", "entries"),
+                    t.skipped
                 )
             } else {
                 format!(
-                    "{} entries, {} freed on this node{}",
-                    t.purged,
+                    "{}, {} freed on this node{}",
+                    crate::report::count(t.purged, "entry", "entries"),
                     crate::report::human_bytes(t.freed_bytes),
                     if t.skipped > 0 {
                         format!("; {} left alone by a safety rule (see purge-cache)", t.skipped)

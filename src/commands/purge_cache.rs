@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use clap::builder::BoolishValueParser;
+use clap::builder::FalseyValueParser;
 use serde::Serialize;
 
 use super::{Ctx, Outcome};
@@ -50,12 +50,10 @@ pub struct Args {
     #[arg(long, value_name = "N", requires = "summarize")]
     pub expect_nodes: Option<usize>,
     /// Plan only: list what would be deleted and why the rest is skipped
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_value = "false",
-          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "TMPL_PURGE_DRY_RUN", value_parser = FalseyValueParser::new())]
     pub dry_run: bool,
     /// Also purge caches that are unsafe while the orchestrator runs (open files are still kept)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_value = "false",
-          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "TMPL_PURGE_FORCE", value_parser = FalseyValueParser::new())]
     pub force: bool,
     /// Only these caches (template, build, chunk, sandbox, snapshot); default all
     #[arg(long = "cache", value_name = "KIND", value_delimiter = ',', value_enum)]
@@ -85,8 +83,8 @@ pub struct Args {
     /// e2b-snapshot-cache, e2b-orchestrator/ and e2b-orchestrator.lock
     #[arg(long, value_name = "DIR")]
     pub e2b_dir: Option<PathBuf>,
-    /// Worker threads for measuring and deleting (default 4 per core, at least 8)
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Worker threads for measuring and deleting [default: 4 per core, at least 8]
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub jobs: usize,
     /// Node name in the report (default: TMPL_NODE_NAME, else the hostname)
     #[arg(long, value_name = "NAME", env = "TMPL_NODE_NAME")]
@@ -302,8 +300,8 @@ impl Report for PurgeReport {
         writeln!(
             w,
             "\ntotal: {} {}, {} {verb} (allocated); {} skipped for safety ({}); {} failed; {} refused",
-            if o.dry_run { t.entries } else { t.purged },
-            if o.dry_run { "entries planned" } else { "entries purged" },
+            crate::report::count(if o.dry_run { t.entries } else { t.purged }, "entry", "entries"),
+            if o.dry_run { "planned" } else { "purged" },
             human_bytes(if o.dry_run { t.planned_bytes } else { t.freed_bytes }),
             t.skipped,
             human_bytes(t.skipped_bytes),
@@ -547,8 +545,8 @@ impl Report for SummaryReport {
         }
         writeln!(
             w,
-            "\ntotal: {} entries purged, {} freed (allocated), {} skipped",
-            t.purged,
+            "\ntotal: {} purged, {} freed (allocated), {} skipped",
+            crate::report::count(t.purged, "entry", "entries"),
             human_bytes(t.freed_bytes),
             t.skipped
         )

@@ -9,7 +9,7 @@ use crate::error::Result;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit status: as inject-envd. 3 also when /sbin/init is not a wrapper script or starts no envd \
+    after_help = "Exit status: 0 done (or planned, with --dry-run); otherwise as inject-envd. 3 also when /sbin/init is not a wrapper script or starts no envd \
 that exists in the image (use inject-envd then)."
 )]
 pub struct Args {

@@ -13,11 +13,14 @@ use crate::deep;
 use crate::error::{Error, Result};
 use crate::exit_code;
 use crate::progress::Progress;
-use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings};
+use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings, sanitize};
 use crate::storage::{BuildLocation, Storage, StorageSource};
 use crate::vocab::BuildId;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 no errors (with --strict: no warnings either); 1 errors found; 3 a BUILD is \
+not a UUID or a build folder, or the storage cannot be listed (--all); 4 a permission kept tmpl from reading a build \
+(access.denied), no storage is set and the default one cannot be read, or another environment failure.")]
 pub struct Args {
     /// Build IDs (UUIDs) or paths to build directories
     #[arg(value_name = "BUILD", required_unless_present = "all")]
@@ -96,7 +99,13 @@ impl Report for VerifyReport {
                 (0, 0) => String::new(),
                 (e, wn) => format!(" ({}, {})", plural(e, "error"), plural(wn, "warning")),
             };
-            writeln!(w, "{} {}{counts}", style.ok(b.ok), style.bold(&b.build_id.to_string()))?;
+            // A folder not named by a UUID (`verify ./copy-of-a-build/`) is shown by its path.
+            let name = if b.build_id.is_nil() {
+                sanitize(&b.path.display().to_string()).into_owned()
+            } else {
+                b.build_id.to_string()
+            };
+            writeln!(w, "{} {}{counts}", style.ok(b.ok), style.bold(&name))?;
             render_findings(w, style, &b.findings, "    ")?;
             for f in b.deep.iter().flatten() {
                 let digest = match (&f.sha256, &f.expected_sha256) {
@@ -136,7 +145,7 @@ impl Report for VerifyReport {
             .other_entries
             .map(|n| n.saturating_sub(self.leftovers.len()))
             .filter(|&n| n > 0)
-            .map(|n| format!("; {n} other entries skipped"))
+            .map(|n| format!("; {} skipped", crate::report::count(n, "other entry", "other entries")))
             .unwrap_or_default();
         writeln!(
             w,
@@ -292,9 +301,16 @@ pub fn verify_all_with(
         access_denied: builds.iter().filter(|b| checks::has_access_problem(&b.findings)).count(),
         tally,
     };
+    // Builds given as paths are read where they are: name their folder, not the resolved storage.
+    let (root, source) = match locs.first().map(|l| &l.storage_root) {
+        Some(r) if *r != storage.root && locs.iter().all(|l| l.storage_root == *r) => {
+            (r.clone(), StorageSource::BuildPath)
+        }
+        _ => (storage.root.clone(), storage.source.clone()),
+    };
     Ok(VerifyReport {
-        storage: storage.root.clone(),
-        storage_source: storage.source.clone(),
+        storage: root,
+        storage_source: source,
         strict,
         builds,
         summary,

@@ -47,6 +47,21 @@ pub enum FileKind {
     Socket,
 }
 
+impl FileKind {
+    /// The kind in words, for prose ("replaces a regular file").
+    pub fn noun(self) -> &'static str {
+        match self {
+            FileKind::Regular => "regular file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symbolic link",
+            FileKind::CharDevice => "character device",
+            FileKind::BlockDevice => "block device",
+            FileKind::Fifo => "FIFO",
+            FileKind::Socket => "socket",
+        }
+    }
+}
+
 impl From<FileType> for FileKind {
     fn from(t: FileType) -> Self {
         match t {
