@@ -69,11 +69,31 @@ pub struct FileFacts {
 
 /// `stat` a file; `None` when it does not exist.
 pub fn stat(path: &Path) -> Result<Option<FileFacts>> {
+    // A build in a remote storage: the object's size from the build's listing.
+    if let Some(r) = crate::remote::mount::stat(path) {
+        use crate::remote::mount::Stat;
+        return match r {
+            Ok(Stat::File(len)) => Ok(Some(FileFacts { len, allocated: len })),
+            Ok(Stat::Missing) => Ok(None),
+            Ok(Stat::Dir) => Err(BuildError::NotAFile { path: path.to_path_buf() }),
+            Err(e) => Err(BuildError::io(path, e)),
+        };
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(Some(FileFacts { len: m.len(), allocated: m.blocks() * 512 })),
         Ok(_) => Err(BuildError::NotAFile { path: path.to_path_buf() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(BuildError::io(path, e)),
+    }
+}
+
+/// Is there a build folder at `path` (a prefix with objects, in a remote storage)? A remote
+/// listing that fails does not make a build missing: reading it then names the failure.
+pub fn is_dir(path: &Path) -> bool {
+    match crate::remote::mount::stat(path) {
+        Some(Ok(crate::remote::mount::Stat::Dir) | Err(_)) => true,
+        Some(Ok(_)) => false,
+        None => path.is_dir(),
     }
 }
 
@@ -295,13 +315,19 @@ impl Build {
     /// Open a build directory: read metadata and headers, analyse the snapfile, stat the rest.
     pub fn open(loc: &BuildLocation) -> Result<Build> {
         let dir = &loc.dir;
-        let rd = std::fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
         let mut extra_files = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(|e| BuildError::io(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !is_build_file(&name) {
-                extra_files.push(name);
+        let remote = crate::remote::mount::find(dir);
+        if let Some((m, parts)) = &remote {
+            let names = m.read_dir(parts).map_err(|e| BuildError::io(dir, e))?;
+            extra_files.extend(names.into_iter().filter(|n| !is_build_file(n)));
+        } else {
+            let rd = std::fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
+            for entry in rd {
+                let entry = entry.map_err(|e| BuildError::io(dir, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !is_build_file(&name) {
+                    extra_files.push(name);
+                }
             }
         }
         extra_files.sort();
@@ -346,7 +372,11 @@ impl Build {
             extra_files,
             access: Vec::new(),
         };
-        build.access = access_problems(&build);
+        // Local permissions mean nothing for a remote build (a refused request is an error of its
+        // own, with the object named).
+        if remote.is_none() {
+            build.access = access_problems(&build);
+        }
         Ok(build)
     }
 
@@ -561,6 +591,14 @@ pub fn read_sidecar(path: &Path) -> Option<std::result::Result<u64, SidecarError
 /// whose headers could not be read (so whether they depend on `id` is unknown), with why. Reads
 /// only the header files of the other builds.
 pub fn dependents(storage_root: &Path, id: &BuildId) -> Result<(Vec<BuildId>, Vec<String>)> {
+    // A bucket may hold thousands of builds: reading every header to find dependents is not
+    // done for remote storage.
+    if crate::remote::mount::is_mounted(storage_root) {
+        return Ok((
+            Vec::new(),
+            vec![format!("{}: dependents are not searched in remote storage", storage_root.display())],
+        ));
+    }
     let rd = match std::fs::read_dir(storage_root) {
         Ok(rd) => rd,
         Err(e) => return Err(BuildError::io(storage_root, e)),

@@ -28,9 +28,10 @@ pub struct Cli {
 /// Options every command accepts, before or after the subcommand.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Template storage directory (else TMPL_STORAGE, TEMPLATE_STORAGE_URL=file://...,
-    /// LOCAL_TEMPLATE_STORAGE_BASE_PATH, then /tmp/templates)
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Template storage: a directory or gs://bucket, s3://bucket?endpoint=..&region=..,
+    /// azblob://container, file:///dir (else TMPL_STORAGE, TEMPLATE_STORAGE_URL,
+    /// STORAGE_PROVIDER + TEMPLATE_BUCKET_NAME, LOCAL_TEMPLATE_STORAGE_BASE_PATH, /tmp/templates)
+    #[arg(long, global = true, value_name = "DIR|URL")]
     pub storage: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text
     #[arg(long, global = true)]
@@ -95,6 +96,9 @@ pub enum Command {
     /// List, restore and prune a build's backups; remove what killed edits left; finish an
     /// interrupted commit
     Backups(commands::backups::Args),
+    /// Copy a build and its ancestors between storages (directories, s3://, gs://, azblob://),
+    /// verified, metadata.json last
+    Copy(commands::copy::Args),
 }
 
 impl Command {
@@ -109,6 +113,7 @@ impl Command {
             Command::RewriteWrapper(_) => "rewrite-wrapper",
             Command::PurgeCache(_) => "purge-cache",
             Command::Backups(_) => "backups",
+            Command::Copy(_) => "copy",
         }
     }
 }

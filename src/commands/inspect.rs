@@ -354,6 +354,9 @@ pub struct PathReport {
     pub content_base64: Option<String>,
     /// Bytes read through the device.
     pub bytes_read: u64,
+    /// Requests sent to a remote storage by this run, and the bytes they fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::Stats>,
 }
 
 #[derive(Debug, Serialize)]
@@ -394,6 +397,7 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
         content_utf8: None,
         content_base64: None,
         bytes_read: 0,
+        remote: None,
     };
     match found.kind {
         FileKind::Regular => {
@@ -427,6 +431,7 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
         _ => {}
     }
     report.bytes_read = fs.device().bytes_read();
+    report.remote = crate::remote::mount::store_of(&build.storage_root).map(|s| s.stats());
     Ok(Outcome::InspectPath(Box::new(report)))
 }
 
@@ -489,6 +494,16 @@ impl Report for PathReport {
             for e in entries {
                 writeln!(w, "  {:<10} {}", kind_name(e.kind), sanitize(&e.name))?;
             }
+        }
+        if let Some(r) = &self.remote {
+            writeln!(
+                w,
+                "  remote   {} requests ({} GET, {} HEAD), {} fetched",
+                r.requests,
+                r.get,
+                r.head,
+                human_bytes(r.bytes_read)
+            )?;
         }
         if let Some(t) = &self.content_utf8 {
             write!(w, "{t}")?;

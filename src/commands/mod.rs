@@ -3,6 +3,7 @@
 
 pub mod backups;
 pub mod boot_test;
+pub mod copy;
 pub mod demo;
 pub mod edit_report;
 pub mod explain;
@@ -21,11 +22,22 @@ use crate::progress::Progress;
 use crate::report::Style;
 use crate::storage::{Storage, StorageUrlError};
 
+/// Why the storage of a run could not be resolved (kept until a command needs the storage).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StorageSetupError {
+    #[error(transparent)]
+    Url(#[from] StorageUrlError),
+    /// A remote storage URL or its client could not be set up (`kind` gives the exit code).
+    #[error("{message}")]
+    Remote { message: String, kind: crate::remote::ErrorKind, from_flag: bool },
+}
+
 /// What a run resolved once, for every command: the storage root (or why it could not be
 /// resolved, reported only by commands that need it), styling, the progress sink and where
-/// notes go.
+/// notes go. A remote storage (`--storage s3://...`, `TEMPLATE_STORAGE_URL=gs://...`) is
+/// mounted here ([`crate::remote::mount`]); its root path is spelled like its URL.
 pub struct Ctx<'a> {
-    storage: std::result::Result<Storage, StorageUrlError>,
+    storage: std::result::Result<Storage, StorageSetupError>,
     /// `--storage` as given (the demo writes there, and never where the environment points).
     pub storage_flag: Option<PathBuf>,
     pub style: Style,
@@ -44,17 +56,37 @@ impl std::fmt::Debug for Ctx<'_> {
 impl<'a> Ctx<'a> {
     /// Resolve the storage root from `--storage` and the environment (`env`), once.
     pub fn new(storage_flag: Option<PathBuf>, env: &dyn Fn(&str) -> Option<String>, out: &'a Output) -> Self {
-        let storage = Storage::resolve(storage_flag.as_deref(), env).map_err(|e| match e {
-            crate::storage::StorageError::Url(u) => u,
-            // Resolving reads nothing: only a storage URL can be wrong.
-            other => StorageUrlError::NotAUrl(other.to_string()),
-        });
+        let storage = resolve_storage(storage_flag.as_deref(), env);
         Ctx { storage, storage_flag, style: out.style(), json: out.mode.json, progress: out.progress(), out }
     }
 
     /// The storage root of this run.
     pub fn storage(&self) -> Result<Storage> {
-        self.storage.clone().map_err(Error::environment)
+        self.storage.clone().map_err(setup_error)
+    }
+
+    /// The storage root of a command that writes builds: a remote storage is refused (exit 5)
+    /// with the way to edit it (copy down, edit, copy up).
+    pub fn local_storage(&self, command: &str, build: &str) -> Result<Storage> {
+        let s = self.storage()?;
+        if let Some(store) = crate::remote::mount::store_of(&s.root) {
+            let url = store.location().to_string();
+            return Err(Error::refused(
+                format!("{command} does not edit builds in remote storage ({url}) in place"),
+                vec![
+                    format!(
+                        "copy the build to a local storage: tmpl copy {build} --from '{url}' --to /var/tmp/tmpl-work"
+                    ),
+                    format!(
+                        "edit it there as a fork: tmpl --storage /var/tmp/tmpl-work {command} {build} --fork NEW_BUILD_ID ..."
+                    ),
+                    format!(
+                        "verify it and copy the fork up: tmpl copy NEW_BUILD_ID --from /var/tmp/tmpl-work --to '{url}'"
+                    ),
+                ],
+            ));
+        }
+        Ok(s)
     }
 
     /// Resolve a BUILD argument (a UUID, checked before any file is touched, or a path) and open
@@ -85,6 +117,66 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The variables that choose the storage (credentials are read only when a store is opened).
+const STORAGE_VARS: [&str; 6] = [
+    "TMPL_STORAGE",
+    "TEMPLATE_STORAGE_URL",
+    "STORAGE_PROVIDER",
+    "TEMPLATE_BUCKET_NAME",
+    "LOCAL_TEMPLATE_STORAGE_BASE_PATH",
+    "S3_USE_PATH_STYLE",
+];
+
+/// Resolve the storage like the orchestrator: a remote one is opened (nothing is sent yet) and
+/// mounted; a local one keeps tmpl's local resolution.
+fn resolve_storage(
+    flag: Option<&std::path::Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<Storage, StorageSetupError> {
+    use crate::remote;
+    let flag_text = flag.map(|p| p.to_string_lossy().into_owned());
+    let vars = remote::Env::from_pairs(STORAGE_VARS.iter().filter_map(|n| env(n).map(|v| (n.to_string(), v))));
+    let remote_err = |e: remote::Error| StorageSetupError::Remote {
+        message: e.to_string(),
+        kind: e.kind(),
+        from_flag: flag_text.as_deref().is_some_and(|f| !f.trim().is_empty()),
+    };
+    let resolved = remote::resolve(flag_text.as_deref(), &vars).map_err(remote_err)?;
+    if !resolved.location.is_remote() {
+        return Storage::resolve(flag, env).map_err(|e| match e {
+            crate::storage::StorageError::Url(u) => StorageSetupError::Url(u),
+            // Resolving reads nothing: only a storage URL can be wrong.
+            other => StorageSetupError::Url(StorageUrlError::NotAUrl(other.to_string())),
+        });
+    }
+    let process = remote::Env::from_process();
+    let store =
+        remote::Store::open(&resolved.location, &process, &remote::Config::from_env(&process)).map_err(remote_err)?;
+    let m = remote::mount::mount(store);
+    let source = match resolved.source {
+        remote::Source::Flag => crate::storage::StorageSource::Flag,
+        remote::Source::TmplStorage => crate::storage::StorageSource::TmplStorage,
+        remote::Source::TemplateStorageUrl => crate::storage::StorageSource::TemplateStorageUrl,
+        remote::Source::StorageProvider => crate::storage::StorageSource::StorageProvider,
+        remote::Source::LocalTemplateStorageBasePath => crate::storage::StorageSource::LocalTemplateStorageBasePath,
+        remote::Source::Default => crate::storage::StorageSource::Default,
+    };
+    Ok(Storage { root: m.root().to_path_buf(), source })
+}
+
+/// The crate error for a storage that could not be set up: a bad `--storage` URL is a usage
+/// error (2); the environment's settings, credentials and the store itself are the
+/// environment's (4).
+fn setup_error(e: StorageSetupError) -> Error {
+    match e {
+        StorageSetupError::Url(u) => Error::environment(u),
+        StorageSetupError::Remote { message, kind: crate::remote::ErrorKind::Config, from_flag: true } => {
+            Error::Usage(crate::error::UsageError::StorageUrl(message))
+        }
+        e @ StorageSetupError::Remote { .. } => Error::environment(e),
+    }
+}
+
 /// What a command returns: a report (serialisable and renderable) or raw bytes.
 #[derive(Debug)]
 pub enum Outcome {
@@ -101,6 +193,7 @@ pub enum Outcome {
     CacheRoots(purge_cache::RootsReport),
     ClusterSummary(Box<purge_cache::SummaryReport>),
     Backups(Box<backups::BackupsReport>),
+    Copy(Box<copy::CopyReport>),
 }
 
 impl Outcome {
@@ -119,6 +212,7 @@ impl Outcome {
             Outcome::CacheRoots(r) => out.emit(&r),
             Outcome::ClusterSummary(r) => out.emit(&*r),
             Outcome::Backups(r) => out.emit(&*r),
+            Outcome::Copy(r) => out.emit(&*r),
         })
     }
 
@@ -140,6 +234,7 @@ impl Outcome {
             Outcome::CacheRoots(r) => code(r),
             Outcome::ClusterSummary(r) => code(&**r),
             Outcome::Backups(r) => code(&**r),
+            Outcome::Copy(r) => code(&**r),
         }
     }
 }

@@ -118,6 +118,31 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The defaults, with the operator's overrides from the environment:
+    /// `TMPL_REMOTE_TIMEOUT` (seconds: the idle read timeout, and the connect timeout when
+    /// smaller), `TMPL_REMOTE_RETRIES` (retries per request) and `TMPL_REMOTE_CONCURRENCY`
+    /// (requests in flight per store). A value that does not parse is ignored.
+    pub fn from_env(env: &Env) -> Config {
+        let mut c = Config::default();
+        if let Some(t) = env.get("TMPL_REMOTE_TIMEOUT").and_then(|v| v.trim().parse::<f64>().ok())
+            && t > 0.0
+            && t < 86_400.0
+        {
+            c.read_timeout = Duration::from_secs_f64(t);
+            c.connect_timeout = c.connect_timeout.min(c.read_timeout);
+            c.request_timeout = c.request_timeout.max(c.read_timeout);
+        }
+        if let Some(n) = env.get("TMPL_REMOTE_RETRIES").and_then(|v| v.trim().parse::<usize>().ok()) {
+            c.max_retries = n.min(20);
+        }
+        if let Some(n) = env.get("TMPL_REMOTE_CONCURRENCY").and_then(|v| v.trim().parse::<usize>().ok())
+            && n > 0
+        {
+            c.max_concurrency = n.min(256);
+        }
+        c
+    }
+
     fn check(&self, store: &str) -> Result<()> {
         let bad = |reason: &str| Err(Error::Config { store: store.to_string(), reason: reason.to_string() });
         if self.max_concurrency == 0 || self.parts_in_flight == 0 {
@@ -1210,7 +1235,7 @@ impl Read for ObjectReader {
             match self.next_chunk() {
                 Ok(Some(b)) => self.current = b,
                 Ok(None) => return Ok(0),
-                Err(e) => return Err(io::Error::other(e)),
+                Err(e) => return Err(super::mount::to_io(e)),
             }
         }
         let n = buf.len().min(self.current.len());
