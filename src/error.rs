@@ -332,7 +332,7 @@ impl From<crate::remote::Error> for Error {
     fn from(e: crate::remote::Error) -> Self {
         use crate::remote::ErrorKind as K;
         match e.kind() {
-            K::NotFound | K::Truncated => Error::InvalidInput { path: PathBuf::new(), source: Box::new(e) },
+            K::NotFound | K::Truncated => Error::InvalidInput { path: "remote storage".into(), source: Box::new(e) },
             _ => Error::Environment(Box::new(e)),
         }
     }

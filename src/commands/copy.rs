@@ -214,6 +214,11 @@ fn open_store(arg: &str, create: bool) -> Result<Store> {
     Ok(Store::open(&r.location, &env, &remote::Config::from_env(&env))?)
 }
 
+fn is_url(arg: &str) -> bool {
+    let l = arg.trim().to_ascii_lowercase();
+    ["gs:", "s3:", "azblob:", "file:"].iter().any(|p| l.starts_with(p)) || l.contains("://")
+}
+
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     let id = BuildId::parse(&args.build)?;
     let src = match &args.from {
@@ -226,7 +231,16 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
             }
         }
     };
-    let dst = open_store(&args.to, !args.dry_run)?;
+    // A dry run to a local directory that does not exist yet plans against an empty one
+    // (nothing is created).
+    let empty = tempfile::tempdir().map_err(|e| Error::write(std::env::temp_dir(), e))?;
+    let dst = match open_store(&args.to, !args.dry_run) {
+        Err(_) if args.dry_run && !is_url(&args.to) && !std::path::Path::new(&args.to).exists() => {
+            open_store(&empty.path().to_string_lossy(), false)?
+        }
+        r => r?,
+    };
+    let to_label = if args.dry_run && !is_url(&args.to) { Some(args.to.clone()) } else { None };
     if src.location() == dst.location() {
         return Err(Error::Usage(crate::error::UsageError::StorageUrl(format!(
             "--from and --to are the same storage ({})",
@@ -239,7 +253,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     let mut report = CopyReport {
         build: id,
         from: src.location().to_string(),
-        to: dst.location().to_string(),
+        to: to_label.unwrap_or_else(|| dst.location().to_string()),
         dry_run: args.dry_run,
         status: Status::Planned,
         builds: Vec::new(),
