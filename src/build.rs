@@ -289,6 +289,17 @@ fn access_problems(build: &Build) -> Vec<AccessProblem> {
     out
 }
 
+/// A read of a file in a remote storage that failed because of the storage (see
+/// `checks::is_storage_failure`).
+fn remote_failure(path: &Path, e: &SmallFileError) -> bool {
+    crate::checks::is_storage_failure(e.io().map(io::Error::kind)) && crate::remote::mount::is_mounted(path)
+}
+
+fn remote_error(path: &Path, e: &SmallFileError) -> BuildError {
+    let kind = e.io().map_or(io::ErrorKind::Other, io::Error::kind);
+    BuildError::io(path, io::Error::new(kind, e.to_string()))
+}
+
 fn open_artifact(dir: &Path, artifact: Artifact) -> Result<ArtifactFiles> {
     let data = stat(&dir.join(artifact.data_name()))?;
     let mut compressed = Vec::new();
@@ -301,6 +312,8 @@ fn open_artifact(dir: &Path, artifact: Artifact) -> Result<ArtifactFiles> {
     let hpath = dir.join(artifact.header_name());
     let header_file = stat(&hpath)?;
     let header = match read_small(&hpath, header::MAX_HEADER_BYTES) {
+        // A remote storage that failed says nothing about the header: the build is unreadable.
+        Err(e) if remote_failure(&hpath, &e) => return Err(remote_error(&hpath, &e)),
         Ok(None) => Loaded::Absent,
         Ok(Some(bytes)) => match header::parse(&bytes) {
             Ok(h) => Loaded::Parsed(h),
@@ -335,6 +348,7 @@ impl Build {
         let mpath = dir.join(METADATA);
         let metadata_file = stat(&mpath)?;
         let metadata = match read_small(&mpath, metadata::MAX_METADATA_BYTES) {
+            Err(e) if remote_failure(&mpath, &e) => return Err(remote_error(&mpath, &e)),
             Ok(None) => Loaded::Absent,
             Ok(Some(b)) => match metadata::parse(&b) {
                 Ok(m) => Loaded::Parsed(m),
@@ -348,6 +362,12 @@ impl Build {
             None => Loaded::Absent,
             Some(_) => match snapshot::analyze_file(&spath) {
                 Ok(i) => Loaded::Parsed(i),
+                Err(e)
+                    if crate::checks::is_storage_failure(Some(e.kind()))
+                        && crate::remote::mount::is_mounted(&spath) =>
+                {
+                    return Err(BuildError::io(&spath, e));
+                }
                 Err(e) => Loaded::Invalid(format!("cannot read: {e}")),
             },
         };

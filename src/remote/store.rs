@@ -1098,6 +1098,16 @@ fn local_list(root: &FsPath, prefix: &str, cap: usize) -> Result<Vec<ObjectInfo>
     Ok(out)
 }
 
+/// The process's umask, from /proc/self/status (setting it to read it would race with other
+/// threads creating files); 022 when unknown.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
+        .unwrap_or(0o022)
+}
+
 fn local_put(root: &FsPath, key: &str, reader: &mut dyn Read, metadata: &Metadata, counters: &Counters) -> Result<u64> {
     let dest = root.join(key);
     let dir = dest.parent().unwrap_or(root).to_path_buf();
@@ -1115,6 +1125,13 @@ fn local_put(root: &FsPath, key: &str, reader: &mut dyn Read, metadata: &Metadat
         tmp.write_all(&buf[..n]).map_err(|e| Error::io(tmp.path(), e))?;
         total += n as u64;
     }
+    // A temporary file is 0600; a template file is readable like any other the orchestrator
+    // writes (0644 before the umask).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = 0o644 & !umask();
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io(tmp.path(), e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
     tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
     Counters::add(&counters.bytes_written, total);
@@ -1122,6 +1139,11 @@ fn local_put(root: &FsPath, key: &str, reader: &mut dyn Read, metadata: &Metadat
         let side = root.join(format!("{key}{SIDECAR_SUFFIX}"));
         let mut t = tempfile::Builder::new().prefix(".tmpl-put-").tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
         t.write_all(v.as_bytes()).map_err(|e| Error::io(t.path(), e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(0o644 & !umask());
+            t.as_file().set_permissions(mode).map_err(|e| Error::io(t.path(), e))?;
+        }
         t.persist(&side).map_err(|e| Error::io(&side, e.error))?;
     }
     Ok(total)
