@@ -366,6 +366,11 @@ impl Device {
         self.bytes_read.load(Ordering::Relaxed)
     }
 
+    /// True when some bytes come from objects of a remote storage.
+    pub fn is_remote(&self) -> bool {
+        self.sources.iter().any(|s| matches!(s.file, Blob::Remote(_)))
+    }
+
     /// True when some bytes come from compressed data files.
     pub fn is_compressed(&self) -> bool {
         self.sources.iter().any(|s| s.frames.is_some())
@@ -669,6 +674,37 @@ mod tests {
         let mut back = vec![0u8; 16384];
         out.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, buf);
+    }
+
+    /// The same device over a mounted storage (a local store standing for a bucket) reads the same
+    /// bytes through `Blob::Remote`, and assembles through ranged reads.
+    #[test]
+    fn a_device_over_a_mounted_storage_reads_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = id(3);
+        std::fs::create_dir(dir.path().join(a.to_string())).unwrap();
+        let data: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join(a.to_string()).join("rootfs.ext4"), &data).unwrap();
+        let store = crate::remote::Store::open(
+            &crate::remote::Location::Local { path: dir.path().into() },
+            &crate::remote::Env::empty(),
+            &crate::remote::Config::default(),
+        )
+        .unwrap();
+        let root = crate::remote::mount::mount(store).root().to_path_buf();
+        let h = crate::header::headerless(a, 3 * 4096, 4096);
+        let d = Device::from_header(&h, |x| root.join(x.to_string()).join("rootfs.ext4")).unwrap();
+        assert!(d.is_remote());
+        let mut buf = vec![0u8; 5000];
+        d.read_exact_at(&mut buf, 3000).unwrap();
+        assert_eq!(buf, data[3000..8000]);
+        let out = tempfile::tempfile().unwrap();
+        d.assemble_to(&out, &crate::progress::NoProgress).unwrap();
+        let mut back = vec![0u8; data.len()];
+        out.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, data);
+        let missing = Device::from_header(&h, |_| root.join("nope/rootfs.ext4")).unwrap_err();
+        assert!(matches!(missing, DeviceError::Open { ref source, .. } if source.kind() == io::ErrorKind::NotFound));
     }
 
     #[test]
