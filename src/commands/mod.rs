@@ -142,17 +142,6 @@ fn resolve_storage(
         from_flag: flag_text.as_deref().is_some_and(|f| !f.trim().is_empty()),
     };
     let resolved = remote::resolve(flag_text.as_deref(), &vars).map_err(remote_err)?;
-    if !resolved.location.is_remote() {
-        return Storage::resolve(flag, env).map_err(|e| match e {
-            crate::storage::StorageError::Url(u) => StorageSetupError::Url(u),
-            // Resolving reads nothing: only a storage URL can be wrong.
-            other => StorageSetupError::Url(StorageUrlError::NotAUrl(other.to_string())),
-        });
-    }
-    let process = remote::Env::from_process();
-    let store =
-        remote::Store::open(&resolved.location, &process, &remote::Config::from_env(&process)).map_err(remote_err)?;
-    let m = remote::mount::mount(store);
     let source = match resolved.source {
         remote::Source::Flag => crate::storage::StorageSource::Flag,
         remote::Source::TmplStorage => crate::storage::StorageSource::TmplStorage,
@@ -161,6 +150,14 @@ fn resolve_storage(
         remote::Source::LocalTemplateStorageBasePath => crate::storage::StorageSource::LocalTemplateStorageBasePath,
         remote::Source::Default => crate::storage::StorageSource::Default,
     };
+    // A local directory (`--storage DIR`, `file:///DIR`, `file:rel`, the Local provider's path).
+    if let remote::Location::Local { path } = &resolved.location {
+        return Ok(Storage { root: path.clone(), source });
+    }
+    let process = remote::Env::from_process();
+    let store =
+        remote::Store::open(&resolved.location, &process, &remote::Config::from_env(&process)).map_err(remote_err)?;
+    let m = remote::mount::mount(store);
     Ok(Storage { root: m.root().to_path_buf(), source })
 }
 
