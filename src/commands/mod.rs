@@ -303,3 +303,42 @@ pub fn not_in_effect_steps(id: crate::vocab::BuildId) -> Vec<String> {
             .to_string(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn storage_is_resolved_once_local_or_mounted() {
+        let s = resolve_storage(Some(std::path::Path::new("file:///srv/t")), &env_of(&[])).unwrap();
+        assert_eq!(s.root, PathBuf::from("/srv/t"));
+        let s = resolve_storage(None, &env_of(&[("LOCAL_TEMPLATE_STORAGE_BASE_PATH", "/l")])).unwrap();
+        assert_eq!(
+            (s.root, s.source),
+            (PathBuf::from("/l"), crate::storage::StorageSource::LocalTemplateStorageBasePath)
+        );
+        // A bucket is mounted under a root spelled like its URL (nothing is sent yet).
+        let s = resolve_storage(
+            None,
+            &env_of(&[("TEMPLATE_STORAGE_URL", "s3://tmpl-unit-bucket?endpoint=http://127.0.0.1:9&region=x")]),
+        )
+        .unwrap();
+        assert_eq!(s.root, PathBuf::from("s3://tmpl-unit-bucket"));
+        assert!(crate::remote::mount::is_mounted(&s.root.join("some-build")));
+        assert_eq!(s.source, crate::storage::StorageSource::TemplateStorageUrl);
+    }
+
+    #[test]
+    fn a_bad_url_is_usage_from_the_flag_and_environment_from_the_environment() {
+        let e = resolve_storage(Some(std::path::Path::new("s3://b?endpint=x")), &env_of(&[])).unwrap_err();
+        assert_eq!(setup_error(e).exit_code(), crate::exit_code::USAGE);
+        let e = resolve_storage(None, &env_of(&[("TEMPLATE_STORAGE_URL", "gs://b?x=1")])).unwrap_err();
+        assert_eq!(setup_error(e).exit_code(), crate::exit_code::ENVIRONMENT);
+        let e = resolve_storage(None, &env_of(&[("STORAGE_PROVIDER", "AWSBucket")])).unwrap_err();
+        assert!(setup_error(e).to_string().contains("TEMPLATE_BUCKET_NAME"));
+    }
+}
