@@ -69,11 +69,31 @@ pub struct FileFacts {
 
 /// `stat` a file; `None` when it does not exist.
 pub fn stat(path: &Path) -> Result<Option<FileFacts>> {
+    // A build in a remote storage: the object's size from the build's listing.
+    if let Some(r) = crate::remote::mount::stat(path) {
+        use crate::remote::mount::Stat;
+        return match r {
+            Ok(Stat::File(len)) => Ok(Some(FileFacts { len, allocated: len })),
+            Ok(Stat::Missing) => Ok(None),
+            Ok(Stat::Dir) => Err(BuildError::NotAFile { path: path.to_path_buf() }),
+            Err(e) => Err(BuildError::io(path, e)),
+        };
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(Some(FileFacts { len: m.len(), allocated: m.blocks() * 512 })),
         Ok(_) => Err(BuildError::NotAFile { path: path.to_path_buf() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(BuildError::io(path, e)),
+    }
+}
+
+/// Is there a build folder at `path` (a prefix with objects, in a remote storage)? A remote
+/// listing that fails does not make a build missing: reading it then names the failure.
+pub fn is_dir(path: &Path) -> bool {
+    match crate::remote::mount::stat(path) {
+        Some(Ok(crate::remote::mount::Stat::Dir) | Err(_)) => true,
+        Some(Ok(_)) => false,
+        None => path.is_dir(),
     }
 }
 
@@ -269,6 +289,17 @@ fn access_problems(build: &Build) -> Vec<AccessProblem> {
     out
 }
 
+/// A read of a file in a remote storage that failed because of the storage (see
+/// `checks::is_storage_failure`).
+fn remote_failure(path: &Path, e: &SmallFileError) -> bool {
+    crate::checks::is_storage_failure(e.io().map(io::Error::kind)) && crate::remote::mount::is_mounted(path)
+}
+
+fn remote_error(path: &Path, e: &SmallFileError) -> BuildError {
+    let kind = e.io().map_or(io::ErrorKind::Other, io::Error::kind);
+    BuildError::io(path, io::Error::new(kind, e.to_string()))
+}
+
 fn open_artifact(dir: &Path, artifact: Artifact) -> Result<ArtifactFiles> {
     let data = stat(&dir.join(artifact.data_name()))?;
     let mut compressed = Vec::new();
@@ -281,6 +312,8 @@ fn open_artifact(dir: &Path, artifact: Artifact) -> Result<ArtifactFiles> {
     let hpath = dir.join(artifact.header_name());
     let header_file = stat(&hpath)?;
     let header = match read_small(&hpath, header::MAX_HEADER_BYTES) {
+        // A remote storage that failed says nothing about the header: the build is unreadable.
+        Err(e) if remote_failure(&hpath, &e) => return Err(remote_error(&hpath, &e)),
         Ok(None) => Loaded::Absent,
         Ok(Some(bytes)) => match header::parse(&bytes) {
             Ok(h) => Loaded::Parsed(h),
@@ -295,13 +328,19 @@ impl Build {
     /// Open a build directory: read metadata and headers, analyse the snapfile, stat the rest.
     pub fn open(loc: &BuildLocation) -> Result<Build> {
         let dir = &loc.dir;
-        let rd = std::fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
         let mut extra_files = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(|e| BuildError::io(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !is_build_file(&name) {
-                extra_files.push(name);
+        let remote = crate::remote::mount::find(dir);
+        if let Some((m, parts)) = &remote {
+            let names = m.read_dir(parts).map_err(|e| BuildError::io(dir, e))?;
+            extra_files.extend(names.into_iter().filter(|n| !is_build_file(n)));
+        } else {
+            let rd = std::fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
+            for entry in rd {
+                let entry = entry.map_err(|e| BuildError::io(dir, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !is_build_file(&name) {
+                    extra_files.push(name);
+                }
             }
         }
         extra_files.sort();
@@ -309,6 +348,7 @@ impl Build {
         let mpath = dir.join(METADATA);
         let metadata_file = stat(&mpath)?;
         let metadata = match read_small(&mpath, metadata::MAX_METADATA_BYTES) {
+            Err(e) if remote_failure(&mpath, &e) => return Err(remote_error(&mpath, &e)),
             Ok(None) => Loaded::Absent,
             Ok(Some(b)) => match metadata::parse(&b) {
                 Ok(m) => Loaded::Parsed(m),
@@ -322,6 +362,12 @@ impl Build {
             None => Loaded::Absent,
             Some(_) => match snapshot::analyze_file(&spath) {
                 Ok(i) => Loaded::Parsed(i),
+                Err(e)
+                    if crate::checks::is_storage_failure(Some(e.kind()))
+                        && crate::remote::mount::is_mounted(&spath) =>
+                {
+                    return Err(BuildError::io(&spath, e));
+                }
                 Err(e) => Loaded::Invalid(format!("cannot read: {e}")),
             },
         };
@@ -346,7 +392,11 @@ impl Build {
             extra_files,
             access: Vec::new(),
         };
-        build.access = access_problems(&build);
+        // Local permissions mean nothing for a remote build (a refused request is an error of its
+        // own, with the object named).
+        if remote.is_none() {
+            build.access = access_problems(&build);
+        }
         Ok(build)
     }
 
@@ -561,6 +611,14 @@ pub fn read_sidecar(path: &Path) -> Option<std::result::Result<u64, SidecarError
 /// whose headers could not be read (so whether they depend on `id` is unknown), with why. Reads
 /// only the header files of the other builds.
 pub fn dependents(storage_root: &Path, id: &BuildId) -> Result<(Vec<BuildId>, Vec<String>)> {
+    // A bucket may hold thousands of builds: reading every header to find dependents is not
+    // done for remote storage.
+    if crate::remote::mount::is_mounted(storage_root) {
+        return Ok((
+            Vec::new(),
+            vec![format!("{}: dependents are not searched in remote storage", storage_root.display())],
+        ));
+    }
     let rd = match std::fs::read_dir(storage_root) {
         Ok(rd) => rd,
         Err(e) => return Err(BuildError::io(storage_root, e)),

@@ -29,9 +29,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Template storage directory (else TMPL_STORAGE, TEMPLATE_STORAGE_URL=file://...,
-    /// LOCAL_TEMPLATE_STORAGE_BASE_PATH, then /tmp/templates)
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Template storage: a directory or gs://bucket, s3://bucket?endpoint=..&region=..,
+    /// azblob://container, file:///dir (else TMPL_STORAGE, TEMPLATE_STORAGE_URL,
+    /// STORAGE_PROVIDER + TEMPLATE_BUCKET_NAME, LOCAL_TEMPLATE_STORAGE_BASE_PATH, /tmp/templates)
+    #[arg(long, global = true, value_name = "DIR|URL")]
     pub storage: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text
     #[arg(long, global = true)]
@@ -100,6 +101,9 @@ pub enum Command {
     Completions(commands::completions::Args),
     /// Print a man page, or write one per command with --out DIR
     Man(commands::man::Args),
+    /// Copy a build and its ancestors between storages (directories, s3://, gs://, azblob://),
+    /// verified, metadata.json last
+    Copy(commands::copy::Args),
 }
 
 impl Command {
@@ -116,6 +120,7 @@ impl Command {
             Command::Backups(_) => "backups",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
+            Command::Copy(_) => "copy",
         }
     }
 }

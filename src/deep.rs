@@ -19,7 +19,6 @@
 //! one read chunk (1 MiB) or one frame (at most [`crate::header::MAX_FRAME_U`]) plus its table.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -278,7 +277,7 @@ fn produce(
     back: mpsc::Receiver<Vec<u8>>,
 ) -> Result<Produced, (Produced, Fault)> {
     let mut p = Produced { bytes_read: 0, frames: None, partial_table: false };
-    let file = match File::open(&job.path) {
+    let file = match crate::device::Blob::open(&job.path) {
         Ok(f) => f,
         Err(e) => return Err((p, Fault::Read(e.to_string()))),
     };
@@ -296,13 +295,14 @@ fn produce(
     };
     match (&job.compression, &table) {
         (Compression::None, _) | (_, None) => {
-            let len = match file.metadata() {
-                Ok(m) => m.len(),
+            let len = match file.size() {
+                Ok(n) => n,
                 Err(e) => return Err((p, Fault::Read(e.to_string()))),
             };
             let mut off = 0u64;
             while off < len {
-                let (start, end) = data_extent(&file, off, len);
+                // A remote object has no holes to skip: it is streamed whole.
+                let (start, end) = file.as_file().map_or((off, len), |f| data_extent(f, off, len));
                 if start > off {
                     if tx.send(Piece::Zeros(start - off)).is_err() {
                         return Ok(p);
@@ -394,7 +394,7 @@ fn produce(
 }
 
 struct CountingReader<'a> {
-    file: &'a File,
+    file: &'a crate::device::Blob,
     pos: u64,
 }
 
@@ -406,7 +406,7 @@ impl std::io::Read for CountingReader<'_> {
     }
 }
 
-fn read_some(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+fn read_some(f: &crate::device::Blob, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read_at(&mut buf[n..], off + n as u64) {

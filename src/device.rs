@@ -25,6 +25,62 @@ use crate::progress::Progress;
 use crate::vocab::Artifact;
 use crate::vocab::BuildId;
 
+/// The bytes of one data file: a local file, or an object of a remote storage read by ranged GETs
+/// through a bounded block cache (a path under a [`crate::remote::mount`] root). Every `Device`
+/// source and `verify --deep` read data files through this, so remote builds go the same way as
+/// local ones.
+#[derive(Debug)]
+pub enum Blob {
+    Local(File),
+    Remote(Box<crate::remote::RemoteFile>),
+}
+
+impl Blob {
+    /// Open the data file at `path` (remote when the path is under a mounted storage).
+    pub fn open(path: &Path) -> io::Result<Blob> {
+        match crate::remote::mount::open(path) {
+            Some(r) => r.map(|f| Blob::Remote(Box::new(f))),
+            None => File::open(path).map(Blob::Local),
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn size(&self) -> io::Result<u64> {
+        match self {
+            Blob::Local(f) => f.metadata().map(|m| m.len()),
+            Blob::Remote(r) => Ok(r.size()),
+        }
+    }
+
+    /// The local file, when it is one (for `copy_file_range` and hole detection).
+    pub fn as_file(&self) -> Option<&File> {
+        match self {
+            Blob::Local(f) => Some(f),
+            Blob::Remote(_) => None,
+        }
+    }
+
+    /// Read up to `buf.len()` bytes at `offset`; 0 at or past the end.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            Blob::Local(f) => f.read_at(buf, offset),
+            Blob::Remote(r) => {
+                let n = crate::num::usize_from(r.size().saturating_sub(offset).min(crate::num::u64_from(buf.len())));
+                r.read_exact_at(&mut buf[..n], offset).map_err(crate::remote::mount::to_io)?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Fill `buf` from `offset` (`UnexpectedEof` when the file is shorter).
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Blob::Local(f) => f.read_exact_at(buf, offset),
+            Blob::Remote(r) => r.read_exact_at(buf, offset).map_err(crate::remote::mount::to_io),
+        }
+    }
+}
+
 /// Decompressed frames kept per device (E2B frames are 2 MiB: 16 of them).
 pub const FRAME_CACHE_BYTES: usize = 32 << 20;
 
@@ -96,7 +152,7 @@ impl DeviceError {
 struct Source {
     build: BuildId,
     path: PathBuf,
-    file: File,
+    file: Blob,
     /// The frame table of a compressed data file; `None` for a plain one.
     frames: Option<Arc<FrameTable>>,
 }
@@ -244,7 +300,7 @@ impl Device {
                             SourceSpec::Plain(p) => (p, None),
                             SourceSpec::Framed { path, table } => (path, Some(table)),
                         };
-                        let file = File::open(&path).map_err(|source| DeviceError::Open {
+                        let file = Blob::open(&path).map_err(|source| DeviceError::Open {
                             build: m.build,
                             path: path.clone(),
                             source,
@@ -287,9 +343,8 @@ impl Device {
 
     /// A build's full image file as a device; errors name `build`.
     pub fn plain_file_of(build: BuildId, path: &Path) -> Result<Device, DeviceError> {
-        let file = File::open(path).map_err(|source| DeviceError::Open { build, path: path.to_path_buf(), source })?;
-        let size =
-            file.metadata().map_err(|source| DeviceError::Open { build, path: path.to_path_buf(), source })?.len();
+        let file = Blob::open(path).map_err(|source| DeviceError::Open { build, path: path.to_path_buf(), source })?;
+        let size = file.size().map_err(|source| DeviceError::Open { build, path: path.to_path_buf(), source })?;
         Ok(Device {
             size,
             block_size: 4096,
@@ -309,6 +364,11 @@ impl Device {
     /// Bytes read from data files so far (zero ranges are not counted).
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// True when some bytes come from objects of a remote storage.
+    pub fn is_remote(&self) -> bool {
+        self.sources.iter().any(|s| matches!(s.file, Blob::Remote(_)))
     }
 
     /// True when some bytes come from compressed data files.
@@ -433,7 +493,11 @@ impl Device {
             }
             if let Target::File { source, storage_offset } = seg.target {
                 let src = &self.sources[source];
-                copy_range(&src.file, storage_offset, out, seg.offset, len).map_err(|e| DeviceError::Read {
+                let copied = match &src.file {
+                    Blob::Local(f) => copy_range(f, storage_offset, out, seg.offset, len),
+                    remote => copy_blob(remote, storage_offset, out, seg.offset, len),
+                };
+                copied.map_err(|e| DeviceError::Read {
                     offset: seg.offset,
                     build: src.build,
                     path: src.path.clone(),
@@ -447,6 +511,21 @@ impl Device {
         progress.finish();
         Ok(())
     }
+}
+
+/// Copy `len` bytes of a blob into a file, 4 MiB at a time (remote sources: ranged GETs).
+fn copy_blob(src: &Blob, src_off: u64, dst: &File, dst_off: u64, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; 4 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let n = crate::num::usize_from((len - done).min(crate::num::u64_from(buf.len())));
+        src.read_exact_at(&mut buf[..n], src_off + done)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            dst.write_all_at(&buf[..n], dst_off + done)?;
+        }
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// Copy `len` bytes between files at given offsets: `copy_file_range`, falling back to a
@@ -595,6 +674,37 @@ mod tests {
         let mut back = vec![0u8; 16384];
         out.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, buf);
+    }
+
+    /// The same device over a mounted storage (a local store standing for a bucket) reads the same
+    /// bytes through `Blob::Remote`, and assembles through ranged reads.
+    #[test]
+    fn a_device_over_a_mounted_storage_reads_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = id(3);
+        std::fs::create_dir(dir.path().join(a.to_string())).unwrap();
+        let data: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join(a.to_string()).join("rootfs.ext4"), &data).unwrap();
+        let store = crate::remote::Store::open(
+            &crate::remote::Location::Local { path: dir.path().into() },
+            &crate::remote::Env::empty(),
+            &crate::remote::Config::default(),
+        )
+        .unwrap();
+        let root = crate::remote::mount::mount(store).root().to_path_buf();
+        let h = crate::header::headerless(a, 3 * 4096, 4096);
+        let d = Device::from_header(&h, |x| root.join(x.to_string()).join("rootfs.ext4")).unwrap();
+        assert!(d.is_remote());
+        let mut buf = vec![0u8; 5000];
+        d.read_exact_at(&mut buf, 3000).unwrap();
+        assert_eq!(buf, data[3000..8000]);
+        let out = tempfile::tempfile().unwrap();
+        d.assemble_to(&out, &crate::progress::NoProgress).unwrap();
+        let mut back = vec![0u8; data.len()];
+        out.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(back, data);
+        let missing = Device::from_header(&h, |_| root.join("nope/rootfs.ext4")).unwrap_err();
+        assert!(matches!(missing, DeviceError::Open { ref source, .. } if source.kind() == io::ErrorKind::NotFound));
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub enum UsageError {
         "{0:?} is not a backup name: expected a .tmpl-backup-<time> folder of the build (tmpl backups BUILD lists them)"
     )]
     NotABackupName(String),
+    #[error("--storage: {0}")]
+    StorageUrl(String),
     #[error("{var}=pause:{step} needs {needs}")]
     FaultPauseFile { var: &'static str, step: String, needs: &'static str },
     #[error("no man page for {name:?}; there is one for: {known}")]
@@ -201,7 +203,8 @@ impl Error {
     /// permission is missing, which one) into [`Error::PermissionDenied`].
     pub fn read(path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if crate::access::is_denied(&source) {
+        // Local permissions are not why an object store refused a request: keep its message.
+        if crate::access::is_denied(&source) && !crate::remote::mount::is_mounted(&path) {
             return Error::PermissionDenied { denied: Box::new(crate::access::diagnose(&path)), source };
         }
         Error::Read { path, source }
@@ -329,6 +332,19 @@ impl From<crate::storage::StorageError> for Error {
     }
 }
 
+/// A remote storage failure outside a build's checks: a missing object or one shorter than it
+/// must be is the input's (3); permissions, credentials, an unreachable or failing service and
+/// bad settings are the environment's (4).
+impl From<crate::remote::Error> for Error {
+    fn from(e: crate::remote::Error) -> Self {
+        use crate::remote::ErrorKind as K;
+        match e.kind() {
+            K::NotFound | K::Truncated => Error::InvalidInput { path: "remote storage".into(), source: Box::new(e) },
+            _ => Error::Environment(Box::new(e)),
+        }
+    }
+}
+
 impl From<crate::tools::ToolError> for Error {
     fn from(e: crate::tools::ToolError) -> Self {
         use crate::tools::ToolError;
@@ -359,7 +375,15 @@ pub fn is_environment(e: &io::Error) -> bool {
     const EMFILE: i32 = 24;
     crate::access::is_denied(e)
         || matches!(e.raw_os_error(), Some(EIO | ENOMEM | ENFILE | EMFILE))
-        || e.kind() == io::ErrorKind::OutOfMemory
+        || matches!(
+            e.kind(),
+            io::ErrorKind::OutOfMemory
+                // A remote storage that did not answer (crate::remote::mount::to_io).
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+        )
 }
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> Result<Outcome> {
         Command::RewriteWrapper(a) => commands::rewrite_wrapper::run(a, ctx),
         Command::PurgeCache(a) => commands::purge_cache::run(a, ctx),
         Command::Backups(a) => commands::backups::run(a, ctx),
+        Command::Copy(a) => commands::copy::run(a, ctx),
         Command::Completions(a) => commands::completions::run(a, ctx),
         Command::Man(a) => commands::man::run(a, ctx),
     }

@@ -213,6 +213,15 @@ fn crc_step(crc: u64, b: u8) -> u64 {
 
 /// Analyse a snapfile on disk, streaming it.
 pub fn analyze_file(path: &Path) -> io::Result<SnapfileInfo> {
+    // A snapfile in a remote storage: streamed by ranged GETs, like a local one by read().
+    if let Some(r) = crate::remote::mount::reader(path) {
+        let (mut reader, len) = r?;
+        return analyze(&mut reader, len, || {
+            crate::remote::mount::reader(path)
+                .unwrap_or_else(|| Err(io::Error::other("remote storage unmounted")))
+                .map(|(r, _)| Box::new(r) as Box<dyn Read>)
+        });
+    }
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     analyze(&mut f, len, || File::open(path).map(|f| Box::new(f) as Box<dyn Read>))

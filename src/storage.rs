@@ -101,6 +101,8 @@ pub enum StorageSource {
     TmplStorage,
     TemplateStorageUrl,
     LocalTemplateStorageBasePath,
+    /// `STORAGE_PROVIDER` with `TEMPLATE_BUCKET_NAME` (a bucket).
+    StorageProvider,
     Default,
     /// The parent directory of a build given as a path.
     BuildPath,
@@ -113,6 +115,7 @@ impl StorageSource {
             StorageSource::TmplStorage => "TMPL_STORAGE",
             StorageSource::TemplateStorageUrl => "TEMPLATE_STORAGE_URL",
             StorageSource::LocalTemplateStorageBasePath => "LOCAL_TEMPLATE_STORAGE_BASE_PATH",
+            StorageSource::StorageProvider => "STORAGE_PROVIDER",
             StorageSource::Default => "default (/tmp/templates)",
             StorageSource::BuildPath => "parent of the build directory given",
         }
@@ -175,6 +178,20 @@ impl Storage {
         }
         let id = BuildId::parse(arg)?;
         let dir = self.build_dir(&id);
+        if let Some(r) = crate::remote::mount::stat(&dir) {
+            use crate::remote::mount::Stat;
+            return match r {
+                Ok(Stat::Dir) => Ok(BuildLocation { dir, folder_id: Some(id), storage_root: self.root.clone() }),
+                Ok(Stat::File(_)) => Err(StorageError::NotADirectory { path: dir }),
+                Ok(Stat::Missing) => Err(StorageError::NoSuchBuild {
+                    dir,
+                    id,
+                    root: self.root.clone(),
+                    chosen_by: self.source.describe(),
+                }),
+                Err(e) => Err(StorageError::io(&dir, e)),
+            };
+        }
         match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => Ok(BuildLocation { dir, folder_id: Some(id), storage_root: self.root.clone() }),
             Ok(_) => Err(StorageError::NotADirectory { path: dir }),
@@ -187,6 +204,14 @@ impl Storage {
 
     /// Every UUID-named directory under the root, sorted. Other entries are counted, not listed.
     pub fn list_builds(&self) -> Result<(Vec<BuildId>, usize)> {
+        // A bucket: the prefixes at its top (one delimited LIST).
+        if let Some(r) = crate::remote::mount::list_dirs(&self.root) {
+            let names = r.map_err(|e| StorageError::io(&self.root, e))?;
+            let mut ids: Vec<BuildId> = names.iter().filter_map(|n| BuildId::parse(n).ok()).collect();
+            ids.sort();
+            let other = names.len() - ids.len();
+            return Ok((ids, other));
+        }
         let rd = std::fs::read_dir(&self.root).map_err(|e| match self.source {
             StorageSource::Default if !crate::access::is_denied(&e) => {
                 StorageError::DefaultUnreadable { path: self.root.clone(), source: e }

@@ -39,15 +39,29 @@ fn json_error_document_and_exit_code() {
     assert!(v["error"]["message"].as_str().unwrap().contains("no build 11111111-2222-3333-4444-555555555555"));
 }
 
+/// A bucket in TEMPLATE_STORAGE_URL is used (no longer refused); without credentials the run ends
+/// with exit 4 naming the variables that would give them. The GCE metadata server is pinned to a
+/// closed loopback port, so nothing leaves the machine.
 #[test]
-fn unsupported_storage_url_scheme_is_named() {
+fn bucket_storage_url_without_credentials_names_the_variables() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     tmpl()
-        .env_remove("TMPL_STORAGE")
+        .env_clear()
         .env("TEMPLATE_STORAGE_URL", "gs://my-bucket")
+        .env("GCE_METADATA_HOST", &closed)
+        .env("GCE_METADATA_IP", &closed)
+        .env("TMPL_REMOTE_RETRIES", "0")
         .args(["verify", "--all"])
         .assert()
         .code(4)
-        .stderr(predicate::str::contains("\"gs\" scheme"));
+        .stderr(predicate::str::contains("GOOGLE_APPLICATION_CREDENTIALS"));
+    // An unknown query parameter is refused by name before anything is sent (exit 2 from --storage).
+    tmpl()
+        .env_clear()
+        .args(["--storage", "s3://b?use_path_style=true", "verify", "--all"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("use_path_style"));
 }
 
 #[test]

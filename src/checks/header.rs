@@ -540,7 +540,7 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
         std::collections::HashMap::new();
     for st in &stats {
         let (id, need) = (st.build, st.required_len);
-        if id != build.id && !build.dir_of(&id).is_dir() {
+        if id != build.id && !crate::build::is_dir(&build.dir_of(&id)) {
             missing_builds += 1;
             if missing_builds <= MAX_MAPPING_ISSUES {
                 out.push(Finding::new(

@@ -53,19 +53,62 @@ pub const BUILD_UNREADABLE: Check = Check {
     hint: "see the message: a file where the folder should be, a build file that is not a regular file, or an I/O error",
 };
 
-pub const CHECKS: &[&Check] =
-    &[&BUILD_EMPTY, &BUILD_FOLDER_NOT_UUID, &ACCESS_DENIED, &BUILD_UNREADABLE, &BUILD_CHECK_FAILED];
+pub const STORAGE_UNAVAILABLE: Check = Check {
+    id: "storage.unavailable",
+    severity: Severity::Error,
+    title: "the remote storage failed while this build was read",
+    hint: "nothing is known to be wrong with the build: the object store kept failing (5xx, throttling, timeouts, connection errors) after the retries, or refused the credentials; run again, check the network and credentials, or raise TMPL_REMOTE_TIMEOUT / TMPL_REMOTE_RETRIES (exit 4)",
+};
+
+pub const CHECKS: &[&Check] = &[
+    &BUILD_EMPTY,
+    &BUILD_FOLDER_NOT_UUID,
+    &ACCESS_DENIED,
+    &BUILD_UNREADABLE,
+    &BUILD_CHECK_FAILED,
+    &STORAGE_UNAVAILABLE,
+];
 
 /// A finding for a build that could not even be opened (verify goes on with the others): a
-/// permission problem is `access.denied`, anything else `build.unreadable`.
+/// permission problem is `access.denied`, a remote storage that failed `storage.unavailable`,
+/// anything else `build.unreadable`.
 pub fn open_failure(e: &crate::error::Error) -> Finding {
-    let check = if e.is_permission() { &ACCESS_DENIED } else { &BUILD_UNREADABLE };
+    let remote_failure = e.io_error().is_some_and(|io| is_storage_failure(Some(io.kind())))
+        && matches!(e, crate::error::Error::Read { path, .. } if crate::remote::mount::is_mounted(path));
+    let check = if remote_failure {
+        &STORAGE_UNAVAILABLE
+    } else if e.is_permission() {
+        &ACCESS_DENIED
+    } else {
+        &BUILD_UNREADABLE
+    };
     Finding::new(check, None, e.to_string())
 }
 
-/// Whether these findings include a permission problem (the environment's, exit 4).
+/// An I/O error kind that means a remote storage failed (not the build): see
+/// `remote::mount::to_io`.
+pub fn is_storage_failure(kind: Option<std::io::ErrorKind>) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        Some(K::TimedOut | K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted | K::PermissionDenied)
+    )
+}
+
+/// The check for data of `build` that could not be read: `storage.unavailable` when the build is
+/// in a remote storage that failed, else `default`.
+pub fn unreadable(build: &Build, kind: Option<std::io::ErrorKind>, default: &'static Check) -> &'static Check {
+    if is_storage_failure(kind) && crate::remote::mount::is_mounted(&build.dir) {
+        &STORAGE_UNAVAILABLE
+    } else {
+        default
+    }
+}
+
+/// Whether these findings include a permission problem or a failed remote storage (the
+/// environment's, exit 4).
 pub fn has_access_problem(findings: &[Finding]) -> bool {
-    findings.iter().any(|f| f.id == ACCESS_DENIED.id)
+    findings.iter().any(|f| f.id == ACCESS_DENIED.id || f.id == STORAGE_UNAVAILABLE.id)
 }
 
 /// Every finding tmpl can emit.

@@ -84,6 +84,7 @@ pub fn check(build: &Build, earlier: &[Finding]) -> (Option<Rootfs>, Vec<Finding
         Err(e) => {
             let check =
                 if blocked || matches!(e, DeviceError::Unavailable { .. }) { &NOT_CHECKED } else { &UNREADABLE };
+            let check = super::unreadable(build, e.io_kind(), check);
             out.push(Finding::new(check, file(), e.to_string()));
             return (None, out, 0);
         }
@@ -91,7 +92,8 @@ pub fn check(build: &Build, earlier: &[Finding]) -> (Option<Rootfs>, Vec<Finding
     let sb = match Superblock::read(&*dev) {
         Ok(sb) => sb,
         Err(SuperblockError::Device(e)) => {
-            out.push(Finding::new(if blocked { &NOT_CHECKED } else { &UNREADABLE }, file(), e.to_string()));
+            let check = super::unreadable(build, e.io_kind(), if blocked { &NOT_CHECKED } else { &UNREADABLE });
+            out.push(Finding::new(check, file(), e.to_string()));
             return (None, out, dev.bytes_read());
         }
         Err(e) => {

@@ -185,7 +185,7 @@ fn action(args: &Args) -> &'static str {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
-    let loc = ctx.storage()?.locate(&args.build)?;
+    let loc = ctx.local_storage("backups", &args.build)?.locate(&args.build)?;
     let action = action(&args);
     let mutating = action != "list" && !args.dry_run;
     // The lock comes first: nothing of the build is read while another tmpl changes it.

@@ -167,7 +167,7 @@ pub struct Prepared {
 /// source) before anything of it is read, settle an interrupted commit (completing it, and
 /// purging this node's caches of the build as an edit does), then open it.
 pub fn prepare(ctx: &Ctx, arg: &str, args: &EditArgs) -> Result<Prepared> {
-    let loc = ctx.storage()?.locate(arg)?;
+    let loc = ctx.local_storage("the edit", arg)?.locate(arg)?;
     let mut notes = Vec::new();
     let interrupted = !matches!(edit::commit::read(&loc.dir), Ok(None));
     if interrupted {

@@ -46,6 +46,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    ctx.local_storage("inject-envd", &args.build)?;
     let prepared = edit_report::prepare(ctx, &args.build, &args.edit)?;
     let build = &prepared.build;
     let opts = InjectOptions {

@@ -353,6 +353,9 @@ pub struct PathReport {
     pub content_base64: Option<String>,
     /// Bytes read through the device.
     pub bytes_read: u64,
+    /// Requests sent to a remote storage by this run, and the bytes they fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::Stats>,
 }
 
 #[derive(Debug, Serialize)]
@@ -393,6 +396,7 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
         content_utf8: None,
         content_base64: None,
         bytes_read: 0,
+        remote: None,
     };
     match found.kind {
         FileKind::Regular => {
@@ -429,5 +433,6 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
         _ => {}
     }
     report.bytes_read = fs.device().bytes_read();
+    report.remote = crate::remote::mount::store_of(&build.storage_root).map(|s| s.stats());
     Ok(Outcome::InspectPath(Box::new(report)))
 }

@@ -55,6 +55,16 @@ impl Report for PathReport {
                 writeln!(w, "  {:<10} {}", kind_name(e.kind), sanitize(&e.name))?;
             }
         }
+        if let Some(r) = &self.remote {
+            writeln!(
+                w,
+                "  remote   {} requests ({} GET, {} HEAD), {} fetched",
+                r.requests,
+                r.get,
+                r.head,
+                human_bytes(r.bytes_read)
+            )?;
+        }
         if let Some(t) = &self.content_utf8 {
             write!(w, "{t}")?;
         }

@@ -4,6 +4,7 @@
 pub mod backups;
 pub mod boot_test;
 pub mod completions;
+pub mod copy;
 pub mod demo;
 pub mod edit_report;
 pub mod explain;
@@ -24,11 +25,22 @@ use crate::progress::Progress;
 use crate::report::Style;
 use crate::storage::{Storage, StorageUrlError};
 
+/// Why the storage of a run could not be resolved (kept until a command needs the storage).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StorageSetupError {
+    #[error(transparent)]
+    Url(#[from] StorageUrlError),
+    /// A remote storage URL or its client could not be set up (`kind` gives the exit code).
+    #[error("{message}")]
+    Remote { message: String, kind: crate::remote::ErrorKind, from_flag: bool },
+}
+
 /// What a run resolved once, for every command: the storage root (or why it could not be
 /// resolved, reported only by commands that need it), styling, the progress sink and where
-/// notes go.
+/// notes go. A remote storage (`--storage s3://...`, `TEMPLATE_STORAGE_URL=gs://...`) is
+/// mounted here ([`crate::remote::mount`]); its root path is spelled like its URL.
 pub struct Ctx<'a> {
-    storage: std::result::Result<Storage, StorageUrlError>,
+    storage: std::result::Result<Storage, StorageSetupError>,
     /// `--storage` as given (the demo writes there, and never where the environment points).
     pub storage_flag: Option<PathBuf>,
     pub style: Style,
@@ -47,17 +59,37 @@ impl std::fmt::Debug for Ctx<'_> {
 impl<'a> Ctx<'a> {
     /// Resolve the storage root from `--storage` and the environment (`env`), once.
     pub fn new(storage_flag: Option<PathBuf>, env: &dyn Fn(&str) -> Option<String>, out: &'a Output) -> Self {
-        let storage = Storage::resolve(storage_flag.as_deref(), env).map_err(|e| match e {
-            crate::storage::StorageError::Url(u) => u,
-            // Resolving reads nothing: only a storage URL can be wrong.
-            other => StorageUrlError::NotAUrl(other.to_string()),
-        });
+        let storage = resolve_storage(storage_flag.as_deref(), env);
         Ctx { storage, storage_flag, style: out.style(), json: out.mode.json, progress: out.progress(), out }
     }
 
     /// The storage root of this run.
     pub fn storage(&self) -> Result<Storage> {
-        self.storage.clone().map_err(Error::environment)
+        self.storage.clone().map_err(setup_error)
+    }
+
+    /// The storage root of a command that writes builds: a remote storage is refused (exit 5)
+    /// with the way to edit it (copy down, edit, copy up).
+    pub fn local_storage(&self, command: &str, build: &str) -> Result<Storage> {
+        let s = self.storage()?;
+        if let Some(store) = crate::remote::mount::store_of(&s.root) {
+            let url = store.location().to_string();
+            return Err(Error::refused(
+                format!("{command} does not edit builds in remote storage ({url}) in place"),
+                vec![
+                    format!(
+                        "copy the build to a local storage: tmpl copy {build} --from '{url}' --to /var/tmp/tmpl-work"
+                    ),
+                    format!(
+                        "edit it there as a fork: tmpl --storage /var/tmp/tmpl-work {command} {build} --fork NEW_BUILD_ID ..."
+                    ),
+                    format!(
+                        "verify it and copy the fork up: tmpl copy NEW_BUILD_ID --from /var/tmp/tmpl-work --to '{url}'"
+                    ),
+                ],
+            ));
+        }
+        Ok(s)
     }
 
     /// Resolve a BUILD argument (a UUID, checked before any file is touched, or a path) and open
@@ -93,6 +125,63 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The variables that choose the storage (credentials are read only when a store is opened).
+const STORAGE_VARS: [&str; 6] = [
+    "TMPL_STORAGE",
+    "TEMPLATE_STORAGE_URL",
+    "STORAGE_PROVIDER",
+    "TEMPLATE_BUCKET_NAME",
+    "LOCAL_TEMPLATE_STORAGE_BASE_PATH",
+    "S3_USE_PATH_STYLE",
+];
+
+/// Resolve the storage like the orchestrator: a remote one is opened (nothing is sent yet) and
+/// mounted; a local one keeps tmpl's local resolution.
+fn resolve_storage(
+    flag: Option<&std::path::Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<Storage, StorageSetupError> {
+    use crate::remote;
+    let flag_text = flag.map(|p| p.to_string_lossy().into_owned());
+    let vars = remote::Env::from_pairs(STORAGE_VARS.iter().filter_map(|n| env(n).map(|v| (n.to_string(), v))));
+    let remote_err = |e: remote::Error| StorageSetupError::Remote {
+        message: e.to_string(),
+        kind: e.kind(),
+        from_flag: flag_text.as_deref().is_some_and(|f| !f.trim().is_empty()),
+    };
+    let resolved = remote::resolve(flag_text.as_deref(), &vars).map_err(remote_err)?;
+    let source = match resolved.source {
+        remote::Source::Flag => crate::storage::StorageSource::Flag,
+        remote::Source::TmplStorage => crate::storage::StorageSource::TmplStorage,
+        remote::Source::TemplateStorageUrl => crate::storage::StorageSource::TemplateStorageUrl,
+        remote::Source::StorageProvider => crate::storage::StorageSource::StorageProvider,
+        remote::Source::LocalTemplateStorageBasePath => crate::storage::StorageSource::LocalTemplateStorageBasePath,
+        remote::Source::Default => crate::storage::StorageSource::Default,
+    };
+    // A local directory (`--storage DIR`, `file:///DIR`, `file:rel`, the Local provider's path).
+    if let remote::Location::Local { path } = &resolved.location {
+        return Ok(Storage { root: path.clone(), source });
+    }
+    let process = remote::Env::from_process();
+    let store =
+        remote::Store::open(&resolved.location, &process, &remote::Config::from_env(&process)).map_err(remote_err)?;
+    let m = remote::mount::mount(store);
+    Ok(Storage { root: m.root().to_path_buf(), source })
+}
+
+/// The crate error for a storage that could not be set up: a bad `--storage` URL is a usage
+/// error (2); the environment's settings, credentials and the store itself are the
+/// environment's (4).
+fn setup_error(e: StorageSetupError) -> Error {
+    match e {
+        StorageSetupError::Url(u) => Error::environment(u),
+        StorageSetupError::Remote { message, kind: crate::remote::ErrorKind::Config, from_flag: true } => {
+            Error::Usage(crate::error::UsageError::StorageUrl(message))
+        }
+        e @ StorageSetupError::Remote { .. } => Error::environment(e),
+    }
+}
+
 /// What a command returns: a report (serialisable and renderable) or raw bytes.
 #[derive(Debug)]
 pub enum Outcome {
@@ -111,6 +200,7 @@ pub enum Outcome {
     Backups(Box<backups::BackupsReport>),
     Completions(completions::CompletionsReport),
     Man(man::ManReport),
+    Copy(Box<copy::CopyReport>),
 }
 
 impl Outcome {
@@ -131,6 +221,7 @@ impl Outcome {
             Outcome::Backups(r) => out.emit(&*r),
             Outcome::Completions(r) => out.emit(&r),
             Outcome::Man(r) => out.emit(&r),
+            Outcome::Copy(r) => out.emit(&*r),
         })
     }
 
@@ -154,6 +245,7 @@ impl Outcome {
             Outcome::Backups(r) => code(&**r),
             Outcome::Completions(r) => code(r),
             Outcome::Man(r) => code(r),
+            Outcome::Copy(r) => code(&**r),
         }
     }
 }
@@ -227,4 +319,43 @@ pub fn not_in_effect_steps(id: crate::vocab::BuildId) -> Vec<String> {
          point the template at it"
             .to_string(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn storage_is_resolved_once_local_or_mounted() {
+        let s = resolve_storage(Some(std::path::Path::new("file:///srv/t")), &env_of(&[])).unwrap();
+        assert_eq!(s.root, PathBuf::from("/srv/t"));
+        let s = resolve_storage(None, &env_of(&[("LOCAL_TEMPLATE_STORAGE_BASE_PATH", "/l")])).unwrap();
+        assert_eq!(
+            (s.root, s.source),
+            (PathBuf::from("/l"), crate::storage::StorageSource::LocalTemplateStorageBasePath)
+        );
+        // A bucket is mounted under a root spelled like its URL (nothing is sent yet).
+        let s = resolve_storage(
+            None,
+            &env_of(&[("TEMPLATE_STORAGE_URL", "s3://tmpl-unit-bucket?endpoint=http://127.0.0.1:9&region=x")]),
+        )
+        .unwrap();
+        assert_eq!(s.root, PathBuf::from("s3://tmpl-unit-bucket"));
+        assert!(crate::remote::mount::is_mounted(&s.root.join("some-build")));
+        assert_eq!(s.source, crate::storage::StorageSource::TemplateStorageUrl);
+    }
+
+    #[test]
+    fn a_bad_url_is_usage_from_the_flag_and_environment_from_the_environment() {
+        let e = resolve_storage(Some(std::path::Path::new("s3://b?endpint=x")), &env_of(&[])).unwrap_err();
+        assert_eq!(setup_error(e).exit_code(), crate::exit_code::USAGE);
+        let e = resolve_storage(None, &env_of(&[("TEMPLATE_STORAGE_URL", "gs://b?x=1")])).unwrap_err();
+        assert_eq!(setup_error(e).exit_code(), crate::exit_code::ENVIRONMENT);
+        let e = resolve_storage(None, &env_of(&[("STORAGE_PROVIDER", "AWSBucket")])).unwrap_err();
+        assert!(setup_error(e).to_string().contains("TEMPLATE_BUCKET_NAME"));
+    }
 }

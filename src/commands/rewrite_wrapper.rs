@@ -24,6 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
+    ctx.local_storage("rewrite-wrapper", &args.build)?;
     let prepared = edit_report::prepare(ctx, &args.build, &args.edit)?;
     let (plan, boot_ctx) = inject::plan_rewrite(&prepared.build, &args.envd_args, &args.edit.options()?)?;
     edit_report::finish(EditCommand::RewriteWrapper, plan, &boot_ctx, prepared, &args.edit, ctx)

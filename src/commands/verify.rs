@@ -366,7 +366,16 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     }
     ctx.debug(&format!("storage {} ({}), {} build(s)", storage.root.display(), storage.source.describe(), locs.len()));
     let deep = args.deep.then_some(ctx.progress());
-    let report = verify_all_with(&storage, &locs, args.strict, other, deep)?;
+    let run = || verify_all_with(&storage, &locs, args.strict, other, deep);
+    // Builds in a bucket wait on the network, not on the CPU: check up to 16 at once (each
+    // store also caps its requests in flight).
+    let report = match crate::remote::mount::is_mounted(&storage.root) {
+        true => match rayon::ThreadPoolBuilder::new().num_threads(16).build() {
+            Ok(pool) => pool.install(run)?,
+            Err(_) => run()?,
+        },
+        false => run()?,
+    };
     Ok(Outcome::Verify(report))
 }
 

@@ -1,6 +1,6 @@
 //! Builds in object storage: where template storage is, and a synchronous client for it.
 //!
-//! Not wired to the commands yet. The pieces, bottom to top:
+//! The pieces, bottom to top:
 //!
 //! * [`Location`] and [`resolve`]: the storage URL dialect E2B's orchestrator accepts (`gs://`,
 //!   `s3://...?endpoint=&region=&s3ForcePathStyle=`, `azblob://`, `file:`), resolved from
@@ -13,6 +13,9 @@
 //!   (docs/remote.md lists them).
 //! * [`RemoteFile`]: positional reads of one object through a bounded LRU block cache that
 //!   coalesces adjacent misses into one ranged GET and reads ahead when reads are sequential.
+//!
+//! * [`mount`]: a remote storage under a root path spelled like its URL, through which
+//!   `Build`, `Device` and the checks read remote builds unchanged.
 //!
 //! Every failure is an [`Error`] with an [`ErrorKind`] (not-found, permission, unavailable,
 //! timeout, config, truncated, other) for the exit code.
@@ -30,10 +33,12 @@
 //! # Ok::<(), tmpl::remote::Error>(())
 //! ```
 
+pub mod copy;
 mod env;
 mod error;
 mod file;
 mod location;
+pub mod mount;
 mod runtime;
 mod store;
 

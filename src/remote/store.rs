@@ -118,6 +118,31 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The defaults, with the operator's overrides from the environment:
+    /// `TMPL_REMOTE_TIMEOUT` (seconds: the idle read timeout, and the connect timeout when
+    /// smaller), `TMPL_REMOTE_RETRIES` (retries per request) and `TMPL_REMOTE_CONCURRENCY`
+    /// (requests in flight per store). A value that does not parse is ignored.
+    pub fn from_env(env: &Env) -> Config {
+        let mut c = Config::default();
+        if let Some(t) = env.get("TMPL_REMOTE_TIMEOUT").and_then(|v| v.trim().parse::<f64>().ok())
+            && t > 0.0
+            && t < 86_400.0
+        {
+            c.read_timeout = Duration::from_secs_f64(t);
+            c.connect_timeout = c.connect_timeout.min(c.read_timeout);
+            c.request_timeout = c.request_timeout.max(c.read_timeout);
+        }
+        if let Some(n) = env.get("TMPL_REMOTE_RETRIES").and_then(|v| v.trim().parse::<usize>().ok()) {
+            c.max_retries = n.min(20);
+        }
+        if let Some(n) = env.get("TMPL_REMOTE_CONCURRENCY").and_then(|v| v.trim().parse::<usize>().ok())
+            && n > 0
+        {
+            c.max_concurrency = n.min(256);
+        }
+        c
+    }
+
     fn check(&self, store: &str) -> Result<()> {
         let bad = |reason: &str| Err(Error::Config { store: store.to_string(), reason: reason.to_string() });
         if self.max_concurrency == 0 || self.parts_in_flight == 0 {
@@ -667,8 +692,11 @@ async fn fetch(
         }
         Err(e) => return Err(classify(url, e)),
     };
+    // Listings and GETs of some services (GCS, Azure) quote the same ETag differently; a weak
+    // marker is not a change either.
+    let bare = |t: &str| t.trim_start_matches("W/").trim_matches('"').to_string();
     if let (Some(want), Some(got)) = (&etag, &r.meta.e_tag)
-        && want != got
+        && bare(want) != bare(got)
     {
         return Err(Error::Changed { object: url, before: want.clone(), after: got.clone() });
     }
@@ -1070,6 +1098,16 @@ fn local_list(root: &FsPath, prefix: &str, cap: usize) -> Result<Vec<ObjectInfo>
     Ok(out)
 }
 
+/// The process's umask, from /proc/self/status (setting it to read it would race with other
+/// threads creating files); 022 when unknown.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
+        .unwrap_or(0o022)
+}
+
 fn local_put(root: &FsPath, key: &str, reader: &mut dyn Read, metadata: &Metadata, counters: &Counters) -> Result<u64> {
     let dest = root.join(key);
     let dir = dest.parent().unwrap_or(root).to_path_buf();
@@ -1087,6 +1125,13 @@ fn local_put(root: &FsPath, key: &str, reader: &mut dyn Read, metadata: &Metadat
         tmp.write_all(&buf[..n]).map_err(|e| Error::io(tmp.path(), e))?;
         total += n as u64;
     }
+    // A temporary file is 0600; a template file is readable like any other the orchestrator
+    // writes (0644 before the umask).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = 0o644 & !umask();
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io(tmp.path(), e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
     tmp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
     Counters::add(&counters.bytes_written, total);
@@ -1094,6 +1139,11 @@ fn local_put(root: &FsPath, key: &str, reader: &mut dyn Read, metadata: &Metadat
         let side = root.join(format!("{key}{SIDECAR_SUFFIX}"));
         let mut t = tempfile::Builder::new().prefix(".tmpl-put-").tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
         t.write_all(v.as_bytes()).map_err(|e| Error::io(t.path(), e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::Permissions::from_mode(0o644 & !umask());
+            t.as_file().set_permissions(mode).map_err(|e| Error::io(t.path(), e))?;
+        }
         t.persist(&side).map_err(|e| Error::io(&side, e.error))?;
     }
     Ok(total)
@@ -1210,7 +1260,7 @@ impl Read for ObjectReader {
             match self.next_chunk() {
                 Ok(Some(b)) => self.current = b,
                 Ok(None) => return Ok(0),
-                Err(e) => return Err(io::Error::other(e)),
+                Err(e) => return Err(super::mount::to_io(e)),
             }
         }
         let n = buf.len().min(self.current.len());

@@ -63,7 +63,8 @@ pub fn prepare(build: &Build, work: &Path, need_copy: bool, progress: &dyn Progr
         return Err(Error::invalid(&build.dir, "the rootfs is empty (size 0)"));
     }
     let sources = dev.source_builds();
-    if dev.is_plain() && !need_copy && sources.len() == 1 {
+    // A build in a remote storage is always assembled into the work folder (ranged GETs).
+    if dev.is_plain() && !need_copy && !dev.is_remote() && sources.len() == 1 {
         let path = build.data_path(&sources[0], Artifact::Rootfs);
         let len = std::fs::metadata(&path).map_err(|e| Error::read(&path, e))?.len();
         if len == size {

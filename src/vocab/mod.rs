@@ -44,6 +44,15 @@ impl SmallFileError {
 /// it does not exist. It must be a regular file (a link to one is followed; a link to `/dev/zero`
 /// or a FIFO is refused) and is read through a cap, so nothing can make tmpl read without bound.
 pub fn read_small(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, SmallFileError> {
+    // A file of a build in a remote storage: one ranged GET, the size checked before it.
+    if let Some(r) = crate::remote::mount::read_small(path, cap) {
+        return match r {
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
+            Ok(Some(Err(len))) => Err(SmallFileError::TooLarge { len, cap }),
+            Err(e) => Err(SmallFileError::Io(Arc::new(e))),
+        };
+    }
     let f = match std::fs::File::open(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(SmallFileError::Io(Arc::new(e))),

@@ -435,8 +435,10 @@ impl FaultProxy {
 }
 
 fn handle(mut client: TcpStream, upstream: u16, st: &Mutex<ProxyState>) -> std::io::Result<()> {
-    let _active = Active::new(st);
     let (head, early) = read_head(&mut client)?;
+    // In flight: from the request head until the server's response head (a connection the client
+    // is done with may stay open here a little longer while the server closes its side).
+    let active = Active::new(st);
     let line_end = find(&head, b"\r\n").unwrap_or(head.len());
     let first = String::from_utf8_lossy(&head[..line_end]).to_string();
     let mut parts = first.split(' ');
@@ -503,6 +505,20 @@ fn handle(mut client: TcpStream, upstream: u16, st: &Mutex<ProxyState>) -> std::
             client.write_all(&buf)?;
         }
         _ => {
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 16 * 1024];
+            loop {
+                let n = up.read(&mut tmp)?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&tmp[..n]);
+                if find(&buf, b"\r\n\r\n").is_some() {
+                    break;
+                }
+            }
+            drop(active);
+            client.write_all(&buf)?;
             std::io::copy(&mut up, &mut client)?;
         }
     }
