@@ -163,7 +163,8 @@ fn init_exiting_2_is_the_decoded_exitcode_0x200_panic() {
     let decoded = rules(&v);
     assert!(decoded.contains(&"panic.init-exit-2".to_string()), "{decoded:?}");
     assert!(decoded.contains(&"envd.flag-undefined".to_string()), "{decoded:?}");
-    let evidence: Vec<&str> = v["evidence"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+    let evidence: Vec<&str> =
+        v["console_evidence"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
     assert!(evidence.iter().any(|l| l.contains("flag provided but not defined: -debug")), "{evidence:?}");
     assert!(evidence.iter().any(|l| l.contains("exitcode=0x00000200")), "{evidence:?}");
     let panic = v["decoded"].as_array().unwrap().iter().find(|e| e["rule"] == "panic.init-exit-2").unwrap();
