@@ -262,6 +262,25 @@ fn expect_regex_settles_and_default_marker_times_out() {
     assert_eq!(v["verdict"], "timeout");
     assert!(v["elapsed_ms"].as_u64().unwrap() >= 12_000);
     assert!(!v["console_tail"].as_array().unwrap().is_empty());
+    // The NVMe path cannot give health: marker is the default, and the summary says what was
+    // reached instead.
+    assert_eq!((&v["required"], &v["strongest_available"]), (&Value::from("marker"), &Value::from("marker")));
+    assert!(v["available_reason"].as_str().unwrap().contains("nvme"), "{v:#}");
+    assert!(v["summary"].as_str().unwrap().contains("strongest evidence: alive"), "{v:#}");
+    // --require alive: PID 1 kept running with no panic is enough (the weakest level, named).
+    let (v, code) = boot(&storage, BASE, &k, &["--accel", "tcg", "--require", "alive", "--alive-after", "2"]);
+    assert_eq!((code, &v["evidence"]), (0, &Value::from("alive")), "{v:#}");
+    assert!(v["summary"].as_str().unwrap().contains("weakest"), "{v:#}");
+    // --require health cannot be met on this backend: an environment error before any boot.
+    let out = common::tmpl()
+        .arg("--storage")
+        .arg(&storage)
+        .args(["boot-test", BASE, "--require", "health", "--kernel"])
+        .arg(&k)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("health evidence is not available here"));
 }
 
 #[test]
