@@ -11,7 +11,11 @@
 #                      is untouched), or in place with --in-place (inject-envd's guards apply).
 #   3. verify-result   tmpl verify NEW_ID: must have no errors.
 #   4. boot-test       tmpl boot-test NEW_ID when a kernel is available; skipped with a note when
-#                      none is (or with --no-boot-test); a failed boot fails the pipeline.
+#                      none is (or with --no-boot-test); a failed boot fails the pipeline. When
+#                      tmpl check-kernel says the kernel can give it (virtio-mmio, virtio-net,
+#                      IP_PNP), the step requires `health` (envd answered GET /health through the
+#                      guest's network) with --require health; else boot-test's own default. The
+#                      evidence level reached is recorded and printed.
 #
 # stdout: one JSON summary (also written to WORK_DIR/summary.json); progress on stderr.
 # Exit status: the failing step's exit code (tmpl's codes: 1 findings or a failed boot, 3 invalid
@@ -336,13 +340,26 @@ pipeline() {
     console=$work_dir/$nn-boot-test.console.log
     local boot=("$tmpl" "${global[@]}" boot-test "$new_build" --console "$console")
     [ -n "$kernel" ] && boot+=(--kernel "$kernel")
+    # Require health when the kernel can give it (unless the caller chose a level).
+    local a want=""
+    for a in "${boot_args[@]}"; do [[ $a == --require* ]] && want=given; done
+    if [ -n "$kernel" ] && [ -z "$want" ]; then
+        want=$("$tmpl" --json check-kernel --profile qemu-microvm "$kernel" 2>/dev/null |
+            jq -r '.boot_test.strongest_evidence // empty' 2>/dev/null || true)
+        [ "$want" = health ] && boot+=(--require health)
+    fi
     boot+=("${boot_args[@]}")
     run boot-test "${boot[@]}"
+    local evidence_json
+    evidence_json=$(jq -c --arg c "$console" '{console_path: $c, evidence: (.evidence // null),
+        required: (.required // null), strongest_available: (.strongest_available // null),
+        health_ms: (.health.ms // null)}' "$out" 2>/dev/null || jq -n --arg c "$console" '{console_path: $c}')
     if [ "$rc" = 0 ]; then
-        local verdict
+        local verdict level
         verdict=$(jq -r '.summary // "ok"' "$out" 2>/dev/null || echo ok)
-        record boot-test ok "" "$(jq -n --arg c "$console" '{console_path: $c}')" -- "${boot[@]}"
-        say "[$step_no/$total] boot-test: $verdict ($ms ms)"
+        level=$(jq -r '.evidence // "unknown"' "$out" 2>/dev/null || echo unknown)
+        record boot-test ok "" "$evidence_json" -- "${boot[@]}"
+        say "[$step_no/$total] boot-test: evidence $level: $verdict ($ms ms)"
         return
     fi
     local kind msg
@@ -359,7 +376,7 @@ pipeline() {
     fi
     local why=$msg
     [ -n "$why" ] || why=$(jq -r '(.verdict // empty) + ": " + (.summary // "")' "$out" 2>/dev/null || true)
-    record boot-test failed "${why:-tmpl boot-test exited $rc}" "$(jq -n --arg c "$console" '{console_path: $c}')" -- "${boot[@]}"
+    record boot-test failed "${why:-tmpl boot-test exited $rc}" "$evidence_json" -- "${boot[@]}"
     fail boot-test "$rc" "${why:-tmpl boot-test exited $rc}"
 }
 
