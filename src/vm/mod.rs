@@ -16,6 +16,7 @@ pub mod http;
 pub mod image;
 pub mod kernel;
 pub mod net;
+pub mod netns;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
