@@ -485,3 +485,39 @@ fn a_hand_written_wrapper_passing_debug_panics_with_exitcode_0x200() {
     let (v, _) = boot(&storage, BASE, &k, &[]);
     assert_eq!(v["verdict"], "ok", "{v}");
 }
+
+#[test]
+fn firecracker_backend_runs_in_a_sandbox_namespace_with_tap0_and_removes_it() {
+    if !common::require("gcc") || !common::require("mkfs.ext4") || !common::require_root() || !common::require("ip") {
+        return;
+    }
+    // The guest kernel's config (IKCONFIG) allows health, so the backend sets up the namespace.
+    let Some(guest) = std::env::var_os("TMPL_TEST_GUEST_KERNEL").map(PathBuf::from).filter(|p| p.is_file()) else {
+        assert!(std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() != Ok("1"), "TMPL_TEST_GUEST_KERNEL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fc = common::static_binary(dir.path(), "firecracker", FAKE_FIRECRACKER);
+    let t = tree(dir.path(), Init::None);
+    let storage = full_build(dir.path(), &t);
+    // The stand-in Firecracker runs no guest: marker is all it can show; the plumbing is the point.
+    let (v, code) = boot(
+        &storage,
+        BASE,
+        &guest,
+        &["--vmm", "firecracker", "--firecracker", fc.to_str().unwrap(), "--require", "marker"],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["strongest_available"], "health", "{v:#}");
+    let paths: Vec<&str> = v["api_calls"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/boot-source", "/drives/rootfs", "/machine-config", "/network-interfaces/eth0", "/actions"]);
+    let boot_source: Value = serde_json::from_str(v["api_calls"][0]["body"].as_str().unwrap()).unwrap();
+    let args = boot_source["boot_args"].as_str().unwrap();
+    assert!(args.contains("ip=169.254.0.21::169.254.0.22:255.255.255.252:instance:eth0:off:tap0"), "{args}");
+    assert!(!args.contains("root="), "Firecracker appends root= itself: {args}");
+    assert_eq!(v["health"]["url"], "http://169.254.0.21:49983/health");
+    // Nothing left behind: the namespace (and tap0 with it) is gone.
+    let list = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains("tmpl-"), "{list}");
+}

@@ -589,6 +589,35 @@ impl From<VmError> for Error {
     }
 }
 
+/// The strongest evidence the Firecracker backend can give with this kernel config.
+fn firecracker_evidence(config: Option<&crate::kconfig::KernelConfig>) -> (Evidence, String) {
+    use crate::kconfig::{Profile, Severity, check};
+    let Some(config) = config else {
+        return (
+            Evidence::Marker,
+            "the kernel's config is unknown: cannot tell whether it configures eth0 from ip=".into(),
+        );
+    };
+    let missing: Vec<String> = check(config, Profile::Firecracker)
+        .into_iter()
+        .filter(|c| !c.ok && c.severity == Severity::Fatal)
+        .map(|c| format!("CONFIG_{} {}", c.option, c.found))
+        .collect();
+    if missing.is_empty() {
+        (
+            Evidence::Health,
+            "Firecracker runs in a fresh network namespace with tap0 (169.254.0.22/30) as under the orchestrator; \
+             GET /health goes to 169.254.0.21:49983 from inside it"
+                .into(),
+        )
+    } else {
+        (
+            Evidence::Marker,
+            format!("the kernel lacks what an E2B guest needs ({}): see tmpl check-kernel", missing.join(", ")),
+        )
+    }
+}
+
 /// A kernel config as the `CONFIG_X -> value` map the root-bus plan reads.
 fn config_map(c: &crate::kconfig::KernelConfig) -> std::collections::BTreeMap<String, String> {
     use crate::kconfig::Setting;
@@ -830,7 +859,34 @@ fn boot_firecracker(
     let kernel = Kernel { config: kernel::find_config(&kernel_path), path: kernel_path, source, format };
     let root = image::prepare(build, work, !opts.read_only_root, progress)?;
     let read_only = matches!(root.source, image::RootSource::BuildFile { .. });
-    let cmdline = firecracker_cmdline(build, opts.append.as_deref());
+    // Health needs a kernel that configures eth0 from ip= and the sandbox's namespace with tap0
+    // (root); without them the backend gives marker or alive.
+    let kconf = crate::kconfig::load(&kernel.path, kernel.config.as_deref()).ok();
+    let mut available = firecracker_evidence(kconf.as_ref());
+    let required = opts.require.unwrap_or(available.0);
+    let sandbox = if available.0 == Evidence::Health {
+        match netns::create() {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                available = (Evidence::Marker, format!("cannot set up the sandbox's network namespace: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if required == Evidence::Health && sandbox.is_none() {
+        return Err(VmError::EvidenceUnavailable { evidence: required.name(), reason: available.1 }.into());
+    }
+    let cmdline = if sandbox.is_some() {
+        // The orchestrator's arguments; Firecracker appends root=/dev/vda and its device list.
+        let mut parts = net::orchestrator_args();
+        parts.extend(metadata_args(build));
+        parts.extend(opts.append.clone());
+        parts.join(" ")
+    } else {
+        firecracker_cmdline(build, opts.append.as_deref())
+    };
     let cfg = firecracker::FcConfig {
         kernel: kernel.path.clone(),
         boot_args: cmdline.clone(),
@@ -838,22 +894,20 @@ fn boot_firecracker(
         read_only,
         vcpus: 1,
         memory_mib: opts.memory_mib,
+        network: sandbox.is_some(),
     };
-    let available = (
-        Evidence::Marker,
-        "the Firecracker backend does not set up the sandbox network yet: marker or alive only".to_string(),
-    );
-    let required = opts.require.unwrap_or(available.0);
-    if required == Evidence::Health {
-        return Err(VmError::EvidenceUnavailable { evidence: required.name(), reason: available.1 }.into());
-    }
+    let health = sandbox.as_ref().map(netns::SandboxNet::health_target);
     let watch = WatchConfig {
         alive_after: opts.alive_after,
         goal: required,
+        health: health.clone(),
         ..WatchConfig::marker(opts.expect.clone(), opts.timeout, opts.settle)
     };
+    let prefix = sandbox.as_ref().map(netns::SandboxNet::exec_prefix).unwrap_or_default();
     let console_path = work.join("console.log");
-    let (w, console, calls) = firecracker::run(&binary, &cfg, work, &console_path, &watch)?;
+    let ran = firecracker::run(&prefix, &binary, &cfg, work, &console_path, &watch);
+    drop(sandbox);
+    let (w, console, calls) = ran?;
     let finish = Finish {
         vmm: Vmm::Firecracker,
         accel: None,
@@ -872,7 +926,7 @@ fn boot_firecracker(
         notes: Vec::new(),
         required,
         available,
-        health: None,
+        health,
     };
     Ok(finish.outcome(&w, &console))
 }
