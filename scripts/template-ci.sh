@@ -9,9 +9,14 @@
 #                      rootfs corruption, manifest drift) stops it.
 #   2. inject-envd     tmpl inject-envd BUILD_ID --envd PATH --fork (a new build ID; the old build
 #                      is untouched), or in place with --in-place (inject-envd's guards apply).
-#   3. verify-result   tmpl verify NEW_ID: must have no errors.
+#   3. verify-result   tmpl verify NEW_ID: must have no errors (node.* errors, about this machine
+#                      lacking the kernel or Firecracker the build names, are reported only).
 #   4. boot-test       tmpl boot-test NEW_ID when a kernel is available; skipped with a note when
-#                      none is (or with --no-boot-test); a failed boot fails the pipeline.
+#                      none is (or with --no-boot-test); a failed boot fails the pipeline. When
+#                      tmpl check-kernel says the kernel can give it (virtio-mmio, virtio-net,
+#                      IP_PNP), the step requires `health` (envd answered GET /health through the
+#                      guest's network) with --require health; else boot-test's own default. The
+#                      evidence level reached is recorded and printed.
 #
 # stdout: one JSON summary (also written to WORK_DIR/summary.json); progress on stderr.
 # Exit status: the failing step's exit code (tmpl's codes: 1 findings or a failed boot, 3 invalid
@@ -251,6 +256,14 @@ repairable() {
     esac
 }
 
+# node.* errors (verify with HOST_KERNELS_DIR / FIRECRACKER_VERSIONS_DIR set: the build's kernel or
+# Firecracker is not on this machine) describe the machine the pipeline runs on, not the template:
+# they are reported, and do not stop the pipeline.
+node_only() {
+    local ids
+    ids=$(error_ids "$1") && [ -n "$ids" ] && ! grep -qv '^node\.' <<<"$ids"
+}
+
 say "build $build, ${storage:-storage resolved by tmpl}; $target; step outputs in $work_dir"
 
 pipeline() {
@@ -262,7 +275,7 @@ pipeline() {
         say "[$step_no/$total] verify-source: ok ($ms ms)"
     elif [ "$rc" = 1 ] && ids=$(error_ids "$out") && [ -n "$ids" ]; then
         while IFS= read -r id; do
-            if repairable "$id"; then allowed+=("$id"); else blocking+=("$id"); fi
+            if repairable "$id" || [[ $id == node.* ]]; then allowed+=("$id"); else blocking+=("$id"); fi
         done <<<"$ids"
         local extra
         extra=$(jq -n '{repairable_errors: $ARGS.named.a | split(" ") | map(select(. != "")),
@@ -316,15 +329,22 @@ pipeline() {
 
     # 3. verify-result
     run verify-result "$tmpl" "${global[@]}" verify "$new_build"
-    if [ "$rc" != 0 ]; then
+    if [ "$rc" = 1 ] && node_only "$out"; then
+        local node_ids
+        node_ids=$(error_ids "$out" | tr '\n' ' ')
+        record verify-result ok "this machine lacks what the build names: ${node_ids% }" null -- \
+            "$tmpl" "${global[@]}" verify "$new_build"
+        say "[$step_no/$total] verify-result: no errors in the build; this machine lacks ${node_ids% } ($ms ms)"
+    elif [ "$rc" != 0 ]; then
         local why
         why=$(jq -r '.error.message // ([.builds[]?.findings[]? | select(.severity == "error") | .id] | unique | join(" "))' "$out" 2>/dev/null || true)
         record verify-result failed "${why:-tmpl verify exited $rc}" null -- "$tmpl" "${global[@]}" verify "$new_build"
         fail verify-result "$rc" "the result is not clean: ${why:-tmpl verify exited $rc}"
         return
+    else
+        record verify-result ok "" null -- "$tmpl" "${global[@]}" verify "$new_build"
+        say "[$step_no/$total] verify-result: no errors ($ms ms)"
     fi
-    record verify-result ok "" null -- "$tmpl" "${global[@]}" verify "$new_build"
-    say "[$step_no/$total] verify-result: no errors ($ms ms)"
 
     # 4. boot-test
     if [ "$boot_test" = 0 ]; then
@@ -336,13 +356,26 @@ pipeline() {
     console=$work_dir/$nn-boot-test.console.log
     local boot=("$tmpl" "${global[@]}" boot-test "$new_build" --console "$console")
     [ -n "$kernel" ] && boot+=(--kernel "$kernel")
+    # Require health when the kernel can give it (unless the caller chose a level).
+    local a want=""
+    for a in "${boot_args[@]}"; do [[ $a == --require* ]] && want=given; done
+    if [ -n "$kernel" ] && [ -z "$want" ]; then
+        want=$("$tmpl" --json check-kernel --profile qemu-microvm "$kernel" 2>/dev/null |
+            jq -r '.boot_test.strongest_evidence // empty' 2>/dev/null || true)
+        [ "$want" = health ] && boot+=(--require health)
+    fi
     boot+=("${boot_args[@]}")
     run boot-test "${boot[@]}"
+    local evidence_json
+    evidence_json=$(jq -c --arg c "$console" '{console_path: $c, evidence: (.evidence // null),
+        required: (.required // null), strongest_available: (.strongest_available // null),
+        health_ms: (.health.ms // null)}' "$out" 2>/dev/null || jq -n --arg c "$console" '{console_path: $c}')
     if [ "$rc" = 0 ]; then
-        local verdict
+        local verdict level
         verdict=$(jq -r '.summary // "ok"' "$out" 2>/dev/null || echo ok)
-        record boot-test ok "" "$(jq -n --arg c "$console" '{console_path: $c}')" -- "${boot[@]}"
-        say "[$step_no/$total] boot-test: $verdict ($ms ms)"
+        level=$(jq -r '.evidence // "unknown"' "$out" 2>/dev/null || echo unknown)
+        record boot-test ok "" "$evidence_json" -- "${boot[@]}"
+        say "[$step_no/$total] boot-test: evidence $level: $verdict ($ms ms)"
         return
     fi
     local kind msg
@@ -359,7 +392,7 @@ pipeline() {
     fi
     local why=$msg
     [ -n "$why" ] || why=$(jq -r '(.verdict // empty) + ": " + (.summary // "")' "$out" 2>/dev/null || true)
-    record boot-test failed "${why:-tmpl boot-test exited $rc}" "$(jq -n --arg c "$console" '{console_path: $c}')" -- "${boot[@]}"
+    record boot-test failed "${why:-tmpl boot-test exited $rc}" "$evidence_json" -- "${boot[@]}"
     fail boot-test "$rc" "${why:-tmpl boot-test exited $rc}"
 }
 

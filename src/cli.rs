@@ -87,6 +87,8 @@ pub enum Command {
     Explain(commands::explain::Args),
     /// Boot a build's rootfs under QEMU (or the node's Firecracker) and prove init/envd start
     BootTest(commands::boot_test::Args),
+    /// Check a guest kernel's config against what an E2B guest needs (IKCONFIG or a config file)
+    CheckKernel(commands::check_kernel::Args),
     /// Install envd into a build's rootfs and make it start at boot (transactional, verified)
     InjectEnvd(commands::inject_envd::Args),
     /// Replace a hand-written init wrapper with tmpl's template, keeping the envd binary
@@ -114,6 +116,7 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Explain(_) => "explain",
             Command::BootTest(_) => "boot-test",
+            Command::CheckKernel(_) => "check-kernel",
             Command::InjectEnvd(_) => "inject-envd",
             Command::RewriteWrapper(_) => "rewrite-wrapper",
             Command::PurgeCache(_) => "purge-cache",

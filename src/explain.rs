@@ -219,6 +219,11 @@ pub mod rule {
         Rule { key: "host.uffd", title: "the host kernel refused userfaultfd registration", findings: &[] };
     pub const ROOTFS_NO_ROOT_DEVICE: Rule =
         Rule { key: "rootfs.no-root-device", title: "the kernel found no root device", findings: &[] };
+    pub const KERNEL_VIRTIO_MMIO_PROBE: Rule = Rule {
+        key: "kernel.virtio-mmio-probe",
+        title: "the guest kernel could not set up a virtio-mmio device",
+        findings: &["kernel.virtio-discovery"],
+    };
     pub const ROOTFS_MOUNT_FAILED: Rule = Rule {
         key: "rootfs.mount-failed",
         title: "the kernel could not mount the root filesystem",
@@ -330,6 +335,7 @@ pub const RULES: &[&Rule] = &[
     &rule::MEMFILE_RESTORE,
     &rule::HOST_UFFD,
     &rule::ROOTFS_NO_ROOT_DEVICE,
+    &rule::KERNEL_VIRTIO_MMIO_PROBE,
     &rule::ROOTFS_MOUNT_FAILED,
     &rule::EXT4_NOT_FOUND,
     &rule::EXT4_ERROR,
@@ -454,6 +460,8 @@ fn re(s: &str) -> Regex {
 }
 
 static EXITCODE: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)exit\s*code[=: ]+0x([0-9a-f]{1,8})"));
+static VIRTIO_MMIO_PROBE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"virtio-mmio: probe of (\S+) failed with error (-?\d+)"));
 static REQUESTED_INIT: LazyLock<Regex> = LazyLock::new(|| re(r"Requested init (\S+) failed \(error (-?\d+)\)"));
 static STARTING_INIT: LazyLock<Regex> =
     LazyLock::new(|| re(r"Starting init: (\S+) exists but couldn't execute it \(error (-?\d+)\)"));
@@ -868,6 +876,25 @@ pub fn explain_line(line_no: usize, raw: &str) -> Option<Explanation> {
     if let Some(c) = STARTING_INIT.captures(text) {
         return Some(explain_init_errno(line_no, text, &c[1], c[2].parse().unwrap_or(0), false));
     }
+    if let Some(c) = VIRTIO_MMIO_PROBE.captures(text) {
+        let errno: i64 = c[2].parse().unwrap_or(0);
+        let (name, _) = errno_name(u32::try_from(errno.unsigned_abs()).unwrap_or(u32::MAX));
+        return Some(
+            ex(
+                line_no,
+                text,
+                &rule::KERNEL_VIRTIO_MMIO_PROBE,
+                format!("the kernel's virtio-mmio driver could not set up {} (error {errno}, {name})", &c[1]),
+                "the guest kernel's virtio-mmio device discovery does not match how the VMM announces the devices: \
+                 the devices come from `virtio_mmio.device=` on the command line (CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) \
+                 or from ACPI (CONFIG_ACPI, Firecracker >= 1.8), and an entry the kernel cannot map (EINVAL) or a \
+                 region announced twice (EBUSY) fails the probe; without the device there is no root disk or eth0. \
+                 This is about the kernel and the VMM, not the template"
+                    .into(),
+            )
+            .commands(&["tmpl check-kernel <vmlinux>"]),
+        );
+    }
     if text.contains("No working init found") {
         return Some(
             ex(
@@ -1211,6 +1238,17 @@ mod tests {
 
     /// Finding ids referenced before the check that emits them exists (none now).
     const PENDING_IDS: &[&str] = &[];
+
+    #[test]
+    fn virtio_mmio_probe_failure_points_at_the_kernels_device_discovery() {
+        let d = explain("[    0.41] virtio-mmio: probe of virtio-mmio.0 failed with error -22\n");
+        let e = &d.explanations[0];
+        assert_eq!(e.rule, "kernel.virtio-mmio-probe");
+        assert_eq!(e.findings, ["kernel.virtio-discovery"]);
+        assert!(e.meaning.contains("virtio-mmio.0") && e.meaning.contains("EINVAL"), "{}", e.meaning);
+        assert!(e.cause.contains("CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES"), "{}", e.cause);
+        assert!(e.commands.iter().any(|c| c.starts_with("tmpl check-kernel")));
+    }
 
     #[test]
     fn every_referenced_finding_id_is_in_the_catalog_or_pending() {

@@ -100,6 +100,7 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> Result<Outcome> {
         Command::Demo(a) => commands::demo::run(a, ctx),
         Command::Explain(a) => commands::explain::run(a, ctx),
         Command::BootTest(a) => commands::boot_test::run(a, ctx),
+        Command::CheckKernel(a) => commands::check_kernel::run(a, ctx),
         Command::InjectEnvd(a) => commands::inject_envd::run(a, ctx),
         Command::RewriteWrapper(a) => commands::rewrite_wrapper::run(a, ctx),
         Command::PurgeCache(a) => commands::purge_cache::run(a, ctx),

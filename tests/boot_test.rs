@@ -163,7 +163,8 @@ fn init_exiting_2_is_the_decoded_exitcode_0x200_panic() {
     let decoded = rules(&v);
     assert!(decoded.contains(&"panic.init-exit-2".to_string()), "{decoded:?}");
     assert!(decoded.contains(&"envd.flag-undefined".to_string()), "{decoded:?}");
-    let evidence: Vec<&str> = v["evidence"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+    let evidence: Vec<&str> =
+        v["console_evidence"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
     assert!(evidence.iter().any(|l| l.contains("flag provided but not defined: -debug")), "{evidence:?}");
     assert!(evidence.iter().any(|l| l.contains("exitcode=0x00000200")), "{evidence:?}");
     let panic = v["decoded"].as_array().unwrap().iter().find(|e| e["rule"] == "panic.init-exit-2").unwrap();
@@ -261,6 +262,25 @@ fn expect_regex_settles_and_default_marker_times_out() {
     assert_eq!(v["verdict"], "timeout");
     assert!(v["elapsed_ms"].as_u64().unwrap() >= 12_000);
     assert!(!v["console_tail"].as_array().unwrap().is_empty());
+    // The NVMe path cannot give health: marker is the default, and the summary says what was
+    // reached instead.
+    assert_eq!((&v["required"], &v["strongest_available"]), (&Value::from("marker"), &Value::from("marker")));
+    assert!(v["available_reason"].as_str().unwrap().contains("nvme"), "{v:#}");
+    assert!(v["summary"].as_str().unwrap().contains("strongest evidence: alive"), "{v:#}");
+    // --require alive: PID 1 kept running with no panic is enough (the weakest level, named).
+    let (v, code) = boot(&storage, BASE, &k, &["--accel", "tcg", "--require", "alive", "--alive-after", "2"]);
+    assert_eq!((code, &v["evidence"]), (0, &Value::from("alive")), "{v:#}");
+    assert!(v["summary"].as_str().unwrap().contains("weakest"), "{v:#}");
+    // --require health cannot be met on this backend: an environment error before any boot.
+    let out = common::tmpl()
+        .arg("--storage")
+        .arg(&storage)
+        .args(["boot-test", BASE, "--require", "health", "--kernel"])
+        .arg(&k)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("health evidence is not available here"));
 }
 
 #[test]
@@ -464,4 +484,40 @@ fn a_hand_written_wrapper_passing_debug_panics_with_exitcode_0x200() {
     assert!(fix.status.success(), "{}", String::from_utf8_lossy(&fix.stderr));
     let (v, _) = boot(&storage, BASE, &k, &[]);
     assert_eq!(v["verdict"], "ok", "{v}");
+}
+
+#[test]
+fn firecracker_backend_runs_in_a_sandbox_namespace_with_tap0_and_removes_it() {
+    if !common::require("gcc") || !common::require("mkfs.ext4") || !common::require_root() || !common::require("ip") {
+        return;
+    }
+    // The guest kernel's config (IKCONFIG) allows health, so the backend sets up the namespace.
+    let Some(guest) = std::env::var_os("TMPL_TEST_GUEST_KERNEL").map(PathBuf::from).filter(|p| p.is_file()) else {
+        assert!(std::env::var("TMPL_TEST_REQUIRE_TOOLS").as_deref() != Ok("1"), "TMPL_TEST_GUEST_KERNEL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fc = common::static_binary(dir.path(), "firecracker", FAKE_FIRECRACKER);
+    let t = tree(dir.path(), Init::None);
+    let storage = full_build(dir.path(), &t);
+    // The stand-in Firecracker runs no guest: marker is all it can show; the plumbing is the point.
+    let (v, code) = boot(
+        &storage,
+        BASE,
+        &guest,
+        &["--vmm", "firecracker", "--firecracker", fc.to_str().unwrap(), "--require", "marker"],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["strongest_available"], "health", "{v:#}");
+    let paths: Vec<&str> = v["api_calls"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/boot-source", "/drives/rootfs", "/machine-config", "/network-interfaces/eth0", "/actions"]);
+    let boot_source: Value = serde_json::from_str(v["api_calls"][0]["body"].as_str().unwrap()).unwrap();
+    let args = boot_source["boot_args"].as_str().unwrap();
+    assert!(args.contains("ip=169.254.0.21::169.254.0.22:255.255.255.252:instance:eth0:off:tap0"), "{args}");
+    assert!(!args.contains("root="), "Firecracker appends root= itself: {args}");
+    assert_eq!(v["health"]["url"], "http://169.254.0.21:49983/health");
+    // Nothing left behind: the namespace (and tap0 with it) is gone.
+    let list = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains("tmpl-"), "{list}");
 }

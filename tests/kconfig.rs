@@ -89,3 +89,48 @@ fn the_debian_cloud_kernel_is_read_from_its_config_file_and_cannot_boot_an_e2b_g
     let ikconfig = fc.iter().find(|c| c.id == "ikconfig").unwrap();
     assert!(!ikconfig.ok && ikconfig.severity == Severity::Info);
 }
+
+fn check_kernel(args: &[&std::ffi::OsStr]) -> (serde_json::Value, i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmpl"))
+        .args(["--json", "check-kernel"])
+        .args(args)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (v, out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn check_kernel_passes_the_guest_kernel_and_fails_debians_with_fix_hints() {
+    if let Some(k) = guest_kernel() {
+        let (v, code, err) = check_kernel(&[k.as_os_str()]);
+        assert_eq!(code, 0, "{v:#} {err}");
+        assert_eq!(v["summary"]["errors"], 0);
+        assert_eq!(v["boot_test"]["strongest_evidence"], "health");
+        assert_eq!(v["config"]["from"], "embedded", "{v:#}");
+        assert_eq!(v["discovery"], "command-line");
+    }
+    if let Some(k) = debian_kernel() {
+        let (v, code, err) = check_kernel(&[k.as_os_str()]);
+        assert_eq!(code, 1, "{v:#} {err}");
+        let f = v["findings"].as_array().unwrap();
+        let ip = f.iter().find(|f| f["file"] == "CONFIG_IP_PNP").unwrap_or_else(|| panic!("{v:#}"));
+        assert_eq!((&ip["id"], &ip["severity"]), (&"kernel.boot-requirement".into(), &"error".into()));
+        assert!(ip["hint"].as_str().unwrap().contains("CONFIG_IP_PNP=y"));
+        let mmio = f.iter().find(|f| f["file"] == "CONFIG_VIRTIO_MMIO").unwrap();
+        assert!(mmio["message"].as_str().unwrap().contains("=m (a module)"), "{mmio}");
+        assert_eq!(v["boot_test"]["strongest_evidence"], "marker");
+        // boot-test's own profile: the command-line devices are required, ACPI does not stand in.
+        let (v, _, _) =
+            check_kernel(&[k.as_os_str(), std::ffi::OsStr::new("--profile"), std::ffi::OsStr::new("qemu-microvm")]);
+        assert!(v["findings"].as_array().unwrap().iter().any(|f| f["id"] == "kernel.virtio-discovery"), "{v:#}");
+    }
+    // Not a kernel: invalid input (3), and nothing on stdout but the error envelope.
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("vmlinux.bin");
+    std::fs::write(&junk, b"#!/bin/sh\necho not a kernel\n").unwrap();
+    let (_, code, err) = check_kernel(&[junk.as_os_str()]);
+    assert_eq!(code, 3, "{err}");
+    let (_, code, _) = check_kernel(&[dir.path().join("absent").as_os_str()]);
+    assert!(code == 3 || code == 4, "{code}");
+}

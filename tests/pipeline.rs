@@ -7,6 +7,7 @@
 //! the envd file, the storage listing and file hashes before and after, the boot's serial console.
 
 mod common;
+mod guest_support;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -666,4 +667,84 @@ fn example_workflow_uses_the_scripts_options() {
         }
     }
     assert!(bodies > 20, "run blocks were not found");
+}
+
+/// A storage whose build has no shell and no envd yet (what `--as init` is for), made with
+/// `mkfs.ext4 -d`, with E2B-style metadata.
+fn bare_storage(s: &Scratch) -> PathBuf {
+    let tree = common::fixtures::Tree::new(s.dir.path());
+    let storage = s.path("store");
+    std::fs::create_dir_all(storage.join(BUILD)).unwrap();
+    common::mkfs(&tree.root, &storage.join(BUILD).join("rootfs.ext4"), 24);
+    let w = tmpl::demo::StorageWriter::new(&storage).unwrap();
+    w.metadata(&tmpl::vocab::BuildId::parse(BUILD).unwrap(), "v1.14.1_431f1fc", true).unwrap();
+    storage
+}
+
+#[test]
+fn an_as_init_build_passes_with_health_evidence_on_the_guest_kernel() {
+    let Some(_) = bins() else { return };
+    let Some(k) = guest_support::guest_kernel() else { return };
+    if !common::require("qemu-system-x86_64") {
+        return;
+    }
+    let _turn = common::vm_turn();
+    let s = Scratch::new();
+    let envd = guest_support::build_test_envd(s.dir.path());
+    let storage = bare_storage(&s);
+    let r = s.run(
+        [
+            OsStr::new("--storage"),
+            storage.as_os_str(),
+            OsStr::new("--envd"),
+            envd.as_os_str(),
+            OsStr::new("--as"),
+            OsStr::new("init"),
+            OsStr::new("--kernel"),
+            k.as_os_str(),
+            OsStr::new("--boot-arg=--accel=tcg"),
+            OsStr::new(BUILD),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let v = r.summary();
+    let bt = Run::step(&v, "boot-test");
+    assert_eq!((&bt["status"], &bt["evidence"], &bt["required"]), (&"ok".into(), &"health".into(), &"health".into()));
+    assert!(bt["health_ms"].as_u64().unwrap() > 0, "{bt:#}");
+    // The requirement is explicit: check-kernel said the kernel can give health.
+    let argv = bt["argv"].as_array().unwrap();
+    assert!(argv.windows(2).any(|w| w[0] == "--require" && w[1] == "health"), "{argv:?}");
+    assert!(r.stderr.contains("boot-test: evidence health"), "{}", r.stderr);
+}
+
+#[test]
+fn a_wrapper_passing_debug_fails_the_pipeline() {
+    let Some(_) = bins() else { return };
+    let s = Scratch::new();
+    let envd = guest_support::build_test_envd(s.dir.path());
+    let storage = bare_storage(&s);
+    let before = common::hash_tree(&storage);
+    // Asked to write a wrapper that passes the removed -debug: inject-envd refuses (the envd would
+    // exit 2 as PID 1) and nothing is booted or written.
+    let r = s.run(
+        [
+            OsStr::new("--storage"),
+            storage.as_os_str(),
+            OsStr::new("--envd"),
+            envd.as_os_str(),
+            OsStr::new("--as"),
+            OsStr::new("wrapper"),
+            OsStr::new("--envd-arg=-debug"),
+            OsStr::new("--no-boot-test"),
+            OsStr::new(BUILD),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 5, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let v = r.summary();
+    assert_eq!((&v["ok"], &v["failed_step"]), (&false.into(), &"inject-envd".into()));
+    let why = Run::step(&v, "inject-envd").to_string();
+    assert!(why.contains("-debug") && why.contains("0x00000200"), "{v:#}");
+    assert_eq!(common::hash_tree(&storage), before, "the storage changed");
 }

@@ -650,3 +650,63 @@ fn a_build_given_as_a_path_that_may_not_be_read_is_a_permission_problem() {
     let (code, v) = nobody.run(&f, &["verify", &path_arg]);
     assert_eq!((code, v["error"]["kind"].as_str()), (4, Some("permission-denied")), "{v:#}");
 }
+
+#[test]
+fn verify_checks_the_builds_kernel_and_firecracker_against_the_nodes_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = StorageWriter::new(&dir.path().join("store")).unwrap();
+    let id: BuildId = "d0140000-0000-4000-8000-000000000001".parse().unwrap();
+    w.metadata(&id, "v1.12.1_210cbac", true).unwrap();
+    let kernels = dir.path().join("fc-kernels");
+    let fcs = dir.path().join("fc-versions");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let out = common::tmpl()
+            .env_remove("HOST_KERNELS_DIR")
+            .env_remove("FIRECRACKER_VERSIONS_DIR")
+            .arg("--storage")
+            .arg(&w.root)
+            .args(["--json", "verify"])
+            .arg(id.to_string())
+            .args(extra)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids: Vec<String> =
+            common::findings_of(&v).into_iter().map(|(id, _, _)| id).filter(|i| i.starts_with("node.")).collect();
+        (ids, v)
+    };
+    // Not asked: nothing about the node.
+    assert!(run(&[]).0.is_empty());
+    let flags = [
+        std::ffi::OsStr::new("--host-kernels-dir"),
+        kernels.as_os_str(),
+        std::ffi::OsStr::new("--firecracker-versions-dir"),
+        fcs.as_os_str(),
+    ];
+    let (ids, v) = run(&flags);
+    assert_eq!(ids, ["node.kernel-missing", "node.firecracker-missing"], "{v:#}");
+    let msg = common::fixtures::message(&common::findings_of(&v), "node.kernel-missing").to_string();
+    assert!(msg.contains(&kernels.join(tmpl::demo::KERNEL_VERSION).join("vmlinux.bin").display().to_string()), "{msg}");
+    // The orchestrator's layouts: <ver>/<arch>/vmlinux.bin for the kernel, the flat one for firecracker.
+    let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
+    let k = kernels.join(tmpl::demo::KERNEL_VERSION).join(arch);
+    std::fs::create_dir_all(&k).unwrap();
+    std::fs::write(k.join("vmlinux.bin"), b"kernel").unwrap();
+    std::fs::create_dir_all(fcs.join("v1.12.1_210cbac")).unwrap();
+    std::fs::write(fcs.join("v1.12.1_210cbac/firecracker"), b"fc").unwrap();
+    let (ids, v) = run(&flags);
+    assert!(ids.is_empty(), "{v:#}");
+    // HOST_KERNELS_DIR from the environment, as on an orchestrator node.
+    let out = common::tmpl()
+        .env("HOST_KERNELS_DIR", dir.path().join("elsewhere"))
+        .env_remove("FIRECRACKER_VERSIONS_DIR")
+        .arg("--storage")
+        .arg(&w.root)
+        .args(["--json", "verify"])
+        .arg(id.to_string())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(common::findings_of(&v).iter().any(|(id, sev, _)| id == "node.kernel-missing" && sev == "error"), "{v:#}");
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -7,6 +7,7 @@
 pub mod contents;
 pub mod data;
 pub mod header;
+pub mod kernel;
 pub mod leftovers;
 pub mod manifest;
 pub mod memfile;
@@ -125,6 +126,7 @@ pub fn catalog() -> Vec<&'static Check> {
         contents::CHECKS,
         manifest::CHECKS,
         leftovers::CHECKS,
+        kernel::CHECKS,
     ] {
         all.extend_from_slice(list);
     }

@@ -12,13 +12,23 @@ use super::{Ctx, Outcome};
 use crate::error::{Result, UsageError};
 use crate::exit_code;
 use crate::report::{Report, Style, sanitize};
-use crate::vm::{self, AccelChoice, BootOptions, BootOutcome, HostDirs, Verdict, Vmm};
+use crate::vm::{self, AccelChoice, BootOptions, BootOutcome, Evidence, HostDirs, Verdict, Vmm};
 use crate::vocab::BuildId;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum VmmArg {
     Qemu,
     Firecracker,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum EvidenceArg {
+    /// envd answered GET /health (2xx) through the guest's network
+    Health,
+    /// the expected console line appeared
+    Marker,
+    /// PID 1 kept running (--alive-after) with no panic and no "envd exited" (weakest)
+    Alive,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -29,8 +39,13 @@ pub enum AccelArg {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0 ok; 1 the boot failed (panic, no marker, timeout); 3 bad build; \
-4 no QEMU/kernel/firecracker, or the VMM could not run the guest.\n\
+#[command(after_help = "Exit status: 0 ok (the required evidence was seen); 1 the boot failed (panic, envd exited, \
+too weak evidence, timeout); 3 bad build; 4 no QEMU/kernel/firecracker, the VMM could not run the guest, or the \
+required evidence is impossible with this backend and kernel.\n\
+Evidence, strongest first: health (GET /health on envd's 49983 answered 2xx through the guest's network: a \
+virtio-mmio kernel with virtio-net and IP_PNP booted on QEMU microvm with E2B's ip= command line), marker (the \
+expected console line), alive (PID 1 still running --alive-after seconds after the kernel ran it: the weakest). \
+Default --require: the strongest the backend and kernel can give (see tmpl check-kernel).\n\
 Kernel: --kernel (or TMPL_KERNEL), else metadata's kernel_version under HOST_KERNELS_DIR (if QEMU can boot it), \
 else /boot/vmlinuz-*. The kernel needs its root-disk driver (NVMe or virtio-blk) and ext4 built in: no initramfs is used.")]
 pub struct Args {
@@ -74,6 +89,12 @@ pub struct Args {
     /// Where the temporary work directory goes (assembled image, overlay, console); default TMPDIR
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// The weakest evidence that passes (default: the strongest this backend and kernel can give)
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub require: Option<EvidenceArg>,
+    /// For `alive` evidence: seconds PID 1 must keep running after the kernel ran it
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub alive_after: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,10 +146,47 @@ impl Report for BootTestReport {
         if style.verbose {
             writeln!(w, "  cmdline: {}", o.cmdline)?;
         }
+        let got = match o.evidence {
+            Some(e) => format!("{} — {}", e.name(), e.meaning()),
+            None => "none".into(),
+        };
+        writeln!(w, "  evidence: {got}")?;
+        writeln!(
+            w,
+            "  required: {}{}",
+            o.required.name(),
+            if o.required == o.strongest_available {
+                " (the strongest available)".to_string()
+            } else {
+                format!(" (strongest available: {})", o.strongest_available.name())
+            }
+        )?;
+        if style.verbose || o.strongest_available != Evidence::Health {
+            writeln!(w, "  because: {}", sanitize(&o.available_reason))?;
+        }
+        if let Some(h) = &o.health {
+            let status = match (h.status, h.ms) {
+                (Some(code), Some(ms)) => format!(
+                    "{code} after {:.1} s from VMM start{}",
+                    ms as f64 / 1000.0,
+                    h.after_kernel_ms
+                        .map(|k| format!(", {:.1} s from kernel start", k as f64 / 1000.0))
+                        .unwrap_or_default()
+                ),
+                _ => format!(
+                    "no 2xx{}",
+                    h.last_error.as_ref().map(|e| format!(" (last: {})", sanitize(e))).unwrap_or_default()
+                ),
+            };
+            writeln!(w, "  health:  GET {} (guest {}): {status}", h.url, h.guest)?;
+        }
         let boot = o.boot_ms.map(|b| format!("marker after {:.1} s, ", b as f64 / 1000.0)).unwrap_or_default();
         writeln!(w, "  time:    {boot}{:.1} s in all", o.elapsed_ms as f64 / 1000.0)?;
         if let Some(m) = &o.marker {
             writeln!(w, "  marker:  console line {}: {}", m.line, sanitize(&m.text))?;
+        }
+        if let Some(l) = &o.init {
+            writeln!(w, "  init:    console line {}: {}", l.line, sanitize(&l.text))?;
         }
         for n in &o.notes {
             writeln!(w, "  note:    {}", sanitize(n))?;
@@ -136,9 +194,9 @@ impl Report for BootTestReport {
         if o.verdict == Verdict::Ok {
             return Ok(());
         }
-        if !o.evidence.is_empty() {
+        if !o.console_evidence.is_empty() {
             writeln!(w, "\n{}", style.bold("evidence (console):"))?;
-            for l in &o.evidence {
+            for l in &o.console_evidence {
                 writeln!(w, "  {:>5}  {}", l.line, sanitize(&l.text))?;
             }
         }
@@ -184,6 +242,9 @@ pub fn options(args: &Args) -> Result<BootOptions> {
     if !(16..=65536).contains(&args.memory) {
         return Err(range("--memory", 16, 65536, "MiB").into());
     }
+    if !(args.alive_after.is_finite() && (0.5..=600.0).contains(&args.alive_after)) {
+        return Err(range("--alive-after", 1, 600, "seconds").into());
+    }
     Ok(BootOptions {
         vmm: match args.vmm {
             VmmArg::Qemu => Vmm::Qemu,
@@ -206,6 +267,12 @@ pub fn options(args: &Args) -> Result<BootOptions> {
         dirs: HostDirs::from_env(),
         save_console: args.console.clone(),
         work_parent: args.work_dir.clone(),
+        require: args.require.map(|r| match r {
+            EvidenceArg::Health => Evidence::Health,
+            EvidenceArg::Marker => Evidence::Marker,
+            EvidenceArg::Alive => Evidence::Alive,
+        }),
+        alive_after: Duration::from_secs_f64(args.alive_after),
     })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod backups;
 pub mod boot_test;
+pub mod check_kernel;
 pub mod completions;
 pub mod copy;
 pub mod demo;
@@ -193,6 +194,7 @@ pub enum Outcome {
     Demo(Box<demo::DemoReport>),
     Explain(explain::ExplainReport),
     BootTest(Box<boot_test::BootTestReport>),
+    CheckKernel(Box<check_kernel::CheckKernelReport>),
     Edit(Box<edit_report::EditReport>),
     Purge(Box<purge_cache::PurgeReport>),
     CacheRoots(purge_cache::RootsReport),
@@ -214,6 +216,7 @@ impl Outcome {
             Outcome::Demo(r) => out.emit(&*r),
             Outcome::Explain(r) => out.emit(&r),
             Outcome::BootTest(r) => out.emit(&*r),
+            Outcome::CheckKernel(r) => out.emit(&*r),
             Outcome::Edit(r) => out.emit(&*r),
             Outcome::Purge(r) => out.emit(&*r),
             Outcome::CacheRoots(r) => out.emit(&r),
@@ -238,6 +241,7 @@ impl Outcome {
             Outcome::Demo(r) => code(&**r),
             Outcome::Explain(r) => code(r),
             Outcome::BootTest(r) => code(&**r),
+            Outcome::CheckKernel(r) => code(&**r),
             Outcome::Edit(r) => code(&**r),
             Outcome::Purge(r) => code(&**r),
             Outcome::CacheRoots(r) => code(r),

@@ -35,6 +35,14 @@ pub struct Args {
     /// against the headers and sidecars, and the SHA-256 where a V4/V5 header records one
     #[arg(long)]
     pub deep: bool,
+    /// The node's kernels (orchestrator HOST_KERNELS_DIR): each build's kernel_version must exist
+    /// there as <dir>/<kernel_version>/<arch>/vmlinux.bin or <dir>/<kernel_version>/vmlinux.bin
+    #[arg(long, value_name = "DIR", env = "HOST_KERNELS_DIR")]
+    pub host_kernels_dir: Option<PathBuf>,
+    /// The node's Firecracker binaries (orchestrator FIRECRACKER_VERSIONS_DIR): each build's
+    /// firecracker_version must exist as <dir>/<version>/<arch>/firecracker or <dir>/<version>/firecracker
+    #[arg(long, value_name = "DIR", env = "FIRECRACKER_VERSIONS_DIR")]
+    pub firecracker_versions_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -369,14 +377,45 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     let run = || verify_all_with(&storage, &locs, args.strict, other, deep);
     // Builds in a bucket wait on the network, not on the CPU: check up to 16 at once (each
     // store also caps its requests in flight).
-    let report = match crate::remote::mount::is_mounted(&storage.root) {
+    let mut report = match crate::remote::mount::is_mounted(&storage.root) {
         true => match rayon::ThreadPoolBuilder::new().num_threads(16).build() {
             Ok(pool) => pool.install(run)?,
             Err(_) => run()?,
         },
         false => run()?,
     };
+    let dirs = checks::kernel::NodeDirs {
+        kernels: args.host_kernels_dir.filter(|p| !p.as_os_str().is_empty()),
+        firecrackers: args.firecracker_versions_dir.filter(|p| !p.as_os_str().is_empty()),
+    };
+    if dirs.kernels.is_some() || dirs.firecrackers.is_some() {
+        add_node_findings(&mut report, &locs, &dirs, args.strict);
+    }
     Ok(Outcome::Verify(report))
+}
+
+/// Can this node start each build: its kernel_version and firecracker_version under the node's
+/// directories (a template naming a kernel the node lacks cannot start).
+fn add_node_findings(report: &mut VerifyReport, locs: &[BuildLocation], dirs: &checks::kernel::NodeDirs, strict: bool) {
+    let arch = checks::kernel::node_arch();
+    for (b, loc) in report.builds.iter_mut().zip(locs) {
+        let Ok(build) = Build::open(loc) else { continue };
+        let Some(meta) = build.meta().filter(|m| !m.contents_ignored) else { continue };
+        let found = checks::kernel::node_findings(dirs, meta.kernel_version(), meta.firecracker_version(), arch);
+        if found.is_empty() {
+            continue;
+        }
+        b.findings.extend(found);
+        b.findings.sort_by_key(|f| f.severity);
+        b.tally = Tally::of(&b.findings);
+        b.ok = !fails(&b.findings, strict);
+    }
+    let mut tally = Tally::default();
+    for b in &report.builds {
+        tally.merge(b.tally);
+    }
+    report.summary.tally = tally;
+    report.summary.failed = report.builds.iter().filter(|b| !b.ok).count();
 }
 
 /// Severity counts that fail a build.

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
+use super::Evidence;
+use super::net::{HealthTarget, get_health};
+
 /// Lines kept in memory; a guest that floods its console is still watched, only not stored.
 const MAX_LINES: usize = 100_000;
 /// Longest line kept (a flood without newlines is cut into pieces).
@@ -120,7 +123,35 @@ pub struct WatchConfig {
     pub settle: Duration,
     /// Give up early when the guest prints nothing within this time (the KVM probe).
     pub first_output: Option<Duration>,
+    /// Probe envd's `GET /health` here while the guest runs.
+    pub health: Option<HealthTarget>,
+    /// PID 1 counts as alive once it has run this long (since the kernel's `Run ... as init
+    /// process` line) with no failure.
+    pub alive_after: Duration,
+    /// The boot is decided (and, after `settle`, ends) once evidence at least this strong is seen.
+    pub goal: Evidence,
 }
+
+impl WatchConfig {
+    /// Marker-only watching (the Firecracker API tests, the KVM probe).
+    pub fn marker(marker: Regex, timeout: Duration, settle: Duration) -> WatchConfig {
+        WatchConfig {
+            marker,
+            timeout,
+            settle,
+            first_output: None,
+            health: None,
+            alive_after: DEFAULT_ALIVE_AFTER,
+            goal: Evidence::Marker,
+        }
+    }
+}
+
+/// Default time PID 1 must keep running for `alive` evidence.
+pub const DEFAULT_ALIVE_AFTER: Duration = Duration::from_secs(5);
+/// Time between `GET /health` attempts, and each attempt's timeout.
+const HEALTH_EVERY: Duration = Duration::from_millis(200);
+const HEALTH_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// Why watching ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +187,38 @@ pub struct Watched {
     pub failure: Option<Line>,
     pub first_output_at: Option<Duration>,
     pub elapsed: Duration,
+    /// The kernel's `Run /sbin/init as init process` line, and when it appeared.
+    pub init: Option<Line>,
+    pub init_at: Option<Duration>,
+    /// The first 2xx answer to `GET /health`: status and time.
+    pub health: Option<(u16, Duration)>,
+    /// The last non-2xx answer or error of the health probe (for the report).
+    pub health_last_error: Option<String>,
+    /// When PID 1 had been running `alive_after` with no failure.
+    pub alive_at: Option<Duration>,
+}
+
+impl Watched {
+    /// The strongest evidence seen (a failure voids all of it).
+    pub fn evidence(&self) -> Option<Evidence> {
+        if self.failure.is_some() {
+            return None;
+        }
+        if self.health.is_some() {
+            Some(Evidence::Health)
+        } else if self.marker.is_some() {
+            Some(Evidence::Marker)
+        } else if self.alive_at.is_some() {
+            Some(Evidence::Alive)
+        } else {
+            None
+        }
+    }
+}
+
+/// The kernel's line when it starts PID 1 (`init/main.c` `run_init_process`, KERN_INFO).
+pub fn init_line(line: &str) -> bool {
+    line.contains("Run ") && line.contains(" as init process")
 }
 
 /// What tmpl's init wrapper (templates/init-wrapper.sh) prints when envd exits and it restarts it.
@@ -189,9 +252,16 @@ pub fn watch(proc: &mut dyn VmProcess, console: &mut Console, cfg: &WatchConfig)
         failure: None,
         first_output_at: None,
         elapsed: Duration::ZERO,
+        init: None,
+        init_at: None,
+        health: None,
+        health_last_error: None,
+        alive_at: None,
     };
     let mut failure_at: Option<Instant> = None;
     let mut halt_at: Option<Instant> = None;
+    let mut goal_at: Option<Duration> = None;
+    let mut next_probe = Duration::ZERO;
     loop {
         let exit = proc.exited()?;
         let first_new = console.poll()?;
@@ -213,6 +283,30 @@ pub fn watch(proc: &mut dyn VmProcess, console: &mut Console, cfg: &WatchConfig)
             if halt_at.is_none() && is_halt_line(text) {
                 halt_at = Some(Instant::now());
             }
+            if w.init.is_none() && init_line(text) {
+                w.init = Some(Line { line: n, text: text.clone() });
+                w.init_at = Some(now);
+            }
+        }
+        if exit.is_none()
+            && w.failure.is_none()
+            && w.health.is_none()
+            && now >= next_probe
+            && let Some(target) = &cfg.health
+        {
+            match get_health(target, HEALTH_TIMEOUT) {
+                Ok(code) if (200..300).contains(&code) => w.health = Some((code, start.elapsed())),
+                Ok(code) => w.health_last_error = Some(format!("HTTP {code}")),
+                Err(e) => w.health_last_error = Some(e.to_string()),
+            }
+            next_probe = start.elapsed() + HEALTH_EVERY;
+        }
+        let now = start.elapsed();
+        if w.alive_at.is_none() && w.failure.is_none() && w.init_at.is_some_and(|t| now >= t + cfg.alive_after) {
+            w.alive_at = Some(now);
+        }
+        if goal_at.is_none() && w.evidence().is_some_and(|e| e >= cfg.goal) {
+            goal_at = Some(now);
         }
         w.elapsed = now;
         if let Some(st) = exit {
@@ -224,7 +318,7 @@ pub fn watch(proc: &mut dyn VmProcess, console: &mut Console, cfg: &WatchConfig)
             w.end = End::Failed;
             return Ok(w);
         }
-        if w.failure.is_none() && w.marker_at.is_some_and(|m| now >= m + cfg.settle) {
+        if w.failure.is_none() && goal_at.is_some_and(|g| now >= g + cfg.settle) {
             w.end = End::Settled;
             return Ok(w);
         }
@@ -283,13 +377,49 @@ mod tests {
         let mut p = Scripted { file, start: Instant::now(), steps, exit_after };
         let mut c = Console::new(&path);
         let cfg = WatchConfig {
-            marker: Regex::new("tmpl-init: starting envd").unwrap(),
-            timeout: Duration::from_millis(1500),
-            settle: Duration::from_millis(300),
             first_output: first_output.map(Duration::from_millis),
+            ..WatchConfig::marker(
+                Regex::new("tmpl-init: starting envd").unwrap(),
+                Duration::from_millis(1500),
+                Duration::from_millis(300),
+            )
         };
         let w = watch(&mut p, &mut c, &cfg).unwrap();
         (w, c)
+    }
+
+    #[test]
+    fn alive_counts_from_the_init_line_and_a_panic_voids_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let cfg = WatchConfig {
+            alive_after: Duration::from_millis(300),
+            goal: Evidence::Alive,
+            ..WatchConfig::marker(Regex::new("never").unwrap(), Duration::from_millis(2000), Duration::from_millis(200))
+        };
+        let steps = vec![(0, "[    0.5] Run /sbin/init as init process\n")];
+        let mut p = Scripted { file: File::create(&path).unwrap(), start: Instant::now(), steps, exit_after: None };
+        let w = watch(&mut p, &mut Console::new(&path), &cfg).unwrap();
+        assert_eq!((w.end, w.evidence()), (End::Settled, Some(Evidence::Alive)));
+        assert!(w.alive_at.unwrap() >= w.init_at.unwrap() + Duration::from_millis(300));
+        assert!(w.elapsed < Duration::from_millis(1500), "stopped after the settle time, not the timeout");
+
+        let path = dir.path().join("console2.log");
+        let steps = vec![
+            (0, "Run /sbin/init as init process\n"),
+            (100, "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200\n"),
+        ];
+        let mut p = Scripted { file: File::create(&path).unwrap(), start: Instant::now(), steps, exit_after: None };
+        let w = watch(&mut p, &mut Console::new(&path), &cfg).unwrap();
+        assert_eq!((w.end, w.evidence(), w.alive_at), (End::Failed, None, None));
+
+        // Init that never runs long enough: the marker goal is not met by alive evidence.
+        let path = dir.path().join("console3.log");
+        let steps = vec![(0, "Run /sbin/init as init process\n")];
+        let cfg = WatchConfig { goal: Evidence::Marker, ..cfg };
+        let mut p = Scripted { file: File::create(&path).unwrap(), start: Instant::now(), steps, exit_after: None };
+        let w = watch(&mut p, &mut Console::new(&path), &cfg).unwrap();
+        assert_eq!((w.end, w.evidence()), (End::Timeout, Some(Evidence::Alive)));
     }
 
     #[test]

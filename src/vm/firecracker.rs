@@ -46,6 +46,8 @@ pub struct FcConfig {
     pub read_only: bool,
     pub vcpus: u32,
     pub memory_mib: u32,
+    /// Attach `eth0` on the namespace's `tap0` with the orchestrator's guest MAC (`fc/client.go`).
+    pub network: bool,
 }
 
 /// One API call and its answer.
@@ -77,8 +79,18 @@ pub fn requests(cfg: &FcConfig) -> Vec<(&'static str, &'static str, String)> {
             "/machine-config",
             json!({"vcpu_count": cfg.vcpus, "mem_size_mib": cfg.memory_mib, "smt": false}).to_string(),
         ),
-        ("PUT", "/actions", json!({"action_type": "InstanceStart"}).to_string()),
     ]
+    .into_iter()
+    .chain(cfg.network.then(|| {
+        (
+            "PUT",
+            "/network-interfaces/eth0",
+            json!({"iface_id": "eth0", "host_dev_name": super::net::TAP_NAME, "guest_mac": "02:FC:00:00:00:05"})
+                .to_string(),
+        )
+    }))
+    .chain(std::iter::once(("PUT", "/actions", json!({"action_type": "InstanceStart"}).to_string())))
+    .collect()
 }
 
 /// Send the configuration through the API; a non-2xx answer stops with Firecracker's
@@ -139,6 +151,7 @@ impl Drop for Guard {
 
 /// Start `firecracker`, configure it, and watch the console.
 pub fn run(
+    prefix: &[std::ffi::OsString],
     binary: &Path,
     cfg: &FcConfig,
     work: &Path,
@@ -148,7 +161,17 @@ pub fn run(
     let sock = work.join("firecracker.sock");
     let out = std::fs::File::create(console_path).map_err(|e| Error::write(console_path, e))?;
     let err = out.try_clone().map_err(|e| Error::write(console_path, e))?;
-    let child = Command::new(binary)
+    // `prefix` (`ip netns exec NAME`) runs Firecracker inside the sandbox's namespace; it execs the
+    // binary, so the child is Firecracker itself.
+    let mut command = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let child = command
         .arg("--api-sock")
         .arg(&sock)
         .args(["--id", "tmpl-boot-test"])
@@ -240,7 +263,21 @@ mod tests {
             read_only: false,
             vcpus: 1,
             memory_mib: 256,
+            network: false,
         }
+    }
+
+    #[test]
+    fn the_network_interface_is_the_orchestrators_and_comes_before_the_start() {
+        let r = requests(&FcConfig { network: true, ..cfg() });
+        let paths: Vec<&str> = r.iter().map(|(_, p, _)| *p).collect();
+        assert_eq!(
+            paths,
+            ["/boot-source", "/drives/rootfs", "/machine-config", "/network-interfaces/eth0", "/actions"]
+        );
+        let body: serde_json::Value = serde_json::from_str(&r[3].2).unwrap();
+        assert_eq!(body, json!({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "02:FC:00:00:00:05"}));
+        assert!(!requests(&cfg()).iter().any(|(_, p, _)| p.starts_with("/network")));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::console::{self, Console, End, WatchConfig, Watched};
 use super::kernel::RootBus;
+use super::net;
 use crate::error::{Error, Result};
 use crate::tools::ToolError;
 
@@ -58,6 +59,10 @@ pub struct QemuSpec {
     pub accel: Accel,
     pub memory_mib: u32,
     pub console: PathBuf,
+    /// microvm only: a virtio-net device on user networking laid out like E2B's slot (guest
+    /// 169.254.0.21/30, gateway 169.254.0.22), with this host port on 127.0.0.1 forwarded to the
+    /// guest's 49983.
+    pub host_port: Option<u16>,
 }
 
 /// QEMU's option parser treats `,` as a separator; a literal comma is written twice.
@@ -95,6 +100,24 @@ pub fn args(spec: &QemuSpec) -> Vec<OsString> {
         RootBus::VirtioPci => "virtio-blk-pci,drive=root",
         RootBus::VirtioMmio => "virtio-blk-device,drive=root",
     });
+    if let (RootBus::VirtioMmio, Some(port)) = (spec.bus, spec.host_port) {
+        // slirp's network is the tap's /30; with a /30 its default DHCP start and DNS would both
+        // be .23, so the DHCP start moves to the guest's address (the guest never asks: the kernel
+        // configures eth0 from ip=). restrict=on keeps the guest off the host and the internet;
+        // the port forward still works.
+        push("-netdev");
+        push(&format!(
+            "user,id=eth0,net={net}/{prefix},host={tap},dhcpstart={guest},restrict=on,\
+             hostfwd=tcp:127.0.0.1:{port}-{guest}:{envd}",
+            net = std::net::Ipv4Addr::from(u32::from(net::GUEST_IP) & !((1u32 << (32 - net::TAP_PREFIX)) - 1)),
+            prefix = net::TAP_PREFIX,
+            tap = net::TAP_IP,
+            guest = net::GUEST_IP,
+            envd = net::ENVD_PORT,
+        ));
+        push("-device");
+        push(&format!("virtio-net-device,netdev=eth0,mac={}", net::GUEST_MAC));
+    }
     push("-kernel");
     a.push(spec.kernel.clone().into_os_string());
     a.push(OsString::from("-append"));
@@ -174,6 +197,7 @@ mod tests {
             accel: Accel::Tcg,
             memory_mib: 256,
             console: "/w/console.log".into(),
+            host_port: Some(4000),
         };
         let a: Vec<String> = args(&spec).into_iter().map(|s| s.into_string().unwrap()).collect();
         let joined = a.join(" ");
@@ -181,9 +205,17 @@ mod tests {
         assert!(joined.contains("-device nvme,drive=root") && joined.contains("-machine q35,accel=tcg"));
         assert!(joined.contains("-no-reboot") && joined.contains("-cpu max") && joined.contains("-m 256"));
         assert_eq!(a.last().unwrap(), "console=ttyS0 root=/dev/nvme0n1");
-        let mmio = QemuSpec { bus: RootBus::VirtioMmio, accel: Accel::Kvm, ..spec };
+        let mmio = QemuSpec { bus: RootBus::VirtioMmio, accel: Accel::Kvm, ..spec.clone() };
         let joined = args(&mmio).into_iter().map(|s| s.into_string().unwrap()).collect::<Vec<_>>().join(" ");
         assert!(joined.contains("microvm,accel=kvm,acpi=off") && joined.contains("virtio-blk-device"));
         assert!(joined.contains("-cpu host"));
+        assert!(
+            joined.contains(
+                "user,id=eth0,net=169.254.0.20/30,host=169.254.0.22,dhcpstart=169.254.0.21,restrict=on,\
+                 hostfwd=tcp:127.0.0.1:4000-169.254.0.21:49983"
+            ) && joined.contains("virtio-net-device,netdev=eth0,mac=02:fc:00:00:00:05"),
+            "{joined}"
+        );
+        assert!(!args(&spec).iter().any(|a| a == "-netdev"), "no network on the q35/NVMe path");
     }
 }
