@@ -257,6 +257,46 @@ fn dynamic_elf() -> Vec<u8> {
 /// A manifest naming one injected file, `/usr/bin/envd` as a 1-byte file (the demo's is longer).
 const DRIFTED_MANIFEST: &str = r#"{"format_version":1,"written_by":"tmpl","written_at":"2026-01-01T00:00:00Z","build_id":"10000000-0000-4000-8000-000000000004","backend":"e2fs","files":[{"path":"/usr/bin/envd","kind":"file","len":1,"mode":493,"uid":0,"gid":0}]}"#;
 
+/// The zstd V4 base's own entry in the builds section of `h`.
+fn own(h: &mut Header) -> &mut header::BuildInfo {
+    let id = h.build_id;
+    h.builds.iter_mut().find(|b| b.build == id).expect("the header lists its own build")
+}
+
+/// The zstd V4 base with its rootfs header changed by `edit`, verified with `args`.
+fn zstd_header(args: &[&str], edit: fn(&mut Header)) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+    let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
+    let mut h = read_header(&p);
+    edit(&mut h);
+    write_header(&p, &h);
+    one(root, d, args)
+}
+
+/// `debugfs -w -R cmd image` (real e2fsprogs writes the damage).
+fn debugfs(image: &Path, cmd: &str) {
+    let out = std::process::Command::new("debugfs").args(["-w", "-R", cmd]).arg(image).output().unwrap();
+    assert!(out.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// [`tree_case`] with the demo's minimal tree unchanged, then `cmd` run on the image by debugfs.
+fn damaged_image(cmd: &str) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root, args) = tree_case(|_| {});
+    debugfs(&root.join(ids::LEGACY).join("rootfs.ext4"), cmd);
+    (d, root, args)
+}
+
+/// The legacy build with `snap` as its snapfile.
+fn snapfile_case(snap: Vec<u8>) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root) = storage_with(&[ids::LEGACY]);
+    std::fs::write(root.join(ids::LEGACY).join("snapfile"), snap).unwrap();
+    one(root, d, &[ids::LEGACY])
+}
+
+fn host_arch() -> tmpl::snapshot::Arch {
+    tmpl::snapshot::Arch::host().unwrap_or(tmpl::snapshot::Arch::X86_64)
+}
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "build.empty",
@@ -1004,18 +1044,86 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         expect: "rootfs.reader-panic",
+        // ext4-view 1.0.0 panics on a linear directory block whose inode has the htree flag
+        // (EXT4_INDEX_FL 0x1000, beside EXTENTS_FL 0x80000): see src/rootfs/guard.rs.
+        make: || damaged_image("sif /sbin flags 0x81000"),
+    },
+    Scenario {
+        expect: "init.unreadable",
+        // /sbin's extent header magic zeroed: the directory holding init cannot be read.
+        make: || damaged_image("sif /sbin block[0] 0"),
+    },
+    Scenario {
+        expect: "header.build-entry-invalid",
+        make: || zstd_header(&[ids::ZSTD_BASE], |h| own(h).file_size = -1),
+    },
+    Scenario {
+        expect: "header.unused-data",
         make: || {
-            let (d, root, args) = tree_case(|_| {});
-            // ext4-view 1.0.0 panics on a linear directory block whose inode has the htree flag
-            // (EXT4_INDEX_FL 0x1000, with EXTENTS_FL 0x80000): see src/rootfs/guard.rs.
-            let img = root.join(ids::LEGACY).join("rootfs.ext4");
-            let st = std::process::Command::new("debugfs")
-                .args(["-w", "-R", "sif /sbin flags 0x81000"])
-                .arg(&img)
-                .output()
-                .unwrap();
-            assert!(st.status.success(), "debugfs: {}", String::from_utf8_lossy(&st.stderr));
-            (d, root, args)
+            zstd_header(&[ids::ZSTD_BASE], |h| {
+                for m in &mut h.mappings {
+                    m.build = tmpl::vocab::BuildId::nil();
+                }
+            })
+        },
+    },
+    Scenario {
+        expect: "header.frame-table-gap",
+        make: || {
+            zstd_header(&[ids::ZSTD_BASE], |h| {
+                // The last mapping reads uncompressed bytes past the last frame.
+                let end = own(h).frames.frames.last().unwrap().end_u();
+                let id = h.build_id;
+                h.mappings.iter_mut().rfind(|m| m.build == id).unwrap().storage_offset = end;
+            })
+        },
+    },
+    Scenario { expect: "data.size-mismatch", make: || zstd_header(&[ids::ZSTD_BASE], |h| own(h).file_size += 4096) },
+    Scenario {
+        expect: "data.length-mismatch",
+        make: || zstd_header(&["--deep", ids::ZSTD_BASE], |h| own(h).file_size += 4096),
+    },
+    Scenario {
+        expect: "data.frame-size",
+        make: || {
+            zstd_header(&["--deep", ids::ZSTD_BASE], |h| {
+                // The first frame claims one block more than it decompresses to.
+                let frames = &mut own(h).frames.frames;
+                frames[0].size_u += 4096;
+                for f in &mut frames[1..] {
+                    f.start_u += 4096;
+                }
+            })
+        },
+    },
+    Scenario {
+        expect: "data.read-error",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+            let data = data_file(&root.join(ids::ZSTD_BASE), "rootfs.ext4");
+            let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+            f.set_len(f.metadata().unwrap().len() / 2).unwrap();
+            one(root, d, &["--deep", ids::ZSTD_BASE])
+        },
+    },
+    Scenario {
+        expect: "snapfile.memory-regions",
+        make: || {
+            use tmpl::fixtures::snapfile::{self as fc, Vm};
+            snapfile_case(fc::snapfile(&fc::V1_12_1, &Vm { with_regions: false, ..Vm::new(64) }))
+        },
+    },
+    Scenario {
+        expect: "snapfile.state-undecodable",
+        make: || snapfile_case(tmpl::fixtures::snapfile::build_bincode(host_arch(), "4.0.0", b"\x01")),
+    },
+    Scenario {
+        expect: "snapfile.bad-header",
+        make: || {
+            let mut snap = tmpl::fixtures::snapfile::build_bincode(host_arch(), "4.0.0", b"");
+            // The version string's length (after the 8-byte magic): 1 TiB.
+            snap[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            snapfile_case(snap)
         },
     },
 ];
@@ -1042,21 +1150,10 @@ fn each_hostile_build_gets_its_finding() {
 const NOT_YET: &[&str] = &[
     "access.denied",
     "build.check-failed",
-    "data.frame-size",
-    "data.length-mismatch",
     "data.partial-frame-table",
-    "data.read-error",
-    "data.size-mismatch",
     "edit.commit-running",
-    "header.build-entry-invalid",
-    "header.frame-table-gap",
     "header.too-many-builds",
-    "header.unused-data",
-    "init.unreadable",
     "leftover.mount",
-    "snapfile.bad-header",
-    "snapfile.memory-regions",
-    "snapfile.state-undecodable",
     "snapfile.unreadable",
 ];
 
