@@ -297,6 +297,13 @@ fn host_arch() -> tmpl::snapshot::Arch {
     tmpl::snapshot::Arch::host().unwrap_or(tmpl::snapshot::Arch::X86_64)
 }
 
+/// The build folder's snapfile replaced by a link to the sysfs attribute `target`.
+fn sys_link(b: &Path, target: &str) {
+    assert!(Path::new(target).exists(), "{target} exists on every Linux host");
+    rm(b, "snapfile");
+    link(b, "snapfile", target);
+}
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         expect: "build.empty",
@@ -1126,6 +1133,32 @@ const SCENARIOS: &[Scenario] = &[
             snapfile_case(snap)
         },
     },
+    Scenario {
+        expect: "data.partial-frame-table",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE, ids::LZ4_CHILD]);
+            // The child's rootfs header keeps a trimmed table of the base's frames (its frame
+            // starts past offset 0), and the base's own header (with the full table) is gone.
+            let p = root.join(ids::LZ4_CHILD).join("rootfs.ext4.header");
+            let mut h = read_header(&p);
+            let base = tmpl::vocab::BuildId::parse(ids::ZSTD_BASE).unwrap();
+            h.builds.iter_mut().find(|b| b.build == base).unwrap().frames.frames[0].start_u = 4096;
+            write_header(&p, &h);
+            std::fs::remove_file(root.join(ids::ZSTD_BASE).join("rootfs.ext4.header")).unwrap();
+            one(root, d, &["--deep", ids::LZ4_CHILD])
+        },
+    },
+    Scenario {
+        expect: "access.denied",
+        // Root passes mode bits, but the kernel refuses to open a write-only sysfs attribute
+        // for reading (EACCES, kernfs has no read for it): a snapfile linked to one.
+        make: || edited(ids::LEGACY, |b| sys_link(b, "/sys/bus/platform/uevent")),
+    },
+    Scenario {
+        expect: "snapfile.unreadable",
+        // Opens, but reading fails (EINVAL: the loopback device has no link speed).
+        make: || edited(ids::LEGACY, |b| sys_link(b, "/sys/class/net/lo/speed")),
+    },
 ];
 
 #[test]
@@ -1147,15 +1180,7 @@ fn each_hostile_build_gets_its_finding() {
 
 /// Catalog ids no in-process scenario produces yet. The list may only shrink: an id here that a
 /// scenario produces, or that is not in the catalog, fails the test.
-const NOT_YET: &[&str] = &[
-    "access.denied",
-    "build.check-failed",
-    "data.partial-frame-table",
-    "edit.commit-running",
-    "header.too-many-builds",
-    "leftover.mount",
-    "snapfile.unreadable",
-];
+const NOT_YET: &[&str] = &["build.check-failed", "edit.commit-running", "header.too-many-builds", "leftover.mount"];
 
 #[test]
 fn every_catalog_id_is_produced_in_process() {
