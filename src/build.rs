@@ -257,9 +257,12 @@ fn access_problems(build: &Build) -> Vec<AccessProblem> {
             out.push(AccessProblem { file: name, rootfs, denied: d });
         }
     }
+    // Once, not per dependency: a header may name 65535 builds.
+    let rootfs_deps: std::collections::HashSet<BuildId> =
+        build.rootfs.header.parsed().map(|h| h.referenced_builds().into_iter().collect()).unwrap_or_default();
     for id in build.dependencies() {
         let dir = build.dir_of(&id);
-        let rootfs = build.rootfs.header.parsed().is_some_and(|h| h.referenced_builds().contains(&id));
+        let rootfs = rootfs_deps.contains(&id);
         // The folder: stat-able (its parent searchable) and itself searchable.
         let folder = match std::fs::metadata(&dir) {
             // Reading files in it needs only search (x) permission on it.
@@ -509,10 +512,11 @@ impl Build {
     /// Builds whose data this build reads (distinct non-nil ids in both headers, minus itself).
     pub fn dependencies(&self) -> Vec<BuildId> {
         let mut deps = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for a in Artifact::ALL {
             if let Some(h) = self.artifact(a).header.parsed() {
                 for id in h.referenced_builds() {
-                    if id != self.id && !deps.contains(&id) {
+                    if id != self.id && seen.insert(id) {
                         deps.push(id);
                     }
                 }

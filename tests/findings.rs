@@ -225,7 +225,98 @@ fn shell(t: &Path) {
     file(t, "bin/sh", &tmpl::demo::stand_in_envd(), 0o755);
 }
 
+/// `metadata.json` of the build folder `b` changed by `edit`.
+fn meta(b: &Path, edit: fn(&mut serde_json::Value)) {
+    let p = b.join("metadata.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+/// `/sbin/init` a link to systemd (a stand-in ELF named systemd); `unit` as
+/// /etc/systemd/system/envd.service, enabled by a multi-user.target.wants link when `enabled`.
+fn systemd(t: &Path, unit: Option<&[u8]>, enabled: bool) {
+    rm(t, "sbin/init");
+    file(t, "lib/systemd/systemd", &tmpl::demo::stand_in_envd(), 0o755);
+    link(t, "sbin/init", "/lib/systemd/systemd");
+    if let Some(u) = unit {
+        file(t, "etc/systemd/system/envd.service", u, 0o644);
+    }
+    if enabled {
+        std::fs::create_dir_all(t.join("etc/systemd/system/multi-user.target.wants")).unwrap();
+        link(t, "etc/systemd/system/multi-user.target.wants/envd.service", "/etc/systemd/system/envd.service");
+    }
+}
+
+/// A dynamically linked ELF for this machine whose loader (PT_INTERP) is not in the image.
+fn dynamic_elf() -> Vec<u8> {
+    let machine = tmpl::snapshot::Arch::host().unwrap_or(tmpl::snapshot::Arch::X86_64).elf_machine();
+    tmpl::elf::synthetic(machine, Some("/lib/ld-musl-x86_64.so.1"))
+}
+
+/// A manifest naming one injected file, `/usr/bin/envd` as a 1-byte file (the demo's is longer).
+const DRIFTED_MANIFEST: &str = r#"{"format_version":1,"written_by":"tmpl","written_at":"2026-01-01T00:00:00Z","build_id":"10000000-0000-4000-8000-000000000004","backend":"e2fs","files":[{"path":"/usr/bin/envd","kind":"file","len":1,"mode":493,"uid":0,"gid":0}]}"#;
+
+/// The zstd V4 base's own entry in the builds section of `h`.
+fn own(h: &mut Header) -> &mut header::BuildInfo {
+    let id = h.build_id;
+    h.builds.iter_mut().find(|b| b.build == id).expect("the header lists its own build")
+}
+
+/// The zstd V4 base with its rootfs header changed by `edit`, verified with `args`.
+fn zstd_header(args: &[&str], edit: fn(&mut Header)) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+    let p = root.join(ids::ZSTD_BASE).join("rootfs.ext4.header");
+    let mut h = read_header(&p);
+    edit(&mut h);
+    write_header(&p, &h);
+    one(root, d, args)
+}
+
+/// `debugfs -w -R cmd image` (real e2fsprogs writes the damage).
+fn debugfs(image: &Path, cmd: &str) {
+    let out = std::process::Command::new("debugfs").args(["-w", "-R", cmd]).arg(image).output().unwrap();
+    assert!(out.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// [`tree_case`] with the demo's minimal tree unchanged, then `cmd` run on the image by debugfs.
+fn damaged_image(cmd: &str) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root, args) = tree_case(|_| {});
+    debugfs(&root.join(ids::LEGACY).join("rootfs.ext4"), cmd);
+    (d, root, args)
+}
+
+/// The legacy build with `snap` as its snapfile.
+fn snapfile_case(snap: Vec<u8>) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let (d, root) = storage_with(&[ids::LEGACY]);
+    std::fs::write(root.join(ids::LEGACY).join("snapfile"), snap).unwrap();
+    one(root, d, &[ids::LEGACY])
+}
+
+fn host_arch() -> tmpl::snapshot::Arch {
+    tmpl::snapshot::Arch::host().unwrap_or(tmpl::snapshot::Arch::X86_64)
+}
+
+/// The build folder's snapfile replaced by a link to the sysfs attribute `target`.
+fn sys_link(b: &Path, target: &str) {
+    assert!(Path::new(target).exists(), "{target} exists on every Linux host");
+    rm(b, "snapfile");
+    link(b, "snapfile", target);
+}
+
 const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        expect: "node.kernel-missing",
+        make: || {
+            let (d, root) = storage_with(&[ids::BASE]);
+            let (kernels, fcs) = (d.path().join("fc-kernels"), d.path().join("fc-versions"));
+            std::fs::create_dir_all(&kernels).unwrap();
+            std::fs::create_dir_all(&fcs).unwrap();
+            let (k, f) = (kernels.to_str().unwrap().to_string(), fcs.to_str().unwrap().to_string());
+            let args = [ids::BASE, "--host-kernels-dir", &k, "--firecracker-versions-dir", &f];
+            one(root, d, &args)
+        },
+    },
     Scenario {
         expect: "build.empty",
         make: || {
@@ -862,6 +953,269 @@ const SCENARIOS: &[Scenario] = &[
             })
         },
     },
+    Scenario {
+        expect: "metadata.legacy-version",
+        make: || edited(ids::BASE, |b| meta(b, |v| v["version"] = 1.into())),
+    },
+    Scenario {
+        expect: "metadata.no-version",
+        make: || {
+            edited(ids::BASE, |b| {
+                meta(b, |v| {
+                    v.as_object_mut().unwrap().remove("version");
+                })
+            })
+        },
+    },
+    Scenario {
+        expect: "metadata.bad-field",
+        make: || edited(ids::BASE, |b| meta(b, |v| v["template"]["kernel_version"] = 6.into())),
+    },
+    Scenario {
+        expect: "metadata.missing-versions",
+        make: || edited(ids::BASE, |b| meta(b, |v| v["template"]["kernel_version"] = "".into())),
+    },
+    Scenario {
+        expect: "manifest.invalid",
+        make: || edited(ids::LEGACY, |b| std::fs::write(b.join("tmpl-manifest.json"), b"{ not json").unwrap()),
+    },
+    Scenario {
+        expect: "manifest.drift",
+        make: || edited(ids::LEGACY, |b| std::fs::write(b.join("tmpl-manifest.json"), DRIFTED_MANIFEST).unwrap()),
+    },
+    Scenario {
+        expect: "leftover.fork",
+        make: || {
+            edited(ids::LEGACY, |b| {
+                let fork = b.parent().unwrap().join(".tmpl-fork-20000000-0000-4000-8000-000000000009.partial");
+                let owner = format!(r#"{{"source":"{}","pid":1,"started_at":"2026-01-01T00:00:00Z"}}"#, ids::LEGACY);
+                file(&fork, ".tmpl-fork.json", owner.as_bytes(), 0o644);
+            })
+        },
+    },
+    Scenario { expect: "systemd.envd-service-missing", make: || tree_case(|t| systemd(t, None, false)) },
+    Scenario {
+        expect: "systemd.envd-masked",
+        make: || {
+            tree_case(|t| {
+                systemd(t, None, true);
+                link(t, "etc/systemd/system/envd.service", "/dev/null");
+            })
+        },
+    },
+    Scenario {
+        expect: "systemd.envd-not-enabled",
+        make: || tree_case(|t| systemd(t, Some(b"[Service]\nExecStart=/usr/bin/envd\n"), false)),
+    },
+    Scenario {
+        expect: "systemd.no-exec-start",
+        make: || tree_case(|t| systemd(t, Some(b"[Service]\nType=simple\n"), true)),
+    },
+    Scenario {
+        expect: "systemd.exec-start-missing",
+        make: || tree_case(|t| systemd(t, Some(b"[Service]\nExecStart=/usr/bin/not-there\n"), true)),
+    },
+    Scenario {
+        expect: "systemd.envd-flag",
+        make: || tree_case(|t| systemd(t, Some(b"[Service]\nExecStart=/usr/bin/envd -debug\n"), true)),
+    },
+    Scenario {
+        expect: "init.loader-missing",
+        make: || {
+            tree_case(|t| {
+                rm(t, "sbin/init");
+                file(t, "sbin/init", &dynamic_elf(), 0o755);
+            })
+        },
+    },
+    Scenario {
+        expect: "envd.loader-missing",
+        make: || {
+            tree_case(|t| {
+                file(t, "usr/bin/envd", &dynamic_elf(), 0o755);
+                wrapper(t, b"#!/bin/sh\nexec /usr/bin/envd\n");
+            })
+        },
+    },
+    Scenario {
+        expect: "envd.truncated",
+        make: || {
+            tree_case(|t| {
+                let mut elf = tmpl::demo::stand_in_envd();
+                // The PT_LOAD's p_filesz (program headers start at 64; p_filesz is at +32): 1 MiB
+                // of a file that has a few hundred bytes.
+                elf[96..104].copy_from_slice(&(1u64 << 20).to_le_bytes());
+                file(t, "usr/bin/envd", &elf, 0o755);
+                wrapper(t, b"#!/bin/sh\nexec /usr/bin/envd\n");
+            })
+        },
+    },
+    Scenario {
+        expect: "rootfs.over-cap",
+        make: || {
+            tree_case(|t| {
+                // A wrapper over the 1 MiB cap on scripts.
+                let mut script = b"#!/bin/sh\nexec /usr/bin/envd\n".to_vec();
+                script.resize(2 << 20, b'#');
+                wrapper(t, &script);
+            })
+        },
+    },
+    Scenario {
+        expect: "rootfs.reader-panic",
+        // ext4-view 1.0.0 panics on a linear directory block whose inode has the htree flag
+        // (EXT4_INDEX_FL 0x1000, beside EXTENTS_FL 0x80000): see src/rootfs/guard.rs.
+        make: || damaged_image("sif /sbin flags 0x81000"),
+    },
+    Scenario {
+        expect: "init.unreadable",
+        // /sbin's extent header magic zeroed: the directory holding init cannot be read.
+        make: || damaged_image("sif /sbin block[0] 0"),
+    },
+    Scenario {
+        expect: "header.build-entry-invalid",
+        make: || zstd_header(&[ids::ZSTD_BASE], |h| own(h).file_size = -1),
+    },
+    Scenario {
+        expect: "header.unused-data",
+        make: || {
+            zstd_header(&[ids::ZSTD_BASE], |h| {
+                for m in &mut h.mappings {
+                    m.build = tmpl::vocab::BuildId::nil();
+                }
+            })
+        },
+    },
+    Scenario {
+        expect: "header.frame-table-gap",
+        make: || {
+            zstd_header(&[ids::ZSTD_BASE], |h| {
+                // The last mapping reads uncompressed bytes past the last frame.
+                let end = own(h).frames.frames.last().unwrap().end_u();
+                let id = h.build_id;
+                h.mappings.iter_mut().rfind(|m| m.build == id).unwrap().storage_offset = end;
+            })
+        },
+    },
+    Scenario { expect: "data.size-mismatch", make: || zstd_header(&[ids::ZSTD_BASE], |h| own(h).file_size += 4096) },
+    Scenario {
+        expect: "data.length-mismatch",
+        make: || zstd_header(&["--deep", ids::ZSTD_BASE], |h| own(h).file_size += 4096),
+    },
+    Scenario {
+        expect: "data.frame-size",
+        make: || {
+            zstd_header(&["--deep", ids::ZSTD_BASE], |h| {
+                // The first frame claims one block more than it decompresses to.
+                let frames = &mut own(h).frames.frames;
+                frames[0].size_u += 4096;
+                for f in &mut frames[1..] {
+                    f.start_u += 4096;
+                }
+            })
+        },
+    },
+    Scenario {
+        expect: "data.read-error",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE]);
+            let data = data_file(&root.join(ids::ZSTD_BASE), "rootfs.ext4");
+            let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+            f.set_len(f.metadata().unwrap().len() / 2).unwrap();
+            one(root, d, &["--deep", ids::ZSTD_BASE])
+        },
+    },
+    Scenario {
+        expect: "snapfile.memory-regions",
+        make: || {
+            use tmpl::fixtures::snapfile::{self as fc, Vm};
+            snapfile_case(fc::snapfile(&fc::V1_12_1, &Vm { with_regions: false, ..Vm::new(64) }))
+        },
+    },
+    Scenario {
+        expect: "snapfile.state-undecodable",
+        make: || snapfile_case(tmpl::fixtures::snapfile::build_bincode(host_arch(), "4.0.0", b"\x01")),
+    },
+    Scenario {
+        expect: "snapfile.bad-header",
+        make: || {
+            let mut snap = tmpl::fixtures::snapfile::build_bincode(host_arch(), "4.0.0", b"");
+            // The version string's length (after the 8-byte magic): 1 TiB.
+            snap[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            snapfile_case(snap)
+        },
+    },
+    Scenario {
+        expect: "data.partial-frame-table",
+        make: || {
+            let (d, root) = storage_with(&[ids::ZSTD_BASE, ids::LZ4_CHILD]);
+            // The child's rootfs header keeps a trimmed table of the base's frames (its frame
+            // starts past offset 0), and the base's own header (with the full table) is gone.
+            let p = root.join(ids::LZ4_CHILD).join("rootfs.ext4.header");
+            let mut h = read_header(&p);
+            let base = tmpl::vocab::BuildId::parse(ids::ZSTD_BASE).unwrap();
+            h.builds.iter_mut().find(|b| b.build == base).unwrap().frames.frames[0].start_u = 4096;
+            write_header(&p, &h);
+            std::fs::remove_file(root.join(ids::ZSTD_BASE).join("rootfs.ext4.header")).unwrap();
+            one(root, d, &["--deep", ids::LZ4_CHILD])
+        },
+    },
+    Scenario {
+        expect: "header.too-many-builds",
+        make: || {
+            edited(ids::BASE, |b| {
+                // One block from each of 65536 builds (one more than tmpl follows).
+                let p = b.join("rootfs.ext4.header");
+                let mut h = read_header(&p);
+                let bs = h.block_size;
+                h.mappings = (0..=u64::from(u16::MAX))
+                    .map(|i| header::Mapping {
+                        offset: i * bs,
+                        length: bs,
+                        build: tmpl::vocab::BuildId::parse(&format!("70000000-0000-4000-8000-{i:012x}")).unwrap(),
+                        storage_offset: 0,
+                    })
+                    .collect();
+                std::fs::write(&p, header::encode(&h)).unwrap();
+            })
+        },
+    },
+    Scenario {
+        expect: "access.denied",
+        // Root passes mode bits, but the kernel refuses to open a write-only sysfs attribute
+        // for reading (EACCES, kernfs has no read for it): a snapfile linked to one.
+        make: || edited(ids::LEGACY, |b| sys_link(b, "/sys/bus/platform/uevent")),
+    },
+    Scenario {
+        expect: "snapfile.unreadable",
+        // Opens, but reading fails (EINVAL: the loopback device has no link speed).
+        make: || edited(ids::LEGACY, |b| sys_link(b, "/sys/class/net/lo/speed")),
+    },
+    Scenario {
+        expect: "edit.commit-running",
+        make: || {
+            edited(ids::LEGACY, |b| {
+                std::fs::write(b.join(".tmpl-commit.json"), b"{}").unwrap();
+                // Another process holds the build folder's flock, as a committing edit does, until
+                // the journal goes (with the scenario's temp dir); `locked` says it has the lock.
+                let locked = b.parent().unwrap().join("locked");
+                let script = format!(
+                    "touch '{}'; while [ -e '{}' ]; do sleep 0.1; done",
+                    locked.display(),
+                    b.join(".tmpl-commit.json").display()
+                );
+                let mut holder =
+                    std::process::Command::new("flock").arg(b).args(["sh", "-c", &script]).spawn().unwrap();
+                // Reaped when it ends.
+                std::thread::spawn(move || holder.wait());
+                let start = std::time::Instant::now();
+                while !locked.exists() {
+                    assert!(start.elapsed().as_secs() < 30, "flock did not take the lock");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+        },
+    },
 ];
 
 #[test]
@@ -881,49 +1235,33 @@ fn each_hostile_build_gets_its_finding() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Catalog ids no in-process scenario produces yet. The list may only shrink: an id here that a
-/// scenario produces, or that is not in the catalog, fails the test.
-const NOT_YET: &[&str] = &[
-    "access.denied",
-    "build.check-failed",
-    "data.frame-size",
-    "data.length-mismatch",
-    "data.partial-frame-table",
-    "data.read-error",
-    "data.size-mismatch",
-    "edit.commit-running",
-    "envd.loader-missing",
-    "envd.truncated",
-    "header.build-entry-invalid",
-    "header.frame-table-gap",
-    "header.too-many-builds",
-    "header.unused-data",
-    "init.loader-missing",
-    "init.unreadable",
-    "leftover.fork",
-    "leftover.mount",
-    "manifest.drift",
-    "manifest.invalid",
-    "metadata.bad-field",
-    "metadata.legacy-version",
-    "metadata.missing-versions",
-    "metadata.no-version",
-    "rootfs.over-cap",
-    "rootfs.reader-panic",
-    "snapfile.bad-header",
-    "snapfile.memory-regions",
-    "snapfile.state-undecodable",
-    "snapfile.unreadable",
-    "systemd.envd-flag",
-    "systemd.envd-masked",
-    "systemd.envd-not-enabled",
-    "systemd.envd-service-missing",
-    "systemd.exec-start-missing",
-    "systemd.no-exec-start",
-    // A storage failing mid-read needs an object-storage server: tests/remote_commands.rs
-    // (`s3_faults`) produces it through the fault proxy in front of moto.
-    "storage.unavailable",
-];
+/// `check-kernel` in-process on a file that is no kernel, with a `.config` that sets nothing:
+/// every requirement of an E2B guest is missing.
+fn check_kernel_ids() -> BTreeSet<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, config) = (dir.path().join("vmlinux.bin"), dir.path().join("config"));
+    std::fs::write(&kernel, b"not a kernel").unwrap();
+    // One option set, so it reads as a config; every requirement of an E2B guest is unset.
+    std::fs::write(&config, "CONFIG_EXPERT=y\n").unwrap();
+    let args = ["check-kernel", kernel.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    match run(&args).unwrap_or_else(|e| panic!("check-kernel: {e}")) {
+        Outcome::CheckKernel(r) => r.findings.iter().map(|f| f.id.clone()).collect(),
+        other => panic!("check-kernel returned {other:?}"),
+    }
+}
+
+/// Catalog ids no in-process scenario produces, each for a reason a scenario cannot change. The
+/// list may only shrink: an id here that a scenario produces, or that is not in the catalog,
+/// fails the test.
+/// - `build.check-failed`: the net under a panic inside the checks. A build produces it only
+///   through a bug (tests/fuzz.rs asserts no mutated build ever does); the dependency panic
+///   that is real (ext4-view, `rootfs.reader-panic` above) is caught closer by the rootfs guard.
+/// - `leftover.mount`: needs a loop mount of a work copy left in the host namespace (root, a
+///   mount that outlives the scenario). Covered by tests/mount.rs.
+/// - `storage.unavailable`: a storage failing while a build is read needs an object-storage
+///   server; tests/remote_commands.rs (`s3_faults`) produces it through a fault proxy in front
+///   of moto.
+const NOT_YET: &[&str] = &["build.check-failed", "leftover.mount", "storage.unavailable"];
 
 #[test]
 fn every_catalog_id_is_produced_in_process() {
@@ -940,6 +1278,9 @@ fn every_catalog_id_is_produced_in_process() {
         for id in ids_of(&verify(&root, &args)) {
             produced.entry(id).or_insert_with(|| s.expect.to_string());
         }
+    }
+    for id in check_kernel_ids() {
+        produced.entry(id).or_insert_with(|| "check-kernel on a kernel configured with nothing".into());
     }
     let catalog: BTreeSet<&str> = tmpl::checks::catalog().iter().map(|c| c.id).collect();
     let strange: Vec<&String> = produced.keys().filter(|id| !catalog.contains(id.as_str())).collect();
