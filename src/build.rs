@@ -295,7 +295,7 @@ fn access_problems(build: &Build) -> Vec<AccessProblem> {
 /// A read of a file in a remote storage that failed because of the storage (see
 /// `checks::is_storage_failure`).
 fn remote_failure(path: &Path, e: &SmallFileError) -> bool {
-    crate::checks::is_storage_failure(e.io().map(io::Error::kind)) && crate::remote::mount::is_mounted(path)
+    crate::remote::is_storage_failure(e.io().map(io::Error::kind)) && crate::remote::mount::is_mounted(path)
 }
 
 fn remote_error(path: &Path, e: &SmallFileError) -> BuildError {
@@ -366,7 +366,7 @@ impl Build {
             Some(_) => match snapshot::analyze_file(&spath) {
                 Ok(i) => Loaded::Parsed(i),
                 Err(e)
-                    if crate::checks::is_storage_failure(Some(e.kind()))
+                    if crate::remote::is_storage_failure(Some(e.kind()))
                         && crate::remote::mount::is_mounted(&spath) =>
                 {
                     return Err(BuildError::io(&spath, e));

@@ -12,6 +12,7 @@ pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod compress;
+pub mod copy;
 pub mod deep;
 pub mod demo;
 pub mod device;
@@ -106,8 +107,8 @@ pub fn dispatch(command: Command, ctx: &Ctx) -> Result<Outcome> {
         Command::PurgeCache(a) => commands::purge_cache::run(a, ctx),
         Command::Backups(a) => commands::backups::run(a, ctx),
         Command::Copy(a) => commands::copy::run(a, ctx),
-        Command::Completions(a) => commands::completions::run(a, ctx),
-        Command::Man(a) => commands::man::run(a, ctx),
+        Command::Completions(a) => commands::completions::run(a, ctx, <Cli as clap::CommandFactory>::command()),
+        Command::Man(a) => commands::man::run(a, ctx, <Cli as clap::CommandFactory>::command()),
     }
 }
 

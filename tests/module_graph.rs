@@ -167,3 +167,41 @@ fn paths_and_grouped_imports_are_seen() {
     assert_eq!(got, ["build", "device", "report", "vocab"].map(String::from).into());
     assert!(deps_in("use crate::sys::x;", &names, "sys").is_empty(), "a module's own paths are not edges");
 }
+
+/// docs/architecture.md's "Module graph" block is the graph of the code as it is: a module added,
+/// or an import that changes the layering, fails here until the page says so. The failure
+/// prints the block to paste.
+#[test]
+fn the_architecture_page_draws_the_current_graph() {
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md")).unwrap();
+    let section = page.split("## Module graph").nth(1).expect("the page has a Module graph section");
+    let block = section.split("```").nth(1).expect("the section has a code block");
+    let mut drawn: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut last = String::new();
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        // "name → deps" or a continuation line (deps only, indented); "(none)" and a trailing
+        // "(...)" remark are not modules.
+        let deps = match line.split_once('→') {
+            Some((name, deps)) => {
+                last = name.trim().to_string();
+                deps
+            }
+            None => line,
+        };
+        let deps = deps.split('(').next().unwrap_or("");
+        let entry = drawn.entry(last.clone()).or_default();
+        entry.extend(deps.split_whitespace().map(str::to_string));
+    }
+    let actual = graph();
+    if drawn != actual {
+        let expected: Vec<String> = actual
+            .iter()
+            .map(|(m, d)| {
+                let deps =
+                    if d.is_empty() { "(none)".to_string() } else { d.iter().cloned().collect::<Vec<_>>().join(" ") };
+                format!("{m:<10} → {deps}")
+            })
+            .collect();
+        panic!("docs/architecture.md's module graph is not the code's; the code's is:\n{}", expected.join("\n"));
+    }
+}

@@ -86,15 +86,7 @@ pub fn open_failure(e: &crate::error::Error) -> Finding {
     Finding::new(check, None, e.to_string())
 }
 
-/// An I/O error kind that means a remote storage failed (not the build): see
-/// `remote::mount::to_io`.
-pub fn is_storage_failure(kind: Option<std::io::ErrorKind>) -> bool {
-    use std::io::ErrorKind as K;
-    matches!(
-        kind,
-        Some(K::TimedOut | K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted | K::PermissionDenied)
-    )
-}
+pub use crate::remote::is_storage_failure;
 
 /// The check for data of `build` that could not be read: `storage.unavailable` when the build is
 /// in a remote storage that failed, else `default`.

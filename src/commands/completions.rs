@@ -3,7 +3,6 @@
 
 use std::io::{self, Write};
 
-use clap::CommandFactory;
 use clap_complete::Shell;
 use serde::Serialize;
 
@@ -44,21 +43,28 @@ impl Report for CompletionsReport {
     }
 }
 
-/// The completion script for `shell`. Generated into memory first: clap_complete panics when its
+/// The completion script for `shell` of the command tree `cli` (the entry layer passes tmpl's own
+/// clap definition, so this module need not import `cli`). Generated into memory first: clap_complete panics when its
 /// writer fails (a closed pipe), and the output layer handles that.
-pub fn script(shell: Shell) -> String {
+pub fn script(shell: Shell, mut cli: clap::Command) -> String {
     let mut buf = Vec::new();
-    clap_complete::generate(shell, &mut crate::cli::Cli::command(), "tmpl", &mut buf);
+    clap_complete::generate(shell, &mut cli, "tmpl", &mut buf);
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-pub fn run(args: Args, _ctx: &Ctx) -> Result<Outcome> {
-    Ok(Outcome::Completions(CompletionsReport { shell: args.shell.to_string(), script: script(args.shell) }))
+/// `cli` is the command tree to complete (tmpl's, from the entry layer).
+pub fn run(args: Args, _ctx: &Ctx, cli: clap::Command) -> Result<Outcome> {
+    Ok(Outcome::Completions(CompletionsReport { shell: args.shell.to_string(), script: script(args.shell, cli) }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    fn tree() -> clap::Command {
+        crate::cli::Cli::command()
+    }
 
     /// Every subcommand and every long flag of each (globals included) appears in the scripts,
     /// so a new flag without completion cannot happen.
@@ -66,7 +72,7 @@ mod tests {
     fn scripts_name_every_subcommand_and_flag() {
         let cli = crate::cli::Cli::command();
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            let s = script(shell);
+            let s = script(shell, tree());
             for sub in cli.get_subcommands() {
                 assert!(s.contains(sub.get_name()), "{shell}: no subcommand {}", sub.get_name());
                 for arg in sub.get_arguments().chain(cli.get_arguments()) {
@@ -80,10 +86,10 @@ mod tests {
 
     #[test]
     fn bash_script_registers_tmpl() {
-        let s = script(Shell::Bash);
+        let s = script(Shell::Bash, tree());
         assert!(s.contains("complete -F _tmpl") && s.contains("tmpl"), "{s}");
-        let fish = script(Shell::Fish);
+        let fish = script(Shell::Fish, tree());
         assert!(fish.contains("complete -c tmpl"), "{fish}");
-        assert!(script(Shell::Zsh).starts_with("#compdef tmpl"));
+        assert!(script(Shell::Zsh, tree()).starts_with("#compdef tmpl"));
     }
 }

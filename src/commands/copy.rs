@@ -1,15 +1,15 @@
 //! `tmpl copy BUILD --to DST [--from SRC]`: copy a build and its ancestors between storages
 //! (local directories, `s3://`, `gs://`, `azblob://`), planned, ordered, verified, rolled back on
-//! failure. The domain is `crate::remote::copy`; this file resolves the two storages and renders.
+//! failure. The domain is `crate::copy`; this file resolves the two storages and renders.
 
 use std::io::{self, Write};
 
 use serde::Serialize;
 
 use super::{Ctx, Outcome};
+use crate::copy::{self, Action, BuildPlan, Conflict, Item};
 use crate::error::{Error, Result};
 use crate::exit_code;
-use crate::remote::copy::{self, Action, BuildPlan, Conflict, Item};
 use crate::remote::{self as remote, Location, Stats, Store};
 use crate::report::{Report, Style, human_bytes};
 use crate::vocab::BuildId;

@@ -4,7 +4,6 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
 use serde::Serialize;
 
 use super::{Ctx, Outcome};
@@ -73,17 +72,17 @@ impl Report for ManReport {
     }
 }
 
-/// The command tree as clap builds it (bin names like `tmpl verify`, global flags propagated to
-/// each subcommand), without the `help` subcommand.
-fn built() -> clap::Command {
-    let mut cmd = crate::cli::Cli::command().disable_help_subcommand(true);
+/// The command tree `cli` as clap builds it (bin names like `tmpl verify`, global flags
+/// propagated to each subcommand), without the `help` subcommand.
+fn built(cli: clap::Command) -> clap::Command {
+    let mut cmd = cli.disable_help_subcommand(true);
     cmd.build();
     cmd
 }
 
 /// Every page: `(name, roff)` for tmpl and each visible subcommand, in definition order.
-pub fn pages() -> Vec<(String, String)> {
-    let root = built();
+pub fn pages(cli: clap::Command) -> Vec<(String, String)> {
+    let root = built(cli);
     let subs: Vec<String> =
         root.get_subcommands().filter(|s| !s.is_hide_set()).map(|s| format!("tmpl-{}", s.get_name())).collect();
     let mut out = vec![("tmpl".to_string(), render(&root, &subs))];
@@ -115,9 +114,9 @@ fn render(cmd: &clap::Command, see_also: &[String]) -> String {
     s
 }
 
-fn write_pages(dir: &Path) -> Result<Vec<ManPage>> {
+fn write_pages(dir: &Path, cli: clap::Command) -> Result<Vec<ManPage>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
-    pages()
+    pages(cli)
         .into_iter()
         .map(|(name, roff)| {
             let file = dir.join(format!("{name}.1"));
@@ -127,16 +126,18 @@ fn write_pages(dir: &Path) -> Result<Vec<ManPage>> {
         .collect()
 }
 
-pub fn run(args: Args, _ctx: &Ctx) -> Result<Outcome> {
+/// `cli` is the command tree to document (tmpl's, from the entry layer: this module does not
+/// import `cli`).
+pub fn run(args: Args, _ctx: &Ctx, cli: clap::Command) -> Result<Outcome> {
     if let Some(dir) = args.out {
-        let pages = write_pages(&dir)?;
+        let pages = write_pages(&dir, cli)?;
         return Ok(Outcome::Man(ManReport { out: Some(dir), pages }));
     }
     let want = match args.command.as_deref() {
         None | Some("tmpl") => "tmpl".to_string(),
         Some(c) => format!("tmpl-{}", c.strip_prefix("tmpl-").unwrap_or(c)),
     };
-    let all = pages();
+    let all = pages(cli);
     let known: Vec<&str> = all.iter().map(|(n, _)| n.strip_prefix("tmpl-").unwrap_or(n)).collect();
     let known = known.join(", ");
     match all.into_iter().find(|(n, _)| *n == want) {
@@ -150,13 +151,14 @@ pub fn run(args: Args, _ctx: &Ctx) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
     /// One page per visible subcommand plus tmpl(1); each names every long flag the command
     /// accepts (global ones included), so the pages cannot drift from the flags.
     #[test]
     fn a_page_per_command_naming_every_flag() {
-        let root = built();
-        let pages = pages();
+        let root = built(crate::cli::Cli::command());
+        let pages = pages(crate::cli::Cli::command());
         assert_eq!(pages.len(), 1 + root.get_subcommands().count());
         assert_eq!(pages[0].0, "tmpl");
         for sub in root.get_subcommands() {
@@ -180,7 +182,7 @@ mod tests {
     #[test]
     fn pages_are_written_to_a_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let written = write_pages(&dir.path().join("man1")).unwrap();
+        let written = write_pages(&dir.path().join("man1"), crate::cli::Cli::command()).unwrap();
         assert!(written.iter().any(|p| p.name == "tmpl-verify"));
         for p in &written {
             let f = p.file.as_ref().unwrap();

@@ -33,7 +33,6 @@
 //! # Ok::<(), tmpl::remote::Error>(())
 //! ```
 
-pub mod copy;
 mod env;
 mod error;
 mod file;
@@ -51,3 +50,13 @@ pub use store::{
     AZURITE_ACCOUNT, AZURITE_KEY, Config, MAX_KEY_LEN, Metadata, ObjectInfo, ObjectReader, SIDECAR_SUFFIX, Store,
     UNCOMPRESSED_SIZE_KEY,
 };
+
+/// An I/O error kind that means a remote storage failed (not the build): see
+/// `remote::mount::to_io`.
+pub fn is_storage_failure(kind: Option<std::io::ErrorKind>) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        Some(K::TimedOut | K::ConnectionRefused | K::ConnectionReset | K::ConnectionAborted | K::PermissionDenied)
+    )
+}

@@ -32,10 +32,10 @@ use std::io::{self, Read};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::error::{Error, Result};
-use super::store::{Metadata, ObjectInfo, SIDECAR_SUFFIX, Store};
 use crate::header;
 use crate::progress::Progress;
+use crate::remote::{Error, Result};
+use crate::remote::{Metadata, ObjectInfo, SIDECAR_SUFFIX, Store};
 use crate::vocab::BuildId;
 use crate::vocab::files::METADATA;
 
