@@ -362,6 +362,12 @@ impl MarkerScan {
         self.tail = buf[buf.len() - keep..].to_vec();
     }
 
+    /// The next chunk does not follow the last one in the file (a different section): no
+    /// marker may span the two.
+    pub fn gap(&mut self) {
+        self.tail.clear();
+    }
+
     fn finish_capture(&mut self) {
         if let Some(cap) = self.capture.take() {
             self.buildinfo = crate::elf::go_buildinfo(&cap);
@@ -403,6 +409,107 @@ impl MarkerScan {
             bytes_scanned: self.scanned,
         }
     }
+}
+
+/// Sections that can hold what [`MarkerScan`] looks for: string literals (Go's flag names,
+/// C's NUL-terminated version strings, the word "envd") live in read-only data, initialised
+/// data holds the rest, and `.go.buildinfo` the build information. Code, Go's tables
+/// (`.gopclntab`, `.typelink`, ...), symbols and debug information cannot, and are most of a
+/// binary: they are not read.
+fn may_hold_strings(s: &crate::elf::Section) -> bool {
+    let n = s.name.as_str();
+    s.sh_type != crate::elf::SHT_NOBITS
+        && s.flags & crate::elf::SHF_EXECINSTR == 0
+        && (n == ".rodata"
+            || n.starts_with(".rodata.")
+            || n == ".data"
+            || n.starts_with(".data.")
+            || n == ".noptrdata"
+            || n == ".go.buildinfo")
+}
+
+/// Read `buf.len()` bytes at `offset` through `read_at` (which may return fewer at a time; 0 is
+/// the end of the file). Fails when the file ends first.
+fn read_exact_at<E>(
+    read_at: &mut impl FnMut(u64, &mut [u8]) -> Result<usize, E>,
+    offset: u64,
+    buf: &mut [u8],
+) -> Option<()> {
+    let mut got = 0usize;
+    while got < buf.len() {
+        let k = read_at(offset.checked_add(got as u64)?, &mut buf[got..]).ok()?;
+        if k == 0 {
+            return None;
+        }
+        got += k;
+    }
+    Some(())
+}
+
+/// [`MarkerScan`] over only the sections of an ELF file of `len` bytes that can hold what it
+/// looks for, located through the section header table; `read_at(offset, buf)` reads the file.
+/// `None` when that cannot be done — no section table, a foreign or damaged one, a section
+/// past the end of the file, no read-only data section, a read error: the caller streams the
+/// file instead ([`SCAN_LIMIT`] bytes at most), so the answer is never worse than a full scan.
+/// At most [`SCAN_LIMIT`] bytes of sections are read.
+pub fn scan_elf_sections<E>(
+    len: u64,
+    mut read_at: impl FnMut(u64, &mut [u8]) -> Result<usize, E>,
+) -> Option<BinaryFacts> {
+    let mut head = vec![0u8; usize::try_from(len.min(64)).ok()?];
+    read_exact_at(&mut read_at, 0, &mut head)?;
+    let table = crate::elf::section_table(&head)?;
+    if table.len > crate::elf::MAX_SECTION_TABLE || table.offset.checked_add(table.len)? > len {
+        return None;
+    }
+    let mut raw = vec![0u8; usize::try_from(table.len).ok()?];
+    read_exact_at(&mut read_at, table.offset, &mut raw)?;
+    let sections = table.sections(&raw, |off, n| {
+        if n > crate::elf::MAX_SECTION_NAMES || off.checked_add(n)? > len {
+            return None;
+        }
+        let mut names = vec![0u8; usize::try_from(n).ok()?];
+        read_exact_at(&mut read_at, off, &mut names)?;
+        Some(names)
+    })?;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for s in sections.iter().filter(|s| may_hold_strings(s)) {
+        let end = s.offset.checked_add(s.size)?;
+        if end > len {
+            return None;
+        }
+        if s.size > 0 {
+            ranges.push((s.offset, end));
+        }
+    }
+    if !sections.iter().any(|s| s.name == ".rodata" || s.name.starts_with(".rodata.")) {
+        return None;
+    }
+    // In file order, overlapping or adjacent sections merged: each byte is read once.
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let mut scan = MarkerScan::default();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut budget = SCAN_LIMIT;
+    for (a, b) in merged {
+        scan.gap();
+        let stop = b.min(a.saturating_add(budget));
+        let mut at = a;
+        while at < stop {
+            let n = usize::try_from((stop - at).min(buf.len() as u64)).ok()?;
+            read_exact_at(&mut read_at, at, &mut buf[..n])?;
+            scan.feed(&buf[..n]);
+            at += n as u64;
+            budget -= n as u64;
+        }
+    }
+    Some(scan.finish())
 }
 
 #[cfg(test)]
@@ -500,5 +607,103 @@ mod tests {
         let mut two = MarkerScan::default();
         two.feed(b"\x001.2.3\x00\x004.5.6\x00envd");
         assert_eq!(two.finish().version, None);
+    }
+
+    /// Every byte of `bin` through [`MarkerScan`], as tmpl read envd before section-guided reads.
+    fn streamed(bin: &[u8]) -> BinaryFacts {
+        let mut scan = MarkerScan::default();
+        for c in bin.chunks(1 << 20) {
+            scan.feed(c);
+        }
+        scan.finish()
+    }
+
+    /// [`scan_elf_sections`] over `bin` in memory, and how many bytes it read.
+    fn guided(bin: &[u8]) -> (Option<BinaryFacts>, u64) {
+        let mut read = 0u64;
+        let f = scan_elf_sections(bin.len() as u64, |off, buf: &mut [u8]| {
+            let from = bin.get(usize::try_from(off).unwrap()..).unwrap_or_default();
+            let n = buf.len().min(from.len());
+            buf[..n].copy_from_slice(&from[..n]);
+            read += n as u64;
+            Ok::<_, ()>(n)
+        });
+        (f, read)
+    }
+
+    fn same_but_bytes(mut a: BinaryFacts, b: &BinaryFacts) -> BinaryFacts {
+        a.bytes_scanned = b.bytes_scanned;
+        a
+    }
+
+    #[test]
+    fn section_guided_scan_tells_what_the_full_scan_tells_reading_a_fraction() {
+        let cases: &[(&[&str], Option<&str>, Option<&str>)] = &[
+            (&["port", "isnotfc", "cgroup-root", "no-cgroups"], Some("0.5.1"), None),
+            (&["port", "debug", "cmd"], Some("0.1.4"), None),
+            (&["port", "isnotfc"], None, Some("2026-08-01T10:00:00Z")),
+            (&["port", "isnotfc", "resume-handover"], Some("0.6.0"), Some("2026-09-01T00:00:00Z")),
+        ];
+        for (flags, version, time) in cases {
+            let bin = crate::fixtures::envd_elf::envd_elf(8 << 20, flags, *version, *time);
+            let full = streamed(&bin);
+            let (g, read) = guided(&bin);
+            let g = g.expect("a binary with a section table is read through it");
+            assert_eq!(same_but_bytes(g.clone(), &full), full, "{flags:?}");
+            assert!(full.era.is_some() && full.looks_like_envd, "{full:?}");
+            assert_eq!(full.version.as_deref(), *version);
+            assert_eq!(full.go.is_some(), time.is_some());
+            // Code and Go's tables (3/4 of the file) are not read.
+            assert!(read < bin.len() as u64 / 4, "read {read} of {} bytes", bin.len());
+            assert!(g.bytes_scanned > 0 && g.bytes_scanned <= read, "{} of {read}", g.bytes_scanned);
+        }
+    }
+
+    #[test]
+    fn section_guided_scan_gives_way_to_the_full_scan_when_headers_cannot_be_used() {
+        // No section table (the test envds built without one, stripped binaries).
+        let plain = [crate::elf::synthetic(62, None), b"\0envd\0isnotfc\0".to_vec()].concat();
+        assert_eq!(guided(&plain).0, None);
+        let good = crate::fixtures::envd_elf::envd_elf(1 << 20, &["isnotfc"], None, None);
+        let shoff = usize::try_from(u64::from_le_bytes(good[40..48].try_into().unwrap())).unwrap();
+        // A section table past the end of the file (cut short).
+        assert_eq!(guided(&good[..shoff + 10]).0, None);
+        // A section whose offset + size runs past the end of the file.
+        let mut bad = good.clone();
+        let rodata = shoff + 2 * 64;
+        bad[rodata + 32..rodata + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(guided(&bad).0, None);
+        // A foreign header size, a names index past the table, a table claiming 65535 headers.
+        let mut bad = good.clone();
+        bad[58] = 63;
+        assert_eq!(guided(&bad).0, None);
+        let mut bad = good.clone();
+        bad[62..64].copy_from_slice(&500u16.to_le_bytes());
+        assert_eq!(guided(&bad).0, None);
+        let mut bad = good.clone();
+        bad[60..62].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(guided(&bad).0, None);
+        // No read-only data section: nothing says where the strings are.
+        let mut bad = good.clone();
+        let names = good.windows(8).position(|w| w == b".rodata\0").unwrap();
+        bad[names + 1] = b'x';
+        assert_eq!(guided(&bad).0, None);
+        // A read error.
+        let f = scan_elf_sections(good.len() as u64, |_, _: &mut [u8]| Err::<usize, _>(()));
+        assert_eq!(f, None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn section_guided_scan_never_panics(edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..16)) {
+            let mut bin = crate::fixtures::envd_elf::envd_elf(64 << 10, &["isnotfc"], Some("1.2.3"), None);
+            let n = bin.len();
+            for (at, v) in edits {
+                // The ELF header and the section table at the end.
+                let i = if at < 64 { at } else { n - 1 - (at % 1024) };
+                bin[i] = v;
+            }
+            let _ = guided(&bin);
+        }
     }
 }

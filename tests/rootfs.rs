@@ -427,6 +427,37 @@ fn following_init_in_a_large_image_reads_only_kilobytes() {
 }
 
 #[test]
+fn envd_facts_come_from_its_data_sections_not_the_whole_binary() {
+    // An 8 MiB envd laid out like a Go build: era and version are read from .rodata, the data
+    // sections and .go.buildinfo (located through the section headers), not from code or tables.
+    let bin = tmpl::fixtures::envd_elf::envd_elf(
+        8 << 20,
+        &["port", "isnotfc", "cgroup-root"],
+        Some("0.3.9"),
+        Some("2026-02-01T00:00:00Z"),
+    );
+    let s = Store::new();
+    let t = Tree::new(s.dir.path());
+    t.file("/usr/bin/envd", &bin, 0o755).link("/sbin/init", "/usr/bin/envd");
+    let d = s.w.root.join(BUILD);
+    std::fs::create_dir_all(&d).unwrap();
+    common::mkfs(&t.root, &d.join("rootfs.ext4"), 256);
+    let v = s.inspect(BUILD);
+    let facts = &v["boot"]["envd"][0]["binary"];
+    assert_eq!(facts["version"], "0.3.9", "{facts:#}");
+    assert_eq!(facts["era_source"], "go vcs.time", "{facts:#}");
+    assert_eq!(facts["era"], tmpl::envd::era_for_date("2026-02-01").name, "{facts:#}");
+    assert_eq!(facts["go"]["go_version"], "go1.24.1", "{facts:#}");
+    let markers: Vec<&str> = facts["markers"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert_eq!(markers, ["cgroup-root", "isnotfc"], "{facts:#}");
+    // The reader's byte counter: everything inspect read from the image for the boot path.
+    let read = v["boot"]["bytes_read"].as_u64().unwrap();
+    let len = bin.len() as u64;
+    assert!(read < len / 4, "read {read} bytes of the image for a {len}-byte envd");
+    assert!(facts["bytes_scanned"].as_u64().unwrap() < len / 4, "{facts:#}");
+}
+
+#[test]
 fn busybox_inittab_and_openrc() {
     // Busybox as init: inittab runs envd (a `-` login-shell prefix is not a path).
     let Some((_s, code, f)) = case(|t, b| {

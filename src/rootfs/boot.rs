@@ -573,13 +573,18 @@ impl Walker<'_> {
             && let Some(p) = self.envd[i].target.program.as_ref().filter(|p| p.elf.is_some())
         {
             let path = p.path.clone();
-            let mut scan = MarkerScan::default();
-            // Only the first SCAN_LIMIT bytes: an inode claiming a terabyte costs no more.
-            let _ = self.fs.stream_at_most(&path, envd::SCAN_LIMIT, |chunk| {
-                scan.feed(chunk);
-                Ok(())
-            });
-            self.envd[i].binary = Some(scan.finish());
+            // Only the sections that can tell era and version, found through the ELF headers ...
+            let guided = self.fs.read_parts(&path, |len, read_at| envd::scan_elf_sections(len, read_at)).ok().flatten();
+            self.envd[i].binary = Some(guided.unwrap_or_else(|| {
+                // ... or, when they cannot be used, the first SCAN_LIMIT bytes: an inode
+                // claiming a terabyte costs no more.
+                let mut scan = MarkerScan::default();
+                let _ = self.fs.stream_at_most(&path, envd::SCAN_LIMIT, |chunk| {
+                    scan.feed(chunk);
+                    Ok(())
+                });
+                scan.finish()
+            }));
         }
         self.envd[i].binary.as_ref()
     }

@@ -575,6 +575,31 @@ impl Rootfs {
         Ok(out)
     }
 
+    /// Read parts of one file (following symlinks once): `with` gets the file's length and a
+    /// function that reads at an offset into a buffer (fewer bytes at the end of the file, 0
+    /// past it), and what it returns is returned. Every byte read counts as delivered.
+    pub fn read_parts<T>(
+        &self,
+        path: &str,
+        with: impl FnOnce(u64, &mut dyn FnMut(u64, &mut [u8]) -> Result<usize, RootfsError>) -> T,
+    ) -> Result<T, RootfsError> {
+        let (canonical, mut f) = self.open_file(path)?;
+        let len = f.metadata().len();
+        let mut pos = 0u64;
+        let mut read_at = |offset: u64, buf: &mut [u8]| -> Result<usize, RootfsError> {
+            // Seeking restarts ext4-view's walk of the file's blocks: only when not already there.
+            if offset != pos {
+                self.call(&canonical, |_| f.seek_to(offset))?.map_err(|e| path_err(path, e))?;
+                pos = offset;
+            }
+            let k = self.call(&canonical, |_| f.read_bytes(buf))?.map_err(|e| path_err(path, e))?;
+            self.deliver(k);
+            pos += k as u64;
+            Ok(k)
+        };
+        Ok(with(len, &mut read_at))
+    }
+
     /// Stream a file through `sink` in 1 MiB pieces (following symlinks).
     pub fn stream(&self, path: &str, sink: impl FnMut(&[u8]) -> io::Result<()>) -> Result<u64, RootfsError> {
         self.stream_at_most(path, u64::MAX, sink)
