@@ -876,8 +876,12 @@ fn symlink_swaps_during_purges_never_delete_outside_the_roots() {
         racer.join().unwrap();
         if let Ok(o) = &outcome {
             purged += o.totals.purged;
-            changed +=
-                o.caches.iter().flat_map(|c| &c.skipped).filter(|s| s.reason == cache::SkipReason::Changed).count();
+            changed += o
+                .caches
+                .iter()
+                .flat_map(|c| &c.facts.skipped)
+                .filter(|s| s.reason == cache::SkipReason::Changed)
+                .count();
         }
         let now = outside_files();
         assert_eq!(now, before, "run {run}: {} inodes lost outside the cache roots", before - now);
@@ -914,7 +918,7 @@ fn entries_swapped_for_symlinks_after_planning_are_left_alone_and_reported() {
     let roots = Roots::explicit(&[(CacheKind::Template, template.clone())], d.path().join("lock"));
     let ids = [A, B].map(|i| tmpl::vocab::BuildId::parse(i).unwrap());
     let plan = cache::plan(&roots, &Options::new(Selection::builds(ids))).unwrap();
-    assert_eq!(plan.caches.iter().map(|c| c.entries.len()).sum::<usize>(), 3);
+    assert_eq!(plan.caches.iter().map(|c| c.facts.entries.len()).sum::<usize>(), 3);
     // The swaps.
     std::fs::rename(template.join("base-tpl"), d.path().join("moved-tpl")).unwrap();
     symlink(&outside, template.join("base-tpl")).unwrap();
@@ -922,16 +926,17 @@ fn entries_swapped_for_symlinks_after_planning_are_left_alone_and_reported() {
     symlink(outside.join(B), template.join(B)).unwrap();
     let o = cache::apply(&plan, &tmpl::progress::NoProgress);
     assert_eq!(walk_count(&outside), before, "files outside the root were deleted: {o:#?}");
-    let c = o.caches.iter().find(|c| c.kind == CacheKind::Template).unwrap();
-    let purged: Vec<_> = c.entries.iter().filter(|e| e.status == EntryStatus::Purged).map(|e| &e.entry.path).collect();
+    let c = o.caches.iter().find(|c| c.facts.kind == CacheKind::Template).unwrap();
+    let purged: Vec<_> =
+        c.facts.entries.iter().filter(|e| e.status == EntryStatus::Purged).map(|e| &e.entry.path).collect();
     assert_eq!(purged, vec![&template.join(A)], "{o:#?}");
     let mut changed: Vec<_> =
-        c.skipped.iter().filter(|s| s.reason == SkipReason::Changed).map(|s| &s.entry.path).collect();
+        c.facts.skipped.iter().filter(|s| s.reason == SkipReason::Changed).map(|s| &s.entry.path).collect();
     changed.sort();
     let mut want = [template.join(B), template.join("base-tpl").join(A)];
     want.sort();
     assert_eq!(changed, want.iter().collect::<Vec<_>>(), "{o:#?}");
-    assert!(c.skipped.iter().all(|s| s.detail.contains("replaced")), "{o:#?}");
+    assert!(c.facts.skipped.iter().all(|s| s.detail.contains("replaced")), "{o:#?}");
     assert_eq!(o.verdict, Verdict::SafetySkipped);
     // The real entries, moved away by the swapper, were not touched either.
     assert!(d.path().join("moved-tpl").join(A).join("cache/1e1e/snapfile").exists());

@@ -49,26 +49,30 @@ impl Report for PurgeReport {
             if o.force { " (--force)" } else { "" }
         )?;
         for c in &o.caches {
-            let root =
-                c.root.as_ref().map(|p| sanitize(&p.display().to_string()).into_owned()).unwrap_or_else(|| "-".into());
-            let head = format!("{:<9} {root}", c.kind.name());
-            match c.status {
-                RootStatus::Ok => writeln!(w, "{} ({})", style.bold(&head), sanitize(&c.source.detail))?,
+            let root = c
+                .facts
+                .root
+                .as_ref()
+                .map(|p| sanitize(&p.display().to_string()).into_owned())
+                .unwrap_or_else(|| "-".into());
+            let head = format!("{:<9} {root}", c.facts.kind.name());
+            match c.facts.status {
+                RootStatus::Ok => writeln!(w, "{} ({})", style.bold(&head), sanitize(&c.facts.source.detail))?,
                 RootStatus::Absent => writeln!(w, "{head}: absent (nothing cached)")?,
-                RootStatus::Unset => writeln!(w, "{head}: {}", sanitize(&c.source.detail))?,
+                RootStatus::Unset => writeln!(w, "{head}: {}", sanitize(&c.facts.source.detail))?,
                 RootStatus::Excluded => writeln!(w, "{head}: not selected (--cache)")?,
                 RootStatus::Refused | RootStatus::Error => writeln!(
                     w,
                     "{}: {}: {}",
                     style.bold(&head),
                     style.ok(false),
-                    sanitize(c.reason.as_deref().unwrap_or(""))
+                    sanitize(c.facts.reason.as_deref().unwrap_or(""))
                 )?,
             }
-            for n in &c.notes {
+            for n in &c.facts.notes {
                 writeln!(w, "    note: {}", sanitize(n))?;
             }
-            for e in &c.entries {
+            for e in &c.facts.entries {
                 let label = match e.status {
                     EntryStatus::Planned => "would purge",
                     EntryStatus::Purged => "purged",
@@ -93,7 +97,7 @@ impl Report for PurgeReport {
                     writeln!(w, "                {}", sanitize(err))?;
                 }
             }
-            for s in &c.skipped {
+            for s in &c.facts.skipped {
                 writeln!(
                     w,
                     "    {:<11} {} {} — {}: {}",
