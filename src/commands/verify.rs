@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Outcome};
 use crate::build::Build;
@@ -35,7 +35,7 @@ pub struct Args {
     pub deep: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BuildResult {
     pub build_id: BuildId,
     pub path: PathBuf,
@@ -47,7 +47,7 @@ pub struct BuildResult {
     pub deep: Option<Vec<deep::FileResult>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub builds: usize,
     pub failed: usize,
@@ -57,7 +57,7 @@ pub struct Summary {
     pub tally: Tally,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub storage: PathBuf,
     pub storage_source: StorageSource,
@@ -68,7 +68,7 @@ pub struct VerifyReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_entries: Option<usize>,
     /// With --all: tmpl's partial forks in the storage root, named and sized.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<crate::edit::leftovers::Leftover>,
     /// With `--deep`: files streamed, bytes read and hashed, time and throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
