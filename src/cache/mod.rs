@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use discover::{EntryType, Layout, Loc, TRASH_PREFIX};
 pub use liveness::{Liveness, LockState, ProcRef};
@@ -112,7 +112,7 @@ impl Options {
 }
 
 /// State of one cache root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RootStatus {
     /// Scanned.
@@ -130,7 +130,7 @@ pub enum RootStatus {
 }
 
 /// One entry to delete (or that was considered).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_id: Option<BuildId>,
@@ -142,7 +142,7 @@ pub struct Entry {
     pub allocated_bytes: u64,
     pub files: u64,
     pub dirs: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
@@ -150,13 +150,14 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
     /// Where it is below its root, by names and identities (what a purge acts on; `path` is for
-    /// people).
-    #[serde(skip)]
+    /// people). Not in the JSON: an entry read back from a report has no identity
+    /// ([`Loc::unknown`]), so it matches no file.
+    #[serde(skip, default = "Loc::unknown")]
     pub loc: Loc,
 }
 
 /// Why an entry is left alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SkipReason {
     /// The orchestrator runs and this cache is not safe to purge live (`--force` overrides).
@@ -179,7 +180,7 @@ pub enum SkipReason {
 }
 
 /// An entry left alone, with the reason.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Skipped {
     #[serde(flatten)]
     pub entry: Entry,
@@ -190,7 +191,7 @@ pub struct Skipped {
 /// One cache root as planning found it: what a root's plan and its outcome both say. `E` is an
 /// entry: planned ([`Entry`]) in a [`CachePlan`], done ([`EntryResult`]) in a [`CacheOutcome`].
 /// Both embed it flattened, so their JSON keeps these fields at the top level, in this order.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RootFacts<E> {
     pub kind: CacheKind,
     /// The folder scanned (after resolving a symlinked root).
@@ -207,7 +208,7 @@ pub struct RootFacts<E> {
     pub skipped: Vec<Skipped>,
     /// Entries of other builds, or of no build, left alone.
     pub other_entries: usize,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
 
@@ -683,7 +684,7 @@ fn trash_in_use(root: BorrowedFd<'_>, name: &OsStr) -> bool {
 }
 
 /// What happened to one entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryStatus {
     /// Dry run: would be deleted.
@@ -697,7 +698,7 @@ pub enum EntryStatus {
 }
 
 /// One entry's fate.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EntryResult {
     #[serde(flatten)]
     pub entry: Entry,
@@ -709,7 +710,7 @@ pub struct EntryResult {
 }
 
 /// Counts for one cache or for the node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Entries planned (dry run) or attempted.
     pub entries: usize,
@@ -726,7 +727,7 @@ pub struct Totals {
 }
 
 /// What happened in one cache root.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CacheOutcome {
     #[serde(flatten)]
     pub facts: RootFacts<EntryResult>,
@@ -734,7 +735,7 @@ pub struct CacheOutcome {
 }
 
 /// The overall result class, mapped to exit codes by the command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// Everything selected was purged (or would be), or there was nothing to do.
@@ -746,7 +747,7 @@ pub enum Verdict {
 }
 
 /// A purge's result (or a dry run's plan, with every entry `planned`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
     pub dry_run: bool,
     pub build_ids: Vec<BuildId>,

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use clap::builder::FalseyValueParser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Outcome};
 use crate::cache::summary::{self, ClusterSummary};
@@ -167,7 +167,7 @@ pub fn run(a: Args, ctx: &Ctx) -> Result<Outcome> {
 }
 
 /// One node's purge (or dry run).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PurgeReport {
     pub node: String,
     #[serde(skip_serializing_if = "Option::is_none")]
