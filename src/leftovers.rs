@@ -249,7 +249,7 @@ pub fn forks_of_cached(root: &Path, source: &BuildId) -> Vec<Leftover> {
 }
 
 /// The state of a build's commit journal.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JournalState {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<Journal>,
@@ -259,7 +259,7 @@ pub struct JournalState {
     pub steps: Vec<StepState>,
     /// A running tmpl holds the build's lock: the commit is happening now.
     pub in_progress: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holders: Vec<String>,
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::edit_report::CacheStep;
 use super::{Ctx, Outcome};
@@ -55,11 +55,11 @@ pub struct Args {
     pub no_purge: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BackupsReport {
     pub build_id: BuildId,
     pub path: PathBuf,
-    pub action: &'static str,
+    pub action: Action,
     pub dry_run: bool,
     /// An interrupted commit settled before the action (or by --recover / --roll-back).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,50 +76,78 @@ pub struct BackupsReport {
     pub next_steps: Vec<String>,
 }
 
-fn action(args: &Args) -> &'static str {
+/// What `tmpl backups` was asked to do (`action` in the report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    List,
+    Restore,
+    Prune,
+    Clean,
+    Recover,
+    RollBack,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::List => "list",
+            Action::Restore => "restore",
+            Action::Prune => "prune",
+            Action::Clean => "clean",
+            Action::Recover => "recover",
+            Action::RollBack => "roll-back",
+        }
+    }
+}
+
+fn action(args: &Args) -> Action {
     if args.restore.is_some() {
-        "restore"
+        Action::Restore
     } else if args.prune {
-        "prune"
+        Action::Prune
     } else if args.clean {
-        "clean"
+        Action::Clean
     } else if args.recover {
-        "recover"
+        Action::Recover
     } else if args.roll_back {
-        "roll-back"
+        Action::RollBack
     } else {
-        "list"
+        Action::List
     }
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     let loc = ctx.local_storage("backups", &args.build)?.locate(&args.build)?;
     let action = action(&args);
-    let mutating = action != "list" && !args.dry_run;
+    let mutating = action != Action::List && !args.dry_run;
     // The lock comes first: nothing of the build is read while another tmpl changes it.
-    let lock = if action == "list" { None } else { Some(crate::edit::lock_build(&loc.dir, mutating)?) };
+    let lock = if action == Action::List { None } else { Some(crate::edit::lock_build(&loc.dir, mutating)?) };
     let mut notes = Vec::new();
     let mut recovered = None;
     if mutating {
-        recovered =
-            if action == "roll-back" { commit::roll_back_interrupted(&loc.dir)? } else { commit::recover(&loc.dir)? };
-        if recovered.is_none() && matches!(action, "recover" | "roll-back") {
+        recovered = if action == Action::RollBack {
+            commit::roll_back_interrupted(&loc.dir)?
+        } else {
+            commit::recover(&loc.dir)?
+        };
+        if recovered.is_none() && matches!(action, Action::Recover | Action::RollBack) {
             notes.push("there was no interrupted commit".into());
         }
     }
     let build = crate::build::Build::open(&loc)?;
     let (mut restored, mut pruned) = (None, None);
     match (action, &lock) {
-        ("restore", Some(lock)) => {
+        (Action::Restore, Some(lock)) => {
             let name = args.restore.as_deref().unwrap_or_default();
             restored = Some(backups::restore(&build, name, lock, args.dry_run)?);
         }
-        ("prune", Some(lock)) => pruned = Some(backups::prune(&build.dir, args.keep, lock, args.dry_run)?),
+        (Action::Prune, Some(lock)) => pruned = Some(backups::prune(&build.dir, args.keep, lock, args.dry_run)?),
         _ => {}
     }
     // Dead leftovers go with every action that holds the lock (a dry run lists them).
     if let Some(lock) = &lock
-        && matches!(action, "clean" | "prune")
+        && matches!(action, Action::Clean | Action::Prune)
     {
         notes.extend(backups::clean(&build, lock, args.dry_run));
     }
@@ -146,13 +174,13 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
             build.id
         ));
     }
-    if action == "list"
+    if action == Action::List
         && listing.journal.is_none()
         && listing.work_folders.iter().chain(&listing.forks).chain(&listing.mounts).any(|x| !x.in_use)
     {
         next.push(format!("tmpl backups {} --clean removes what killed runs left", build.id));
     }
-    if action == "list" && listing.backups.len() > 1 {
+    if action == Action::List && listing.backups.len() > 1 {
         next.push(format!("tmpl backups {} --prune --keep 1 keeps only the newest backup", build.id));
     }
     let report = BackupsReport {

@@ -23,14 +23,14 @@ impl Report for BackupsReport {
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
         let state = if self.dry_run { " (dry run: nothing changed)" } else { "" };
-        writeln!(w, "{} {} {}{state}", style.bold("backups"), self.build_id, self.action)?;
+        writeln!(w, "{} {} {}{state}", style.bold("backups"), self.build_id, self.action.name())?;
         if let Some(r) = &self.recovered {
             writeln!(w, "  settled   {}", sanitize(&r.describe()))?;
         }
         if let Some(r) = &self.restored {
             writeln!(w, "  restore   {}{}", r.backup, if self.dry_run { " would be put back:" } else { " put back:" })?;
             for s in &r.steps {
-                writeln!(w, "    {:<8} {}", s.action, s.file)?;
+                writeln!(w, "    {:<8} {}", s.action.name(), s.file)?;
             }
             if let Some(p) = &r.saved_as {
                 writeln!(w, "  saved     the replaced files in {}", p.display())?;

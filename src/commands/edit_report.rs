@@ -125,7 +125,7 @@ impl CacheStatus {
 }
 
 /// What happened to the node caches of the edited build.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CacheStep {
     pub status: CacheStatus,
     pub detail: String,
