@@ -24,7 +24,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::build::Build;
@@ -76,7 +76,7 @@ impl Job {
 }
 
 /// What streaming one file showed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileResult {
     /// `<build-id>/<name>`.
     pub file: String,
@@ -101,12 +101,12 @@ pub struct FileResult {
     pub ok: bool,
     #[serde(skip)]
     problems: Vec<(&'static Check, String)>,
-    #[serde(skip)]
+    #[serde(skip, default = "BuildId::nil")]
     build: BuildId,
 }
 
 /// Totals of a deep pass.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub files: usize,
     pub bytes_read: u64,

@@ -26,7 +26,7 @@ use crate::vocab::journal::{self, Journal, StepState};
 const WALK_CAP: usize = 100_000;
 
 /// What a leftover is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// `.tmpl-backup-*`: the originals an in-place edit replaced (or a restore saved).
@@ -42,7 +42,7 @@ pub enum Kind {
 }
 
 /// One leftover.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Leftover {
     pub kind: Kind,
     pub name: String,
@@ -56,13 +56,13 @@ pub struct Leftover {
     /// A running tmpl holds the lock that covers it: it is in use, not left over.
     pub in_use: bool,
     /// Processes holding that lock.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holders: Vec<String>,
     /// For a fork: the build it was forked from (from its owner file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// The file names inside (a backup's, a work folder's).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contents: Vec<String>,
 }
 
@@ -249,7 +249,7 @@ pub fn forks_of_cached(root: &Path, source: &BuildId) -> Vec<Leftover> {
 }
 
 /// The state of a build's commit journal.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JournalState {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<Journal>,
@@ -259,7 +259,7 @@ pub struct JournalState {
     pub steps: Vec<StepState>,
     /// A running tmpl holds the build's lock: the commit is happening now.
     pub in_progress: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holders: Vec<String>,
 }
 

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use common::fixtures::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tmpl::commands::backups::{Action, BackupsReport};
+use tmpl::edit::backups::StepAction;
 use tmpl::edit::fault::{FAULT_ENV, PAUSE_FILE_ENV};
 use tmpl::vocab::BuildId;
 
@@ -19,6 +21,19 @@ fn cmd(s: &Store) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tmpl"));
     c.arg("--storage").arg(&s.w.root);
     c
+}
+
+/// A `backups --json` document read as the report type the binary serialised; it serialises back
+/// to the same document (less the envelope: format version, command, ok).
+#[track_caller]
+fn backups_report(doc: &Value) -> BackupsReport {
+    let r: BackupsReport = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc:#}"));
+    let mut plain = doc.clone();
+    for k in ["format_version", "command", "ok"] {
+        assert!(plain.as_object_mut().unwrap().remove(k).is_some(), "no {k} in {doc:#}");
+    }
+    assert_eq!(serde_json::to_value(&r).unwrap(), plain);
+    r
 }
 
 fn json(s: &Store, args: &[&str]) -> (i32, Value, String) {
@@ -462,6 +477,8 @@ fn leftovers_are_named_and_tmpl_backups_lists_cleans_restores_and_prunes() {
     let contents = l["listing"]["backups"][0]["contents"].to_string();
     assert!(contents.contains("snapfile") && contents.contains("rootfs.ext4"), "{contents}");
     assert_eq!(l["listing"]["work_folders"][0]["name"], work.as_str());
+    let typed = backups_report(&l);
+    assert_eq!((typed.action, typed.listing.backups.len()), (Action::List, 1), "{typed:#?}");
 
     let (code, c, _) = json(&s, &["backups", BUILD, "--clean"]);
     assert_eq!(code, 0, "{c:#}");
@@ -473,6 +490,10 @@ fn leftovers_are_named_and_tmpl_backups_lists_cleans_restores_and_prunes() {
     let (code, r, _) = json(&s, &["backups", BUILD, "--restore", &backup_name, "--dry-run"]);
     assert_eq!(code, 0);
     assert_eq!(r["restored"]["steps"].as_array().unwrap().last().unwrap()["file"], "tmpl-manifest.json");
+    let typed = backups_report(&r);
+    assert!(typed.dry_run && typed.action == Action::Restore, "{typed:#?}");
+    let steps = typed.restored.expect("a restore plan").steps;
+    assert!(steps.iter().any(|s| s.action == StepAction::Restore && s.file == "rootfs.ext4"), "{steps:#?}");
     assert_eq!(common::hash_tree(&d), before_restore);
     let (code, r, err) = json(&s, &["backups", BUILD, "--restore", &backup_name]);
     assert_eq!(code, 0, "{err} {r:#}");
@@ -486,6 +507,7 @@ fn leftovers_are_named_and_tmpl_backups_lists_cleans_restores_and_prunes() {
     let saved = PathBuf::from(r["restored"]["saved_as"].as_str().unwrap());
     assert_eq!(sha(&saved.join("rootfs.ext4")), edited.rootfs, "what the restore replaced is kept");
     assert!(r["caches"]["status"].is_string());
+    assert!(backups_report(&r).caches.is_some());
     let (_, f) = finding_ids(&s);
     assert_eq!(errors(&f), original_errors, "verify sees the original build again: {f:?}");
     // Restore the restore: the edited state again.
@@ -497,6 +519,7 @@ fn leftovers_are_named_and_tmpl_backups_lists_cleans_restores_and_prunes() {
     let (code, p, _) = json(&s, &["backups", BUILD, "--prune", "--keep", "0"]);
     assert_eq!(code, 0);
     assert_eq!(p["pruned"]["removed"].as_array().unwrap().len(), 1, "{p:#}");
+    assert_eq!(backups_report(&p).pruned.map(|p| p.removed.len()), Some(1));
     assert!(leftover_names(&d).is_empty());
     // Names that are not backups of the build are refused before anything is touched.
     let (code, _, _) = json(&s, &["backups", BUILD, "--restore", "../../etc"]);

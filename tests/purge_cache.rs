@@ -3,7 +3,6 @@
 //! cache, files held open by this test process, the orchestrator lock held with flock, dry runs
 //! that change nothing, byte counts against `du`, crash safety of the trash step, the cluster
 //! summary and the Nomad job file.
-#![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 mod common;
 
@@ -13,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use tmpl::cache::{EntryStatus, LockState, Verdict};
+use tmpl::commands::purge_cache::PurgeReport;
 
 const A: &str = "aaaaaaaa-1111-4111-8111-111111111111";
 const B: &str = "bbbbbbbb-2222-4222-8222-222222222222";
@@ -125,6 +126,12 @@ impl Node {
         (out.status.code().unwrap(), doc)
     }
 
+    /// Run with `--json`; (exit code, the typed report).
+    fn report(&self, args: &[&str]) -> (i32, PurgeReport) {
+        let (code, doc) = self.json(args);
+        (code, typed(&doc))
+    }
+
     /// Every path under the node with type, size, mtime and inode: a full listing.
     fn listing(&self) -> BTreeMap<PathBuf, (u32, u64, i64, u64)> {
         let mut out = BTreeMap::new();
@@ -141,6 +148,20 @@ impl Node {
         }
         out
     }
+}
+
+/// A purge document read as the report type the binary serialised; the typed report serialises
+/// back to the same document (less the envelope: format version, command, ok), so no field is lost
+/// or renamed on the way, flattened ones included.
+#[track_caller]
+fn typed(doc: &Value) -> PurgeReport {
+    let r: PurgeReport = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc:#}"));
+    let mut plain = doc.clone();
+    for k in ["format_version", "command", "ok"] {
+        assert!(plain.as_object_mut().unwrap().remove(k).is_some(), "no {k} in {doc:#}");
+    }
+    assert_eq!(serde_json::to_value(&r).unwrap(), plain);
+    r
 }
 
 fn cache<'a>(doc: &'a Value, kind: &str) -> &'a Value {
@@ -187,11 +208,10 @@ fn dry_run_changes_nothing_and_plans_every_entry_of_the_build() {
         vec![t(n.sandbox().join("rootfs-isb1-r1.cow")), t(n.sandbox().join("rootfs-isb1-r1.link"))]
     );
     assert_eq!(paths(&cache(&doc, "snapshot")["entries"]).len(), 1);
-    for c in doc["caches"].as_array().unwrap() {
-        for e in c["entries"].as_array().unwrap() {
-            assert_eq!(e["status"], "planned");
-            assert_eq!(e["freed_bytes"], 0);
-        }
+    let r = typed(&doc);
+    assert!(r.outcome.dry_run && r.outcome.verdict == Verdict::Clean, "{r:#?}");
+    for e in r.outcome.caches.iter().flat_map(|c| &c.facts.entries) {
+        assert_eq!((e.status, e.freed_bytes), (EntryStatus::Planned, 0), "{e:#?}");
     }
     // Text mode says the same, and a second dry run too.
     let out = n.cmd().args(["--build-id", A, "--dry-run"]).output().unwrap();
@@ -203,16 +223,14 @@ fn dry_run_changes_nothing_and_plans_every_entry_of_the_build() {
 #[test]
 fn only_the_named_builds_go_and_bytes_match_du() {
     let n = Node::new();
-    let (_, plan) = n.json(&["--build-id", A, "--dry-run"]);
+    let (_, plan) = n.report(&["--build-id", A, "--dry-run"]);
     // du of every planned entry, before anything is deleted.
     let mut expected = BTreeMap::new();
-    for c in plan["caches"].as_array().unwrap() {
-        for e in c["entries"].as_array().unwrap() {
-            let p = e["path"].as_str().unwrap().to_string();
-            let d = du(&p);
-            assert_eq!(e["allocated_bytes"].as_u64().unwrap(), d, "{p}: report vs du -B1 -s");
-            expected.insert(p, d);
-        }
+    for e in plan.outcome.caches.iter().flat_map(|c| &c.facts.entries) {
+        let p = e.entry.path.to_string_lossy().into_owned();
+        let d = du(&p);
+        assert_eq!(e.entry.allocated_bytes, d, "{p}: report vs du -B1 -s");
+        expected.insert(p, d);
     }
     // The sparse 512 MiB memfile counts as what it occupies, not its length.
     let sparse = n.build().join(format!("{A}-memfile-x1")).to_string_lossy().into_owned();
@@ -226,21 +244,20 @@ fn only_the_named_builds_go_and_bytes_match_du() {
             })
             .collect();
 
-    let (code, doc) = n.json(&["--build-id", A]);
-    assert_eq!(code, 0, "{doc:#}");
-    assert_eq!(doc["verdict"], "clean");
+    let (code, doc) = n.report(&["--build-id", A]);
+    assert_eq!(code, 0, "{doc:#?}");
+    assert_eq!(doc.outcome.verdict, Verdict::Clean);
+    assert_eq!(doc.exit_code, 0);
     let mut freed = 0;
-    for c in doc["caches"].as_array().unwrap() {
-        for e in c["entries"].as_array().unwrap() {
-            let p = e["path"].as_str().unwrap();
-            assert_eq!(e["status"], "purged", "{p}");
-            assert_eq!(e["freed_bytes"].as_u64().unwrap(), expected[p], "{p}");
-            assert!(std::fs::symlink_metadata(p).is_err(), "{p} still exists");
-            freed += expected[p];
-        }
+    for e in doc.outcome.caches.iter().flat_map(|c| &c.facts.entries) {
+        let p = e.entry.path.to_string_lossy().into_owned();
+        assert_eq!(e.status, EntryStatus::Purged, "{p}");
+        assert_eq!(e.freed_bytes, expected[&p], "{p}");
+        assert!(std::fs::symlink_metadata(&p).is_err(), "{p} still exists");
+        freed += expected[&p];
     }
-    assert_eq!(doc["totals"]["freed_bytes"].as_u64().unwrap(), freed);
-    assert_eq!(doc["totals"]["purged"].as_u64().unwrap() as usize, expected.len());
+    assert_eq!(doc.outcome.totals.freed_bytes, freed);
+    assert_eq!(doc.outcome.totals.purged, expected.len());
     // B is untouched, byte for byte; so are the sentinel, the symlinked entry, unrelated files
     // and the sandbox that is not tied to A.
     for (p, d) in b_before {
@@ -353,9 +370,10 @@ fn a_held_orchestrator_lock_limits_the_purge_to_the_chunk_cache_unless_forced() 
     lock.lock().unwrap();
     let (code, doc) = n.json(&["--build-id", A]);
     assert_eq!(code, 5, "{doc:#}");
-    assert_eq!(doc["orchestrator"]["lock"], "held");
-    assert_eq!(doc["orchestrator"]["running"], true);
-    assert_eq!(doc["orchestrator"]["pids"][0], std::process::id());
+    let o = typed(&doc).outcome.orchestrator;
+    assert_eq!(o.lock, LockState::Held);
+    assert!(o.running);
+    assert_eq!(o.pids, vec![std::process::id()]);
     assert!(!n.chunks().join(A).exists(), "the shared chunk cache is purged live");
     for kind in ["template", "build", "sandbox", "snapshot"] {
         let c = cache(&doc, kind);
@@ -876,8 +894,12 @@ fn symlink_swaps_during_purges_never_delete_outside_the_roots() {
         racer.join().unwrap();
         if let Ok(o) = &outcome {
             purged += o.totals.purged;
-            changed +=
-                o.caches.iter().flat_map(|c| &c.skipped).filter(|s| s.reason == cache::SkipReason::Changed).count();
+            changed += o
+                .caches
+                .iter()
+                .flat_map(|c| &c.facts.skipped)
+                .filter(|s| s.reason == cache::SkipReason::Changed)
+                .count();
         }
         let now = outside_files();
         assert_eq!(now, before, "run {run}: {} inodes lost outside the cache roots", before - now);
@@ -914,7 +936,7 @@ fn entries_swapped_for_symlinks_after_planning_are_left_alone_and_reported() {
     let roots = Roots::explicit(&[(CacheKind::Template, template.clone())], d.path().join("lock"));
     let ids = [A, B].map(|i| tmpl::vocab::BuildId::parse(i).unwrap());
     let plan = cache::plan(&roots, &Options::new(Selection::builds(ids))).unwrap();
-    assert_eq!(plan.caches.iter().map(|c| c.entries.len()).sum::<usize>(), 3);
+    assert_eq!(plan.caches.iter().map(|c| c.facts.entries.len()).sum::<usize>(), 3);
     // The swaps.
     std::fs::rename(template.join("base-tpl"), d.path().join("moved-tpl")).unwrap();
     symlink(&outside, template.join("base-tpl")).unwrap();
@@ -922,16 +944,17 @@ fn entries_swapped_for_symlinks_after_planning_are_left_alone_and_reported() {
     symlink(outside.join(B), template.join(B)).unwrap();
     let o = cache::apply(&plan, &tmpl::progress::NoProgress);
     assert_eq!(walk_count(&outside), before, "files outside the root were deleted: {o:#?}");
-    let c = o.caches.iter().find(|c| c.kind == CacheKind::Template).unwrap();
-    let purged: Vec<_> = c.entries.iter().filter(|e| e.status == EntryStatus::Purged).map(|e| &e.entry.path).collect();
+    let c = o.caches.iter().find(|c| c.facts.kind == CacheKind::Template).unwrap();
+    let purged: Vec<_> =
+        c.facts.entries.iter().filter(|e| e.status == EntryStatus::Purged).map(|e| &e.entry.path).collect();
     assert_eq!(purged, vec![&template.join(A)], "{o:#?}");
     let mut changed: Vec<_> =
-        c.skipped.iter().filter(|s| s.reason == SkipReason::Changed).map(|s| &s.entry.path).collect();
+        c.facts.skipped.iter().filter(|s| s.reason == SkipReason::Changed).map(|s| &s.entry.path).collect();
     changed.sort();
     let mut want = [template.join(B), template.join("base-tpl").join(A)];
     want.sort();
     assert_eq!(changed, want.iter().collect::<Vec<_>>(), "{o:#?}");
-    assert!(c.skipped.iter().all(|s| s.detail.contains("replaced")), "{o:#?}");
+    assert!(c.facts.skipped.iter().all(|s| s.detail.contains("replaced")), "{o:#?}");
     assert_eq!(o.verdict, Verdict::SafetySkipped);
     // The real entries, moved away by the swapper, were not touched either.
     assert!(d.path().join("moved-tpl").join(A).join("cache/1e1e/snapfile").exists());

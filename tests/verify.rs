@@ -5,9 +5,12 @@ mod common;
 use std::path::Path;
 
 use serde_json::Value;
+use tmpl::commands::verify::VerifyReport;
 use tmpl::demo::StorageWriter;
 use tmpl::header::{self, Header, Mapping};
+use tmpl::report::Severity;
 use tmpl::snapshot::{self, Arch};
+use tmpl::storage::StorageSource;
 use tmpl::vocab::BuildId;
 
 const A: &str = "11111111-2222-3333-4444-555555555555";
@@ -66,6 +69,21 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
         (out.status.code().unwrap(), v)
     }
+}
+
+/// A `verify --json` document read as the report type the binary serialised; the typed report
+/// serialises back to the same document (less the envelope: format version, command, ok), so no
+/// field is lost or renamed on the way.
+#[track_caller]
+fn report(json: &[u8]) -> VerifyReport {
+    let r: VerifyReport =
+        serde_json::from_slice(json).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(json)));
+    let mut doc: Value = serde_json::from_slice(json).unwrap();
+    for k in ["format_version", "command", "ok"] {
+        assert!(doc.as_object_mut().unwrap().remove(k).is_some(), "no {k} in {doc:#}");
+    }
+    assert_eq!(serde_json::to_value(&r).unwrap(), doc);
+    r
 }
 
 #[track_caller]
@@ -415,15 +433,18 @@ fn verify_all_and_builds_as_paths() {
     let Some(f) = Fixture::new() else { return };
     std::fs::create_dir_all(f.root().join("lost+found")).unwrap();
     let out = common::tmpl().arg("--storage").arg(f.root()).args(["--json", "verify", "--all"]).output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["summary"]["builds"], 2);
-    assert_eq!(v["other_entries"], 1);
+    let r = report(&out.stdout);
+    assert_eq!(r.summary.builds, 2);
+    assert_eq!(r.other_entries, Some(1));
+    assert_eq!(r.storage_source, StorageSource::Flag);
     assert_eq!(out.status.code(), Some(0));
     // A build given as a path: its parent is the storage for its ancestors.
     let out = common::tmpl().args(["--json", "verify"]).arg(f.root().join(A)).output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["builds"][0]["build_id"], A);
-    clean(&v);
+    let r = report(&out.stdout);
+    assert_eq!(r.builds[0].build_id, id(A));
+    assert_eq!(r.storage, f.root());
+    assert_eq!(r.storage_source, StorageSource::BuildPath);
+    clean(&serde_json::from_slice(&out.stdout).unwrap());
     // A copy of a build under a non-UUID folder name is identified by its header.
     let copy = f.dir.path().join("my-copy");
     std::fs::create_dir_all(&copy).unwrap();
@@ -431,9 +452,12 @@ fn verify_all_and_builds_as_paths() {
         std::fs::copy(f.path(B, name), copy.join(name)).unwrap();
     }
     let out = common::tmpl().args(["--json", "verify"]).arg(&copy).output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["builds"][0]["build_id"], B);
-    expect(&v, "build.folder-not-uuid", "info");
+    let r = report(&out.stdout);
+    assert_eq!(r.builds[0].build_id, id(B));
+    assert!(
+        r.builds[0].findings.iter().any(|f| f.id == "build.folder-not-uuid" && f.severity == Severity::Info),
+        "{r:#?}"
+    );
 }
 
 /// verify never reads memfiles: a read would update the access time (relatime updates an atime
@@ -529,20 +553,14 @@ fn chmod(p: &Path, mode: u32) {
 }
 
 /// The findings of one build in a verify report.
-fn build_findings(v: &Value, id: &str) -> Vec<(String, String, String)> {
-    let b = v["builds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["build_id"] == id)
-        .unwrap_or_else(|| panic!("{id} not in {v:#}"));
-    b["findings"]
-        .as_array()
-        .unwrap()
+fn build_findings(v: &Value, build: &str) -> Vec<(String, String, String)> {
+    let r: VerifyReport = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v:#}"));
+    let b = r.builds.iter().find(|b| b.build_id == id(build)).unwrap_or_else(|| panic!("{build} not in {v:#}"));
+    b.findings
         .iter()
         .map(|f| {
-            let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
-            (s("id"), s("file"), format!("{} / {}", s("message"), s("hint")))
+            let hint = f.hint.as_deref().unwrap_or("");
+            (f.id.clone(), f.file.clone().unwrap_or_default(), format!("{} / {hint}", f.message))
         })
         .collect()
 }
@@ -598,11 +616,11 @@ fn verify_all_goes_on_past_an_unreadable_build_folder() {
     chmod(&f.root().join(A), 0o700);
     let (code, v) = nobody.run(&f, &["verify", "--all"]);
     assert_eq!(code, 4, "{v:#}");
-    assert_eq!(v["summary"]["builds"], 2);
-    assert_eq!(v["summary"]["access_denied"], 1);
+    let r: VerifyReport = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!((r.summary.builds, r.summary.access_denied), (2, 1));
     assert_eq!(build_findings(&v, A)[0].0, "access.denied");
-    let b = v["builds"].as_array().unwrap().iter().find(|b| b["build_id"] == B).unwrap();
-    assert_eq!(b["ok"], true, "{b:#}");
+    let b = r.builds.iter().find(|b| b.build_id == id(B)).unwrap();
+    assert!(b.ok, "{b:#?}");
 }
 
 #[test]

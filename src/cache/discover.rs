@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::roots::CacheKind;
 use super::walk;
@@ -33,7 +33,7 @@ use crate::vocab::BuildId;
 pub const TRASH_PREFIX: &str = ".tmpl-trash-";
 
 /// How an entry sits in its root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {
     /// `<root>/<buildID>` (template and chunk caches).
@@ -51,7 +51,7 @@ pub enum Layout {
 }
 
 /// File type of an entry, from `lstat`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryType {
     Dir,
@@ -80,6 +80,13 @@ pub struct Loc {
     pub parent: Option<(OsString, FileId)>,
     pub name: OsString,
     pub id: FileId,
+}
+
+impl Loc {
+    /// No place and no identity: what an entry read back from a JSON report has.
+    pub fn unknown() -> Self {
+        Loc { parent: None, name: OsString::new(), id: FileId { dev: 0, ino: 0 } }
+    }
 }
 
 /// One entry found in a root.

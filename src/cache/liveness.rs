@@ -11,12 +11,12 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sys;
 
 /// State of the orchestrator lock file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LockState {
     /// No lock file: no orchestrator (or one in development mode).
@@ -34,7 +34,7 @@ pub enum LockState {
 }
 
 /// A process holding one of the purged files.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcRef {
     pub pid: u32,
     pub comm: String,
@@ -42,15 +42,15 @@ pub struct ProcRef {
 }
 
 /// The verdict on liveness with its evidence.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Liveness {
     pub lock_path: PathBuf,
     pub lock: LockState,
     /// PIDs holding the lock, or the PID written in it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<u32>,
     /// Firecracker processes with files of the selected builds open.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub firecracker: Vec<ProcRef>,
     /// Whether the orchestrator counts as running (only the shared chunk cache is purged then,
     /// unless forced).

@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use discover::{EntryType, Layout, Loc, TRASH_PREFIX};
 pub use liveness::{Liveness, LockState, ProcRef};
@@ -112,7 +112,7 @@ impl Options {
 }
 
 /// State of one cache root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RootStatus {
     /// Scanned.
@@ -130,7 +130,7 @@ pub enum RootStatus {
 }
 
 /// One entry to delete (or that was considered).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_id: Option<BuildId>,
@@ -142,7 +142,7 @@ pub struct Entry {
     pub allocated_bytes: u64,
     pub files: u64,
     pub dirs: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
@@ -150,13 +150,14 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
     /// Where it is below its root, by names and identities (what a purge acts on; `path` is for
-    /// people).
-    #[serde(skip)]
+    /// people). Not in the JSON: an entry read back from a report has no identity
+    /// ([`Loc::unknown`]), so it matches no file.
+    #[serde(skip, default = "Loc::unknown")]
     pub loc: Loc,
 }
 
 /// Why an entry is left alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SkipReason {
     /// The orchestrator runs and this cache is not safe to purge live (`--force` overrides).
@@ -179,7 +180,7 @@ pub enum SkipReason {
 }
 
 /// An entry left alone, with the reason.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Skipped {
     #[serde(flatten)]
     pub entry: Entry,
@@ -187,9 +188,11 @@ pub struct Skipped {
     pub detail: String,
 }
 
-/// The plan for one cache root.
-#[derive(Clone, Debug, Serialize)]
-pub struct CachePlan {
+/// One cache root as planning found it: what a root's plan and its outcome both say. `E` is an
+/// entry: planned ([`Entry`]) in a [`CachePlan`], done ([`EntryResult`]) in a [`CacheOutcome`].
+/// Both embed it flattened, so their JSON keeps these fields at the top level, in this order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RootFacts<E> {
     pub kind: CacheKind,
     /// The folder scanned (after resolving a symlinked root).
     pub root: Option<PathBuf>,
@@ -200,13 +203,20 @@ pub struct CachePlan {
     pub status: RootStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Entries to delete, leftover trash included (`layout: trash`).
-    pub entries: Vec<Entry>,
+    /// In a plan: entries to delete, leftover trash included (`layout: trash`).
+    pub entries: Vec<E>,
     pub skipped: Vec<Skipped>,
     /// Entries of other builds, or of no build, left alone.
     pub other_entries: usize,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// The plan for one cache root.
+#[derive(Clone, Debug, Serialize)]
+pub struct CachePlan {
+    #[serde(flatten)]
+    pub facts: RootFacts<Entry>,
     /// The root, opened once when planning; every step below it starts from this handle.
     #[serde(skip)]
     root_fd: Option<Arc<OwnedFd>>,
@@ -267,28 +277,29 @@ pub fn plan(roots: &Roots, opts: &Options) -> Result<Plan> {
     for (ci, c) in caches.iter_mut().enumerate() {
         // A sandbox's files go together.
         let busy_groups: BTreeSet<String> = c
+            .facts
             .entries
             .iter()
             .enumerate()
             .filter(|(ei, _)| busy.contains_key(&(ci, *ei)))
             .filter_map(|(_, e)| e.sandbox.clone())
             .collect();
-        let entries = std::mem::take(&mut c.entries);
+        let entries = std::mem::take(&mut c.facts.entries);
         for (ei, e) in entries.into_iter().enumerate() {
             if let Some(hs) = busy.get(&(ci, ei)) {
                 let who: Vec<String> = hs.iter().take(3).map(|h| format!("pid {} ({})", h.pid, h.comm)).collect();
                 let detail =
                     format!("open by {}: deleting it frees nothing and can break a running sandbox", who.join(", "));
-                c.skipped.push(Skipped { entry: e, reason: SkipReason::InUse, detail });
+                c.facts.skipped.push(Skipped { entry: e, reason: SkipReason::InUse, detail });
             } else if e.sandbox.as_ref().is_some_and(|g| busy_groups.contains(g)) {
                 let detail = "another file of the same sandbox is open".to_string();
-                c.skipped.push(Skipped { entry: e, reason: SkipReason::InUse, detail });
-            } else if orchestrator.running && !opts.force && !c.kind.safe_live() && e.layout != Layout::Trash {
+                c.facts.skipped.push(Skipped { entry: e, reason: SkipReason::InUse, detail });
+            } else if orchestrator.running && !opts.force && !c.facts.kind.safe_live() && e.layout != Layout::Trash {
                 let detail =
                     format!("{}; only the shared chunk cache is purged live (--force overrides)", orchestrator.reason);
-                c.skipped.push(Skipped { entry: e, reason: SkipReason::OrchestratorRunning, detail });
+                c.facts.skipped.push(Skipped { entry: e, reason: SkipReason::OrchestratorRunning, detail });
             } else {
-                c.entries.push(e);
+                c.facts.entries.push(e);
             }
         }
     }
@@ -338,16 +349,18 @@ pub struct WorkerThreads {
 
 fn empty_plan(spec: &RootSpec, status: RootStatus, reason: Option<String>) -> CachePlan {
     CachePlan {
-        kind: spec.kind,
-        root: spec.path.clone(),
-        symlink: None,
-        source: spec.source.clone(),
-        status,
-        reason,
-        entries: Vec::new(),
-        skipped: Vec::new(),
-        other_entries: 0,
-        notes: Vec::new(),
+        facts: RootFacts {
+            kind: spec.kind,
+            root: spec.path.clone(),
+            symlink: None,
+            source: spec.source.clone(),
+            status,
+            reason,
+            entries: Vec::new(),
+            skipped: Vec::new(),
+            other_entries: 0,
+            notes: Vec::new(),
+        },
         root_fd: None,
     }
 }
@@ -370,13 +383,13 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
     let root = if meta.file_type().is_symlink() {
         match std::fs::canonicalize(&configured) {
             Ok(t) => {
-                cp.notes.push(format!(
+                cp.facts.notes.push(format!(
                     "{} is a symlink to {}: purging inside {}",
                     configured.display(),
                     t.display(),
                     t.display()
                 ));
-                cp.symlink = Some(configured.clone());
+                cp.facts.symlink = Some(configured.clone());
                 t
             }
             Err(e) => {
@@ -390,52 +403,52 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
     } else {
         configured.clone()
     };
-    cp.root = Some(root.clone());
+    cp.facts.root = Some(root.clone());
     // The root is opened once; everything below it is reached from this handle.
     let root_fd = match walk::open_root(&root) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
-            cp.status = RootStatus::Refused;
-            cp.reason = Some(format!("{} is not a directory", root.display()));
+            cp.facts.status = RootStatus::Refused;
+            cp.facts.reason = Some(format!("{} is not a directory", root.display()));
             return cp;
         }
         Err(e) => {
-            cp.status = RootStatus::Error;
-            cp.reason = Some(format!("cannot open {}: {e}", root.display()));
+            cp.facts.status = RootStatus::Error;
+            cp.facts.reason = Some(format!("cannot open {}: {e}", root.display()));
             return cp;
         }
     };
     let root_dev = match rustix::fs::fstat(&root_fd) {
         Ok(st) => walk::file_id(&st).dev,
         Err(e) => {
-            cp.status = RootStatus::Error;
-            cp.reason = Some(format!("cannot inspect {}: {e}", root.display()));
+            cp.facts.status = RootStatus::Error;
+            cp.facts.reason = Some(format!("cannot inspect {}: {e}", root.display()));
             return cp;
         }
     };
     let canon = std::fs::canonicalize(&root).unwrap_or(root.clone());
     if canon == Path::new("/") {
-        cp.status = RootStatus::Refused;
-        cp.reason = Some("the filesystem root is never a cache root".into());
+        cp.facts.status = RootStatus::Refused;
+        cp.facts.reason = Some("the filesystem root is never a cache root".into());
         return cp;
     }
     if let Some(p) = protect.iter().find(|p| p.starts_with(&canon)) {
-        cp.status = RootStatus::Refused;
-        cp.reason =
+        cp.facts.status = RootStatus::Refused;
+        cp.facts.reason =
             Some(format!("{} is or contains the template storage {}: never purged", root.display(), p.display()));
         return cp;
     }
     let found = match discover::scan(spec.kind, root_fd.as_fd(), &root) {
         Ok(f) => f,
         Err(e) => {
-            cp.status = RootStatus::Error;
-            cp.reason = Some(format!("cannot list {}: {e}", root.display()));
+            cp.facts.status = RootStatus::Error;
+            cp.facts.reason = Some(format!("cannot list {}: {e}", root.display()));
             return cp;
         }
     };
     if !found.evidence && !found.empty {
-        cp.status = RootStatus::Refused;
-        cp.reason = Some(format!(
+        cp.facts.status = RootStatus::Refused;
+        cp.facts.reason = Some(format!(
             "{} holds {} entries but none shaped like a {} ({}): wrong variable, or one level too high?",
             root.display(),
             found.entries.len() + found.other,
@@ -453,11 +466,11 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
             if spec.kind == CacheKind::Sandbox && c.build_id.is_none() {
                 unattributed += 1;
             }
-            cp.other_entries += 1;
+            cp.facts.other_entries += 1;
         }
     }
     if unattributed > 0 && matches!(opts.selection, Selection::Builds(_)) {
-        cp.notes.push(format!(
+        cp.facts.notes.push(format!(
             "{unattributed} sandbox files are not tied to a build (their .link names none): only --all reclaims them, when no process has them open"
         ));
     }
@@ -487,7 +500,7 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
                 l.path.display(),
                 l.target
             );
-            cp.skipped.push(Skipped {
+            cp.facts.skipped.push(Skipped {
                 entry: unreached(l.path.join(id.to_string()), Some(*id)),
                 reason: SkipReason::BehindSymlink,
                 detail,
@@ -496,7 +509,7 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
     }
     for (path, why) in &found.unlisted {
         let detail = format!("cannot list it ({why}): it may hold entries of the selected builds");
-        cp.skipped.push(Skipped { entry: unreached(path.clone(), None), reason: SkipReason::Unreadable, detail });
+        cp.facts.skipped.push(Skipped { entry: unreached(path.clone(), None), reason: SkipReason::Unreadable, detail });
     }
     let measured: Vec<(discover::Candidate, io::Result<walk::Usage>)> = chosen
         .into_par_iter()
@@ -524,20 +537,20 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
             loc: c.loc.clone(),
         };
         if let Some(why) = c.not_cache {
-            cp.skipped.push(Skipped { entry, reason: SkipReason::NotCacheShaped, detail: why });
+            cp.facts.skipped.push(Skipped { entry, reason: SkipReason::NotCacheShaped, detail: why });
         } else if let Some(why) = c.unreadable {
-            cp.skipped.push(Skipped { entry, reason: SkipReason::Unreadable, detail: why });
+            cp.facts.skipped.push(Skipped { entry, reason: SkipReason::Unreadable, detail: why });
         } else if let Err(e) = usage {
             if e.kind() == io::ErrorKind::NotFound {
                 continue; // removed meanwhile
             }
             let reason = if is_changed(&e) { SkipReason::Changed } else { SkipReason::Unreadable };
-            cp.skipped.push(Skipped { entry, reason, detail: e.to_string() });
+            cp.facts.skipped.push(Skipped { entry, reason, detail: e.to_string() });
         } else if c.loc.id.dev != root_dev {
             let detail = "on another filesystem (a mount point?): it cannot be renamed into the trash".to_string();
-            cp.skipped.push(Skipped { entry, reason: SkipReason::OtherFilesystem, detail });
+            cp.facts.skipped.push(Skipped { entry, reason: SkipReason::OtherFilesystem, detail });
         } else {
-            cp.entries.push(entry);
+            cp.facts.entries.push(entry);
         }
     }
     for t in found.trash {
@@ -557,10 +570,10 @@ fn plan_root(spec: &RootSpec, opts: &Options, protect: &[PathBuf]) -> CachePlan 
         };
         if trash_in_use(root_fd.as_fd(), &t.loc.name) {
             let detail = "another purge holds its lock and is deleting it".to_string();
-            cp.skipped.push(Skipped { entry, reason: SkipReason::TrashInUse, detail });
+            cp.facts.skipped.push(Skipped { entry, reason: SkipReason::TrashInUse, detail });
         } else {
-            cp.notes.push(format!("{} was left by an interrupted purge: removing it", t.path.display()));
-            cp.entries.push(entry);
+            cp.facts.notes.push(format!("{} was left by an interrupted purge: removing it", t.path.display()));
+            cp.facts.entries.push(entry);
         }
     }
     cp.root_fd = Some(Arc::new(root_fd));
@@ -639,10 +652,10 @@ fn entry_files(caches: &[CachePlan]) -> Vec<(usize, usize, sys::FileId, PathBuf)
     let mut out = Vec::new();
     for (ci, c) in caches.iter().enumerate() {
         let Some(root) = c.root_fd.as_deref() else { continue };
-        if c.kind.safe_live() {
+        if c.facts.kind.safe_live() {
             continue;
         }
-        for (ei, e) in c.entries.iter().enumerate() {
+        for (ei, e) in c.facts.entries.iter().enumerate() {
             if e.layout == Layout::Trash {
                 continue;
             }
@@ -671,7 +684,7 @@ fn trash_in_use(root: BorrowedFd<'_>, name: &OsStr) -> bool {
 }
 
 /// What happened to one entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryStatus {
     /// Dry run: would be deleted.
@@ -685,7 +698,7 @@ pub enum EntryStatus {
 }
 
 /// One entry's fate.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EntryResult {
     #[serde(flatten)]
     pub entry: Entry,
@@ -697,7 +710,7 @@ pub struct EntryResult {
 }
 
 /// Counts for one cache or for the node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Entries planned (dry run) or attempted.
     pub entries: usize,
@@ -714,26 +727,15 @@ pub struct Totals {
 }
 
 /// What happened in one cache root.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CacheOutcome {
-    pub kind: CacheKind,
-    pub root: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub symlink: Option<PathBuf>,
-    pub source: Source,
-    pub status: RootStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub entries: Vec<EntryResult>,
-    pub skipped: Vec<Skipped>,
-    pub other_entries: usize,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
+    #[serde(flatten)]
+    pub facts: RootFacts<EntryResult>,
     pub totals: Totals,
 }
 
 /// The overall result class, mapped to exit codes by the command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// Everything selected was purged (or would be), or there was nothing to do.
@@ -745,7 +747,7 @@ pub enum Verdict {
 }
 
 /// A purge's result (or a dry run's plan, with every entry `planned`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
     pub dry_run: bool,
     pub build_ids: Vec<BuildId>,
@@ -765,6 +767,7 @@ impl Plan {
             .iter()
             .map(|c| {
                 let entries = c
+                    .facts
                     .entries
                     .iter()
                     .map(|e| EntryResult {
@@ -774,7 +777,7 @@ impl Plan {
                         error: None,
                     })
                     .collect();
-                cache_outcome(c, entries, c.skipped.clone())
+                cache_outcome(c, entries, c.facts.skipped.clone())
             })
             .collect();
         finish(self, true, caches)
@@ -782,7 +785,7 @@ impl Plan {
 
     /// Total allocated bytes the plan would free.
     pub fn planned_bytes(&self) -> u64 {
-        self.caches.iter().flat_map(|c| &c.entries).map(|e| e.allocated_bytes).sum()
+        self.caches.iter().flat_map(|c| &c.facts.entries).map(|e| e.allocated_bytes).sum()
     }
 }
 
@@ -798,17 +801,20 @@ fn cache_outcome(c: &CachePlan, entries: Vec<EntryResult>, skipped: Vec<Skipped>
         }
     }
     t.skipped_bytes = skipped.iter().map(|s| s.entry.allocated_bytes).sum();
+    let f = &c.facts;
     CacheOutcome {
-        kind: c.kind,
-        root: c.root.clone(),
-        symlink: c.symlink.clone(),
-        source: c.source.clone(),
-        status: c.status,
-        reason: c.reason.clone(),
-        entries,
-        skipped,
-        other_entries: c.other_entries,
-        notes: c.notes.clone(),
+        facts: RootFacts {
+            kind: f.kind,
+            root: f.root.clone(),
+            symlink: f.symlink.clone(),
+            source: f.source.clone(),
+            status: f.status,
+            reason: f.reason.clone(),
+            entries,
+            skipped,
+            other_entries: f.other_entries,
+            notes: f.notes.clone(),
+        },
         totals: t,
     }
 }
@@ -824,14 +830,14 @@ fn finish(plan: &Plan, dry_run: bool, caches: Vec<CacheOutcome>) -> Outcome {
         totals.skipped += t.skipped;
         totals.skipped_bytes += t.skipped_bytes;
         totals.failed += t.failed;
-        match c.status {
+        match c.facts.status {
             RootStatus::Refused => totals.refused_roots += 1,
             RootStatus::Error => totals.error_roots += 1,
             _ => {}
         }
     }
     // An entry that could not be read is an I/O problem, not a safety rule: it fails the purge.
-    let unreadable = caches.iter().flat_map(|c| &c.skipped).any(|s| s.reason == SkipReason::Unreadable);
+    let unreadable = caches.iter().flat_map(|c| &c.facts.skipped).any(|s| s.reason == SkipReason::Unreadable);
     let verdict = if totals.failed > 0 || totals.error_roots > 0 || unreadable {
         Verdict::Failed
     } else if totals.skipped > 0 || totals.refused_roots > 0 {
@@ -929,22 +935,23 @@ pub fn apply(plan: &Plan, progress: &dyn Progress) -> Outcome {
         .caches
         .iter()
         .map(|c| {
-            c.entries
+            c.facts
+                .entries
                 .iter()
                 .map(|e| EntryResult { entry: e.clone(), status: EntryStatus::Planned, freed_bytes: 0, error: None })
                 .collect()
         })
         .collect();
-    let mut skipped: Vec<Vec<Skipped>> = plan.caches.iter().map(|c| c.skipped.clone()).collect();
-    let mut moved: Vec<Vec<bool>> = plan.caches.iter().map(|c| vec![false; c.entries.len()]).collect();
+    let mut skipped: Vec<Vec<Skipped>> = plan.caches.iter().map(|c| c.facts.skipped.clone()).collect();
+    let mut moved: Vec<Vec<bool>> = plan.caches.iter().map(|c| vec![false; c.facts.entries.len()]).collect();
 
     // 1. Stage: rename into the trash (atomic; an interrupted run leaves whole entries or none).
     let mut staged: Vec<Staged> = Vec::new();
     let mut trash_dirs: Vec<(usize, TrashDir)> = Vec::new();
     for (ci, c) in plan.caches.iter().enumerate() {
-        let (Some(root), Some(root_path)) = (c.root_fd.as_deref(), &c.root) else { continue };
+        let (Some(root), Some(root_path)) = (c.root_fd.as_deref(), &c.facts.root) else { continue };
         let mut trash: Option<usize> = None;
-        for (ei, e) in c.entries.iter().enumerate() {
+        for (ei, e) in c.facts.entries.iter().enumerate() {
             let r = &mut results[ci][ei];
             if e.layout == Layout::Trash {
                 match take_leftover(root, &e.loc) {
@@ -1088,7 +1095,7 @@ fn sweep(
         }
         Staged::Leftover { cache, entry, fd } => {
             let c = &plan.caches[*cache];
-            let e = &c.entries[*entry];
+            let e = &c.facts.entries[*entry];
             walk::remove_contents_of(fd, &e.path, add)?;
             // `rmdir` removes only an empty folder and never follows a symlink: by name is safe.
             match c.root_fd.as_deref().map(|r| rustix::fs::unlinkat(r, &e.loc.name, rustix::fs::AtFlags::REMOVEDIR)) {
@@ -1110,8 +1117,10 @@ fn sweep(
 fn recheck(plan: &Plan) -> Plan {
     let mut fresh = plan.clone();
     let live = liveness::probe(&plan.orchestrator.lock_path);
-    let has_unsafe =
-        plan.caches.iter().any(|c| !c.kind.safe_live() && c.entries.iter().any(|e| e.layout != Layout::Trash));
+    let has_unsafe = plan
+        .caches
+        .iter()
+        .any(|c| !c.facts.kind.safe_live() && c.facts.entries.iter().any(|e| e.layout != Layout::Trash));
     if !has_unsafe {
         return fresh;
     }
@@ -1138,21 +1147,21 @@ fn recheck(plan: &Plan) -> Plan {
     live.add_firecracker(fc);
     let stop = live.running && !plan.force && !plan.orchestrator.running;
     for (ci, c) in fresh.caches.iter_mut().enumerate() {
-        if c.kind.safe_live() {
+        if c.facts.kind.safe_live() {
             continue;
         }
-        let entries = std::mem::take(&mut c.entries);
+        let entries = std::mem::take(&mut c.facts.entries);
         for (ei, e) in entries.into_iter().enumerate() {
             if e.layout == Layout::Trash {
-                c.entries.push(e);
+                c.facts.entries.push(e);
             } else if busy.contains(&(ci, ei)) {
                 let detail = "opened by a process after planning".to_string();
-                c.skipped.push(Skipped { entry: e, reason: SkipReason::InUse, detail });
+                c.facts.skipped.push(Skipped { entry: e, reason: SkipReason::InUse, detail });
             } else if stop {
                 let detail = format!("{} (the orchestrator started after planning)", live.reason);
-                c.skipped.push(Skipped { entry: e, reason: SkipReason::OrchestratorRunning, detail });
+                c.facts.skipped.push(Skipped { entry: e, reason: SkipReason::OrchestratorRunning, detail });
             } else {
-                c.entries.push(e);
+                c.facts.entries.push(e);
             }
         }
     }
@@ -1194,16 +1203,16 @@ mod tests {
         chunk_tree(&chunks, B, 5);
         let roots = Roots::explicit(&[(CacheKind::Chunk, chunks.clone())], d.path().join("lock"));
         let p = plan(&roots, &Options::new(Selection::builds([id(A)]))).unwrap();
-        let c = &p.caches.iter().find(|c| c.kind == CacheKind::Chunk).unwrap();
-        assert_eq!(c.status, RootStatus::Ok);
-        assert_eq!(c.entries.len(), 1);
-        assert_eq!(c.entries[0].objects, vec!["memfile", "rootfs.ext4"]);
-        assert_eq!(c.entries[0].files, 42);
-        assert_eq!(c.other_entries, 1);
+        let c = &p.caches.iter().find(|c| c.facts.kind == CacheKind::Chunk).unwrap();
+        assert_eq!(c.facts.status, RootStatus::Ok);
+        assert_eq!(c.facts.entries.len(), 1);
+        assert_eq!(c.facts.entries[0].objects, vec!["memfile", "rootfs.ext4"]);
+        assert_eq!(c.facts.entries[0].files, 42);
+        assert_eq!(c.facts.other_entries, 1);
         let o = apply(&p, &NoProgress);
         assert_eq!(o.verdict, Verdict::Clean, "{o:#?}");
         assert!(!chunks.join(A).exists() && chunks.join(B).join("memfile/size.txt").exists());
-        assert_eq!(o.totals.freed_bytes, c.entries[0].allocated_bytes);
+        assert_eq!(o.totals.freed_bytes, c.facts.entries[0].allocated_bytes);
         // Nothing left behind: no trash folder.
         let names: Vec<String> = std::fs::read_dir(&chunks)
             .unwrap()
@@ -1226,10 +1235,10 @@ mod tests {
         let roots = Roots::explicit(&[(CacheKind::Chunk, chunks.clone())], d.path().join("lock"));
         // Held in this process through another open file description: flock conflicts.
         let p = plan(&roots, &Options::new(Selection::builds([id(A)]))).unwrap();
-        let c = p.caches.iter().find(|c| c.kind == CacheKind::Chunk).unwrap();
-        assert_eq!(c.entries.len(), 1);
-        assert_eq!(c.entries[0].layout, Layout::Trash);
-        assert_eq!(c.skipped[0].reason, SkipReason::TrashInUse);
+        let c = p.caches.iter().find(|c| c.facts.kind == CacheKind::Chunk).unwrap();
+        assert_eq!(c.facts.entries.len(), 1);
+        assert_eq!(c.facts.entries[0].layout, Layout::Trash);
+        assert_eq!(c.facts.skipped[0].reason, SkipReason::TrashInUse);
         let o = apply(&p, &NoProgress);
         assert!(!old.exists() && busy.exists());
         assert_eq!(o.verdict, Verdict::SafetySkipped);

@@ -166,7 +166,7 @@ pub enum SourceKind {
 }
 
 /// Where a path came from, for `--show-roots` and the report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     pub kind: SourceKind,
     /// E.g. `--template-cache`, `TEMPLATE_CACHE_DIR`, `ORCHESTRATOR_BASE_PATH + /template`.

@@ -1,18 +1,15 @@
 //! `tmpl backups BUILD [--restore NAME | --prune [--keep N] | --clean | --recover | --roll-back]`:
 //! the backups in-place edits keep, what killed runs leave, and interrupted commits.
 
-use std::io::{self, Write};
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::edit_report::CacheStep;
 use super::{Ctx, Outcome};
 use crate::edit::backups::{self, Listing, Pruned, Restored};
 use crate::edit::commit::{self, Recovered};
-use crate::edit::leftovers::Leftover;
 use crate::error::Result;
-use crate::report::{Report, Style, human_bytes, sanitize};
 use crate::vocab::BuildId;
 
 #[derive(Debug, clap::Args)]
@@ -58,11 +55,11 @@ pub struct Args {
     pub no_purge: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BackupsReport {
     pub build_id: BuildId,
     pub path: PathBuf,
-    pub action: &'static str,
+    pub action: Action,
     pub dry_run: bool,
     /// An interrupted commit settled before the action (or by --recover / --roll-back).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,139 +76,78 @@ pub struct BackupsReport {
     pub next_steps: Vec<String>,
 }
 
-impl Report for BackupsReport {
-    fn command(&self) -> &'static str {
-        "backups"
-    }
+/// What `tmpl backups` was asked to do (`action` in the report).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    List,
+    Restore,
+    Prune,
+    Clean,
+    Recover,
+    RollBack,
+}
 
-    fn ok(&self) -> bool {
-        self.failure_code() == crate::exit_code::OK
-    }
-
-    fn failure_code(&self) -> u8 {
-        self.caches.as_ref().map_or(crate::exit_code::OK, CacheStep::exit_code)
-    }
-
-    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
-        let state = if self.dry_run { " (dry run: nothing changed)" } else { "" };
-        writeln!(w, "{} {} {}{state}", style.bold("backups"), self.build_id, self.action)?;
-        if let Some(r) = &self.recovered {
-            writeln!(w, "  settled   {}", sanitize(&r.describe()))?;
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::List => "list",
+            Action::Restore => "restore",
+            Action::Prune => "prune",
+            Action::Clean => "clean",
+            Action::Recover => "recover",
+            Action::RollBack => "roll-back",
         }
-        if let Some(r) = &self.restored {
-            writeln!(w, "  restore   {}{}", r.backup, if self.dry_run { " would be put back:" } else { " put back:" })?;
-            for s in &r.steps {
-                writeln!(w, "    {:<8} {}", s.action, s.file)?;
-            }
-            if let Some(p) = &r.saved_as {
-                writeln!(w, "  saved     the replaced files in {}", p.display())?;
-            }
-        }
-        if let Some(p) = &self.pruned {
-            for r in &p.removed {
-                writeln!(w, "  {} {}", if self.dry_run { "would remove" } else { "removed" }, sanitize(&r.label()))?;
-            }
-        }
-        let l = &self.listing;
-        if let Some(j) = &l.journal {
-            writeln!(w, "  {}: {}", style.severity(crate::report::Severity::Error), sanitize(&j.describe()))?;
-        }
-        let row = |w: &mut dyn Write, what: &str, x: &Leftover| -> io::Result<()> {
-            let mut extra = Vec::new();
-            if let Some(m) = &x.modified {
-                extra.push(m.clone());
-            }
-            if x.in_use {
-                extra.push(format!("in use by {}", x.holders.join(", ")));
-            }
-            if let Some(s) = &x.source {
-                extra.push(format!("fork of {s}"));
-            }
-            if !x.contents.is_empty() {
-                extra.push(x.contents.join(" "));
-            }
-            writeln!(
-                w,
-                "  {what:<9} {:<40} {:>10}  {}",
-                sanitize(&x.name),
-                human_bytes(x.bytes),
-                sanitize(&extra.join(", "))
-            )
-        };
-        if l.backups.is_empty() {
-            writeln!(w, "  backups   none")?;
-        }
-        for b in &l.backups {
-            row(w, "backup", b)?;
-        }
-        for x in &l.work_folders {
-            row(w, "work", x)?;
-        }
-        for x in &l.forks {
-            row(w, "fork", x)?;
-        }
-        for x in &l.mounts {
-            row(w, "mount", x)?;
-        }
-        let total: u64 = l.backups.iter().chain(&l.work_folders).chain(&l.forks).map(|x| x.bytes).sum();
-        writeln!(w, "  total     {}", human_bytes(total))?;
-        if let Some(c) = &self.caches {
-            writeln!(w, "  caches    {}: {}", c.status.name(), sanitize(&c.detail))?;
-        }
-        for n in &self.notes {
-            writeln!(w, "  note      {}", sanitize(n))?;
-        }
-        for s in &self.next_steps {
-            writeln!(w, "  next      {}", sanitize(s))?;
-        }
-        Ok(())
     }
 }
 
-fn action(args: &Args) -> &'static str {
+fn action(args: &Args) -> Action {
     if args.restore.is_some() {
-        "restore"
+        Action::Restore
     } else if args.prune {
-        "prune"
+        Action::Prune
     } else if args.clean {
-        "clean"
+        Action::Clean
     } else if args.recover {
-        "recover"
+        Action::Recover
     } else if args.roll_back {
-        "roll-back"
+        Action::RollBack
     } else {
-        "list"
+        Action::List
     }
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     let loc = ctx.local_storage("backups", &args.build)?.locate(&args.build)?;
     let action = action(&args);
-    let mutating = action != "list" && !args.dry_run;
+    let mutating = action != Action::List && !args.dry_run;
     // The lock comes first: nothing of the build is read while another tmpl changes it.
-    let lock = if action == "list" { None } else { Some(crate::edit::lock_build(&loc.dir, mutating)?) };
+    let lock = if action == Action::List { None } else { Some(crate::edit::lock_build(&loc.dir, mutating)?) };
     let mut notes = Vec::new();
     let mut recovered = None;
     if mutating {
-        recovered =
-            if action == "roll-back" { commit::roll_back_interrupted(&loc.dir)? } else { commit::recover(&loc.dir)? };
-        if recovered.is_none() && matches!(action, "recover" | "roll-back") {
+        recovered = if action == Action::RollBack {
+            commit::roll_back_interrupted(&loc.dir)?
+        } else {
+            commit::recover(&loc.dir)?
+        };
+        if recovered.is_none() && matches!(action, Action::Recover | Action::RollBack) {
             notes.push("there was no interrupted commit".into());
         }
     }
     let build = crate::build::Build::open(&loc)?;
     let (mut restored, mut pruned) = (None, None);
     match (action, &lock) {
-        ("restore", Some(lock)) => {
+        (Action::Restore, Some(lock)) => {
             let name = args.restore.as_deref().unwrap_or_default();
             restored = Some(backups::restore(&build, name, lock, args.dry_run)?);
         }
-        ("prune", Some(lock)) => pruned = Some(backups::prune(&build.dir, args.keep, lock, args.dry_run)?),
+        (Action::Prune, Some(lock)) => pruned = Some(backups::prune(&build.dir, args.keep, lock, args.dry_run)?),
         _ => {}
     }
     // Dead leftovers go with every action that holds the lock (a dry run lists them).
     if let Some(lock) = &lock
-        && matches!(action, "clean" | "prune")
+        && matches!(action, Action::Clean | Action::Prune)
     {
         notes.extend(backups::clean(&build, lock, args.dry_run));
     }
@@ -238,13 +174,13 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
             build.id
         ));
     }
-    if action == "list"
+    if action == Action::List
         && listing.journal.is_none()
         && listing.work_folders.iter().chain(&listing.forks).chain(&listing.mounts).any(|x| !x.in_use)
     {
         next.push(format!("tmpl backups {} --clean removes what killed runs left", build.id));
     }
-    if action == "list" && listing.backups.len() > 1 {
+    if action == Action::List && listing.backups.len() > 1 {
         next.push(format!("tmpl backups {} --prune --keep 1 keeps only the newest backup", build.id));
     }
     let report = BackupsReport {

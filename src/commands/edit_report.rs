@@ -1,16 +1,12 @@
 //! The report shared by the editing commands (`inject-envd`, `rewrite-wrapper`): the plan, and
 //! after applying it what was written, verified, backed up and purged, and what to do next.
 
-use std::io::{self, Write};
-
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Outcome};
 
-use crate::edit::plan::{Change, Content};
 use crate::edit::{self, Applied, Backend, EditOptions, Plan, Target};
 use crate::error::Result;
-use crate::report::{Report, Style, human_bytes, render_findings, sanitize};
 use crate::vocab::BuildId;
 
 /// `--backend` (the command line's view of `edit::Backend`).
@@ -129,7 +125,7 @@ impl CacheStatus {
 }
 
 /// What happened to the node caches of the edited build.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CacheStep {
     pub status: CacheStatus,
     pub detail: String,
@@ -210,130 +206,6 @@ pub struct EditReport {
     pub caches: Option<CacheStep>,
     pub notes: Vec<String>,
     pub next_steps: Vec<String>,
-}
-
-impl Report for EditReport {
-    fn command(&self) -> &'static str {
-        self.command.name()
-    }
-
-    /// The edit itself either completed or returned an error. After it, a failed cache purge
-    /// (exit 4) or caches left alone because the orchestrator runs (exit 6) make the run not ok:
-    /// this node still serves the old bytes. A dry run whose plan the guards refuse exits 5.
-    fn ok(&self) -> bool {
-        self.failure_code() == crate::exit_code::OK
-    }
-
-    fn failure_code(&self) -> u8 {
-        if self.dry_run && self.plan.refused.is_some() {
-            return crate::exit_code::REFUSED;
-        }
-        self.caches.as_ref().map_or(crate::exit_code::OK, CacheStep::exit_code)
-    }
-
-    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
-        let p = &self.plan;
-        let state = if self.dry_run { "plan (dry run: nothing written)" } else { "done" };
-        writeln!(w, "{} {} {}", style.bold(self.command.name()), p.build_id, state)?;
-        if let Some(m) = p.mode {
-            writeln!(w, "  mode      {} — {}", format!("{m:?}").to_lowercase(), sanitize(&p.mode_reason))?;
-        }
-        writeln!(w, "  backend   {}", format!("{:?}", p.backend).to_lowercase())?;
-        match p.target {
-            Target::InPlace => writeln!(
-                w,
-                "  target    in place{}{}",
-                if p.drop_snapshot { ", memory snapshot dropped (filesystem_only)" } else { "" },
-                if p.rewrite_header { ", header rewritten to map every block to the build" } else { "" }
-            )?,
-            Target::Fork { new_build_id } => {
-                writeln!(w, "  target    new build {new_build_id} (the old build is untouched)")?
-            }
-        }
-        if let Some(e) = &p.envd {
-            writeln!(
-                w,
-                "  envd      {}: {} {} ELF, {}, sha256 {}{}{}",
-                sanitize(&e.path.display().to_string()),
-                if e.elf.is_static { "static" } else { "dynamic" },
-                e.elf.machine_name(),
-                human_bytes(e.len),
-                &e.sha256[..16.min(e.sha256.len())],
-                e.binary.version.as_deref().map(|v| format!(", version {}", sanitize(v))).unwrap_or_default(),
-                e.binary.era.map(|v| format!(", era {v}")).unwrap_or_default(),
-            )?;
-        } else {
-            writeln!(w, "  envd      {} (kept)", sanitize(&p.envd_path))?;
-        }
-        if !p.envd_args.is_empty() {
-            writeln!(w, "  args      {}", sanitize(&p.envd_args.join(" ")))?;
-        }
-        if !p.dropped_args.is_empty() {
-            writeln!(w, "  dropped   {} (this envd does not accept them)", sanitize(&p.dropped_args.join(" ")))?;
-        }
-        writeln!(w, "  changes")?;
-        for c in &p.changes {
-            let line = match c {
-                Change::Mkdir { path, mode } => format!("mkdir  {path} {mode:04o}"),
-                Change::Write { path, replaces, content, mode, len, sha256, .. } => format!(
-                    "write  {path} {mode:04o} root:root {}{}{}{}",
-                    human_bytes(*len),
-                    if sha256.is_empty() { String::new() } else { format!(" sha256 {}", &sha256[..16]) },
-                    match content {
-                        Content::Host { path } => format!(" from {}", path.display()),
-                        Content::Text { .. } => " (generated)".into(),
-                    },
-                    replaces.map(|k| format!(" (replaces a {})", k.noun())).unwrap_or_default()
-                ),
-                Change::Link { path, replaces, target } => format!(
-                    "link   {path} -> {target}{}",
-                    replaces.map(|k| format!(" (replaces a {})", k.noun())).unwrap_or_default()
-                ),
-            };
-            writeln!(w, "    {}", sanitize(&line))?;
-        }
-        for warning in &p.warnings {
-            writeln!(w, "  {}: {}", style.severity(crate::report::Severity::Warning), sanitize(warning))?;
-        }
-        if let Some(r) = &p.refused {
-            writeln!(
-                w,
-                "  {}   {}",
-                style.severity(crate::report::Severity::Error),
-                sanitize(&format!("refused: {}", r.message))
-            )?;
-            for reason in &r.reasons {
-                writeln!(w, "    - {}", sanitize(reason))?;
-            }
-        }
-        if let Some(a) = &self.applied {
-            let v = &a.verification;
-            writeln!(
-                w,
-                "  verified  {} read back (sha256, mode, owner), boot path checked, e2fsck -fn {}",
-                crate::report::count(v.files.len(), "file", "files"),
-                if v.fsck_clean { "clean" } else { "NOT clean" }
-            )?;
-            render_findings(w, style, &v.findings, "    ")?;
-            if let Some(b) = &a.backup_dir {
-                writeln!(w, "  backup    {}", b.display())?;
-            }
-            if !a.snapshot_dropped.is_empty() {
-                writeln!(w, "  snapshot  moved out: {}", a.snapshot_dropped.join(", "))?;
-            }
-            writeln!(w, "  manifest  {}", a.manifest.display())?;
-        }
-        if let Some(c) = &self.caches {
-            writeln!(w, "  caches    {}: {}", c.status.name(), sanitize(&c.detail))?;
-        }
-        for n in &self.notes {
-            writeln!(w, "  note      {}", sanitize(n))?;
-        }
-        for s in &self.next_steps {
-            writeln!(w, "  next      {}", sanitize(s))?;
-        }
-        Ok(())
-    }
 }
 
 /// Run a plan (or show it), purge caches after an in-place edit, and say what comes next.

@@ -2,20 +2,25 @@
 //! and no format decisions here.
 
 pub mod backups;
+mod backups_render;
 pub mod boot_test;
 pub mod check_kernel;
 pub mod completions;
 pub mod copy;
+mod copy_render;
 pub mod demo;
 pub mod edit_report;
+mod edit_report_render;
 pub mod explain;
 pub mod inject_envd;
 pub mod inspect;
 mod inspect_render;
 pub mod man;
 pub mod purge_cache;
+mod purge_cache_render;
 pub mod rewrite_wrapper;
 pub mod verify;
+mod verify_render;
 
 use std::io::Write;
 use std::path::PathBuf;

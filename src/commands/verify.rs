@@ -1,19 +1,17 @@
 //! `tmpl verify BUILD... | --all`: every offline check, findings per build.
 
-use std::io::{self, Write};
 use std::path::PathBuf;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Outcome};
 use crate::build::Build;
 use crate::checks;
 use crate::deep;
 use crate::error::{Error, Result};
-use crate::exit_code;
 use crate::progress::Progress;
-use crate::report::{Finding, Report, Severity, Style, Tally, human_bytes, render_findings, sanitize};
+use crate::report::{Finding, Severity, Tally};
 use crate::storage::{BuildLocation, Storage, StorageSource};
 use crate::vocab::BuildId;
 
@@ -45,7 +43,7 @@ pub struct Args {
     pub firecracker_versions_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BuildResult {
     pub build_id: BuildId,
     pub path: PathBuf,
@@ -57,7 +55,7 @@ pub struct BuildResult {
     pub deep: Option<Vec<deep::FileResult>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub builds: usize,
     pub failed: usize,
@@ -67,7 +65,7 @@ pub struct Summary {
     pub tally: Tally,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub storage: PathBuf,
     pub storage_source: StorageSource,
@@ -78,117 +76,11 @@ pub struct VerifyReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_entries: Option<usize>,
     /// With --all: tmpl's partial forks in the storage root, named and sized.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<crate::edit::leftovers::Leftover>,
     /// With `--deep`: files streamed, bytes read and hashed, time and throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deep: Option<deep::Summary>,
-}
-
-impl Report for VerifyReport {
-    fn command(&self) -> &'static str {
-        "verify"
-    }
-
-    fn ok(&self) -> bool {
-        self.summary.failed == 0
-    }
-
-    /// A permission problem is the environment's (exit 4) even when other builds have findings:
-    /// their results are in the report all the same.
-    fn failure_code(&self) -> u8 {
-        if self.summary.access_denied > 0 { exit_code::ENVIRONMENT } else { exit_code::FINDINGS }
-    }
-
-    fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
-        for b in &self.builds {
-            let t = &b.tally;
-            let counts = match (t.errors, t.warnings) {
-                (0, 0) => String::new(),
-                (e, wn) => format!(" ({}, {})", plural(e, "error"), plural(wn, "warning")),
-            };
-            // A folder not named by a UUID (`verify ./copy-of-a-build/`) is shown by its path.
-            let name = if b.build_id.is_nil() {
-                sanitize(&b.path.display().to_string()).into_owned()
-            } else {
-                b.build_id.to_string()
-            };
-            writeln!(w, "{} {}{counts}", style.ok(b.ok), style.bold(&name))?;
-            render_findings(w, style, &b.findings, "    ")?;
-            for f in b.deep.iter().flatten() {
-                let digest = match (&f.sha256, &f.expected_sha256) {
-                    (Some(got), Some(want)) if got == want => "sha256 ok".to_string(),
-                    (Some(_), Some(_)) => "SHA-256 MISMATCH".to_string(),
-                    (_, None) if f.complete => "no sha256 recorded".to_string(),
-                    _ => "not read to the end".to_string(),
-                };
-                if style.verbose || !f.ok {
-                    writeln!(
-                        w,
-                        "    data  {:<52} {:>10} {}",
-                        f.file,
-                        human_bytes(f.bytes_hashed),
-                        if f.ok { digest } else { format!("{digest}, FAILED") }
-                    )?;
-                }
-            }
-        }
-        for l in &self.leftovers {
-            writeln!(
-                w,
-                "{}: leftover.fork [{}]: {} in {} files, {}{}",
-                style.severity(Severity::Warning),
-                l.name,
-                human_bytes(l.bytes),
-                l.files,
-                if l.in_use { "being written" } else { "an interrupted --fork" },
-                l.source
-                    .as_deref()
-                    .map(|s| format!(" of {s} (tmpl backups {s} --clean removes it)"))
-                    .unwrap_or_default()
-            )?;
-        }
-        let s = &self.summary;
-        let other = self
-            .other_entries
-            .map(|n| n.saturating_sub(self.leftovers.len()))
-            .filter(|&n| n > 0)
-            .map(|n| format!("; {} skipped", crate::report::count(n, "other entry", "other entries")))
-            .unwrap_or_default();
-        writeln!(
-            w,
-            "\n{} in {}: {} failed; {}, {}, {} info{other}",
-            plural(s.builds, "build"),
-            self.storage.display(),
-            s.failed,
-            plural(s.tally.errors, "error"),
-            plural(s.tally.warnings, "warning"),
-            s.tally.infos
-        )?;
-        if s.access_denied > 0 {
-            writeln!(
-                w,
-                "{} could not be fully read: a permission is missing (access.denied above; exit 4)",
-                plural(s.access_denied, "build")
-            )?;
-        }
-        if let Some(d) = &self.deep {
-            writeln!(
-                w,
-                "deep: {} data files, {} hashed ({} read) in {:.2} s: {:.0} MB/s on {} threads",
-                d.files,
-                human_bytes(d.bytes_hashed),
-                human_bytes(d.bytes_read),
-                d.seconds,
-                d.mb_per_s,
-                d.threads
-            )?;
-        }
-        if s.tally.infos > 0 && !style.verbose {
-            writeln!(w, "(-v shows info findings; --json gives everything)")?;
-        }
-        Ok(())
-    }
 }
 
 /// Check one located build. A build that cannot be opened (a permission, a file where its folder
@@ -421,9 +313,4 @@ fn add_node_findings(report: &mut VerifyReport, locs: &[BuildLocation], dirs: &c
 /// Severity counts that fail a build.
 pub fn fails(findings: &[Finding], strict: bool) -> bool {
     findings.iter().any(|f| f.severity == Severity::Error || (strict && f.severity == Severity::Warning))
-}
-
-/// "1 error", "2 errors".
-pub fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }

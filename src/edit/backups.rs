@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::apply::{BuildLock, in_use};
 use super::commit::{self, BACKUP_PREFIX, Journal, Undo};
@@ -23,7 +23,7 @@ use crate::vocab::BuildId;
 use crate::vocab::files::{COMPRESSED_SUFFIXES, METADATA, SNAPFILE};
 
 /// Everything `tmpl backups BUILD` lists.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Listing {
     pub backups: Vec<Leftover>,
     pub work_folders: Vec<Leftover>,
@@ -102,11 +102,29 @@ fn exists(p: &Path) -> bool {
 }
 
 /// One planned change of a restore.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreStep {
-    /// `restore` (the backup's file goes live) or `remove` (the current file is saved and goes).
-    pub action: &'static str,
+    pub action: StepAction,
     pub file: String,
+}
+
+/// What a restore does to one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepAction {
+    /// The backup's file goes live.
+    Restore,
+    /// The current file is saved and goes.
+    Remove,
+}
+
+impl StepAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepAction::Restore => "restore",
+            StepAction::Remove => "remove",
+        }
+    }
 }
 
 /// The order of a restore's changes: every state in between is one the orchestrator serves or
@@ -121,16 +139,16 @@ pub fn restore_order(dir: &Path, backup: &Path) -> Vec<RestoreStep> {
     let mut out = Vec::new();
     let push = |out: &mut Vec<RestoreStep>, n: &str| {
         if is_file(&backup.join(n)) {
-            out.push(RestoreStep { action: "restore", file: n.to_string() });
+            out.push(RestoreStep { action: StepAction::Restore, file: n.to_string() });
         } else if exists(&dir.join(n)) {
-            out.push(RestoreStep { action: "remove", file: n.to_string() });
+            out.push(RestoreStep { action: StepAction::Remove, file: n.to_string() });
         }
     };
     let names = managed_names();
     // 1. Snapshot files that go.
     for n in std::iter::once(SNAPFILE).chain(names.iter().map(String::as_str).filter(|n| is_memfile(n))) {
         if !is_file(&backup.join(n)) && exists(&dir.join(n)) {
-            out.push(RestoreStep { action: "remove", file: n.to_string() });
+            out.push(RestoreStep { action: StepAction::Remove, file: n.to_string() });
         }
     }
     // 2. Metadata that says filesystem_only.
@@ -148,7 +166,7 @@ pub fn restore_order(dir: &Path, backup: &Path) -> Vec<RestoreStep> {
     // 4. Memfiles that come back.
     for n in names.iter().filter(|n| is_memfile(n)) {
         if is_file(&backup.join(n)) {
-            out.push(RestoreStep { action: "restore", file: n.clone() });
+            out.push(RestoreStep { action: StepAction::Restore, file: n.clone() });
         }
     }
     // 5. Other metadata; 6. the snapfile; 7. the manifest.
@@ -156,14 +174,14 @@ pub fn restore_order(dir: &Path, backup: &Path) -> Vec<RestoreStep> {
         push(&mut out, METADATA);
     }
     if is_file(&backup.join(SNAPFILE)) {
-        out.push(RestoreStep { action: "restore", file: SNAPFILE.to_string() });
+        out.push(RestoreStep { action: StepAction::Restore, file: SNAPFILE.to_string() });
     }
     push(&mut out, super::manifest::FILE);
     out
 }
 
 /// What a restore did (or would do).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Restored {
     pub backup: String,
     pub steps: Vec<RestoreStep>,
@@ -206,7 +224,7 @@ pub fn restore(build: &Build, name: &str, lock: &BuildLock, dry_run: bool) -> Re
         let mut jsteps = Vec::new();
         for s in &steps {
             let live = dir.join(&s.file);
-            if s.action == "remove" {
+            if s.action == StepAction::Remove {
                 // The current file itself moves into the new backup.
                 jsteps.push(commit::step(dir, &s.file, &format!("{saved_name}/{}", s.file), Undo::MoveBack)?);
                 continue;
@@ -256,7 +274,7 @@ pub fn restore(build: &Build, name: &str, lock: &BuildLock, dry_run: bool) -> Re
 }
 
 /// Backups removed (or that would be) by a prune.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Pruned {
     pub kept: Vec<String>,
     pub removed: Vec<Leftover>,
@@ -303,7 +321,7 @@ mod tests {
     use super::*;
 
     fn names(v: &[RestoreStep]) -> Vec<String> {
-        v.iter().map(|s| format!("{} {}", s.action, s.file)).collect()
+        v.iter().map(|s| format!("{} {}", s.action.name(), s.file)).collect()
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::fault;
 use crate::error::{Error, Result};
@@ -166,7 +166,7 @@ pub fn run(dir: &Path, j: &Journal) -> Result<Vec<String>> {
 }
 
 /// What [`recover`] did with an interrupted commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// The pending steps were done: the build is in the new state.
@@ -176,14 +176,14 @@ pub enum Outcome {
 }
 
 /// An interrupted commit settled by [`recover`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Recovered {
     pub journal: Journal,
     pub outcome: Outcome,
     /// Steps that had been done when the commit was interrupted.
     pub steps_done: usize,
     /// Folders that could not be removed afterwards.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left: Vec<String>,
 }
 
