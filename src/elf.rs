@@ -98,6 +98,28 @@ pub enum ElfError {
 }
 
 /// Name of an ELF machine number.
+/// Fixed-size fields of an ELF structure read in the file's byte order; `None` past the end.
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    bytes: &'a [u8],
+    le: bool,
+}
+
+impl Fields<'_> {
+    fn array<const N: usize>(self, o: usize) -> Option<[u8; N]> {
+        self.bytes.get(o..o.checked_add(N)?)?.try_into().ok()
+    }
+    fn u16(self, o: usize) -> Option<u16> {
+        self.array(o).map(|b| if self.le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
+    }
+    fn u32(self, o: usize) -> Option<u32> {
+        self.array(o).map(|b| if self.le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+    }
+    fn u64(self, o: usize) -> Option<u64> {
+        self.array(o).map(|b| if self.le { u64::from_le_bytes(b) } else { u64::from_be_bytes(b) })
+    }
+}
+
 pub fn machine_name(m: u16) -> &'static str {
     match m {
         3 => "i386",
@@ -143,18 +165,8 @@ pub fn parse(head: &[u8]) -> Result<ElfInfo, ElfError> {
         2 => false,
         d => return Err(ElfError::BadEndian(d)),
     };
-    let u16_at = |o: usize| -> Option<u16> {
-        let b: [u8; 2] = head.get(o..o + 2)?.try_into().ok()?;
-        Some(if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
-    };
-    let u32_at = |o: usize| -> Option<u32> {
-        let b: [u8; 4] = head.get(o..o + 4)?.try_into().ok()?;
-        Some(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
-    };
-    let u64_at = |o: usize| -> Option<u64> {
-        let b: [u8; 8] = head.get(o..o + 8)?.try_into().ok()?;
-        Some(if le { u64::from_le_bytes(b) } else { u64::from_be_bytes(b) })
-    };
+    let f = Fields { bytes: head, le };
+    let (u16_at, u32_at, u64_at) = (|o| f.u16(o), |o| f.u32(o), |o| f.u64(o));
     let elf_type = u16_at(16).ok_or(ElfError::Truncated)?;
     let machine = u16_at(18).ok_or(ElfError::Truncated)?;
     let (phoff, phentsize, phnum, shoff, shentsize, shnum) = match class {
@@ -299,18 +311,8 @@ pub fn section_table(head: &[u8]) -> Option<SectionTable> {
     if head[5] != 1 && head[5] != 2 {
         return None;
     }
-    let u16_at = |o: usize| -> Option<u16> {
-        let b: [u8; 2] = head.get(o..o + 2)?.try_into().ok()?;
-        Some(if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
-    };
-    let u32_at = |o: usize| -> Option<u32> {
-        let b: [u8; 4] = head.get(o..o + 4)?.try_into().ok()?;
-        Some(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
-    };
-    let u64_at = |o: usize| -> Option<u64> {
-        let b: [u8; 8] = head.get(o..o + 8)?.try_into().ok()?;
-        Some(if le { u64::from_le_bytes(b) } else { u64::from_be_bytes(b) })
-    };
+    let f = Fields { bytes: head, le };
+    let (u16_at, u32_at, u64_at) = (|o| f.u16(o), |o| f.u32(o), |o| f.u64(o));
     let (offset, entsize, num, names_index, want) = match class {
         2 => (u64_at(40)?, u16_at(58)?, u16_at(60)?, u16_at(62)?, 64),
         1 => (u64::from(u32_at(32)?), u16_at(46)?, u16_at(48)?, u16_at(50)?, 40),

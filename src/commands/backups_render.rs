@@ -84,15 +84,6 @@ impl Report for BackupsReport {
         }
         let total: u64 = l.backups.iter().chain(&l.work_folders).chain(&l.forks).map(|x| x.bytes).sum();
         writeln!(w, "  total     {}", human_bytes(total))?;
-        if let Some(c) = &self.caches {
-            writeln!(w, "  caches    {}: {}", c.status.name(), sanitize(&c.detail))?;
-        }
-        for n in &self.notes {
-            writeln!(w, "  note      {}", sanitize(n))?;
-        }
-        for s in &self.next_steps {
-            writeln!(w, "  next      {}", sanitize(s))?;
-        }
-        Ok(())
+        super::edit_report_render::render_outcome_tail(w, self.caches.as_ref(), &self.notes, &self.next_steps)
     }
 }

@@ -119,15 +119,25 @@ impl Report for EditReport {
             }
             writeln!(w, "  manifest  {}", a.manifest.display())?;
         }
-        if let Some(c) = &self.caches {
-            writeln!(w, "  caches    {}: {}", c.status.name(), sanitize(&c.detail))?;
-        }
-        for n in &self.notes {
-            writeln!(w, "  note      {}", sanitize(n))?;
-        }
-        for s in &self.next_steps {
-            writeln!(w, "  next      {}", sanitize(s))?;
-        }
-        Ok(())
+        render_outcome_tail(w, self.caches.as_ref(), &self.notes, &self.next_steps)
     }
+}
+
+/// The end of an edit's or a backup action's report: the caches step, notes, next steps.
+pub(super) fn render_outcome_tail(
+    w: &mut dyn Write,
+    caches: Option<&CacheStep>,
+    notes: &[String],
+    next_steps: &[String],
+) -> io::Result<()> {
+    if let Some(c) = caches {
+        writeln!(w, "  caches    {}: {}", c.status.name(), sanitize(&c.detail))?;
+    }
+    for n in notes {
+        writeln!(w, "  note      {}", sanitize(n))?;
+    }
+    for s in next_steps {
+        writeln!(w, "  next      {}", sanitize(s))?;
+    }
+    Ok(())
 }
