@@ -315,7 +315,10 @@ pub fn check(build: &Build, fs: &Rootfs, scan: Scan) -> (BootFacts, Vec<Finding>
     if fs.reader_failed() {
         return (facts, anomalies);
     }
-    let mut findings = judge(&facts, Some(build.id.to_string()).as_deref(), generation);
+    // A build whose identity is unknown (folder not a UUID, no header or metadata naming it)
+    // cannot be compared with /.e2b.
+    let id = (!build.id.is_nil()).then(|| build.id.to_string());
+    let mut findings = judge(&facts, id.as_deref(), generation);
     findings.extend(anomalies);
     (facts, findings)
 }
@@ -727,7 +730,7 @@ pub fn judge(f: &BootFacts, build_id: Option<&str>, generation: Option<u64>) -> 
         let mut finding = Finding::new(
             &E2B_MARKER_MISMATCH,
             at("/.e2b"),
-            format!("/.e2b says BUILD_ID={marked}, the folder is {id}"),
+            format!("/.e2b says BUILD_ID={marked}, this build is {id}"),
         );
         if generation.is_some_and(|g| g > 0) {
             finding = finding.severity(Severity::Info);
