@@ -374,7 +374,7 @@ fn copy_round_trips_a_compressed_chain() {
 }
 
 /// Refusals and bad input on a bucket: a different build with the same ID (exit 5, nothing
-/// written), an edit in place (exit 5, with the copy commands), a hostile build argument and an
+/// written), an edit in place (exit 5, naming the `--fork` command), a hostile build argument and an
 /// unknown URL parameter (exit 3 and 2), a build that is not there (exit 3), and object names
 /// that are not builds.
 fn refusals_and_bad_input(p: P) {
@@ -403,7 +403,7 @@ fn refusals_and_bad_input(p: P) {
     let edit = b.tmpl().args(["--storage", &url, "inject-envd", id, "--envd", "/bin/true"]).output().unwrap();
     assert_eq!(edit.status.code(), Some(5));
     let msg = String::from_utf8_lossy(&edit.stderr);
-    assert!(msg.contains("tmpl copy") && msg.contains("--fork"), "{msg}");
+    assert!(msg.contains(&format!("' inject-envd {id} --envd /bin/true --fork\n")), "{msg}");
     for (args, code) in [
         (vec!["verify", "../.."], 3),
         (vec!["verify", "b0000000-0000-4000-8000-0000000000ff"], 3),
@@ -594,4 +594,176 @@ fn s3_faults() {
         String::from_utf8_lossy(&out.stdout).contains("AWS_ACCESS_KEY_ID")
             || String::from_utf8_lossy(&out.stderr).contains("AWS_ACCESS_KEY_ID")
     );
+}
+
+// ---- Edits of builds in object storage: `--fork` reads the base from the bucket, `--to` says
+// where the new build goes (issue 15 item 4).
+
+/// SHA-256 of every object in a bucket, by key (to prove a base unchanged).
+fn digests(b: &Bucket, url: &str) -> BTreeMap<String, String> {
+    let store = tmpl::remote::Store::open(
+        &tmpl::remote::parse_storage_url(url).unwrap(),
+        &azure_or_s3_env(b),
+        &tmpl::remote::Config::default(),
+    )
+    .unwrap();
+    store
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            let (d, _) = tmpl::copy::digest(&store, &o.key).unwrap();
+            (o.key, tmpl::header::hex(&d))
+        })
+        .collect()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    tmpl::header::hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// The words of a POSIX sh command line quoted the way tmpl quotes (plain words, '...' with
+/// '\'' for a quote).
+fn sh_words(line: &str) -> Vec<String> {
+    let (mut words, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            '\\' if !quoted => {
+                cur.extend(chars.next());
+            }
+            ' ' if !quoted => {
+                if any || !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// A compressed, layered demo build (LZ4 child over a zstd base) in S3: `inject-envd --fork --to`
+/// another bucket writes a new build that verifies there and holds the new envd, leaving the
+/// base's objects byte for byte as they were; the staging folder is gone afterwards. The same
+/// without `--to` puts the fork beside its base; `--dry-run` writes nothing anywhere; an
+/// in-place edit is refused (exit 5) with the exact `--fork` command, which then works; the
+/// fork's ID taken at the destination is refused (exit 5); `--to` without `--fork` is a usage
+/// error.
+#[test]
+fn inject_envd_fork_from_s3_to_another_bucket() {
+    let Some(bins) = common::fixtures::bins() else { return };
+    let (Some(src), Some(dst)) = (bucket(P::S3), bucket(P::S3)) else { return };
+    let (base, child) = (tmpl::demo::ids::ZSTD_BASE, tmpl::demo::ids::LZ4_CHILD);
+    src.upload(demo(), &[base, child]);
+    let before = digests(&src, &src.url());
+    let tmp = tempfile::tempdir().unwrap();
+    let envd = bins.envd.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = src.tmpl().env("TMPDIR", tmp.path()).args(["--storage", &src.url()]).args(args).output().unwrap();
+        let v = if out.stdout.is_empty() { Value::Null } else { json(&out) };
+        (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let new = "f5000000-0000-4000-8000-000000000001";
+    // Dry run: the plan with its publish step, nothing written anywhere.
+    let (code, v, err) = run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url(), "--dry-run", "--json"]);
+    assert_eq!(code, Some(0), "{err} {v}");
+    assert_eq!(v["publish"]["status"], "planned");
+    assert_eq!(v["publish"]["method"], "staged");
+    assert!(object_keys(&dst, &dst.url()).is_empty(), "a dry run writes nothing at the destination");
+    assert!(entries(tmp.path()).is_empty(), "a dry run stages nothing");
+    // The fork, to the other bucket.
+    let (code, v, err) = run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url(), "--json"]);
+    assert_eq!(code, Some(0), "{err} {v}");
+    let p = &v["publish"];
+    assert_eq!((&p["status"], &p["method"], &p["verified"]), (&"published".into(), &"staged".into(), &true.into()), "{p}");
+    assert!(p["written"].as_u64().unwrap() >= 3 && p["staging_removed"] == true, "{p}");
+    let keys: Vec<&str> = p["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap()).collect();
+    assert!(keys.iter().all(|k| k.starts_with(new)), "a full-image fork needs no ancestors: {keys:?}");
+    assert_eq!(keys.last().copied(), Some(format!("{new}/metadata.json").as_str()), "metadata.json last");
+    assert!(v["applied"]["build_dir"].as_str().unwrap().starts_with(&format!("s3://{}", dst.name)), "{v}");
+    assert!(entries(tmp.path()).is_empty(), "the staging folder is removed: {:?}", entries(tmp.path()));
+    assert_eq!(digests(&src, &src.url()), before, "the base's objects are unchanged");
+    // At the destination: verify passes, the rootfs holds the new envd.
+    let out = dst.tmpl().args(["--storage", &dst.url(), "verify", new, "--json"]).output().unwrap();
+    let vv = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{vv}");
+    assert_eq!(vv["builds"][0]["tally"]["errors"], 0, "{vv}");
+    let out =
+        dst.tmpl().args(["--storage", &dst.url(), "inspect", new, "--path", "/usr/bin/envd", "--json"]).output().unwrap();
+    assert_eq!(json(&out)["sha256"], sha256_hex(&bins.envd), "the fork's /usr/bin/envd is the new envd");
+    // The same ID again: the destination holds it (exit 5), nothing changes there.
+    let there = digests(&dst, &dst.url());
+    let (code, _, err) = run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url()]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(digests(&dst, &dst.url()), there);
+    // --to without --fork: usage.
+    let (code, _, err) = run(&["inject-envd", child, "--envd", envd, "--to", &dst.url()]);
+    assert_eq!(code, Some(2), "{err}");
+    // In place: refused with the exact --fork command, and that command works (the fork goes
+    // beside its base in the same bucket).
+    let (code, v, err) = run(&["inject-envd", child, "--envd", envd, "--json"]);
+    assert_eq!(code, Some(5), "{err}");
+    let details: Vec<&str> = v["error"]["details"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    let line = details.iter().find_map(|d| d.split_once(": tmpl ").map(|(_, c)| c)).expect("a tmpl command line");
+    assert!(line.ends_with(&format!("inject-envd {child} --envd {envd} --fork")), "{line}");
+    assert_eq!(digests(&src, &src.url()), before, "a refused edit writes nothing");
+    let words = sh_words(line);
+    let out = src.tmpl().env("TMPDIR", tmp.path()).arg("--json").args(&words).output().unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{line}: {v} {}", String::from_utf8_lossy(&out.stderr));
+    let beside = v["plan"]["target"]["new_build_id"].as_str().unwrap().to_string();
+    assert_eq!(v["publish"]["to"].as_str().unwrap().split('?').next(), src.url().split('?').next(), "{v}");
+    let keys = digests(&src, &src.url());
+    assert!(keys.contains_key(&format!("{beside}/metadata.json")), "the fork is beside its base");
+    assert_eq!(keys.into_iter().filter(|(k, _)| !k.starts_with(&beside)).collect::<BTreeMap<_, _>>(), before);
+    let out = src.tmpl().args(["--storage", &src.url(), "verify", &beside, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(entries(tmp.path()).is_empty());
+}
+
+/// A fork of a build in S3 to a local storage directory: written there directly (no staging),
+/// verified there, the envd in it.
+#[test]
+fn inject_envd_fork_from_s3_to_a_local_directory() {
+    let Some(bins) = common::fixtures::bins() else { return };
+    let Some(src) = bucket(P::S3) else { return };
+    let (base, child) = (tmpl::demo::ids::ZSTD_BASE, tmpl::demo::ids::LZ4_CHILD);
+    src.upload(demo(), &[base, child]);
+    let before = digests(&src, &src.url());
+    let (tmp, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let local = d.path().join("repaired");
+    let new = "f5000000-0000-4000-8000-000000000002";
+    let out = src
+        .tmpl()
+        .env("TMPDIR", tmp.path())
+        .args(["--storage", &src.url(), "inject-envd", child, "--envd"])
+        .arg(&bins.envd)
+        .args(["--fork-id", new, "--json", "--to"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((&v["publish"]["method"], &v["publish"]["status"]), (&"direct".into(), &"published".into()));
+    assert_eq!(entries(&local), vec![new.to_string()], "only the new build, no partial folder");
+    assert!(entries(tmp.path()).is_empty(), "no staging for a local destination");
+    let out = common::tmpl().arg("--storage").arg(&local).args(["verify", new, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(common::cat(&local, new, "/usr/bin/envd"), std::fs::read(&bins.envd).unwrap());
+    assert_eq!(digests(&src, &src.url()), before);
 }
