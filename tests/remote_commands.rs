@@ -273,18 +273,25 @@ per_provider!(demo_verifies_as_on_disk, inspect_reads_rootfs_contents, refusals_
 
 /// A layered, compressed V5 chain (base zstd, child lz4 on it) in a local storage.
 fn chain(root: &Path) -> (BuildId, BuildId) {
+    chain_with(root, [0xb5; 16], [0xc5; 16], &|t: &Path| std::fs::write(t.join("etc/child"), b"layered\n").unwrap())
+}
+
+/// [`chain`] with these IDs, the child's tree changed by `child` before it is imaged.
+fn chain_with(root: &Path, base: [u8; 16], child: [u8; 16], edit_child: &dyn Fn(&Path)) -> (BuildId, BuildId) {
     use tmpl::device::Device;
     use tmpl::fixtures::layer::{self, LayerFormat, Parent};
     use tmpl::progress::NoProgress;
-    let (base, child) = (BuildId::from_bytes([0xb5; 16]), BuildId::from_bytes([0xc5; 16]));
+    let (base, child) = (BuildId::from_bytes(base), BuildId::from_bytes(child));
     let work = tempfile::tempdir().unwrap();
     let mut header = None;
     for (i, (id, c)) in
         [(base, tmpl::compress::Compression::Zstd), (child, tmpl::compress::Compression::Lz4)].into_iter().enumerate()
     {
         let tree = work.path().join(format!("tree{i}"));
-        let extra: &[(&str, &[u8])] = if i == 0 { &[] } else { &[("etc/child", b"layered\n")] };
-        tmpl::demo::rootfs_tree(&tree, &id.to_string(), extra).unwrap();
+        tmpl::demo::rootfs_tree(&tree, &id.to_string(), &[]).unwrap();
+        if i == 1 {
+            edit_child(&tree);
+        }
         let img = work.path().join(format!("img{i}"));
         tmpl::demo::make_image(&tree, &img, 24 << 20).unwrap();
         let dir = root.join(id.to_string());
@@ -403,7 +410,7 @@ fn refusals_and_bad_input(p: P) {
     let edit = b.tmpl().args(["--storage", &url, "inject-envd", id, "--envd", "/bin/true"]).output().unwrap();
     assert_eq!(edit.status.code(), Some(5));
     let msg = String::from_utf8_lossy(&edit.stderr);
-    assert!(msg.contains(&format!("' inject-envd {id} --envd /bin/true --fork\n")), "{msg}");
+    assert!(msg.contains(&format!(" inject-envd {id} --envd /bin/true --fork\n")), "{msg}");
     for (args, code) in [
         (vec!["verify", "../.."], 3),
         (vec!["verify", "b0000000-0000-4000-8000-0000000000ff"], 3),
@@ -679,7 +686,8 @@ fn inject_envd_fork_from_s3_to_another_bucket() {
     };
     let new = "f5000000-0000-4000-8000-000000000001";
     // Dry run: the plan with its publish step, nothing written anywhere.
-    let (code, v, err) = run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url(), "--dry-run", "--json"]);
+    let (code, v, err) =
+        run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url(), "--dry-run", "--json"]);
     assert_eq!(code, Some(0), "{err} {v}");
     assert_eq!(v["publish"]["status"], "planned");
     assert_eq!(v["publish"]["method"], "staged");
@@ -689,7 +697,11 @@ fn inject_envd_fork_from_s3_to_another_bucket() {
     let (code, v, err) = run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url(), "--json"]);
     assert_eq!(code, Some(0), "{err} {v}");
     let p = &v["publish"];
-    assert_eq!((&p["status"], &p["method"], &p["verified"]), (&"published".into(), &"staged".into(), &true.into()), "{p}");
+    assert_eq!(
+        (&p["status"], &p["method"], &p["verified"]),
+        (&"published".into(), &"staged".into(), &true.into()),
+        "{p}"
+    );
     assert!(p["written"].as_u64().unwrap() >= 3 && p["staging_removed"] == true, "{p}");
     let keys: Vec<&str> = p["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap()).collect();
     assert!(keys.iter().all(|k| k.starts_with(new)), "a full-image fork needs no ancestors: {keys:?}");
@@ -702,8 +714,11 @@ fn inject_envd_fork_from_s3_to_another_bucket() {
     let vv = json(&out);
     assert_eq!(out.status.code(), Some(0), "{vv}");
     assert_eq!(vv["builds"][0]["tally"]["errors"], 0, "{vv}");
-    let out =
-        dst.tmpl().args(["--storage", &dst.url(), "inspect", new, "--path", "/usr/bin/envd", "--json"]).output().unwrap();
+    let out = dst
+        .tmpl()
+        .args(["--storage", &dst.url(), "inspect", new, "--path", "/usr/bin/envd", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(json(&out)["sha256"], sha256_hex(&bins.envd), "the fork's /usr/bin/envd is the new envd");
     // The same ID again: the destination holds it (exit 5), nothing changes there.
     let there = digests(&dst, &dst.url());
@@ -765,5 +780,129 @@ fn inject_envd_fork_from_s3_to_a_local_directory() {
     let out = common::tmpl().arg("--storage").arg(&local).args(["verify", new, "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(common::cat(&local, new, "/usr/bin/envd"), std::fs::read(&bins.envd).unwrap());
+    assert_eq!(digests(&src, &src.url()), before);
+}
+
+/// A child build whose /sbin/init is a hand-written wrapper passing envd a flag it does not
+/// accept (`-debug`), with a shell for it.
+fn wrapper_child(t: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let init = t.join("sbin/init");
+    std::fs::remove_file(&init).unwrap();
+    std::fs::write(&init, tmpl::demo::hand_written_wrapper("-debug")).unwrap();
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(t.join("bin")).unwrap();
+    let machine = tmpl::snapshot::Arch::host().unwrap_or(tmpl::snapshot::Arch::X86_64).elf_machine();
+    std::fs::write(t.join("bin/sh"), tmpl::elf::synthetic(machine, None)).unwrap();
+    std::fs::set_permissions(t.join("bin/sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("sh", t.join("bin/mount")).unwrap();
+}
+
+/// `rewrite-wrapper` of a layered, compressed build in Azure: in place refused (exit 5, naming
+/// the `--fork` command); `--fork` without `--to` writes the new build beside its base in the
+/// same container, where it verifies without the wrapper's finding and runs envd with the
+/// flags it accepts; the base's blobs are unchanged.
+#[test]
+fn rewrite_wrapper_fork_in_azure() {
+    let Some(az) = bucket(P::Azure) else { return };
+    let (d, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (base, child) = chain_with(d.path(), [0xb6; 16], [0xc6; 16], &wrapper_child);
+    let (base, child) = (base.to_string(), child.to_string());
+    az.upload(d.path(), &[&base, &child]);
+    let before = digests(&az, &az.url());
+    let url = az.url();
+    let ids = |out: &std::process::Output| -> Vec<String> {
+        common::findings_of(&json(out)).into_iter().map(|f| f.0).collect()
+    };
+    let out = az.tmpl().args(["--storage", &url, "verify", &child, "--json"]).output().unwrap();
+    assert!(ids(&out).contains(&"wrapper.envd-flag".to_string()), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = az.tmpl().args(["--storage", &url, "rewrite-wrapper", &child]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!(" rewrite-wrapper {child} --fork\n")), "{err}");
+    let out = az
+        .tmpl()
+        .env("TMPDIR", tmp.path())
+        .args(["--storage", &url, "rewrite-wrapper", &child, "--fork", "--json"])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((&v["publish"]["status"], &v["publish"]["verified"]), (&"published".into(), &true.into()), "{v}");
+    assert_eq!(v["publish"]["to"], url.as_str(), "beside its base");
+    let new = v["plan"]["target"]["new_build_id"].as_str().unwrap().to_string();
+    assert!(entries(tmp.path()).is_empty(), "the staging folder is removed");
+    let out = az.tmpl().args(["--storage", &url, "verify", &new, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!ids(&out).contains(&"wrapper.envd-flag".to_string()));
+    let out = az.tmpl().args(["--storage", &url, "inspect", &new, "--path", "/sbin/init", "--cat"]).output().unwrap();
+    let init = String::from_utf8_lossy(&out.stdout);
+    assert!(init.contains("/usr/bin/envd") && !init.contains("-debug"), "{init}");
+    let after: BTreeMap<String, String> =
+        digests(&az, &url).into_iter().filter(|(k, _)| !k.starts_with(&new)).collect();
+    assert_eq!(after, before, "the base's blobs are unchanged");
+}
+
+/// Faults while a fork is published to S3: the destination answers 503 to every upload of
+/// `metadata.json` (the last object): the run exits 4 with `storage.unavailable`, what it wrote
+/// is deleted again, nothing of the fork is at the destination, the staging folder is gone and
+/// the base unchanged. A destination bucket that does not exist stops the run before anything
+/// is assembled (exit 4, nothing staged).
+#[test]
+fn fork_publish_faults_leave_nothing_at_the_destination() {
+    let Some(bins) = common::fixtures::bins() else { return };
+    let (Some(src), Some(dst)) = (bucket(P::S3), bucket(P::S3)) else { return };
+    let (base, child) = (tmpl::demo::ids::ZSTD_BASE, tmpl::demo::ids::LZ4_CHILD);
+    src.upload(demo(), &[base, child]);
+    let before = digests(&src, &src.url());
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = FaultProxy::start(dst.server.port);
+    let durl = dst.url_at(&proxy.endpoint());
+    proxy.push(
+        Some("PUT"),
+        "metadata.json",
+        usize::MAX,
+        Action::Respond { status: 503, body: "<Error><Code>SlowDown</Code></Error>".into() },
+    );
+    let fork = |to: &str, json_out: bool| {
+        let mut c = src.tmpl();
+        c.env("TMPDIR", tmp.path()).args(["--storage", &src.url(), "inject-envd", child, "--envd"]).arg(&bins.envd);
+        c.args(["--fork", "--to", to]);
+        if json_out {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let out = fork(&durl, true);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(4), "{v}");
+    let p = &v["publish"];
+    assert_eq!(p["status"], "failed", "{p}");
+    let f = &p["failure"];
+    assert!(f["key"].as_str().unwrap().ends_with("/metadata.json"), "{f}");
+    assert_eq!(f["finding"]["id"], "storage.unavailable", "{f}");
+    assert!(f["rolled_back"].as_array().unwrap().len() >= 2, "the data and header were written, then deleted: {f}");
+    assert!(f["left_behind"].as_array().unwrap().is_empty(), "{f}");
+    assert!(v.get("applied").is_none(), "no applied build is reported: {v}");
+    assert!(object_keys(&dst, &dst.url()).is_empty(), "nothing of the fork at the destination");
+    assert!(entries(tmp.path()).is_empty(), "the staging folder is removed on failure too");
+    assert_eq!(digests(&src, &src.url()), before);
+    // The text report says so.
+    let out = fork(&durl, false);
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAILED") && text.contains("nothing of the fork is at the destination"), "{text}");
+    assert!(object_keys(&dst, &dst.url()).is_empty());
+    // A bucket that does not exist: refused before anything is assembled.
+    let missing =
+        format!("s3://{}-gone?endpoint={}&s3ForcePathStyle=true&region=us-east-1", dst.name, dst.server.endpoint());
+    let out = fork(&missing, false);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be listed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(entries(tmp.path()).is_empty(), "nothing staged");
     assert_eq!(digests(&src, &src.url()), before);
 }
