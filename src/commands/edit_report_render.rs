@@ -166,11 +166,15 @@ fn render_publish(w: &mut dyn Write, style: &Style, p: &crate::edit::publish::Pu
     use crate::edit::publish::{Method, Status};
     let to = sanitize(&p.to);
     match (p.status, p.method) {
-        (Status::Planned, Method::Direct) => writeln!(w, "  publish   written directly into {to}")?,
+        (Status::Planned, Method::Direct) => writeln!(
+            w,
+            "  publish   straight into {to} (checked: no build with this ID there; its folder appears whole, by one rename)"
+        )?,
         (Status::Planned, Method::Staged) => writeln!(
             w,
             "  publish   assembled in a staging folder in $TMPDIR, then copied to {to}: data, header, metadata.json last, \
-             each object read back and compared; rolled back on failure; the staging folder removed"
+             each object read back and compared; rolled back on failure; the staging folder removed (checked: the \
+             storage answers and holds no complete build with this ID)"
         )?,
         (Status::Published, Method::Direct) => writeln!(w, "  publish   written into {to}")?,
         (Status::Published, Method::Staged) => writeln!(
