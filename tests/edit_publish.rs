@@ -92,6 +92,9 @@ fn fork_to_another_local_storage() {
     // --to names where a fork goes: without --fork it is a usage error.
     let e = run(&["--storage", s, "inject-envd", child, "--envd", envd, "--to", t]).unwrap_err();
     assert_eq!(e.exit_code(), tmpl::exit_code::USAGE, "{e}");
+    // An empty --to is not the default storage.
+    let e = run(&["--storage", s, "inject-envd", child, "--envd", envd, "--fork", "--to", ""]).unwrap_err();
+    assert_eq!(e.exit_code(), tmpl::exit_code::USAGE, "{e}");
     // --to the base's own storage is the ordinary fork beside it (no publish step).
     let r = edit(&["--storage", s, "inject-envd", child, "--envd", envd, "--fork", "--to", s]);
     assert!(r.publish.is_none() && r.ok(), "{}", text(&r));

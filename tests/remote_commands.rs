@@ -97,6 +97,16 @@ impl Bucket {
         self.tmpl_at(&self.server.endpoint())
     }
 
+    /// [`Bucket::tmpl`] with a 30 s idle timeout, for setup uploads and the edits' multi-MiB
+    /// publishes: on a loaded machine a slow server answers a multipart upload's completion
+    /// after 2 s, and the retried completion then finds the upload gone (404), which is not
+    /// what these tests are about (tests/remote.rs and s3_faults cover timeouts).
+    fn tmpl_patient(&self) -> assert_cmd::Command {
+        let mut c = self.tmpl();
+        c.env("TMPL_REMOTE_TIMEOUT", "30");
+        c
+    }
+
     /// Put a local storage's builds there: `tmpl copy` for S3 and Azure; for GCS the emulator's
     /// JSON upload API, the Local sidecar becoming `uncompressed-size` metadata.
     fn upload(&self, storage: &Path, builds: &[&str]) {
@@ -122,7 +132,7 @@ impl Bucket {
                 }
             } else {
                 let out = self
-                    .tmpl()
+                    .tmpl_patient()
                     .args(["copy", b, "--no-ancestors", "--json", "--from"])
                     .arg(storage)
                     .args(["--to", &self.url()])
@@ -411,6 +421,10 @@ fn refusals_and_bad_input(p: P) {
     assert_eq!(edit.status.code(), Some(5));
     let msg = String::from_utf8_lossy(&edit.stderr);
     assert!(msg.contains(&format!(" inject-envd {id} --envd /bin/true --fork\n")), "{msg}");
+    // Backups exist only beside builds edited in place: a bucket has none of tmpl's.
+    let out = b.tmpl().args(["--storage", &url, "backups", id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fork"));
     for (args, code) in [
         (vec!["verify", "../.."], 3),
         (vec!["verify", "b0000000-0000-4000-8000-0000000000ff"], 3),
@@ -680,7 +694,8 @@ fn inject_envd_fork_from_s3_to_another_bucket() {
     let tmp = tempfile::tempdir().unwrap();
     let envd = bins.envd.to_str().unwrap();
     let run = |args: &[&str]| {
-        let out = src.tmpl().env("TMPDIR", tmp.path()).args(["--storage", &src.url()]).args(args).output().unwrap();
+        let out =
+            src.tmpl_patient().env("TMPDIR", tmp.path()).args(["--storage", &src.url()]).args(args).output().unwrap();
         let v = if out.stdout.is_empty() { Value::Null } else { json(&out) };
         (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
     };
@@ -738,7 +753,7 @@ fn inject_envd_fork_from_s3_to_another_bucket() {
     assert!(line.ends_with(&format!("inject-envd {child} --envd {envd} --fork")), "{line}");
     assert_eq!(digests(&src, &src.url()), before, "a refused edit writes nothing");
     let words = sh_words(line);
-    let out = src.tmpl().env("TMPDIR", tmp.path()).arg("--json").args(&words).output().unwrap();
+    let out = src.tmpl_patient().env("TMPDIR", tmp.path()).arg("--json").args(&words).output().unwrap();
     let v = json(&out);
     assert_eq!(out.status.code(), Some(0), "{line}: {v} {}", String::from_utf8_lossy(&out.stderr));
     let beside = v["plan"]["target"]["new_build_id"].as_str().unwrap().to_string();
@@ -764,7 +779,7 @@ fn inject_envd_fork_from_s3_to_a_local_directory() {
     let local = d.path().join("repaired");
     let new = "f5000000-0000-4000-8000-000000000002";
     let out = src
-        .tmpl()
+        .tmpl_patient()
         .env("TMPDIR", tmp.path())
         .args(["--storage", &src.url(), "inject-envd", child, "--envd"])
         .arg(&bins.envd)
@@ -821,7 +836,7 @@ fn rewrite_wrapper_fork_in_azure() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!(" rewrite-wrapper {child} --fork\n")), "{err}");
     let out = az
-        .tmpl()
+        .tmpl_patient()
         .env("TMPDIR", tmp.path())
         .args(["--storage", &url, "rewrite-wrapper", &child, "--fork", "--json"])
         .output()
@@ -865,7 +880,7 @@ fn fork_publish_faults_leave_nothing_at_the_destination() {
         Action::Respond { status: 503, body: "<Error><Code>SlowDown</Code></Error>".into() },
     );
     let fork = |to: &str, json_out: bool| {
-        let mut c = src.tmpl();
+        let mut c = src.tmpl_patient();
         c.env("TMPDIR", tmp.path()).args(["--storage", &src.url(), "inject-envd", child, "--envd"]).arg(&bins.envd);
         c.args(["--fork", "--to", to]);
         if json_out {

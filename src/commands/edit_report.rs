@@ -231,6 +231,10 @@ pub struct Prepared {
 /// `--to`: a directory (`Local`, created when the fork is written) or a remote storage.
 fn open_destination(arg: &str) -> Result<Either> {
     use crate::error::UsageError;
+    // An empty value would resolve to the default storage: never a silent destination.
+    if arg.trim().is_empty() {
+        return Err(UsageError::DestinationUrl("empty; give a directory or a storage URL".into()).into());
+    }
     let r = remote::resolve(Some(arg), &remote::Env::empty()).map_err(|e| {
         if e.kind() == remote::ErrorKind::Config {
             crate::error::Error::Usage(UsageError::DestinationUrl(e.to_string()))
