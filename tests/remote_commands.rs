@@ -861,8 +861,10 @@ fn rewrite_wrapper_fork_in_azure() {
 /// Faults while a fork is published to S3: the destination answers 503 to every upload of
 /// `metadata.json` (the last object): the run exits 4 with `storage.unavailable`, what it wrote
 /// is deleted again, nothing of the fork is at the destination, the staging folder is gone and
-/// the base unchanged. A destination bucket that does not exist stops the run before anything
-/// is assembled (exit 4, nothing staged).
+/// the base unchanged. A run killed after staging leaves its staging folder and nothing at the
+/// destination, and the next fork removes it; a failure there removes it at once. A destination
+/// bucket that does not exist stops the run before anything is assembled (exit 4, nothing
+/// staged).
 #[test]
 fn fork_publish_faults_leave_nothing_at_the_destination() {
     let Some(bins) = common::fixtures::bins() else { return };
@@ -908,6 +910,36 @@ fn fork_publish_faults_leave_nothing_at_the_destination() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAILED") && text.contains("nothing of the fork is at the destination"), "{text}");
     assert!(object_keys(&dst, &dst.url()).is_empty());
+    // Killed after staging (SIGKILL: nothing of tmpl runs after it): the staging folder stays,
+    // nothing is at the destination; the next such fork removes it and says so.
+    proxy.clear();
+    let killed = {
+        let mut c = src.tmpl_patient();
+        c.env("TMPDIR", tmp.path()).env(tmpl::edit::fault::FAULT_ENV, "kill:staged");
+        c.args(["--storage", &src.url(), "inject-envd", child, "--envd"]).arg(&bins.envd);
+        c.args(["--fork", "--to", &durl]).output().unwrap()
+    };
+    assert_eq!(killed.status.code(), None, "killed by a signal");
+    let left = entries(tmp.path());
+    assert!(left.len() == 1 && left[0].starts_with("tmpl-stage-"), "{left:?}");
+    assert!(object_keys(&dst, &dst.url()).is_empty());
+    // A failure after staging (in-process): the staging folder of this run is removed.
+    let failed = {
+        let mut c = src.tmpl_patient();
+        c.env("TMPDIR", tmp.path()).env(tmpl::edit::fault::FAULT_ENV, "staged");
+        c.args(["--storage", &src.url(), "inject-envd", child, "--envd"]).arg(&bins.envd);
+        c.args(["--fork", "--to", &durl]).output().unwrap()
+    };
+    assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
+    assert!(entries(tmp.path()).is_empty(), "the killed run's stage and this run's are gone");
+    assert!(object_keys(&dst, &dst.url()).is_empty());
+    std::fs::create_dir(tmp.path().join("tmpl-stage-deadbeef")).unwrap();
+    std::fs::write(tmp.path().join("tmpl-stage-deadbeef/.tmpl-stage.json"), b"{}").unwrap();
+    let out = fork(&durl, true);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert!(v["notes"].to_string().contains("tmpl-stage-deadbeef"), "the dead stage is named: {}", v["notes"]);
+    assert!(entries(tmp.path()).is_empty());
     // A bucket that does not exist: refused before anything is assembled.
     let missing =
         format!("s3://{}-gone?endpoint={}&s3ForcePathStyle=true&region=us-east-1", dst.name, dst.server.endpoint());

@@ -453,6 +453,7 @@ pub fn finish(
             let (mut applied, mut notes) =
                 edit::apply_fork_to(&build, plan.clone(), boot_ctx, stage.root(), progress, lock.as_ref())?;
             notes.extend(cleaned);
+            edit::fault::point("staged")?;
             let mut step = publish::publish(stage.root(), store, id, progress);
             let staged = stage.root().to_path_buf();
             drop(stage);
