@@ -406,7 +406,7 @@ fn refusals_and_bad_input(p: P) {
             _ => {
                 let store = tmpl::remote::Store::open(
                     &tmpl::remote::parse_storage_url(&url).unwrap(),
-                    &azure_or_s3_env(&b),
+                    &store_env(&b),
                     &tmpl::remote::Config::default(),
                 )
                 .unwrap();
@@ -468,10 +468,11 @@ fn refusals_and_bad_input(p: P) {
     }
 }
 
-fn azure_or_s3_env(b: &Bucket) -> tmpl::remote::Env {
+fn store_env(b: &Bucket) -> tmpl::remote::Env {
     match b.p {
         P::S3 => tmpl::remote::Env::from_pairs([("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")]),
-        _ => tmpl::remote::Env::from_pairs([(
+        P::Gcs => tmpl::remote::Env::from_pairs([("STORAGE_EMULATOR_HOST", b.server.endpoint())]),
+        P::Azure => tmpl::remote::Env::from_pairs([(
             "AZURE_STORAGE_CONNECTION_STRING",
             format!(
                 "DefaultEndpointsProtocol=http;AccountName={a};AccountKey={k};BlobEndpoint={e}/{a};",
@@ -486,7 +487,7 @@ fn azure_or_s3_env(b: &Bucket) -> tmpl::remote::Env {
 fn object_keys(b: &Bucket, url: &str) -> Vec<(String, u64)> {
     let store = tmpl::remote::Store::open(
         &tmpl::remote::parse_storage_url(url).unwrap(),
-        &azure_or_s3_env(b),
+        &store_env(b),
         &tmpl::remote::Config::default(),
     )
     .unwrap();
@@ -594,7 +595,7 @@ fn s3_faults() {
     let zkey = format!("{child}/rootfs.ext4.lz4");
     let store = tmpl::remote::Store::open(
         &tmpl::remote::parse_storage_url(&b.url()).unwrap(),
-        &azure_or_s3_env(&b),
+        &store_env(&b),
         &tmpl::remote::Config::default(),
     )
     .unwrap();
@@ -624,7 +625,7 @@ fn s3_faults() {
 fn digests(b: &Bucket, url: &str) -> BTreeMap<String, String> {
     let store = tmpl::remote::Store::open(
         &tmpl::remote::parse_storage_url(url).unwrap(),
-        &azure_or_s3_env(b),
+        &store_env(b),
         &tmpl::remote::Config::default(),
     )
     .unwrap();
@@ -766,12 +767,21 @@ fn inject_envd_fork_from_s3_to_another_bucket() {
     assert!(entries(tmp.path()).is_empty());
 }
 
-/// A fork of a build in S3 to a local storage directory: written there directly (no staging),
-/// verified there, the envd in it.
+/// A fork of a build in S3 (and GCS) to a local storage directory: written there directly (no
+/// staging), verified there, the envd in it, the bucket unchanged.
 #[test]
 fn inject_envd_fork_from_s3_to_a_local_directory() {
+    fork_to_a_local_directory(P::S3);
+}
+
+#[test]
+fn inject_envd_fork_from_gcs_to_a_local_directory() {
+    fork_to_a_local_directory(P::Gcs);
+}
+
+fn fork_to_a_local_directory(p: P) {
     let Some(bins) = common::fixtures::bins() else { return };
-    let Some(src) = bucket(P::S3) else { return };
+    let Some(src) = bucket(p) else { return };
     let (base, child) = (tmpl::demo::ids::ZSTD_BASE, tmpl::demo::ids::LZ4_CHILD);
     src.upload(demo(), &[base, child]);
     let before = digests(&src, &src.url());
