@@ -387,6 +387,59 @@ fn verify_line(destination: &Destination, label: &str, id: BuildId) -> String {
     }
 }
 
+/// A fork bound for a remote storage: assembled and verified in a staging storage in the
+/// system's temporary directory, published to `store` with the copy code, the staging storage
+/// removed whatever happened. The applied fork (its folder and manifest named at `store`) only
+/// when it was published.
+fn fork_to_remote(
+    build: &crate::build::Build,
+    plan: &Plan,
+    boot_ctx: &crate::rootfs::boot::Context,
+    lock: Option<&edit::BuildLock>,
+    store: &Store,
+    id: BuildId,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(Option<Applied>, Vec<String>, Publish)> {
+    let (stage, cleaned) = publish::Stage::create(&std::env::temp_dir(), &build.id, &id)?;
+    let (mut applied, mut notes) = edit::apply_fork_to(build, plan.clone(), boot_ctx, stage.root(), progress, lock)?;
+    notes.extend(cleaned);
+    edit::fault::point("staged")?;
+    let mut step = publish::publish(stage.root(), store, id, progress);
+    let staged = stage.root().to_path_buf();
+    drop(stage);
+    step.staging_removed = !staged.exists();
+    if !step.staging_removed {
+        notes.push(format!("could not remove the staging folder {}", staged.display()));
+    }
+    if step.status != publish::Status::Published {
+        notes.push(format!(
+            "the fork {id} was assembled and verified in {} ({} read back, e2fsck -fn clean) but not published",
+            staged.display(),
+            crate::report::count(applied.verification.files.len(), "file", "files")
+        ));
+        return Ok((None, notes, step));
+    }
+    applied.build_dir = PathBuf::from(store.object_url(&id.to_string()));
+    applied.manifest = PathBuf::from(store.object_url(&format!("{id}/{}", crate::vocab::files::MANIFEST)));
+    Ok((Some(applied), notes, step))
+}
+
+/// What to do after a publish that did not happen.
+fn unpublished_steps(step: &Publish, dest: &str) -> Vec<String> {
+    let mut next = match step.status {
+        publish::Status::Refused => vec![format!(
+            "{dest} got a different build with the fork's ID meanwhile; nothing was written: run again with another --fork-id (or none)"
+        )],
+        _ => vec![format!(
+            "nothing of the fork is at {dest}: fix what the failure names (credentials, the bucket, the network) and run the same command again"
+        )],
+    };
+    if let Some(f) = step.failure.as_ref().filter(|f| !f.left_behind.is_empty()) {
+        next.push(format!("delete what could not be rolled back: {}", f.left_behind.join(", ")));
+    }
+    next
+}
+
 /// Run a plan (or show it), publish a fork that goes elsewhere, purge caches after an in-place
 /// edit, and say what comes next.
 pub fn finish(
@@ -449,52 +502,30 @@ pub fn finish(
             r
         }
         (Destination::Remote(store), Some(id)) => {
-            let (stage, cleaned) = publish::Stage::create(&std::env::temp_dir(), &build.id, &id)?;
-            let (mut applied, mut notes) =
-                edit::apply_fork_to(&build, plan.clone(), boot_ctx, stage.root(), progress, lock.as_ref())?;
-            notes.extend(cleaned);
-            edit::fault::point("staged")?;
-            let mut step = publish::publish(stage.root(), store, id, progress);
-            let staged = stage.root().to_path_buf();
-            drop(stage);
-            step.staging_removed = !staged.exists();
-            if !step.staging_removed {
-                notes.push(format!("could not remove the staging folder {}", staged.display()));
-            }
-            let published = step.status == publish::Status::Published;
+            let (applied, notes, step) = fork_to_remote(&build, &plan, boot_ctx, lock.as_ref(), store, id, progress)?;
+            let failed = step.exit_code() != crate::exit_code::OK;
+            let next = if failed { unpublished_steps(&step, &dest_label) } else { Vec::new() };
             publish = Some(step);
-            if !published {
-                notes.push(format!(
-                    "the fork {id} was assembled and verified in {} ({} read back, e2fsck -fn clean) but not published; the staging folder is removed",
-                    staged.display(),
-                    crate::report::count(applied.verification.files.len(), "file", "files")
-                ));
-                let mut next = vec![format!(
-                    "nothing of the fork is at {dest_label}: fix what the failure names (credentials, the bucket, the network) and run the same command again"
-                )];
-                if let Some(f) = publish.as_ref().and_then(|p| p.failure.as_ref())
-                    && !f.left_behind.is_empty()
-                {
-                    next.push(format!("delete what could not be rolled back: {}", f.left_behind.join(", ")));
+            match applied {
+                Some(a) if !failed => (a, notes),
+                _ => {
+                    let mut notes = notes;
+                    notes.append(&mut early);
+                    notes.sort();
+                    notes.dedup();
+                    let report = EditReport {
+                        command,
+                        dry_run: false,
+                        plan,
+                        publish,
+                        applied: None,
+                        caches: None,
+                        notes,
+                        next_steps: next,
+                    };
+                    return Ok(Outcome::Edit(Box::new(report)));
                 }
-                notes.append(&mut early);
-                notes.sort();
-                notes.dedup();
-                let report = EditReport {
-                    command,
-                    dry_run: false,
-                    plan,
-                    publish,
-                    applied: None,
-                    caches: None,
-                    notes,
-                    next_steps: next,
-                };
-                return Ok(Outcome::Edit(Box::new(report)));
             }
-            applied.build_dir = PathBuf::from(store.object_url(&id.to_string()));
-            applied.manifest = PathBuf::from(store.object_url(&format!("{id}/{}", crate::vocab::files::MANIFEST)));
-            (applied, notes)
         }
         (_, None) => return Err(crate::error::Error::Internal("an in-place edit goes nowhere else")),
     };
