@@ -357,9 +357,13 @@ pub struct EditReport {
 }
 
 /// Before anything is assembled: the fork's ID must be free where it goes, and a remote
-/// destination must answer. Returns the publish step as planned (none for a fork beside its
-/// base) and notes.
-fn check_destination(destination: &Destination, id: BuildId) -> Result<(Option<Publish>, Vec<String>)> {
+/// destination must answer and the staging folder have room. Returns the publish step as
+/// planned (none for a fork beside its base) and notes.
+fn check_destination(
+    destination: &Destination,
+    build: &crate::build::Build,
+    id: BuildId,
+) -> Result<(Option<Publish>, Vec<String>)> {
     match destination {
         Destination::Base => Ok((None, Vec::new())),
         Destination::Local(dir) => {
@@ -374,6 +378,8 @@ fn check_destination(destination: &Destination, id: BuildId) -> Result<(Option<P
         }
         Destination::Remote(store) => {
             let notes = publish::preflight(store, &id)?;
+            let size = build.rootfs.effective_header(build.id).map_or(0, |h| h.size);
+            publish::check_room(&std::env::temp_dir(), size)?;
             Ok((Some(Publish::planned(store.location().to_string(), publish::Method::Staged)), notes))
         }
     }
@@ -400,6 +406,8 @@ fn fork_to_remote(
     id: BuildId,
     progress: &dyn crate::progress::Progress,
 ) -> Result<(Option<Applied>, Vec<String>, Publish)> {
+    let size = build.rootfs.effective_header(build.id).map_or(0, |h| h.size);
+    publish::check_room(&std::env::temp_dir(), size)?;
     let (stage, cleaned) = publish::Stage::create(&std::env::temp_dir(), &build.id, &id)?;
     let (mut applied, mut notes) = edit::apply_fork_to(build, plan.clone(), boot_ctx, stage.root(), progress, lock)?;
     notes.extend(cleaned);
@@ -458,7 +466,7 @@ pub fn finish(
     let dest_label = destination.label(&build);
     let mut publish = None;
     if let Some(id) = fork_id {
-        let (p, n) = check_destination(&destination, id)?;
+        let (p, n) = check_destination(&destination, &build, id)?;
         publish = p;
         early.extend(n);
     }

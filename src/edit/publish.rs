@@ -82,6 +82,25 @@ impl Drop for Stage {
     }
 }
 
+/// Is there room in `parent` for a staged fork of a rootfs of `size` bytes? The assembled image
+/// is written sparse (holes where the layers map nothing), so this is the worst case; a refusal
+/// up front beats running out of space after minutes of work. `Err` (exit 4) names the
+/// shortfall and `TMPDIR`.
+pub fn check_room(parent: &Path, size: u64) -> Result<()> {
+    let Ok(st) = rustix::fs::statvfs(parent) else { return Ok(()) };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free >= size {
+        return Ok(());
+    }
+    Err(Error::environment_msg(format!(
+        "the new build is assembled in {} before it is uploaded, and needs up to {} there ({} free); \
+         set TMPDIR to a directory on a disk with room",
+        parent.display(),
+        human_bytes(size),
+        human_bytes(free)
+    )))
+}
+
 /// Remove the staging folders in `parent` that this user owns and no run holds (their runs were
 /// killed). Returns one note per folder removed or that could not be removed.
 pub fn clean_dead_stages(parent: &Path) -> Vec<String> {
@@ -361,6 +380,15 @@ mod tests {
         let root = live.root().to_path_buf();
         drop(live);
         assert!(!root.exists(), "a stage is removed when dropped");
+    }
+
+    #[test]
+    fn no_room_for_the_stage_is_the_environments() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(check_room(tmp.path(), 4096).is_ok());
+        let e = check_room(tmp.path(), u64::MAX).unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit_code::ENVIRONMENT);
+        assert!(e.to_string().contains("TMPDIR"), "{e}");
     }
 
     #[test]
