@@ -31,7 +31,7 @@ by the next edit of the build or `tmpl backups BUILD --recover`.
 Remote storage (--storage s3://..., gs://..., azblob://...): a build there is never edited in place (exit 5, naming \
 the --fork command). --fork reads the base through its headers and writes the new build beside it in the same \
 bucket, or to --to DST (a directory or another storage URL): assembled and verified in a staging folder in $TMPDIR \
-(room for the full image; removed afterwards, and by the next run if this one is killed), then copied with \
+(room for the full image, checked first; removed afterwards, and by the next run if this one is killed), then copied with \
 metadata.json last, every object read back and compared. Exit 4 also when that copy failed (credentials, a missing \
 bucket, 5xx or timeouts after the retries: what it wrote is deleted again, nothing of the fork is at DST), 1 when \
 an object differs after writing (deleted again too), 5 when DST already holds a complete build with the fork's ID."
