@@ -54,6 +54,10 @@ pub enum UsageError {
     NotABackupName(String),
     #[error("--storage: {0}")]
     StorageUrl(String),
+    #[error("--to: {0}")]
+    DestinationUrl(String),
+    #[error("--to names where a --fork goes; an in-place edit stays where the build is (add --fork)")]
+    ToWithoutFork,
     #[error("{var}=pause:{step} needs {needs}")]
     FaultPauseFile { var: &'static str, step: String, needs: &'static str },
     #[error("no man page for {name:?}; there is one for: {known}")]

@@ -97,6 +97,16 @@ impl Bucket {
         self.tmpl_at(&self.server.endpoint())
     }
 
+    /// [`Bucket::tmpl`] with a 30 s idle timeout, for setup uploads and the edits' multi-MiB
+    /// publishes: on a loaded machine a slow server answers a multipart upload's completion
+    /// after 2 s, and the retried completion then finds the upload gone (404), which is not
+    /// what these tests are about (tests/remote.rs and s3_faults cover timeouts).
+    fn tmpl_patient(&self) -> assert_cmd::Command {
+        let mut c = self.tmpl();
+        c.env("TMPL_REMOTE_TIMEOUT", "30");
+        c
+    }
+
     /// Put a local storage's builds there: `tmpl copy` for S3 and Azure; for GCS the emulator's
     /// JSON upload API, the Local sidecar becoming `uncompressed-size` metadata.
     fn upload(&self, storage: &Path, builds: &[&str]) {
@@ -122,7 +132,7 @@ impl Bucket {
                 }
             } else {
                 let out = self
-                    .tmpl()
+                    .tmpl_patient()
                     .args(["copy", b, "--no-ancestors", "--json", "--from"])
                     .arg(storage)
                     .args(["--to", &self.url()])
@@ -273,18 +283,25 @@ per_provider!(demo_verifies_as_on_disk, inspect_reads_rootfs_contents, refusals_
 
 /// A layered, compressed V5 chain (base zstd, child lz4 on it) in a local storage.
 fn chain(root: &Path) -> (BuildId, BuildId) {
+    chain_with(root, [0xb5; 16], [0xc5; 16], &|t: &Path| std::fs::write(t.join("etc/child"), b"layered\n").unwrap())
+}
+
+/// [`chain`] with these IDs, the child's tree changed by `child` before it is imaged.
+fn chain_with(root: &Path, base: [u8; 16], child: [u8; 16], edit_child: &dyn Fn(&Path)) -> (BuildId, BuildId) {
     use tmpl::device::Device;
     use tmpl::fixtures::layer::{self, LayerFormat, Parent};
     use tmpl::progress::NoProgress;
-    let (base, child) = (BuildId::from_bytes([0xb5; 16]), BuildId::from_bytes([0xc5; 16]));
+    let (base, child) = (BuildId::from_bytes(base), BuildId::from_bytes(child));
     let work = tempfile::tempdir().unwrap();
     let mut header = None;
     for (i, (id, c)) in
         [(base, tmpl::compress::Compression::Zstd), (child, tmpl::compress::Compression::Lz4)].into_iter().enumerate()
     {
         let tree = work.path().join(format!("tree{i}"));
-        let extra: &[(&str, &[u8])] = if i == 0 { &[] } else { &[("etc/child", b"layered\n")] };
-        tmpl::demo::rootfs_tree(&tree, &id.to_string(), extra).unwrap();
+        tmpl::demo::rootfs_tree(&tree, &id.to_string(), &[]).unwrap();
+        if i == 1 {
+            edit_child(&tree);
+        }
         let img = work.path().join(format!("img{i}"));
         tmpl::demo::make_image(&tree, &img, 24 << 20).unwrap();
         let dir = root.join(id.to_string());
@@ -374,7 +391,7 @@ fn copy_round_trips_a_compressed_chain() {
 }
 
 /// Refusals and bad input on a bucket: a different build with the same ID (exit 5, nothing
-/// written), an edit in place (exit 5, with the copy commands), a hostile build argument and an
+/// written), an edit in place (exit 5, naming the `--fork` command), a hostile build argument and an
 /// unknown URL parameter (exit 3 and 2), a build that is not there (exit 3), and object names
 /// that are not builds.
 fn refusals_and_bad_input(p: P) {
@@ -389,7 +406,7 @@ fn refusals_and_bad_input(p: P) {
             _ => {
                 let store = tmpl::remote::Store::open(
                     &tmpl::remote::parse_storage_url(&url).unwrap(),
-                    &azure_or_s3_env(&b),
+                    &store_env(&b),
                     &tmpl::remote::Config::default(),
                 )
                 .unwrap();
@@ -403,7 +420,11 @@ fn refusals_and_bad_input(p: P) {
     let edit = b.tmpl().args(["--storage", &url, "inject-envd", id, "--envd", "/bin/true"]).output().unwrap();
     assert_eq!(edit.status.code(), Some(5));
     let msg = String::from_utf8_lossy(&edit.stderr);
-    assert!(msg.contains("tmpl copy") && msg.contains("--fork"), "{msg}");
+    assert!(msg.contains(&format!(" inject-envd {id} --envd /bin/true --fork\n")), "{msg}");
+    // Backups exist only beside builds edited in place: a bucket has none of tmpl's.
+    let out = b.tmpl().args(["--storage", &url, "backups", id]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fork"));
     for (args, code) in [
         (vec!["verify", "../.."], 3),
         (vec!["verify", "b0000000-0000-4000-8000-0000000000ff"], 3),
@@ -447,10 +468,11 @@ fn refusals_and_bad_input(p: P) {
     }
 }
 
-fn azure_or_s3_env(b: &Bucket) -> tmpl::remote::Env {
+fn store_env(b: &Bucket) -> tmpl::remote::Env {
     match b.p {
         P::S3 => tmpl::remote::Env::from_pairs([("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")]),
-        _ => tmpl::remote::Env::from_pairs([(
+        P::Gcs => tmpl::remote::Env::from_pairs([("STORAGE_EMULATOR_HOST", b.server.endpoint())]),
+        P::Azure => tmpl::remote::Env::from_pairs([(
             "AZURE_STORAGE_CONNECTION_STRING",
             format!(
                 "DefaultEndpointsProtocol=http;AccountName={a};AccountKey={k};BlobEndpoint={e}/{a};",
@@ -465,7 +487,7 @@ fn azure_or_s3_env(b: &Bucket) -> tmpl::remote::Env {
 fn object_keys(b: &Bucket, url: &str) -> Vec<(String, u64)> {
     let store = tmpl::remote::Store::open(
         &tmpl::remote::parse_storage_url(url).unwrap(),
-        &azure_or_s3_env(b),
+        &store_env(b),
         &tmpl::remote::Config::default(),
     )
     .unwrap();
@@ -573,7 +595,7 @@ fn s3_faults() {
     let zkey = format!("{child}/rootfs.ext4.lz4");
     let store = tmpl::remote::Store::open(
         &tmpl::remote::parse_storage_url(&b.url()).unwrap(),
-        &azure_or_s3_env(&b),
+        &store_env(&b),
         &tmpl::remote::Config::default(),
     )
     .unwrap();
@@ -594,4 +616,350 @@ fn s3_faults() {
         String::from_utf8_lossy(&out.stdout).contains("AWS_ACCESS_KEY_ID")
             || String::from_utf8_lossy(&out.stderr).contains("AWS_ACCESS_KEY_ID")
     );
+}
+
+// ---- Edits of builds in object storage: `--fork` reads the base from the bucket, `--to` says
+// where the new build goes (issue 15 item 4).
+
+/// SHA-256 of every object in a bucket, by key (to prove a base unchanged).
+fn digests(b: &Bucket, url: &str) -> BTreeMap<String, String> {
+    let store = tmpl::remote::Store::open(
+        &tmpl::remote::parse_storage_url(url).unwrap(),
+        &store_env(b),
+        &tmpl::remote::Config::default(),
+    )
+    .unwrap();
+    store
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            let (d, _) = tmpl::copy::digest(&store, &o.key).unwrap();
+            (o.key, tmpl::header::hex(&d))
+        })
+        .collect()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    tmpl::header::hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// The words of a POSIX sh command line quoted the way tmpl quotes (plain words, '...' with
+/// '\'' for a quote).
+fn sh_words(line: &str) -> Vec<String> {
+    let (mut words, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            '\\' if !quoted => {
+                cur.extend(chars.next());
+            }
+            ' ' if !quoted => {
+                if any || !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// A compressed, layered demo build (LZ4 child over a zstd base) in S3: `inject-envd --fork --to`
+/// another bucket writes a new build that verifies there and holds the new envd, leaving the
+/// base's objects byte for byte as they were; the staging folder is gone afterwards. The same
+/// without `--to` puts the fork beside its base; `--dry-run` writes nothing anywhere; an
+/// in-place edit is refused (exit 5) with the exact `--fork` command, which then works; the
+/// fork's ID taken at the destination is refused (exit 5); `--to` without `--fork` is a usage
+/// error.
+#[test]
+fn inject_envd_fork_from_s3_to_another_bucket() {
+    let Some(bins) = common::fixtures::bins() else { return };
+    let (Some(src), Some(dst)) = (bucket(P::S3), bucket(P::S3)) else { return };
+    let (base, child) = (tmpl::demo::ids::ZSTD_BASE, tmpl::demo::ids::LZ4_CHILD);
+    src.upload(demo(), &[base, child]);
+    let before = digests(&src, &src.url());
+    let tmp = tempfile::tempdir().unwrap();
+    let envd = bins.envd.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out =
+            src.tmpl_patient().env("TMPDIR", tmp.path()).args(["--storage", &src.url()]).args(args).output().unwrap();
+        let v = if out.stdout.is_empty() { Value::Null } else { json(&out) };
+        (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let new = "f5000000-0000-4000-8000-000000000001";
+    // Dry run: the plan with its publish step, nothing written anywhere.
+    let (code, v, err) =
+        run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url(), "--dry-run", "--json"]);
+    assert_eq!(code, Some(0), "{err} {v}");
+    assert_eq!(v["publish"]["status"], "planned");
+    assert_eq!(v["publish"]["method"], "staged");
+    assert!(object_keys(&dst, &dst.url()).is_empty(), "a dry run writes nothing at the destination");
+    assert!(entries(tmp.path()).is_empty(), "a dry run stages nothing");
+    // The fork, to the other bucket.
+    let (code, v, err) = run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url(), "--json"]);
+    assert_eq!(code, Some(0), "{err} {v}");
+    let p = &v["publish"];
+    assert_eq!(
+        (&p["status"], &p["method"], &p["verified"]),
+        (&"published".into(), &"staged".into(), &true.into()),
+        "{p}"
+    );
+    assert!(p["written"].as_u64().unwrap() >= 3 && p["staging_removed"] == true, "{p}");
+    let keys: Vec<&str> = p["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap()).collect();
+    assert!(keys.iter().all(|k| k.starts_with(new)), "a full-image fork needs no ancestors: {keys:?}");
+    assert_eq!(keys.last().copied(), Some(format!("{new}/metadata.json").as_str()), "metadata.json last");
+    assert!(v["applied"]["build_dir"].as_str().unwrap().starts_with(&format!("s3://{}", dst.name)), "{v}");
+    assert!(entries(tmp.path()).is_empty(), "the staging folder is removed: {:?}", entries(tmp.path()));
+    assert_eq!(digests(&src, &src.url()), before, "the base's objects are unchanged");
+    // At the destination: verify passes, the rootfs holds the new envd.
+    let out = dst.tmpl().args(["--storage", &dst.url(), "verify", new, "--json"]).output().unwrap();
+    let vv = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{vv}");
+    assert_eq!(vv["builds"][0]["tally"]["errors"], 0, "{vv}");
+    let out = dst
+        .tmpl()
+        .args(["--storage", &dst.url(), "inspect", new, "--path", "/usr/bin/envd", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out)["sha256"], sha256_hex(&bins.envd), "the fork's /usr/bin/envd is the new envd");
+    // The same ID again: the destination holds it (exit 5), nothing changes there.
+    let there = digests(&dst, &dst.url());
+    let (code, _, err) = run(&["inject-envd", child, "--envd", envd, "--fork-id", new, "--to", &dst.url()]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(digests(&dst, &dst.url()), there);
+    // --to without --fork: usage.
+    let (code, _, err) = run(&["inject-envd", child, "--envd", envd, "--to", &dst.url()]);
+    assert_eq!(code, Some(2), "{err}");
+    // In place: refused with the exact --fork command, and that command works (the fork goes
+    // beside its base in the same bucket).
+    let (code, v, err) = run(&["inject-envd", child, "--envd", envd, "--json"]);
+    assert_eq!(code, Some(5), "{err}");
+    let details: Vec<&str> = v["error"]["details"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    let line = details.iter().find_map(|d| d.split_once(": tmpl ").map(|(_, c)| c)).expect("a tmpl command line");
+    assert!(line.ends_with(&format!("inject-envd {child} --envd {envd} --fork")), "{line}");
+    assert_eq!(digests(&src, &src.url()), before, "a refused edit writes nothing");
+    let words = sh_words(line);
+    let out = src.tmpl_patient().env("TMPDIR", tmp.path()).arg("--json").args(&words).output().unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{line}: {v} {}", String::from_utf8_lossy(&out.stderr));
+    let beside = v["plan"]["target"]["new_build_id"].as_str().unwrap().to_string();
+    assert_eq!(v["publish"]["to"].as_str().unwrap().split('?').next(), src.url().split('?').next(), "{v}");
+    let keys = digests(&src, &src.url());
+    assert!(keys.contains_key(&format!("{beside}/metadata.json")), "the fork is beside its base");
+    assert_eq!(keys.into_iter().filter(|(k, _)| !k.starts_with(&beside)).collect::<BTreeMap<_, _>>(), before);
+    let out = src.tmpl().args(["--storage", &src.url(), "verify", &beside, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(entries(tmp.path()).is_empty());
+}
+
+/// A fork of a build in S3 (and GCS) to a local storage directory: written there directly (no
+/// staging), verified there, the envd in it, the bucket unchanged.
+#[test]
+fn inject_envd_fork_from_s3_to_a_local_directory() {
+    fork_to_a_local_directory(P::S3);
+}
+
+#[test]
+fn inject_envd_fork_from_gcs_to_a_local_directory() {
+    fork_to_a_local_directory(P::Gcs);
+}
+
+fn fork_to_a_local_directory(p: P) {
+    let Some(bins) = common::fixtures::bins() else { return };
+    let Some(src) = bucket(p) else { return };
+    let (base, child) = (tmpl::demo::ids::ZSTD_BASE, tmpl::demo::ids::LZ4_CHILD);
+    src.upload(demo(), &[base, child]);
+    let before = digests(&src, &src.url());
+    let (tmp, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let local = d.path().join("repaired");
+    let new = "f5000000-0000-4000-8000-000000000002";
+    let out = src
+        .tmpl_patient()
+        .env("TMPDIR", tmp.path())
+        .args(["--storage", &src.url(), "inject-envd", child, "--envd"])
+        .arg(&bins.envd)
+        .args(["--fork-id", new, "--json", "--to"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((&v["publish"]["method"], &v["publish"]["status"]), (&"direct".into(), &"published".into()));
+    assert_eq!(entries(&local), vec![new.to_string()], "only the new build, no partial folder");
+    assert!(entries(tmp.path()).is_empty(), "no staging for a local destination");
+    let out = common::tmpl().arg("--storage").arg(&local).args(["verify", new, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(common::cat(&local, new, "/usr/bin/envd"), std::fs::read(&bins.envd).unwrap());
+    assert_eq!(digests(&src, &src.url()), before);
+}
+
+/// A child build whose /sbin/init is a hand-written wrapper passing envd a flag it does not
+/// accept (`-debug`), with a shell for it.
+fn wrapper_child(t: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let init = t.join("sbin/init");
+    std::fs::remove_file(&init).unwrap();
+    std::fs::write(&init, tmpl::demo::hand_written_wrapper("-debug")).unwrap();
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(t.join("bin")).unwrap();
+    let machine = tmpl::snapshot::Arch::host().unwrap_or(tmpl::snapshot::Arch::X86_64).elf_machine();
+    std::fs::write(t.join("bin/sh"), tmpl::elf::synthetic(machine, None)).unwrap();
+    std::fs::set_permissions(t.join("bin/sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("sh", t.join("bin/mount")).unwrap();
+}
+
+/// `rewrite-wrapper` of a layered, compressed build in Azure: in place refused (exit 5, naming
+/// the `--fork` command); `--fork` without `--to` writes the new build beside its base in the
+/// same container, where it verifies without the wrapper's finding and runs envd with the
+/// flags it accepts; the base's blobs are unchanged.
+#[test]
+fn rewrite_wrapper_fork_in_azure() {
+    let Some(az) = bucket(P::Azure) else { return };
+    let (d, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (base, child) = chain_with(d.path(), [0xb6; 16], [0xc6; 16], &wrapper_child);
+    let (base, child) = (base.to_string(), child.to_string());
+    az.upload(d.path(), &[&base, &child]);
+    let before = digests(&az, &az.url());
+    let url = az.url();
+    let ids = |out: &std::process::Output| -> Vec<String> {
+        common::findings_of(&json(out)).into_iter().map(|f| f.0).collect()
+    };
+    let out = az.tmpl().args(["--storage", &url, "verify", &child, "--json"]).output().unwrap();
+    assert!(ids(&out).contains(&"wrapper.envd-flag".to_string()), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = az.tmpl().args(["--storage", &url, "rewrite-wrapper", &child]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!(" rewrite-wrapper {child} --fork\n")), "{err}");
+    let out = az
+        .tmpl_patient()
+        .env("TMPDIR", tmp.path())
+        .args(["--storage", &url, "rewrite-wrapper", &child, "--fork", "--json"])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((&v["publish"]["status"], &v["publish"]["verified"]), (&"published".into(), &true.into()), "{v}");
+    assert_eq!(v["publish"]["to"], url.as_str(), "beside its base");
+    let new = v["plan"]["target"]["new_build_id"].as_str().unwrap().to_string();
+    assert!(entries(tmp.path()).is_empty(), "the staging folder is removed");
+    let out = az.tmpl().args(["--storage", &url, "verify", &new, "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!ids(&out).contains(&"wrapper.envd-flag".to_string()));
+    let out = az.tmpl().args(["--storage", &url, "inspect", &new, "--path", "/sbin/init", "--cat"]).output().unwrap();
+    let init = String::from_utf8_lossy(&out.stdout);
+    assert!(init.contains("/usr/bin/envd") && !init.contains("-debug"), "{init}");
+    let after: BTreeMap<String, String> =
+        digests(&az, &url).into_iter().filter(|(k, _)| !k.starts_with(&new)).collect();
+    assert_eq!(after, before, "the base's blobs are unchanged");
+}
+
+/// Faults while a fork is published to S3: the destination answers 503 to every upload of
+/// `metadata.json` (the last object): the run exits 4 with `storage.unavailable`, what it wrote
+/// is deleted again, nothing of the fork is at the destination, the staging folder is gone and
+/// the base unchanged. A run killed after staging leaves its staging folder and nothing at the
+/// destination, and the next fork removes it; a failure there removes it at once. A destination
+/// bucket that does not exist stops the run before anything is assembled (exit 4, nothing
+/// staged).
+#[test]
+fn fork_publish_faults_leave_nothing_at_the_destination() {
+    let Some(bins) = common::fixtures::bins() else { return };
+    let (Some(src), Some(dst)) = (bucket(P::S3), bucket(P::S3)) else { return };
+    let (base, child) = (tmpl::demo::ids::ZSTD_BASE, tmpl::demo::ids::LZ4_CHILD);
+    src.upload(demo(), &[base, child]);
+    let before = digests(&src, &src.url());
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = FaultProxy::start(dst.server.port);
+    let durl = dst.url_at(&proxy.endpoint());
+    proxy.push(
+        Some("PUT"),
+        "metadata.json",
+        usize::MAX,
+        Action::Respond { status: 503, body: "<Error><Code>SlowDown</Code></Error>".into() },
+    );
+    let fork = |to: &str, json_out: bool| {
+        let mut c = src.tmpl_patient();
+        c.env("TMPDIR", tmp.path()).args(["--storage", &src.url(), "inject-envd", child, "--envd"]).arg(&bins.envd);
+        c.args(["--fork", "--to", to]);
+        if json_out {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let out = fork(&durl, true);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(4), "{v}");
+    let p = &v["publish"];
+    assert_eq!(p["status"], "failed", "{p}");
+    let f = &p["failure"];
+    assert!(f["key"].as_str().unwrap().ends_with("/metadata.json"), "{f}");
+    assert_eq!(f["finding"]["id"], "storage.unavailable", "{f}");
+    assert!(f["rolled_back"].as_array().unwrap().len() >= 2, "the data and header were written, then deleted: {f}");
+    assert!(f["left_behind"].as_array().unwrap().is_empty(), "{f}");
+    assert!(v.get("applied").is_none(), "no applied build is reported: {v}");
+    assert!(object_keys(&dst, &dst.url()).is_empty(), "nothing of the fork at the destination");
+    assert!(entries(tmp.path()).is_empty(), "the staging folder is removed on failure too");
+    assert_eq!(digests(&src, &src.url()), before);
+    // The text report says so.
+    let out = fork(&durl, false);
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAILED") && text.contains("nothing of the fork is at the destination"), "{text}");
+    assert!(object_keys(&dst, &dst.url()).is_empty());
+    // Killed after staging (SIGKILL: nothing of tmpl runs after it): the staging folder stays,
+    // nothing is at the destination; the next such fork removes it and says so.
+    proxy.clear();
+    let killed = {
+        let mut c = src.tmpl_patient();
+        c.env("TMPDIR", tmp.path()).env(tmpl::edit::fault::FAULT_ENV, "kill:staged");
+        c.args(["--storage", &src.url(), "inject-envd", child, "--envd"]).arg(&bins.envd);
+        c.args(["--fork", "--to", &durl]).output().unwrap()
+    };
+    assert_eq!(killed.status.code(), None, "killed by a signal");
+    let left = entries(tmp.path());
+    assert!(left.len() == 1 && left[0].starts_with("tmpl-stage-"), "{left:?}");
+    assert!(object_keys(&dst, &dst.url()).is_empty());
+    // A failure after staging (in-process): the staging folder of this run is removed.
+    let failed = {
+        let mut c = src.tmpl_patient();
+        c.env("TMPDIR", tmp.path()).env(tmpl::edit::fault::FAULT_ENV, "staged");
+        c.args(["--storage", &src.url(), "inject-envd", child, "--envd"]).arg(&bins.envd);
+        c.args(["--fork", "--to", &durl]).output().unwrap()
+    };
+    assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
+    assert!(entries(tmp.path()).is_empty(), "the killed run's stage and this run's are gone");
+    assert!(object_keys(&dst, &dst.url()).is_empty());
+    std::fs::create_dir(tmp.path().join("tmpl-stage-deadbeef")).unwrap();
+    std::fs::write(tmp.path().join("tmpl-stage-deadbeef/.tmpl-stage.json"), b"{}").unwrap();
+    let out = fork(&durl, true);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert!(v["notes"].to_string().contains("tmpl-stage-deadbeef"), "the dead stage is named: {}", v["notes"]);
+    assert!(entries(tmp.path()).is_empty());
+    // A bucket that does not exist: refused before anything is assembled.
+    let missing =
+        format!("s3://{}-gone?endpoint={}&s3ForcePathStyle=true&region=us-east-1", dst.name, dst.server.endpoint());
+    let out = fork(&missing, false);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be listed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(entries(tmp.path()).is_empty(), "nothing staged");
+    assert_eq!(digests(&src, &src.url()), before);
 }

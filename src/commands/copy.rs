@@ -107,6 +107,12 @@ pub struct CopyReport {
 /// A storage argument: a URL or a directory (a missing local directory is created unless
 /// `create` is false).
 fn open_store(arg: &str, create: bool) -> Result<Store> {
+    // An empty value would resolve to the default storage: never a silent source or destination.
+    if arg.trim().is_empty() {
+        return Err(Error::Usage(crate::error::UsageError::StorageUrl(
+            "an empty storage; give a directory or a storage URL".into(),
+        )));
+    }
     let r = remote::resolve(Some(arg), &remote::Env::empty()).map_err(|e| {
         if e.kind() == remote::ErrorKind::Config {
             Error::Usage(crate::error::UsageError::StorageUrl(e.to_string()))

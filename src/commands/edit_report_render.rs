@@ -24,12 +24,23 @@ impl Report for EditReport {
         if self.dry_run && self.plan.refused.is_some() {
             return crate::exit_code::REFUSED;
         }
+        // A fork that did not reach its destination is not done, whatever the edit did.
+        if let Some(code) = self.publish.as_ref().map(|p| p.exit_code()).filter(|c| *c != crate::exit_code::OK) {
+            return code;
+        }
         self.caches.as_ref().map_or(crate::exit_code::OK, CacheStep::exit_code)
     }
 
     fn render(&self, w: &mut dyn Write, style: &Style) -> io::Result<()> {
         let p = &self.plan;
-        let state = if self.dry_run { "plan (dry run: nothing written)" } else { "done" };
+        let unpublished = self.publish.as_ref().is_some_and(|p| p.exit_code() != crate::exit_code::OK);
+        let state = if self.dry_run {
+            "plan (dry run: nothing written)"
+        } else if unpublished {
+            "FAILED: the new build was not published"
+        } else {
+            "done"
+        };
         writeln!(w, "{} {} {}", style.bold(self.command.name()), p.build_id, state)?;
         if let Some(m) = p.mode {
             writeln!(w, "  mode      {} — {}", format!("{m:?}").to_lowercase(), sanitize(&p.mode_reason))?;
@@ -42,9 +53,14 @@ impl Report for EditReport {
                 if p.drop_snapshot { ", memory snapshot dropped (filesystem_only)" } else { "" },
                 if p.rewrite_header { ", header rewritten to map every block to the build" } else { "" }
             )?,
-            Target::Fork { new_build_id } => {
-                writeln!(w, "  target    new build {new_build_id} (the old build is untouched)")?
-            }
+            Target::Fork { new_build_id } => match &self.publish {
+                Some(p) => writeln!(
+                    w,
+                    "  target    new build {new_build_id} in {} (the old build is untouched)",
+                    sanitize(&p.to)
+                )?,
+                None => writeln!(w, "  target    new build {new_build_id} (the old build is untouched)")?,
+            },
         }
         if let Some(e) = &p.envd {
             writeln!(
@@ -119,6 +135,9 @@ impl Report for EditReport {
             }
             writeln!(w, "  manifest  {}", a.manifest.display())?;
         }
+        if let Some(p) = &self.publish {
+            render_publish(w, style, p)?;
+        }
         render_outcome_tail(w, self.caches.as_ref(), &self.notes, &self.next_steps)
     }
 }
@@ -138,6 +157,81 @@ pub(super) fn render_outcome_tail(
     }
     for s in next_steps {
         writeln!(w, "  next      {}", sanitize(s))?;
+    }
+    Ok(())
+}
+
+/// The publish step of a fork that went to another storage.
+fn render_publish(w: &mut dyn Write, style: &Style, p: &crate::edit::publish::Publish) -> io::Result<()> {
+    use crate::edit::publish::{Method, Status};
+    let to = sanitize(&p.to);
+    match (p.status, p.method) {
+        (Status::Planned, Method::Direct) => writeln!(
+            w,
+            "  publish   straight into {to} (checked: no build with this ID there; its folder appears whole, by one rename)"
+        )?,
+        (Status::Planned, Method::Staged) => writeln!(
+            w,
+            "  publish   assembled in a staging folder in $TMPDIR, then copied to {to}: data, header, metadata.json last, \
+             each object read back and compared; rolled back on failure; the staging folder removed (checked: the \
+             storage answers and holds no complete build with this ID)"
+        )?,
+        (Status::Published, Method::Direct) => writeln!(w, "  publish   written into {to}")?,
+        (Status::Published, Method::Staged) => writeln!(
+            w,
+            "  publish   {to}: {} written ({}), {} skipped (identical), {} ({} requests); staging folder {}",
+            crate::report::count(p.written, "object", "objects"),
+            human_bytes(p.bytes_written),
+            p.skipped,
+            if p.verified { "every object read back and verified" } else { "NOT verified" },
+            p.requests,
+            if p.staging_removed { "removed" } else { "NOT removed" }
+        )?,
+        (Status::Refused, _) => {
+            writeln!(
+                w,
+                "  {}   publish refused: {to} holds a different build with the fork's ID; nothing written",
+                style.severity(crate::report::Severity::Error)
+            )?;
+            for c in &p.conflicts {
+                writeln!(w, "    - {}: {}", sanitize(&c.key), sanitize(&c.reason))?;
+            }
+        }
+        (Status::Failed, _) => {
+            if let Some(f) = &p.failure {
+                writeln!(
+                    w,
+                    "  {}   publish to {to} failed at {}: {}",
+                    style.severity(crate::report::Severity::Error),
+                    sanitize(&f.key),
+                    sanitize(&f.error)
+                )?;
+                writeln!(
+                    w,
+                    "  rollback  {} deleted again{}",
+                    crate::report::count(f.rolled_back.len(), "object", "objects"),
+                    if f.left_behind.is_empty() {
+                        ": nothing of the fork is at the destination".to_string()
+                    } else {
+                        format!("; LEFT BEHIND: {}", sanitize(&f.left_behind.join(", ")))
+                    }
+                )?;
+                if let Some(finding) = &f.finding {
+                    render_findings(w, style, std::slice::from_ref(finding), "    ")?;
+                }
+            }
+        }
+    }
+    if style.verbose && p.status != Status::Planned {
+        for o in &p.objects {
+            writeln!(
+                w,
+                "    {:<64} {:>10}  {}",
+                sanitize(&o.key),
+                human_bytes(o.size),
+                if o.verified { "verified" } else { "not written" }
+            )?;
+        }
     }
     Ok(())
 }

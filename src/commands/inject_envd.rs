@@ -26,7 +26,15 @@ while the edit ran), dirty journal, removed envd flags, no kernel/Firecracker ve
 write, another tmpl holding the build's lock (named with its PID) — nothing was written (--dry-run prints the plan \
 first); 6 done, but this node's caches were left alone because the orchestrator runs: it serves the old build until \
 the orchestrator restarts with them purged (use --fork on a live node). A run killed during its commit is completed \
-by the next edit of the build or `tmpl backups BUILD --recover`."
+by the next edit of the build or `tmpl backups BUILD --recover`.
+
+Remote storage (--storage s3://..., gs://..., azblob://...): a build there is never edited in place (exit 5, naming \
+the --fork command). --fork reads the base through its headers and writes the new build beside it in the same \
+bucket, or to --to DST (a directory or another storage URL): assembled and verified in a staging folder in $TMPDIR \
+(room for the full image, checked first; removed afterwards, and by the next run if this one is killed), then copied with \
+metadata.json last, every object read back and compared. Exit 4 also when that copy failed (credentials, a missing \
+bucket, 5xx or timeouts after the retries: what it wrote is deleted again, nothing of the fork is at DST), 1 when \
+an object differs after writing (deleted again too), 5 when DST already holds a complete build with the fork's ID."
 )]
 pub struct Args {
     /// Build ID (UUID) or path to a build directory
@@ -46,8 +54,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
-    ctx.local_storage("inject-envd", &args.build)?;
-    let prepared = edit_report::prepare(ctx, &args.build, &args.edit)?;
+    let mut own = vec!["--envd".to_string(), args.envd.to_string_lossy().into_owned()];
+    if !matches!(args.mode, ModeArg::Auto) {
+        own.extend(["--as".to_string(), format!("{:?}", args.mode).to_lowercase()]);
+    }
+    for a in &args.envd_args {
+        own.push(format!("--envd-arg={a}"));
+    }
+    let prepared = edit_report::prepare(ctx, EditCommand::InjectEnvd, &args.build, &args.edit, &own)?;
     let build = &prepared.build;
     let opts = InjectOptions {
         envd: args.envd.clone(),

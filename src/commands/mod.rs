@@ -74,23 +74,20 @@ impl<'a> Ctx<'a> {
         self.storage.clone().map_err(setup_error)
     }
 
-    /// The storage root of a command that writes builds: a remote storage is refused (exit 5)
-    /// with the way to edit it (copy down, edit, copy up).
+    /// The storage root of a command that works on a build's local folder (`backups`): a remote
+    /// storage is refused (exit 5). Backups, journals and work folders exist only where builds
+    /// are edited in place, and tmpl never edits a build in a bucket in place (`--fork` writes a
+    /// new build there), so a bucket has none of tmpl's.
     pub fn local_storage(&self, command: &str, build: &str) -> Result<Storage> {
         let s = self.storage()?;
         if let Some(store) = crate::remote::mount::store_of(&s.root) {
             let url = store.location().to_string();
             return Err(Error::refused(
-                format!("{command} does not edit builds in remote storage ({url}) in place"),
+                format!("{command} works on local build folders; {url} is a remote storage"),
                 vec![
+                    "tmpl keeps backups and commit journals only beside builds it edits in place, and it never edits a build in remote storage in place".into(),
                     format!(
-                        "copy the build to a local storage: tmpl copy {build} --from '{url}' --to /var/tmp/tmpl-work"
-                    ),
-                    format!(
-                        "edit it there as a fork: tmpl --storage /var/tmp/tmpl-work {command} {build} --fork NEW_BUILD_ID ..."
-                    ),
-                    format!(
-                        "verify it and copy the fork up: tmpl copy NEW_BUILD_ID --from /var/tmp/tmpl-work --to '{url}'"
+                        "to repair {build} there, write a new build beside it: tmpl --storage '{url}' inject-envd {build} --envd PATH --fork (or rewrite-wrapper {build} --fork)"
                     ),
                 ],
             ));

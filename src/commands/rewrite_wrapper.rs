@@ -10,7 +10,8 @@ use crate::error::Result;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Exit status: 0 done (or planned, with --dry-run); otherwise as inject-envd. 3 also when /sbin/init is not a wrapper script or starts no envd \
-that exists in the image (use inject-envd then)."
+that exists in the image (use inject-envd then). A build in remote storage is edited only with --fork \
+(and --to DST), as for inject-envd."
 )]
 pub struct Args {
     /// Build ID (UUID) or path to a build directory
@@ -24,8 +25,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
-    ctx.local_storage("rewrite-wrapper", &args.build)?;
-    let prepared = edit_report::prepare(ctx, &args.build, &args.edit)?;
+    let own: Vec<String> = args.envd_args.iter().map(|a| format!("--envd-arg={a}")).collect();
+    let prepared = edit_report::prepare(ctx, EditCommand::RewriteWrapper, &args.build, &args.edit, &own)?;
     let (plan, boot_ctx) = inject::plan_rewrite(&prepared.build, &args.envd_args, &args.edit.options()?)?;
     edit_report::finish(EditCommand::RewriteWrapper, plan, &boot_ctx, prepared, &args.edit, ctx)
 }

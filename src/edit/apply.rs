@@ -564,7 +564,9 @@ pub fn apply(
     settle_hashes(&mut plan)?;
     match plan.target {
         Target::InPlace => apply_in_place(build, &plan, ctx, progress, lock),
-        Target::Fork { new_build_id } => apply_fork(build, &plan, ctx, new_build_id, progress, lock),
+        Target::Fork { new_build_id } => {
+            apply_fork(build, &plan, ctx, new_build_id, &build.storage_root, progress, Some(lock))
+        }
     }
 }
 
@@ -836,23 +838,50 @@ pub fn new_backup_dir(dir: &Path) -> Result<PathBuf> {
     unique_dir(dir, &format!("{}{}", commit::BACKUP_PREFIX, now_utc().replace([':', '-'], "")))
 }
 
+/// Write `plan`'s fork (a [`Target::Fork`] plan) as a new build in the local storage `root`:
+/// the base's own storage, another local storage (`--to DIR`), or the staging storage a fork to
+/// a remote storage is assembled in ([`super::publish`]). `lock` is the base's shared lock; a
+/// base in a remote storage has none (object stores have no locks; the base is only read).
+pub fn apply_fork_to(
+    build: &Build,
+    mut plan: Plan,
+    ctx: &Context,
+    root: &Path,
+    progress: &dyn Progress,
+    lock: Option<&BuildLock>,
+) -> Result<(Applied, Vec<String>)> {
+    let Target::Fork { new_build_id } = plan.target else {
+        return Err(Error::Internal("apply_fork_to needs a fork plan"));
+    };
+    settle_hashes(&mut plan)?;
+    apply_fork(build, &plan, ctx, new_build_id, root, progress, lock)
+}
+
 fn apply_fork(
     build: &Build,
     plan: &Plan,
     ctx: &Context,
     new_id: BuildId,
+    root: &Path,
     progress: &dyn Progress,
-    lock: &BuildLock,
+    lock: Option<&BuildLock>,
 ) -> Result<(Applied, Vec<String>)> {
-    if lock.dir != build.dir {
+    let locked = match lock {
+        Some(l) => l.dir == build.dir,
+        None => crate::remote::mount::is_mounted(&build.dir),
+    };
+    if !locked {
         return Err(Error::VerificationFailed("internal: a fork needs a lock on its source build".into()));
     }
+    if crate::remote::mount::is_mounted(root) {
+        return Err(Error::Internal("a fork is written to a local storage (a remote one gets it by a copy)"));
+    }
     // Forks killed earlier (their lock is free) are removed first.
-    let cleaned = super::leftovers::clean_dead_forks(&build.storage_root, None);
-    let final_dir = build.storage_root.join(new_id.to_string());
+    let cleaned = super::leftovers::clean_dead_forks(root, None);
+    let final_dir = root.join(new_id.to_string());
     // The partial folder is locked while it is written, so a later run can tell a live fork
     // from a killed one.
-    let (partial, _partial_lock) = super::leftovers::create_fork_partial(&build.storage_root, &new_id, &build.id)?;
+    let (partial, _partial_lock) = super::leftovers::create_fork_partial(root, &new_id, &build.id)?;
     let mut guard = Scratch { dir: partial.clone(), keep: false };
     let scratch = Scratch::new(&partial, ".work-")?;
     // The full rootfs, assembled through the source's layers (holes where it maps nothing).
@@ -890,7 +919,7 @@ fn apply_fork(
     )
     .map_err(|e| Error::write(&final_dir, e.into()))?;
     guard.keep = true;
-    sync_dir(&build.storage_root)?;
+    sync_dir(root)?;
     notes.push(format!(
         "the new build {new_id} boots cold (filesystem_only, no memory snapshot); orchestrators before 2026-06 cannot cold-boot it"
     ));

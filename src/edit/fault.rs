@@ -12,7 +12,8 @@
 //! check, before the journal), `commit:journal`, `commit:<file>` after each rename of the commit
 //! (`commit:snapfile`, `commit:rootfs.ext4`, ...), `commit:synced` (folder fsynced),
 //! `commit:cleaned` (work folder removed); and `mounted` while the mount backend has the work copy
-//! mounted.
+//! mounted. A fork bound for a remote storage has `staged`: written and verified in its staging
+//! folder, before it is published.
 //!
 //! Compiled in only with the `fault-inject` cargo feature, which the test build turns on (a
 //! `[dev-dependencies]` self-dependency in Cargo.toml, so plain `cargo test --release` has it)

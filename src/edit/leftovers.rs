@@ -26,7 +26,7 @@ pub const UNMARKED_FORK_AGE: Duration = Duration::from_secs(3600);
 
 /// Remove the host-namespace mounts of images under `dir` (the caller holds the lock that proves
 /// the tmpl that made them is gone). One note per mount.
-fn remove_mounts_under(dir: &Path) -> Vec<String> {
+pub(super) fn remove_mounts_under(dir: &Path) -> Vec<String> {
     let mut notes = Vec::new();
     for m in mounts_under(dir) {
         let what = format!("{} ({})", m.target.display(), m.device.display());

@@ -2,7 +2,8 @@
 //! write, decided from the image read through the layered device, with the safety guards), then
 //! one transactional `apply` (edit a copy with debugfs or a kernel mount, verify it with the same
 //! checks `verify` runs, rename it into place with a backup through a journaled `commit` — or
-//! write a new build for `--fork`). `backups` and `leftovers` list, restore and clean what edits
+//! write a new build for `--fork`; `publish` stages a fork bound for a remote storage and copies it
+//! there). `backups` and `leftovers` list, restore and clean what edits
 //! keep and what killed runs leave; `fault` is the tests' fault-injection hook. Never prints; the
 //! commands render plans and results.
 
@@ -15,7 +16,8 @@ pub mod inject;
 pub mod leftovers;
 pub mod manifest;
 pub mod plan;
+pub mod publish;
 pub mod render;
 
-pub use apply::{Applied, BuildLock, apply, lock_build};
+pub use apply::{Applied, BuildLock, apply, apply_fork_to, lock_build};
 pub use plan::{Backend, Change, EditOptions, Mode, ModeChoice, Plan, Target};

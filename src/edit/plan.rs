@@ -664,7 +664,14 @@ pub fn fork_id(build: &Build, fork: Option<BuildId>) -> Result<BuildId> {
         return Err(UsageError::ForkToItself.into());
     }
     let dir = build.storage_root.join(id.to_string());
-    if dir.exists() {
+    // A remote storage answers from its listing (a storage failure is not "free").
+    let exists = match crate::remote::mount::stat(&dir) {
+        Some(Ok(crate::remote::mount::Stat::Missing)) => false,
+        Some(Ok(_)) => true,
+        Some(Err(e)) => return Err(Error::read(&dir, e)),
+        None => dir.exists(),
+    };
+    if exists {
         return Err(Error::refused(
             format!("build {id} already exists in the storage"),
             vec![dir.display().to_string()],

@@ -17,8 +17,8 @@
 //!   answered from the object's provider metadata (`x-amz-meta-uncompressed-size`,
 //!   `x-goog-meta-uncompressed-size`, `x-ms-meta-uncompressed__size`) when no such object exists.
 //!
-//! Nothing is ever written under a mount root: the root is not a local directory, and the
-//! commands that write refuse remote storage before they start.
+//! Nothing is ever written under a mount root: the root is not a local directory. The editing
+//! commands read a remote base through it and write forks through [`Store`] (`edit::publish`).
 //!
 //! Errors become `io::Error`s (for the path-based callers) whose kind says what happened:
 //! not found, permission denied, timed out, connection refused (unavailable), unexpected end
