@@ -1347,6 +1347,18 @@ static RULES: &[Rule] = &[
         symptom: None,
     },
     Rule {
+        id: "base-full",
+        option: "BASE_FULL",
+        or: &[],
+        when: When::Always,
+        severity: Severity::Warning,
+        why: "systemd raises kernel.pid_max to 4194304 (sysctl.d/50-pid-max.conf, systemd 243 and later); \
+              without BASE_FULL (tinyconfig) the kernel caps it at 32768",
+        without: "systemd-sysctl.service fails at every boot (\"Failed to start ... Apply Kernel Variables\") and \
+                  systemd reports the system degraded (seen on Debian 12's systemd 252)",
+        symptom: None,
+    },
+    Rule {
         id: "ptys",
         option: "UNIX98_PTYS",
         or: &[],

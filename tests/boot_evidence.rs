@@ -77,6 +77,21 @@ fn systemd_rootfs() -> Option<PathBuf> {
         common::skip(&format!("TMPL_TEST_SYSTEMD_ROOTFS={} has no lib/systemd/systemd; {how}", tree.display()));
         return None;
     }
+    // Built by the script into DEST/systemd-rootfs-<key>/tree: today's recipe must name the same
+    // directory, or the test boots a stale tree.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-systemd-rootfs.sh");
+    let dest = tree.parent().and_then(Path::parent).unwrap();
+    let o = std::process::Command::new(&script).arg("--print-path").arg(dest).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        Path::new(String::from_utf8_lossy(&o.stdout).trim()),
+        tree,
+        "TMPL_TEST_SYSTEMD_ROOTFS is not the tree scripts/build-systemd-rootfs.sh builds today"
+    );
+    if common::require("shellcheck") {
+        let o = std::process::Command::new("shellcheck").arg(&script).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
     Some(tree)
 }
 
