@@ -268,7 +268,7 @@ fn inject_envd_as_service_boots_debian_systemd_to_health() {
     assert_eq!(v["marker"]["text"], "[  OK  ] Started envd.service - Env Daemon Service.", "{v:#}");
 
     let raw = std::fs::read_to_string(&console).unwrap();
-    let lines: Vec<String> = raw.lines().map(tmpl::vm::console::strip_escapes).collect();
+    let lines: Vec<String> = raw.lines().map(|l| tmpl::vm::console::strip_escapes(l.trim_end_matches('\r'))).collect();
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
     assert!(has("systemd 252"), "not Debian 12's systemd:\n{raw}");
     // envd's stdout reaches the console (StandardOutput=journal+console).
