@@ -2066,6 +2066,19 @@ mod tests {
     }
 
     #[test]
+    fn a_base_small_kernel_warns_that_systemd_sysctl_fails() {
+        // tinyconfig turns BASE_FULL off; systemd's kernel.pid_max = 4194304 then fails.
+        let c = config(&everything().replace("CONFIG_BASE_FULL=y\n", ""));
+        let checks = check(&c, Profile::QemuMicrovm);
+        let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.id).collect();
+        assert_eq!(failing, ["base-full"]);
+        let b = checks.iter().find(|c| c.id == "base-full").unwrap();
+        assert_eq!(b.severity, Severity::Warning);
+        assert!(b.hint.contains("CONFIG_BASE_FULL=y"), "{}", b.hint);
+        assert!(b.without.contains("systemd-sysctl.service"), "{}", b.without);
+    }
+
+    #[test]
     fn every_rule_is_in_the_documented_table() {
         let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guest-kernel.md")).unwrap();
         for r in RULES {
