@@ -243,6 +243,17 @@ fn inject_envd_as_service_boots_debian_systemd_to_health() {
     let dir = tempfile::tempdir().unwrap();
     let envd = guest_support::build_test_envd(dir.path());
     let storage = storage_sized(dir.path(), &rootfs, 384);
+    // verify on the real systemd image: what is missing before, nothing about envd after.
+    let envd_findings = || -> Vec<String> {
+        let out = common::tmpl().args(["--json", "--storage"]).arg(&storage).args(["verify", BUILD]).output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        common::findings_of(&v)
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| id.starts_with("systemd.") || id.starts_with("envd."))
+            .collect()
+    };
+    assert_eq!(envd_findings(), ["systemd.envd-service-missing", "envd.missing"]);
 
     // `--as auto` sees systemd as /sbin/init and picks the service.
     let out = common::tmpl()
@@ -256,6 +267,7 @@ fn inject_envd_as_service_boots_debian_systemd_to_health() {
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["plan"]["mode"], "service", "{plan:#}");
     inject(&storage, &envd, "service");
+    assert_eq!(envd_findings(), Vec::<String>::new());
 
     // systemd under TCG: health took 7-12 s on a 2-core machine; the settle time lets it go on to
     // multi-user.target, and a failure of envd.service within it fails the boot.
