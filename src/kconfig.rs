@@ -1347,6 +1347,18 @@ static RULES: &[Rule] = &[
         symptom: None,
     },
     Rule {
+        id: "base-full",
+        option: "BASE_FULL",
+        or: &[],
+        when: When::Always,
+        severity: Severity::Warning,
+        why: "systemd raises kernel.pid_max to 4194304 (sysctl.d/50-pid-max.conf, systemd 243 and later); \
+              without BASE_FULL (tinyconfig) the kernel caps it at 32768",
+        without: "systemd-sysctl.service fails at every boot (\"Failed to start ... Apply Kernel Variables\") and \
+                  systemd reports the system degraded (seen on Debian 12's systemd 252)",
+        symptom: None,
+    },
+    Rule {
         id: "ptys",
         option: "UNIX98_PTYS",
         or: &[],
@@ -2051,6 +2063,19 @@ mod tests {
         assert!(d.message.contains("(nor CONFIG_ACPI)"), "{}", d.message);
         // Both routes: QEMU is happy too.
         assert_eq!(config(&(everything() + "CONFIG_ACPI=y\n")).discovery(), Discovery::Both);
+    }
+
+    #[test]
+    fn a_base_small_kernel_warns_that_systemd_sysctl_fails() {
+        // tinyconfig turns BASE_FULL off; systemd's kernel.pid_max = 4194304 then fails.
+        let c = config(&everything().replace("CONFIG_BASE_FULL=y\n", ""));
+        let checks = check(&c, Profile::QemuMicrovm);
+        let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.id).collect();
+        assert_eq!(failing, ["base-full"]);
+        let b = checks.iter().find(|c| c.id == "base-full").unwrap();
+        assert_eq!(b.severity, Severity::Warning);
+        assert!(b.hint.contains("CONFIG_BASE_FULL=y"), "{}", b.hint);
+        assert!(b.without.contains("systemd-sysctl.service"), "{}", b.without);
     }
 
     #[test]

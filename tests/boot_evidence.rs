@@ -4,9 +4,9 @@
 //! scripts/build-test-kernel.sh) under QEMU microvm with E2B's kernel command line and network.
 //! And the failure E2B's seeds show: a wrapper passing the removed `-debug`, to the panic verdict.
 //!
-//! `--as service` is not booted here: proving it needs a real systemd rootfs (systemd, its unit
-//! tree, libraries, dbus) that a fresh CI clone cannot assemble from what is installed; the unit
-//! inject-envd writes is checked by tests/inject.rs instead.
+//! `--as service` boots a real Debian 12 systemd tree (scripts/build-systemd-rootfs.sh, read from
+//! `TMPL_TEST_SYSTEMD_ROOTFS`) to `health`, with systemd starting the envd.service inject-envd
+//! wrote and reaching multi-user.target with no failed unit.
 
 mod common;
 mod guest_support;
@@ -55,10 +55,44 @@ fn tree(dir: &Path, shell: bool) -> Option<PathBuf> {
 }
 
 fn storage_with(dir: &Path, tree: &Path) -> PathBuf {
+    storage_sized(dir, tree, 32)
+}
+
+fn storage_sized(dir: &Path, tree: &Path, size_mib: u64) -> PathBuf {
     let storage = dir.join("storage");
     std::fs::create_dir_all(storage.join(BUILD)).unwrap();
-    common::mkfs(tree, &storage.join(BUILD).join("rootfs.ext4"), 32);
+    common::mkfs(tree, &storage.join(BUILD).join("rootfs.ext4"), size_mib);
     storage
+}
+
+/// The Debian 12 systemd tree (scripts/build-systemd-rootfs.sh) named by
+/// `TMPL_TEST_SYSTEMD_ROOTFS`, or None to skip (a failure in CI).
+fn systemd_rootfs() -> Option<PathBuf> {
+    let how = "export TMPL_TEST_SYSTEMD_ROOTFS=$(scripts/build-systemd-rootfs.sh target)";
+    let Some(tree) = std::env::var_os("TMPL_TEST_SYSTEMD_ROOTFS").filter(|v| !v.is_empty()).map(PathBuf::from) else {
+        common::skip(&format!("TMPL_TEST_SYSTEMD_ROOTFS is not set; {how}"));
+        return None;
+    };
+    if !tree.join("lib/systemd/systemd").is_file() {
+        common::skip(&format!("TMPL_TEST_SYSTEMD_ROOTFS={} has no lib/systemd/systemd; {how}", tree.display()));
+        return None;
+    }
+    // Built by the script into DEST/systemd-rootfs-<key>/tree: today's recipe must name the same
+    // directory, or the test boots a stale tree.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-systemd-rootfs.sh");
+    let dest = tree.parent().and_then(Path::parent).unwrap();
+    let o = std::process::Command::new(&script).arg("--print-path").arg(dest).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        Path::new(String::from_utf8_lossy(&o.stdout).trim()),
+        tree,
+        "TMPL_TEST_SYSTEMD_ROOTFS is not the tree scripts/build-systemd-rootfs.sh builds today"
+    );
+    if common::require("shellcheck") {
+        let o = std::process::Command::new("shellcheck").arg(&script).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    Some(tree)
 }
 
 fn inject(storage: &Path, envd: &Path, mode: &str) {
@@ -81,9 +115,10 @@ fn boot(storage: &Path, kernel: &Path, extra: &[&str]) -> (Value, i32) {
         .env("TMPDIR", &tmp)
         .args(["--json", "--storage"])
         .arg(storage)
-        .args(["boot-test", BUILD, "--accel", "tcg", "--settle", "1", "--kernel"])
+        .args(["boot-test", BUILD, "--accel", "tcg", "--kernel"])
         .arg(kernel)
         .args(if extra.contains(&"--timeout") { &[][..] } else { &["--timeout", "120"][..] })
+        .args(if extra.contains(&"--settle") { &[][..] } else { &["--settle", "1"][..] })
         .args(extra)
         .output()
         .unwrap();
@@ -194,4 +229,65 @@ fn require_alive_passes_on_a_running_init_and_names_the_level() {
     let summary = v["summary"].as_str().unwrap();
     assert!(summary.contains("no health evidence") && summary.contains("strongest evidence: alive"), "{summary}");
     assert!(summary.contains("GET http://127.0.0.1:"), "{summary}");
+}
+
+#[test]
+fn inject_envd_as_service_boots_debian_systemd_to_health() {
+    let Some(kernel) = setup() else { return };
+    let Some(rootfs) = systemd_rootfs() else { return };
+    // The tree holds root-only files (/etc/shadow) and root-owned everything: mkfs.ext4 -d must
+    // read them and keep their owners.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let envd = guest_support::build_test_envd(dir.path());
+    let storage = storage_sized(dir.path(), &rootfs, 384);
+    // verify on the real systemd image: what is missing before, nothing about envd after.
+    let envd_findings = || -> Vec<String> {
+        let out = common::tmpl().args(["--json", "--storage"]).arg(&storage).args(["verify", BUILD]).output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        common::findings_of(&v)
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| id.starts_with("systemd.") || id.starts_with("envd."))
+            .collect()
+    };
+    assert_eq!(envd_findings(), ["systemd.envd-service-missing", "envd.missing"]);
+
+    // `--as auto` sees systemd as /sbin/init and picks the service.
+    let out = common::tmpl()
+        .args(["--json", "--storage"])
+        .arg(&storage)
+        .args(["inject-envd", BUILD, "--as", "auto", "--dry-run", "--envd"])
+        .arg(&envd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["plan"]["mode"], "service", "{plan:#}");
+    inject(&storage, &envd, "service");
+    assert_eq!(envd_findings(), Vec::<String>::new());
+
+    // systemd under TCG: health took 7-12 s on a 2-core machine; the settle time lets it go on to
+    // multi-user.target, and a failure of envd.service within it fails the boot.
+    let console = dir.path().join("console.log");
+    let console_arg = console.to_str().unwrap();
+    let (v, code) = boot(&storage, &kernel, &["--timeout", "240", "--settle", "20", "--console", console_arg]);
+    assert_health(&v, code);
+    eprintln!("systemd: health after {} ms", v["health"]["ms"]);
+    // The default expectation matched systemd's own (coloured) status line.
+    assert_eq!(v["marker"]["text"], "[  OK  ] Started envd.service - Env Daemon Service.", "{v:#}");
+
+    let raw = std::fs::read_to_string(&console).unwrap();
+    let lines: Vec<String> = raw.lines().map(|l| tmpl::vm::console::strip_escapes(l.trim_end_matches('\r'))).collect();
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(has("systemd 252"), "not Debian 12's systemd:\n{raw}");
+    // envd's stdout reaches the console (StandardOutput=journal+console).
+    assert!(has("test-envd: listening on 0.0.0.0:49983"), "{raw}");
+    assert!(has("Reached target multi-user.target"), "systemd did not reach multi-user.target:\n{raw}");
+    // Nothing failed: the kernel has what systemd needs (e.g. kernel.pid_max = 4194304 needs
+    // BASE_FULL), the unit is valid.
+    let failed: Vec<&String> = lines.iter().filter(|l| l.contains("FAILED") || l.contains("Failed to")).collect();
+    assert!(failed.is_empty(), "failed units: {failed:#?}");
 }

@@ -79,7 +79,7 @@ impl Console {
     fn push_line(&mut self) {
         let raw = std::mem::take(&mut self.partial);
         let text = String::from_utf8_lossy(&raw);
-        let text = text.trim_end_matches(['\r', '\n']).replace('\r', "");
+        let text = strip_escapes(text.trim_end_matches(['\r', '\n'])).replace('\r', "");
         if self.lines.len() < MAX_LINES {
             self.lines.push(text);
         } else {
@@ -100,6 +100,31 @@ impl Console {
     pub fn text(&self) -> String {
         self.lines.join("\n")
     }
+}
+
+/// `line` without terminal escape sequences: systemd colours its status lines on a serial console
+/// (`[  OK  ] Started \x1b[0;1;39menvd.service\x1b[0m - Env Daemon Service.`), and the marker,
+/// the failure rules and the report read the text. Removes CSI sequences (ESC `[`, parameter and
+/// intermediate bytes, one final byte in `@`..`~`, ECMA-48) and other ESC sequences (ECMA-35).
+pub fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next_if_eq(&'[').is_some() {
+            // CSI: parameters and intermediates (0x20..=0x3f), then the final byte.
+            while chars.next_if(|c| (' '..='?').contains(c)).is_some() {}
+            chars.next_if(|c| ('@'..='~').contains(c));
+        } else {
+            // ESC, intermediates (0x20..=0x2f), one final byte (`ESC ( B`, `ESC c`), ECMA-35.
+            while chars.next_if(|c| (' '..='/').contains(c)).is_some() {}
+            chars.next_if(|c| ('0'..='~').contains(c));
+        }
+    }
+    out
 }
 
 /// A running VMM process, as the watch loop sees it.
@@ -435,6 +460,23 @@ mod tests {
         assert!(w.marker.is_some());
         assert_eq!(w.failure.unwrap().line, 2);
         assert_eq!(w.end, End::Failed);
+    }
+
+    #[test]
+    fn systemd_colours_are_stripped_so_the_marker_matches() {
+        let line = "[\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39menvd.service\x1b[0m - Env Daemon Service.";
+        assert_eq!(strip_escapes(line), "[  OK  ] Started envd.service - Env Daemon Service.");
+        assert_eq!(strip_escapes("a\x1b[?25lb\x1b(Bc\x1b"), "abc");
+        assert_eq!(strip_escapes("plain [ text ]"), "plain [ text ]");
+        // Through the console reader, as boot-test sees it, against boot-test's default expectation.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, format!("boot\r\n{line}\r\n")).unwrap();
+        let mut c = Console::new(&path);
+        c.poll().unwrap();
+        assert_eq!(c.lines()[1], "[  OK  ] Started envd.service - Env Daemon Service.");
+        assert!(Regex::new(crate::vm::DEFAULT_EXPECT).unwrap().is_match(&c.lines()[1]));
+        assert!(!Regex::new(crate::vm::DEFAULT_EXPECT).unwrap().is_match(line), "the raw line does not match");
     }
 
     #[test]
