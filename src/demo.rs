@@ -87,6 +87,9 @@ impl BootExpect {
     }
 }
 
+/// The base images' /etc/motd (the child's edit replaces it).
+const BASE_MOTD: &[u8] = b"the tmpl demo base\n";
+
 /// Boot notes shared by the faults boot-test does not see.
 const SNAPSHOT_ONLY: &str =
     "boot-test cold-boots the rootfs and never reads the snapfile: it boots; only E2B's resume from the snapshot fails";
@@ -293,14 +296,26 @@ impl Shell {
                 return Shell::Busybox { source: bb.to_path_buf() };
             }
         }
-        match host_sh(arch) {
-            Ok(files) => Shell::HostSh { files },
-            Err(why) => Shell::Missing {
+        match Shell::host_sh() {
+            Shell::Missing { reason } => Shell::Missing {
                 reason: format!(
-                    "no static busybox ({}), and the host's /bin/sh cannot be copied: {why}",
+                    "no static busybox ({}), and the host's /bin/sh cannot be copied: {reason}",
                     BUSYBOX.join(", ")
                 ),
             },
+            sh => sh,
+        }
+    }
+
+    /// The host's `/bin/sh` with its loader and libraries (what [`Shell::find`] takes when there
+    /// is no static busybox), or why it cannot be copied.
+    pub fn host_sh() -> Shell {
+        let Some(arch) = Arch::host() else {
+            return Shell::Missing { reason: format!("no shell for {} guests", std::env::consts::ARCH) };
+        };
+        match host_sh(arch) {
+            Ok(files) => Shell::HostSh { files },
+            Err(reason) => Shell::Missing { reason },
         }
     }
 
@@ -355,8 +370,8 @@ fn host_elf(path: &Path) -> std::result::Result<(crate::elf::ElfInfo, Vec<u8>), 
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut bytes = Vec::new();
     f.take(MAX_HOST_FILE).read_to_end(&mut bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let head = &bytes[..bytes.len().min(crate::elf::HEAD_BYTES)];
-    let info = crate::elf::parse(head).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The whole file, not its first HEAD_BYTES: glibc's libc.so.6 has a PT_INTERP past them.
+    let info = crate::elf::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((info, bytes))
 }
 
@@ -568,7 +583,15 @@ pub fn create_with(root: &Path, shell: &Shell) -> Result<Vec<Scenario>> {
 
     // Healthy base (generation 0): compacted layer of a real ext4 image, memory snapshot.
     let tree = scratch.path().join("tree");
-    tree_of(&tree, ids::BASE, &[])?;
+    // The child edits /etc/motd: the base has one (of the same block count), so the child's
+    // files are laid out where the base's are and its layer owns only the blocks that changed.
+    tree_of(&tree, ids::BASE, &[("etc/motd", BASE_MOTD)])?;
+    // The trees the diff layers compare are written back to back: mkfs.ext4 -d keeps each file's
+    // times, so trees written in different seconds differ in every inode-table block.
+    let tree2 = scratch.path().join("tree2");
+    tree_of(&tree2, ids::CHILD, &[("etc/motd", b"built on the demo base\n")])?;
+    let ztree = scratch.path().join("ztree");
+    tree_of(&ztree, ids::ZSTD_BASE, &[("etc/motd", BASE_MOTD)])?;
     let base_img = scratch.path().join("base.ext4");
     make_image(&tree, &base_img, IMAGE_SIZE)?;
     w.rootfs_layer(&base, &base_img, None, 0)?;
@@ -577,8 +600,6 @@ pub fn create_with(root: &Path, shell: &Shell) -> Result<Vec<Scenario>> {
     w.metadata(&base, FC_VERSION, false)?;
 
     // Healthy child: an edited image stored as a diff layer over the base.
-    let tree2 = scratch.path().join("tree2");
-    tree_of(&tree2, ids::CHILD, &[("etc/motd", b"built on the demo base\n")])?;
     let child_img = scratch.path().join("child.ext4");
     make_image(&tree2, &child_img, IMAGE_SIZE)?;
     w.rootfs_layer(&child, &child_img, Some(&base), 1)?;
@@ -688,8 +709,6 @@ pub fn create_with(root: &Path, shell: &Shell) -> Result<Vec<Scenario>> {
     let zstd4 = LayerFormat::framed(4, Compression::Zstd);
     let lz4_5 = LayerFormat::framed(5, Compression::Lz4);
     let zbase = id(ids::ZSTD_BASE);
-    let ztree = scratch.path().join("ztree");
-    tree_of(&ztree, ids::ZSTD_BASE, &[])?;
     let zbase_img = scratch.path().join("zbase.ext4");
     make_image(&ztree, &zbase_img, IMAGE_SIZE)?;
     w.layer_as(&zbase, Artifact::Rootfs, &zbase_img, None, 0, &zstd4)?;

@@ -237,3 +237,27 @@ fn readme_boot_examples_run_as_written() {
     assert!(k.is_some(), "the README sets K");
     assert!(top.join("demo-storage").join(tmpl::demo::MARKER).is_file(), "the demo wrote demo-storage");
 }
+
+#[test]
+fn without_busybox_the_hosts_sh_with_its_loader_and_libraries_runs_the_wrapper() {
+    let Some(kernel) = boot_setup() else { return };
+    let shell = Shell::host_sh();
+    let Shell::HostSh { files } = &shell else { panic!("the host's /bin/sh cannot be copied: {shell:?}") };
+    // /bin/sh, its program interpreter and (glibc) libc, each where the loader looks for it.
+    assert_eq!(files[0].guest, "/bin/sh");
+    assert!(files.iter().any(|f| f.guest.starts_with("/lib") && f.guest.contains("ld-")), "{files:?}");
+    if cfg!(target_env = "gnu") {
+        assert!(files.iter().any(|f| f.guest.ends_with("/libc.so.6")), "{files:?}");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("demo");
+    let scenarios = tmpl::demo::create_with(&store, &shell).unwrap();
+    let _turn = common::vm_turn();
+    // The -debug wrapper panics with envd's exit status 2 only if the shell ran it: a shell that
+    // cannot run makes the kernel fail to start /sbin/init instead (a different panic).
+    for id in [tmpl::demo::ids::ENVD_FLAG, tmpl::demo::ids::BASE] {
+        let s = scenarios.iter().find(|s| s.build_id.to_string() == id).unwrap();
+        let (code, v, stderr) = boot_test(&store, id, &kernel);
+        check_boot(s, code, v.as_ref(), &stderr).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+    }
+}
