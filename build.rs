@@ -1,11 +1,11 @@
 //! Compiles the demo envd (demo/envd.c) into a static binary for `tmpl demo` and embeds it,
 //! zstd-compressed (about 310 KiB instead of 800 KiB).
 //!
-//! It uses the C compiler Rust linking already needs on Linux (`$CC`, else `cc`) and glibc's
-//! static libc (`libc.a`, in libc6-dev on Debian and Ubuntu). When it cannot — another target
-//! than the host, a target that is not Linux, no compiler or no static libc — tmpl is still
-//! built: the demo then writes a stand-in envd that cannot run and says its builds cannot boot
-//! (`cfg(tmpl_demo_envd)` is unset and `TMPL_DEMO_ENVD_MISSING` says why).
+//! It uses the C compiler Rust linking already needs on Linux (`$TMPL_DEMO_CC`, else `$CC`, else
+//! `cc`) and glibc's static libc (`libc.a`, in libc6-dev on Debian and Ubuntu). When it cannot —
+//! another target than the host, a target that is not Linux, no compiler or no static libc —
+//! tmpl is still built: the demo then writes a stand-in envd that cannot run and says its builds
+//! cannot boot (`cfg(tmpl_demo_envd)` is unset and `TMPL_DEMO_ENVD_MISSING` says why).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +16,7 @@ fn main() {
     println!("cargo::rerun-if-changed={SOURCE}");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CC");
+    println!("cargo::rerun-if-env-changed=TMPL_DEMO_CC");
     println!("cargo::rustc-check-cfg=cfg(tmpl_demo_envd)");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     match compile(&out) {
@@ -40,7 +41,11 @@ fn compile(out: &Path) -> Result<usize, String> {
     if env("CARGO_CFG_TARGET_OS") != "linux" {
         return Err(format!("the target OS is {}, not Linux", env("CARGO_CFG_TARGET_OS")));
     }
-    let cc = std::env::var("CC").ok().filter(|c| !c.is_empty()).unwrap_or_else(|| "cc".into());
+    // TMPL_DEMO_CC: a compiler for the demo envd only (e.g. musl-gcc), else the one Rust uses.
+    let cc = ["TMPL_DEMO_CC", "CC"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|c| !c.is_empty()))
+        .unwrap_or_else(|| "cc".into());
     let bin = out.join("envd");
     let o = Command::new(&cc)
         .args(["-static", "-Os", "-s", "-Wall", "-Wextra", "-o"])
