@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Boot to health (issue 14): `tmpl boot-test` of a minimal rootfs whose /sbin/init is the test
-# envd (tests/fixtures/test-envd.c, gcc -static), on the E2B-like test guest kernel under QEMU
+# envd (demo/envd.c, cc -static), on the E2B-like test guest kernel under QEMU
 # microvm with TCG, RUNS times. Prints a markdown table: time from VMM start and from kernel start
 # (its first console output) to the first 2xx of GET /health, and the whole boot-test. Target: the
 # VMM-start figure under 10 s on a 2-core machine without KVM.
@@ -18,7 +18,7 @@ WORK=$(mktemp -d /var/tmp/tmpl-bench-boot.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 ID=b0140000-0000-4000-8000-0000000000b0
 mkdir -p "$WORK/tree/sbin" "$WORK/tree/usr/bin" "$WORK/tree/dev" "$WORK/tree/proc" "$WORK/store/$ID"
-gcc -static -Os -o "$WORK/tree/usr/bin/envd" tests/fixtures/test-envd.c
+cc -static -Os -o "$WORK/tree/usr/bin/envd" demo/envd.c
 ln -s ../usr/bin/envd "$WORK/tree/sbin/init"
 mkfs.ext4 -q -F -d "$WORK/tree" "$WORK/store/$ID/rootfs.ext4" 16M
 vmm=() kern=() all=()

@@ -443,7 +443,14 @@ impl Build {
     pub fn data_file(&self, header: &Header, id: BuildId, artifact: Artifact) -> DataFile {
         let dir = self.dir_of(&id);
         let entry = header.build_info(&id);
-        let complete = entry.is_some_and(|e| e.frames.is_compressed() && e.frames.is_contiguous());
+        // A child's entry for an ancestor may hold only the frames the child reads: a prefix of
+        // the ancestor's table is contiguous too, so it is complete only when it also covers the
+        // size the entry records.
+        let complete = entry.is_some_and(|e| {
+            e.frames.is_compressed()
+                && e.frames.is_contiguous()
+                && e.known_size().is_some_and(|s| s == e.frames.end_u())
+        });
         let variants: Vec<(Compression, Option<FileFacts>)> = [Compression::None, Compression::Zstd, Compression::Lz4]
             .into_iter()
             .map(|c| (c, stat(&dir.join(format!("{}{}", artifact.data_name(), c.suffix()))).ok().flatten()))

@@ -367,6 +367,46 @@ impl SectionTable {
     }
 }
 
+/// The libraries a dynamically linked binary names (`DT_NEEDED`, in order), read from its whole
+/// `file` through the section headers: the `.dynamic` section's entries, named in `.dynstr`.
+/// `None` when the file has no such sections or they lie outside it; empty for a static binary.
+///
+/// ```text
+/// .dynamic entry: ELF64 d_tag i64 @0, d_val u64 @8 (16 bytes); ELF32 d_tag @0, d_val @4 (8 bytes)
+/// d_tag 0 = DT_NULL (end), 1 = DT_NEEDED (d_val: offset of the name in .dynstr)
+/// ```
+pub fn needed(file: &[u8]) -> Option<Vec<String>> {
+    let table = section_table(file)?;
+    let at = |off: u64, len: u64| -> Option<&[u8]> {
+        let o = usize::try_from(off).ok()?;
+        file.get(o..o.checked_add(usize::try_from(len).ok()?)?)
+    };
+    let sections = table.sections(at(table.offset, table.len)?, |o, n| at(o, n).map(<[u8]>::to_vec))?;
+    let Some(dynamic) = sections.iter().find(|s| s.name == ".dynamic") else { return Some(Vec::new()) };
+    let dynstr = sections.iter().find(|s| s.name == ".dynstr")?;
+    let (entries, strings) = (at(dynamic.offset, dynamic.size)?, at(dynstr.offset, dynstr.size)?);
+    let f = Fields { bytes: entries, le: table.little_endian };
+    let width = if table.class == 2 { 16 } else { 8 };
+    let mut names = Vec::new();
+    for i in (0..entries.len() / width).map(|i| i * width) {
+        let (tag, val) = if table.class == 2 {
+            (f.u64(i)?, f.u64(i + 8)?)
+        } else {
+            (u64::from(f.u32(i)?), u64::from(f.u32(i + 4)?))
+        };
+        match tag {
+            0 => break,
+            1 => {
+                let from = strings.get(usize::try_from(val).ok()?..)?;
+                let end = from.iter().position(|&b| b == 0)?;
+                names.push(String::from_utf8_lossy(&from[..end]).into_owned());
+            }
+            _ => {}
+        }
+    }
+    Some(names)
+}
+
 /// Start of a Go binary's build information (`.go.buildinfo`), Go's `debug/buildinfo` format.
 pub const GO_BUILDINFO_MAGIC: &[u8; 14] = b"\xff Go buildinf:";
 
@@ -586,6 +626,22 @@ mod tests {
         let bytes = std::fs::read(exe).unwrap();
         let info = parse(&bytes[..HEAD_BYTES.min(bytes.len())]).unwrap();
         assert_eq!(info.machine_name(), std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn needed_libraries_are_read_from_the_dynamic_section() {
+        // The test binary itself links glibc dynamically (target_env gnu).
+        let bytes = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let libs = needed(&bytes).unwrap();
+        if cfg!(target_env = "gnu") {
+            assert!(libs.iter().any(|l| l == "libc.so.6"), "{libs:?}");
+        }
+        assert!(libs.iter().all(|l| l.contains(".so")), "{libs:?}");
+        // Cut inside the section header table: not read.
+        let table = section_table(&bytes).unwrap();
+        assert_eq!(needed(&bytes[..usize::try_from(table.offset + 1).unwrap()]), None);
+        // No section headers at all.
+        assert_eq!(needed(&synthetic(62, None)), None);
     }
 
     #[test]

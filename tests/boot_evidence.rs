@@ -1,5 +1,5 @@
 //! `tmpl boot-test` to `health` evidence: builds repaired by `tmpl inject-envd --as MODE` with the
-//! test envd (tests/fixtures/test-envd.c, which answers `GET /health` with 204 like envd), booted
+//! test envd (demo/envd.c, which answers `GET /health` with 204 like envd), booted
 //! by tmpl on the E2B-like test guest kernel (`TMPL_TEST_GUEST_KERNEL`, built by
 //! scripts/build-test-kernel.sh) under QEMU microvm with E2B's kernel command line and network.
 //! And the failure E2B's seeds show: a wrapper passing the removed `-debug`, to the panic verdict.

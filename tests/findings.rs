@@ -1149,12 +1149,14 @@ const SCENARIOS: &[Scenario] = &[
         expect: "data.partial-frame-table",
         make: || {
             let (d, root) = storage_with(&[ids::ZSTD_BASE, ids::LZ4_CHILD]);
-            // The child's rootfs header keeps a trimmed table of the base's frames (its frame
-            // starts past offset 0), and the base's own header (with the full table) is gone.
+            // The child's rootfs header keeps a trimmed table of the base's frames (its frames
+            // start past offset 0), and the base's own header (with the full table) is gone.
             let p = root.join(ids::LZ4_CHILD).join("rootfs.ext4.header");
             let mut h = read_header(&p);
             let base = tmpl::vocab::BuildId::parse(ids::ZSTD_BASE).unwrap();
-            h.builds.iter_mut().find(|b| b.build == base).unwrap().frames.frames[0].start_u = 4096;
+            for f in &mut h.builds.iter_mut().find(|b| b.build == base).unwrap().frames.frames {
+                f.start_u += 4096;
+            }
             write_header(&p, &h);
             std::fs::remove_file(root.join(ids::ZSTD_BASE).join("rootfs.ext4.header")).unwrap();
             one(root, d, &["--deep", ids::LZ4_CHILD])

@@ -1,5 +1,5 @@
-//! The test envd (tests/fixtures/test-envd.c) behaves like envd on the wire and on its command
-//! line: built with `gcc -static`, run on the host as a real process on a free port, probed over a
+//! The test envd (demo/envd.c) behaves like envd on the wire and on its command
+//! line: compiled static by build.rs and embedded in tmpl, run on the host as a real process on a free port, probed over a
 //! real TCP socket.
 
 mod guest_support;
@@ -11,14 +11,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use guest_support::{KillOnDrop, build_test_envd, free_port, have_tool, http};
+use guest_support::{KillOnDrop, build_test_envd, free_port, http};
 
 const T: Duration = Duration::from_secs(10);
 
 fn envd() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
-    if !have_tool("gcc") {
-        return None;
-    }
     let dir = tempfile::tempdir().unwrap();
     let bin = build_test_envd(dir.path());
     Some((dir, bin))

@@ -3,7 +3,8 @@
 //! (tests/snapshots/), so a change of wording is a reviewed diff. Run in-process through
 //! `tmpl::execute`; paths of temporary directories, allocated sizes (they depend on the host's
 //! filesystem), the checksums of the demo's deliberately corrupt frames and the sizes of its
-//! compressed images (both change from run to run) are redacted.
+//! compressed images (both change from run to run), and the hash and size of the demo envd (the
+//! C toolchain's) are redacted.
 //! `cargo test` checks them; `INSTA_UPDATE=always` (or cargo-insta) rewrites them after a
 //! deliberate change.
 
@@ -16,7 +17,7 @@ use clap::Parser;
 use tmpl::demo::ids;
 use tmpl::output::{Mode, Output};
 
-/// The demo storage, created once per test binary (needs mkfs.ext4).
+/// The demo storage, created once per test binary (needs mkfs.ext4 and busybox).
 struct Demo {
     _dir: tempfile::TempDir,
     storage: PathBuf,
@@ -26,13 +27,17 @@ struct Demo {
 fn demo() -> Option<&'static Demo> {
     static DEMO: OnceLock<Option<Demo>> = OnceLock::new();
     DEMO.get_or_init(|| {
-        if !common::require("mkfs.ext4") || !common::require("debugfs") {
+        // busybox: the demo images' shell is the host's (demo::Shell::find); the transcripts are
+        // of images with busybox-static's, as in CI.
+        if !common::require("mkfs.ext4") || !common::require("debugfs") || !common::require("busybox") {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).unwrap();
-        tmpl::demo::create(&storage).expect("the demo storage");
+        let shell = tmpl::demo::Shell::find();
+        assert!(matches!(shell, tmpl::demo::Shell::Busybox { .. }), "{shell:?}");
+        tmpl::demo::create_with(&storage, &shell).expect("the demo storage");
         // The demo's own stand-in envd (an ELF header and a current envd's flag names).
         let envd = dir.path().join("envd");
         std::fs::write(&envd, tmpl::demo::stand_in_envd()).unwrap();
@@ -53,7 +58,15 @@ fn transcript(args: &[&str]) -> (u8, String) {
 /// Snapshot `text` with the demo's temporary directory and host-dependent numbers redacted.
 fn check(name: &str, d: &Demo, code: u8, text: &str) {
     let root = d._dir.path().to_string_lossy().into_owned();
-    let text = text.replace(&root, "[TMP]");
+    let mut text = text.replace(&root, "[TMP]");
+    // The demo envd is compiled on the machine that builds tmpl (build.rs): its hash and size
+    // come from the C toolchain.
+    if let Ok(envd) = tmpl::demo::envd_binary() {
+        use sha2::Digest;
+        let sha: String = sha2::Sha256::digest(envd).iter().map(|b| format!("{b:02x}")).collect();
+        let size = tmpl::report::human_bytes(u64::try_from(envd.len()).unwrap());
+        text = text.replace(&sha, "[DEMO-ENVD-SHA256]").replace(&size, "[DEMO-ENVD-SIZE]");
+    }
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots"));
     settings.set_prepend_module_to_snapshot(false);
@@ -68,6 +81,7 @@ fn check(name: &str, d: &Demo, code: u8, text: &str) {
         r"is \d+ bytes but its frame table reaches byte \d+ \(\d+ missing\)",
         "is [N] bytes but its frame table reaches byte [M] ([M-N] missing)",
     );
+    settings.add_filter(r"\(compressed bytes \d+\.\.\d+,", "(compressed bytes [C],");
     settings.bind(|| insta::assert_snapshot!(name, format!("exit {code}\n{text}")));
 }
 

@@ -635,7 +635,11 @@ fn data_files(build: &Build, a: Artifact, h: &Header) -> Vec<Finding> {
                 ),
             ));
         }
-        if let Some(full) = df.full_table.as_ref().filter(|t| t.is_contiguous()) {
+        // Only the data's own table is known to be whole: an ancestor's entry in this header
+        // may be trimmed to the frames this build reads (then the own header was not found).
+        let whole =
+            |t: &crate::header::FrameTable| id == build.id || df.full_table_from_own || df.file_size == Some(t.end_u());
+        if let Some(full) = df.full_table.as_ref().filter(|t| t.is_contiguous() && whole(t)) {
             if let Some(size) = df.file_size
                 && full.end_u() != size
             {

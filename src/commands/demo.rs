@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::verify::{self, VerifyReport};
 use super::{Ctx, Outcome};
-use crate::demo::{self, Scenario};
+use crate::demo::{self, BootSupport, Scenario};
 use crate::error::{Error, Result, UsageError};
 use crate::report::{Report, Severity, Style};
 use crate::storage::{Storage, StorageSource};
@@ -39,6 +39,9 @@ pub struct ScenarioResult {
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
     pub storage: PathBuf,
+    /// Whether `tmpl boot-test` can boot the builds (each scenario's `boot` says what it must
+    /// say then).
+    pub boot: BootSupport,
     pub scenarios: Vec<ScenarioResult>,
     pub all_detected: bool,
     pub verify: VerifyReport,
@@ -68,6 +71,25 @@ impl Report for DemoReport {
             if !s.missing.is_empty() {
                 writeln!(w, "      missing: {}", s.missing.join(", "))?;
             }
+            if self.boot.runnable() {
+                let note = s.scenario.boot_note.map(|n| format!(" — {n}")).unwrap_or_default();
+                writeln!(w, "      boot-test: {}{note}", s.scenario.boot.describe())?;
+            }
+        }
+        writeln!(w, "\n{}", style.bold("boot-test"))?;
+        writeln!(w, "  envd:  {}", self.boot.envd)?;
+        writeln!(w, "  shell: {}", self.boot.shell.describe())?;
+        if self.boot.runnable() {
+            writeln!(
+                w,
+                "  The builds boot as listed above (QEMU with an E2B-like guest kernel: docs/guest-kernel.md):\n  \
+                 K=$(scripts/build-test-kernel.sh target)\n  \
+                 tmpl --storage {} boot-test {} --kernel \"$K\"",
+                self.storage.display(),
+                demo::ids::CHILD
+            )?;
+        } else {
+            writeln!(w, "  These builds cannot boot: boot-test on them fails whatever the fault.")?;
         }
         writeln!(
             w,
@@ -161,7 +183,9 @@ fn prepare(dir: &Path) -> Result<()> {
 
 pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     let root = target(args.dir, ctx.storage_flag.clone())?;
-    let scenarios = demo::create(&root)?;
+    let shell = demo::Shell::find();
+    let boot = BootSupport::new(&shell);
+    let scenarios = demo::create_with(&root, &shell)?;
     let storage = Storage { root: root.clone(), source: StorageSource::Flag };
     let (locs, other) = verify::locate(&storage, &[], true)?;
     let report = verify::verify_all(&storage, &locs, false, other)?;
@@ -180,7 +204,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
         })
         .collect();
     let all_detected = results.iter().all(|r| r.detected);
-    Ok(Outcome::Demo(Box::new(DemoReport { storage: root, scenarios: results, all_detected, verify: report })))
+    Ok(Outcome::Demo(Box::new(DemoReport { storage: root, boot, scenarios: results, all_detected, verify: report })))
 }
 
 #[cfg(test)]

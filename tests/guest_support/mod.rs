@@ -1,14 +1,14 @@
 //! Helpers shared by the guest tests (tests/test_envd.rs, tests/guest_kernel.rs, tests/kconfig.rs):
 //! tool and kernel gates with the same semantics as tests/common's `require` (a missing tool or
 //! kernel fails the test when `TMPL_TEST_REQUIRE_TOOLS=1`, as in CI, and skips it otherwise), the
-//! test envd built from tests/fixtures/test-envd.c, and a minimal HTTP/1.1 client over a real
+//! test envd (demo/envd.c, compiled and embedded by build.rs), and a minimal HTTP/1.1 client over a real
 //! TCP socket.
 #![allow(dead_code, reason = "shared by several test crates, each using a part; `expect` would be unfulfilled in some")]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 /// Does CI require every tool (TMPL_TEST_REQUIRE_TOOLS=1)?
@@ -59,18 +59,14 @@ pub fn debian_kernel() -> Option<PathBuf> {
     kernel_from_env("TMPL_TEST_KERNEL", "export TMPL_TEST_KERNEL=$(scripts/fetch-test-kernel.sh)")
 }
 
-/// Compile tests/fixtures/test-envd.c with `gcc -static` into `dir/envd`.
+/// The test envd in `dir/envd`: the demo envd (demo/envd.c), which build.rs compiled static and
+/// tmpl embeds, the same binary `tmpl demo` puts in its images.
 pub fn build_test_envd(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-envd.c");
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tmpl::demo::envd_binary().unwrap_or_else(|why| panic!("no test envd: {why}"));
     let out = dir.join("envd");
-    let o = Command::new("gcc")
-        .args(["-static", "-Os", "-Wall", "-Wextra", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .expect("gcc runs");
-    assert!(o.status.success(), "gcc failed: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(o.stderr.is_empty(), "gcc warns: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(&out, bin).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
     out
 }
 
