@@ -4,9 +4,11 @@
 //! dropped connections) come from the loopback proxy in tests/common/servers.rs in front of the
 //! real server. Request counts are measured by the store's own counters and asserted.
 //!
-//! Not covered against a server: uploads to GCS (fake-gcs-server accepts only its JSON upload
-//! API, object_store uploads through the XML API; GCS objects are seeded through JSON) and
-//! virtual-hosted S3 addressing with a custom endpoint (needs `bucket.host` DNS).
+//! GCS objects are seeded here through fake-gcs-server's JSON API (it serves object_store's XML
+//! API uploads only for signed URLs); `tmpl copy` to `gs://` is tested in
+//! tests/remote_commands.rs through an adapter (`Action::GcsXmlPut`). Not covered against a
+//! server: GCS XML multipart uploads and virtual-hosted S3 addressing with a custom endpoint
+//! (needs `bucket.host` DNS).
 #![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 mod common;
