@@ -1,8 +1,8 @@
 //! The benchmark scripts keep working. `scripts/bench.sh` itself needs release builds and several
 //! minutes, so CI does not run it; these tests check the pieces it is made of: the shared helpers
-//! in `scripts/bench-lib.sh` on known inputs, and `scripts/bench-inject.sh` end to end on a small
-//! image with the tmpl under test, its lines rendered by the same code that writes
-//! `bench/results.md`.
+//! in `scripts/bench-lib.sh` on known inputs, and `scripts/bench-inject.sh` and
+//! `scripts/bench-remote.sh` (against moto) end to end on small inputs with the tmpl under test,
+//! their lines rendered by the same code that writes `bench/results.md`.
 
 mod common;
 
