@@ -10,8 +10,9 @@
 //! a walk do not); [`RemoteFile::prefetch`] fetches ranges the caller knows it will need (e.g.
 //! every mapping of a header) ahead of time.
 //!
-//! Memory is bounded: at most `max_blocks` blocks stay cached (least recently used goes first),
-//! plus the blocks of reads in progress.
+//! Memory is bounded: at most `max_blocks` blocks stay cached (least recently used goes first;
+//! each block owns its bytes, so a cached block never keeps a larger GET's buffer alive), plus
+//! the blocks of reads in progress.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -273,7 +274,11 @@ impl RemoteFile {
             for i in 0..n {
                 let start = crate::num::usize_from(i * bs);
                 let stop = crate::num::usize_from((i + 1) * bs).min(bytes.len());
-                out.insert(first + i, bytes.slice(start..stop));
+                // A slice would keep the whole GET's buffer (up to max_blocks_per_request blocks)
+                // alive while any one of its blocks stays cached; a copy keeps the cache within
+                // max_blocks × block_size.
+                let block = if n == 1 { bytes.slice(start..stop) } else { Bytes::copy_from_slice(&bytes[start..stop]) };
+                out.insert(first + i, block);
             }
         }
         Ok(out)
