@@ -110,11 +110,15 @@ impl Bucket {
     }
 
     /// Put a local storage's builds there with `tmpl copy` (the Local sidecar becomes
-    /// `uncompressed-size` metadata).
+    /// `uncompressed-size` metadata). Setup, so a long timeout: moto answers a multipart
+    /// completion only when it has joined the parts, which under load takes longer than the 2 s
+    /// the tests use elsewhere, and a completion retried after a timeout finds the upload gone
+    /// (moto `KeyError`, 500) while the first one still succeeds.
     fn upload(&self, storage: &Path, builds: &[&str]) {
         for b in builds {
             let out = self
                 .tmpl()
+                .env("TMPL_REMOTE_TIMEOUT", "60")
                 .args(["copy", b, "--no-ancestors", "--json", "--from"])
                 .arg(storage)
                 .args(["--to", &self.url()])
