@@ -4,9 +4,11 @@
 //! dropped connections) come from the loopback proxy in tests/common/servers.rs in front of the
 //! real server. Request counts are measured by the store's own counters and asserted.
 //!
-//! Not covered against a server: uploads to GCS (fake-gcs-server accepts only its JSON upload
-//! API, object_store uploads through the XML API; GCS objects are seeded through JSON) and
-//! virtual-hosted S3 addressing with a custom endpoint (needs `bucket.host` DNS).
+//! GCS objects are seeded here through fake-gcs-server's JSON API (it serves object_store's XML
+//! API uploads only for signed URLs); `tmpl copy` to `gs://` is tested in
+//! tests/remote_commands.rs through an adapter (`Action::GcsXmlPut`). Not covered against a
+//! server: GCS XML multipart uploads and virtual-hosted S3 addressing with a custom endpoint
+//! (needs `bucket.host` DNS).
 #![expect(clippy::cast_possible_truncation, reason = "test and fixture data of known, small sizes")]
 
 mod common;
@@ -254,7 +256,15 @@ fn block_cache_request_counts(p: P) {
     b.seed("c/memfile", &obj, &[]);
     let store = b.store();
     let s0 = store.stats();
-    let f = RemoteFile::open(&store, "c/memfile", CacheConfig::default()).unwrap();
+    // The mechanism with 1 MiB blocks (the default geometry is checked below).
+    let mib = CacheConfig {
+        block_size: 1 << 20,
+        max_blocks: 32,
+        max_blocks_per_request: 16,
+        readahead_blocks: 8,
+        max_gap_blocks: 2,
+    };
+    let f = RemoteFile::open(&store, "c/memfile", mib).unwrap();
     assert_eq!(store.stats().since(&s0).requests, 1, "open is one HEAD");
 
     // 8 reads of 4 KiB in 6 distinct 1 MiB blocks.
@@ -282,9 +292,9 @@ fn block_cache_request_counts(p: P) {
     }
     assert_eq!(hasher.finalize()[..], Sha256::digest(&obj[12 << 20..20 << 20])[..]);
     let sequential = store.stats().since(&s2);
-    // Block 12 alone (the first read is not known to be sequential), then 13..=21 in one GET
-    // (readahead of 8; the cached block 17 is fetched again rather than split the run).
-    assert_eq!(sequential.get, 2, "{p:?}: 128 sequential reads over 8 blocks: {sequential:?}");
+    // Block 12 alone (the first read is not known to be sequential), then with a read-ahead
+    // window of 1, 2, 4 blocks: 13-14, 15-16 (17 is cached), 18-22.
+    assert_eq!(sequential.get, 4, "{p:?}: 128 sequential reads over 8 blocks: {sequential:?}");
 
     // A prefetch of ranges in 3 runs of adjacent blocks (28-29, 24, 2), then reads that hit.
     let s3 = store.stats();
@@ -294,6 +304,18 @@ fn block_cache_request_counts(p: P) {
     f.read_exact_at(&mut buf, 28 << 20).unwrap();
     f.read_exact_at(&mut buf[..100], 2 << 20).unwrap();
     assert_eq!(store.stats().since(&s3).get, 3);
+
+    // The defaults: 64 KiB blocks, so the same scattered reads fetch 7 blocks of 64 KiB (0 and
+    // 8192 share one), not 6 MiB.
+    let small = RemoteFile::open(&store, "c/memfile", CacheConfig::default()).unwrap();
+    let s4 = store.stats();
+    for &off in &offsets {
+        let mut buf = vec![0u8; 4096];
+        small.read_exact_at(&mut buf, off).unwrap();
+        assert_eq!(buf[..], obj[off as usize..off as usize + 4096], "{p:?} at {off}");
+    }
+    let fine = store.stats().since(&s4);
+    assert_eq!((fine.get, fine.bytes_read), (7, 7 * (64 << 10)), "{p:?}: {fine:?}");
     eprintln!(
         "MEASURED {p:?}: open {} req; 16 scattered 4 KiB reads (8 distinct, 6 blocks) {} GETs; \
          8 MiB sequential in 64 KiB reads {} GETs; prefetch of 3 runs {} GETs; cache {:?}",

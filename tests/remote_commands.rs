@@ -4,9 +4,12 @@
 //! at a closed loopback port. Faults come from the loopback proxy in tests/common/servers.rs in
 //! front of the real server.
 //!
-//! Not covered: `tmpl copy` *to* `gs://` (fake-gcs-server accepts uploads only through its JSON
-//! API; object_store uploads through the XML API). GCS is read here from objects seeded through
-//! the JSON API, and copied from.
+//! GCS goes through one more loopback proxy (`Action::GcsXmlPut` in tests/common/servers.rs):
+//! tmpl uploads to GCS through the XML API (`PUT /bucket/object` with `x-goog-meta-*`, what real
+//! GCS takes), which fake-gcs-server serves only for signed URLs; the proxy marks the PUT as one
+//! and copies the ETag from fake-gcs-server's JSON answer into the header GCS sends. Uploads of
+//! 16 MiB and more are XML multipart, which fake-gcs-server lacks, so the objects copied to GCS
+//! here are smaller.
 
 mod common;
 
@@ -93,55 +96,57 @@ impl Bucket {
         c
     }
 
-    fn tmpl(&self) -> assert_cmd::Command {
-        self.tmpl_at(&self.server.endpoint())
+    /// Where tmpl reaches this server: GCS through the upload adapter in front of
+    /// fake-gcs-server, the others directly.
+    fn endpoint(&self) -> String {
+        match self.p {
+            P::Gcs => gcs_front(self.server).endpoint(),
+            _ => self.server.endpoint(),
+        }
     }
 
-    /// [`Bucket::tmpl`] with a 30 s idle timeout, for setup uploads and the edits' multi-MiB
-    /// publishes: on a loaded machine a slow server answers a multipart upload's completion
-    /// after 2 s, and the retried completion then finds the upload gone (404), which is not
-    /// what these tests are about (tests/remote.rs and s3_faults cover timeouts).
+    fn tmpl(&self) -> assert_cmd::Command {
+        self.tmpl_at(&self.endpoint())
+    }
+
+    /// [`Bucket::tmpl`] with a 30 s idle timeout, for the edits' multi-MiB publishes: on a loaded
+    /// machine a slow server answers a multipart upload's completion after 2 s (see
+    /// [`Bucket::upload`]); tests/remote.rs and s3_faults cover timeouts.
     fn tmpl_patient(&self) -> assert_cmd::Command {
         let mut c = self.tmpl();
         c.env("TMPL_REMOTE_TIMEOUT", "30");
         c
     }
 
-    /// Put a local storage's builds there: `tmpl copy` for S3 and Azure; for GCS the emulator's
-    /// JSON upload API, the Local sidecar becoming `uncompressed-size` metadata.
+    /// Put a local storage's builds there with `tmpl copy` (the Local sidecar becomes
+    /// `uncompressed-size` metadata). Setup, so a long timeout: moto answers a multipart
+    /// completion only when it has joined the parts, which under load takes longer than the 2 s
+    /// the tests use elsewhere, and a completion retried after a timeout finds the upload gone
+    /// (moto `KeyError`, 500) while the first one still succeeds.
     fn upload(&self, storage: &Path, builds: &[&str]) {
         for b in builds {
-            if self.p == P::Gcs {
-                for e in std::fs::read_dir(storage.join(b)).unwrap() {
-                    let e = e.unwrap();
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if name.ends_with(".uncompressed-size") {
-                        continue;
-                    }
-                    let side = storage.join(b).join(format!("{name}.uncompressed-size"));
-                    let size = std::fs::read_to_string(&side).ok();
-                    let meta: Vec<(&str, &str)> =
-                        size.as_deref().map(|s| vec![("uncompressed-size", s.trim())]).unwrap_or_default();
-                    servers::gcs_seed(
-                        self.server.port,
-                        &self.name,
-                        &format!("{b}/{name}"),
-                        &std::fs::read(e.path()).unwrap(),
-                        &meta,
-                    );
-                }
-            } else {
-                let out = self
-                    .tmpl_patient()
-                    .args(["copy", b, "--no-ancestors", "--json", "--from"])
-                    .arg(storage)
-                    .args(["--to", &self.url()])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{b}: {}", String::from_utf8_lossy(&out.stdout));
-            }
+            let out = self
+                .tmpl()
+                .env("TMPL_REMOTE_TIMEOUT", "60")
+                .args(["copy", b, "--no-ancestors", "--json", "--from"])
+                .arg(storage)
+                .args(["--to", &self.url()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{b}: {}", String::from_utf8_lossy(&out.stdout));
         }
     }
+}
+
+/// The proxy in front of fake-gcs-server that lets it take GCS XML API uploads (see the module
+/// documentation); one per test binary.
+fn gcs_front(server: &Server) -> &'static FaultProxy {
+    static FRONT: OnceLock<FaultProxy> = OnceLock::new();
+    FRONT.get_or_init(|| {
+        let p = FaultProxy::start(server.port);
+        p.push(Some("PUT"), "", usize::MAX, Action::GcsXmlPut);
+        p
+    })
 }
 
 fn json(out: &std::process::Output) -> Value {
@@ -341,8 +346,8 @@ fn chain_with(root: &Path, base: [u8; 16], child: [u8; 16], edit_child: &dyn Fn(
     (base, child)
 }
 
-/// `tmpl copy` of a layered compressed V5 chain: local → S3 → Azure → local, and GCS → local,
-/// every object with the same SHA-256 at the end; the copies verify like the original.
+/// `tmpl copy` of a layered compressed V5 chain: local → S3 → GCS → Azure → local, every object
+/// with the same SHA-256 at the end, and GCS → local too; the copies verify like the original.
 #[test]
 fn copy_round_trips_a_compressed_chain() {
     let (Some(s3), Some(az), Some(gcs)) = (bucket(P::S3), bucket(P::Azure), bucket(P::Gcs)) else { return };
@@ -367,21 +372,33 @@ fn copy_round_trips_a_compressed_chain() {
         .find(|o| o["key"].as_str().unwrap().ends_with("rootfs.ext4.zstd"))
         .unwrap();
     assert!(zst["uncompressed_size"].as_u64().unwrap() > 0, "the sidecar became S3 metadata: {zst}");
-    // S3 → Azure needs credentials for both: one environment holds both.
-    let mut both = az.tmpl();
-    both.env("AWS_ACCESS_KEY_ID", "test").env("AWS_SECRET_ACCESS_KEY", "test");
-    let out = both.args(["copy", &child, "--json", "--from", &s3.url(), "--to", &az.url()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // S3 → GCS, then GCS → Azure: each hop needs credentials for both ends, one environment.
+    let mut to_gcs = gcs.tmpl();
+    to_gcs.env("AWS_ACCESS_KEY_ID", "test").env("AWS_SECRET_ACCESS_KEY", "test");
+    let out = to_gcs.args(["copy", &child, "--json", "--from", &s3.url(), "--to", &gcs.url()]).output().unwrap();
+    assert!(out.status.success(), "S3 → GCS: {}", String::from_utf8_lossy(&out.stdout));
+    let r = json(&out);
+    assert_eq!(r["status"], "copied", "{r}");
+    let zst = r["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["key"].as_str().unwrap().ends_with("rootfs.ext4.zstd"))
+        .unwrap();
+    assert!(zst["uncompressed_size"].as_u64().unwrap() > 0, "S3 metadata became GCS metadata: {zst}");
+    let mut to_azure = az.tmpl();
+    to_azure.env("STORAGE_EMULATOR_HOST", gcs.endpoint());
+    let out = to_azure.args(["copy", &child, "--json", "--from", &gcs.url(), "--to", &az.url()]).output().unwrap();
+    assert!(out.status.success(), "GCS → Azure: {}", String::from_utf8_lossy(&out.stdout));
     hop(&az, &az.url(), back.to_str().unwrap());
-    assert_eq!(common::hash_tree(&a), common::hash_tree(&back), "local → S3 → Azure → local changes no byte");
+    assert_eq!(common::hash_tree(&a), common::hash_tree(&back), "local → S3 → GCS → Azure → local changes no byte");
     // Again: every object is identical and skipped, nothing written.
     let again = hop(&az, &az.url(), back.to_str().unwrap());
     assert_eq!(again["summary"]["copied"], 0);
     assert_eq!(again["summary"]["skipped"], again["summary"]["objects"]);
-    // GCS (seeded through its JSON API) → local.
-    gcs.upload(&a, &[&base.to_string(), &child]);
+    // GCS → local: the uncompressed-size metadata written to GCS is the Local sidecar again.
     hop(&gcs, &gcs.url(), from_gcs.to_str().unwrap());
-    assert_eq!(common::hash_tree(&a), common::hash_tree(&from_gcs), "GCS → local changes no byte");
+    assert_eq!(common::hash_tree(&a), common::hash_tree(&from_gcs), "local → S3 → GCS → local changes no byte");
     // The chain verifies in each place the same way, deep too.
     let v_local =
         json(&common::tmpl().arg("--storage").arg(&a).args(["verify", &child, "--deep", "--json"]).output().unwrap());
@@ -443,7 +460,7 @@ fn refusals_and_bad_input(p: P) {
         assert!(String::from_utf8_lossy(&out.stderr).contains("endpint"));
     }
     // The same ID with other contents at the destination: refused, nothing written there.
-    if p != P::Gcs {
+    {
         let d = tempfile::tempdir().unwrap();
         let other = d.path().join(id);
         std::fs::create_dir(&other).unwrap();
@@ -471,10 +488,11 @@ fn refusals_and_bad_input(p: P) {
     }
 }
 
+/// Credentials for an in-process `Store` on this bucket.
 fn store_env(b: &Bucket) -> tmpl::remote::Env {
     match b.p {
         P::S3 => tmpl::remote::Env::from_pairs([("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")]),
-        P::Gcs => tmpl::remote::Env::from_pairs([("STORAGE_EMULATOR_HOST", b.server.endpoint())]),
+        P::Gcs => tmpl::remote::Env::from_pairs([("STORAGE_EMULATOR_HOST", b.endpoint())]),
         P::Azure => tmpl::remote::Env::from_pairs([(
             "AZURE_STORAGE_CONNECTION_STRING",
             format!(

@@ -353,9 +353,24 @@ pub struct PathReport {
     pub content_base64: Option<String>,
     /// Bytes read through the device.
     pub bytes_read: u64,
+    /// What following the path cost (opening the rootfs and resolving it link by link), before
+    /// the file was examined and hashed.
+    pub follow: FollowCost,
     /// Requests sent to a remote storage by this run, and the bytes they fetched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<crate::remote::Stats>,
+}
+
+/// Bytes and requests spent on following a path to the file it ends in.
+#[derive(Debug, Serialize)]
+pub struct FollowCost {
+    /// Bytes of the image read through the device.
+    pub bytes_read: u64,
+    /// Requests sent to a remote storage, and the bytes they fetched (remote builds only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_bytes_read: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -373,7 +388,14 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
     }
     let image = build.path(ROOTFS);
     let fs = Rootfs::of_build(build).map_err(|e| Error::rootfs(&image, e))?;
+    let store = crate::remote::mount::store_of(&build.storage_root);
     let resolution = boot::resolve(&fs, path);
+    let followed = store.as_ref().map(crate::remote::Store::stats);
+    let follow = FollowCost {
+        bytes_read: fs.device().bytes_read(),
+        remote_requests: followed.map(|s| s.requests),
+        remote_bytes_read: followed.map(|s| s.bytes_read),
+    };
     let Some(found) = resolution.found().cloned() else {
         return Err(Error::invalid(&image, format!("{path}: {}", contents::why(&resolution))));
     };
@@ -396,6 +418,7 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
         content_utf8: None,
         content_base64: None,
         bytes_read: 0,
+        follow,
         remote: None,
     };
     match found.kind {
@@ -433,6 +456,6 @@ fn inspect_path(build: &Build, path: &str, cat: bool, json: bool) -> Result<Outc
         _ => {}
     }
     report.bytes_read = fs.device().bytes_read();
-    report.remote = crate::remote::mount::store_of(&build.storage_root).map(|s| s.stats());
+    report.remote = store.map(|s| s.stats());
     Ok(Outcome::InspectPath(Box::new(report)))
 }

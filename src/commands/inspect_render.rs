@@ -64,6 +64,9 @@ impl Report for PathReport {
                 r.head,
                 human_bytes(r.bytes_read)
             )?;
+            if let (Some(n), Some(b)) = (self.follow.remote_requests, self.follow.remote_bytes_read) {
+                writeln!(w, "           of which following the path: {n} requests, {} fetched", human_bytes(b))?;
+            }
         }
         if let Some(t) = &self.content_utf8 {
             write!(w, "{t}")?;

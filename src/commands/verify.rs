@@ -81,6 +81,9 @@ pub struct VerifyReport {
     /// With `--deep`: files streamed, bytes read and hashed, time and throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deep: Option<deep::Summary>,
+    /// Remote storage: the requests this run sent and the bytes they fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::Stats>,
 }
 
 /// Check one located build. A build that cannot be opened (a permission, a file where its folder
@@ -217,6 +220,7 @@ pub fn verify_all_with(
         leftovers: if other_entries.is_some() { crate::edit::leftovers::in_storage(&storage.root) } else { Vec::new() },
         other_entries,
         deep: deep_summary,
+        remote: None,
     })
 }
 
@@ -283,6 +287,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
     if dirs.kernels.is_some() || dirs.firecrackers.is_some() {
         add_node_findings(&mut report, &locs, &dirs, args.strict);
     }
+    report.remote = crate::remote::mount::store_of(&storage.root).map(|s| s.stats());
     Ok(Outcome::Verify(report))
 }
 

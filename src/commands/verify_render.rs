@@ -106,6 +106,16 @@ impl Report for VerifyReport {
                 d.threads
             )?;
         }
+        if let Some(r) = &self.remote {
+            writeln!(
+                w,
+                "remote: {} requests ({} GET, {} HEAD), {} fetched",
+                r.requests,
+                r.get,
+                r.head,
+                human_bytes(r.bytes_read)
+            )?;
+        }
         if s.tally.infos > 0 && !style.verbose {
             writeln!(w, "(-v shows info findings; --json gives everything)")?;
         }

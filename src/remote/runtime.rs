@@ -42,7 +42,7 @@ pub(crate) fn handle() -> Result<Handle> {
 /// Request and byte counts of one [`Store`](super::Store) (all clones of it), since it was
 /// opened. `requests` are real HTTP requests: retries, credential fetches and metadata-server
 /// calls included.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Calls of the store's API (head, read_range, list, put, ...), one per call.
     pub operations: u64,

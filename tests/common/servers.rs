@@ -342,6 +342,15 @@ pub enum Action {
     Truncate { body_bytes: usize },
     /// Close the connection without answering.
     Close,
+    /// Let fake-gcs-server take a GCS XML API upload (`PUT /bucket/object` with `x-goog-meta-*`
+    /// headers), which real GCS accepts and fake-gcs-server serves only for signed URLs: the
+    /// request goes on with `X-Goog-Algorithm` added to its query (fake-gcs-server then routes it
+    /// to its XML PUT handler, `signedUpload`, which checks no signature and keeps the body and
+    /// the `x-goog-meta-*` headers), and the answer gets the `ETag` and `x-goog-generation`
+    /// headers GCS sends (fake-gcs-server puts them in a JSON body only). Method, path, headers
+    /// and body are otherwise what tmpl sent. XML multipart uploads (`POST ?uploads`) are left
+    /// alone: fake-gcs-server has no XML multipart at all.
+    GcsXmlPut,
 }
 
 /// A rule: requests with this method (any if `None`) whose path contains `path_contains` get
@@ -460,6 +469,7 @@ fn handle(mut client: TcpStream, upstream: u16, st: &Mutex<ProxyState>) -> std::
             Some(Action::Delay(_)) => "delay",
             Some(Action::Truncate { .. }) => "truncate",
             Some(Action::Close) => "close",
+            Some(Action::GcsXmlPut) => "gcs-xml-put",
         };
         s.seen.push((method.clone(), path.clone(), tag));
         action
@@ -477,6 +487,11 @@ fn handle(mut client: TcpStream, upstream: u16, st: &Mutex<ProxyState>) -> std::
         Some(Action::Delay(d)) => std::thread::sleep(*d),
         _ => {}
     }
+    let gcs_put = matches!(action, Some(Action::GcsXmlPut))
+        && method == "PUT"
+        && !path.contains("uploadId=")
+        && !path.contains("X-Goog-Algorithm=");
+    let head = if gcs_put { with_signed_url_marker(&head) } else { head };
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     up.write_all(&force_close(&head))?;
     up.write_all(&early)?;
@@ -503,6 +518,12 @@ fn handle(mut client: TcpStream, upstream: u16, st: &Mutex<ProxyState>) -> std::
                 }
             }
             client.write_all(&buf)?;
+        }
+        Some(Action::GcsXmlPut) if gcs_put => {
+            let mut resp = Vec::new();
+            up.read_to_end(&mut resp)?;
+            drop(active);
+            client.write_all(&with_gcs_put_headers(resp))?;
         }
         _ => {
             let mut buf = Vec::new();
@@ -543,6 +564,47 @@ fn read_head(s: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         }
         buf.extend_from_slice(&tmp[..n]);
     }
+}
+
+/// The request head with `X-Goog-Algorithm=GOOG4-RSA-SHA256` added to the query of its request
+/// line (see [`Action::GcsXmlPut`]).
+fn with_signed_url_marker(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let (line, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
+    let mut parts: Vec<String> = line.split(' ').map(str::to_string).collect();
+    if let Some(target) = parts.get_mut(1) {
+        let sep = if target.contains('?') { '&' } else { '?' };
+        target.push_str(&format!("{sep}X-Goog-Algorithm=GOOG4-RSA-SHA256"));
+    }
+    format!("{}\r\n{rest}", parts.join(" ")).into_bytes()
+}
+
+/// A successful fake-gcs-server upload answer with the `ETag` and `x-goog-generation` headers of
+/// the object it describes in its JSON body (see [`Action::GcsXmlPut`]); anything else unchanged.
+fn with_gcs_put_headers(resp: Vec<u8>) -> Vec<u8> {
+    let Some(i) = find(&resp, b"\r\n\r\n") else { return resp };
+    let (head, body) = resp.split_at(i + 2);
+    let head_text = String::from_utf8_lossy(head).to_string();
+    if !head_text.starts_with("HTTP/1.1 200") || head_text.to_ascii_lowercase().contains("\r\netag:") {
+        return resp;
+    }
+    let body_text = String::from_utf8_lossy(body);
+    let field = |name: &str| -> Option<String> {
+        let at = body_text.find(&format!("\"{name}\":"))? + name.len() + 3;
+        let v = body_text[at..].trim_start().trim_start_matches('"');
+        let end = v.find(['"', ',', '}'])?;
+        Some(v[..end].to_string())
+    };
+    let mut out = head_text;
+    if let Some(etag) = field("etag") {
+        out.push_str(&format!("ETag: \"{etag}\"\r\n"));
+    }
+    if let Some(generation) = field("generation") {
+        out.push_str(&format!("x-goog-generation: {generation}\r\n"));
+    }
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 /// The request head with any `Connection` header replaced by `Connection: close`.
