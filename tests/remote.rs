@@ -502,6 +502,27 @@ fn azure_uploads() {
     uploads(P::Azure)
 }
 
+/// The answer to S3's CompleteMultipartUpload lost after the server completed the upload: the
+/// client times out and retries, and the retry finds the upload gone (404 NoSuchUpload). The
+/// object is there with every byte, so the upload succeeded and must not be reported missing.
+#[test]
+fn s3_completion_answer_lost_is_not_a_failure() {
+    let Some(b) = bucket(P::S3) else { return };
+    let proxy = FaultProxy::start(b.server.port);
+    let store = b.store_at(&proxy.endpoint(), &fault_config());
+    let obj = data((10 << 20) + 5, 11);
+    proxy.push(Some("POST"), "uploadId=", 1, Action::Hold(Duration::from_millis(1500)));
+    let n = store.put_reader("lost/memfile", &mut std::io::Cursor::new(&obj), None, &Metadata::new()).unwrap();
+    assert_eq!(n, obj.len() as u64);
+    let completions: Vec<_> =
+        proxy.seen().into_iter().filter(|(m, path, _)| m == "POST" && path.contains("uploadId=")).collect();
+    assert_eq!(completions.len(), 2, "the lost answer made the client retry: {completions:?}");
+    assert_eq!(completions[0].2, "hold");
+    let mut back = Vec::new();
+    b.store().reader("lost/memfile").unwrap().read_to_end(&mut back).unwrap();
+    assert!(back == obj, "the object holds what was uploaded");
+}
+
 /// A real 403 from S3: moto with authentication on rejects unknown keys; not retried.
 #[test]
 fn s3_unknown_keys_are_denied() {

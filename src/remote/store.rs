@@ -542,6 +542,8 @@ impl Store {
                     Counters::add(&self.inner.counters.bytes_written, n);
                     return Ok(n);
                 }
+                // Object stores stamp whole seconds; allow for that and a little clock skew.
+                let began = SystemTime::now() - Duration::from_secs(5);
                 let opts = PutMultipartOptions { attributes, ..PutMultipartOptions::default() };
                 let upload =
                     c.rt.block_on(c.store.put_multipart_opts(&path, opts)).map_err(|e| classify(url.clone(), e))?;
@@ -566,10 +568,21 @@ impl Store {
                     };
                 };
                 match result {
-                    Ok(()) => {
-                        c.rt.block_on(w.finish()).map_err(|e| classify(url, e))?;
-                        Ok(total)
-                    }
+                    Ok(()) => match c.rt.block_on(w.finish()).map_err(|e| classify(url, e)) {
+                        Ok(_) => Ok(total),
+                        // A completion whose answer was lost (a timeout) and that the client
+                        // retried finds its upload gone (S3: 404 NoSuchUpload; moto: 500): the
+                        // first attempt completed it. An object there with the uploaded size,
+                        // written since this upload began, settles it; callers that must be sure
+                        // read the object back (tmpl copy does).
+                        Err(e) if e.kind() != super::ErrorKind::Permission => match self.head_if_exists(key) {
+                            Ok(Some(i)) if i.size == total && i.last_modified.is_some_and(|t| t >= began) => {
+                                Ok(total)
+                            }
+                            _ => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    },
                     Err(e) => {
                         // Best effort: the upload's parts are discarded; the error that stopped
                         // it is the one to report.

@@ -351,6 +351,9 @@ pub enum Action {
     /// and body are otherwise what tmpl sent. XML multipart uploads (`POST ?uploads`) are left
     /// alone: fake-gcs-server has no XML multipart at all.
     GcsXmlPut,
+    /// Forward, let the server act, and hold its answer back this long (an answer lost in the
+    /// network after the server did the work).
+    Hold(Duration),
 }
 
 /// A rule: requests with this method (any if `None`) whose path contains `path_contains` get
@@ -470,6 +473,7 @@ fn handle(mut client: TcpStream, upstream: u16, st: &Mutex<ProxyState>) -> std::
             Some(Action::Truncate { .. }) => "truncate",
             Some(Action::Close) => "close",
             Some(Action::GcsXmlPut) => "gcs-xml-put",
+            Some(Action::Hold(_)) => "hold",
         };
         s.seen.push((method.clone(), path.clone(), tag));
         action
@@ -537,6 +541,9 @@ fn handle(mut client: TcpStream, upstream: u16, st: &Mutex<ProxyState>) -> std::
                 if find(&buf, b"\r\n\r\n").is_some() {
                     break;
                 }
+            }
+            if let Some(Action::Hold(d)) = action {
+                std::thread::sleep(d);
             }
             drop(active);
             client.write_all(&buf)?;
