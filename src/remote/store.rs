@@ -576,9 +576,7 @@ impl Store {
                         // written since this upload began, settles it; callers that must be sure
                         // read the object back (tmpl copy does).
                         Err(e) if e.kind() != super::ErrorKind::Permission => match self.head_if_exists(key) {
-                            Ok(Some(i)) if i.size == total && i.last_modified.is_some_and(|t| t >= began) => {
-                                Ok(total)
-                            }
+                            Ok(Some(i)) if i.size == total && i.last_modified.is_some_and(|t| t >= began) => Ok(total),
                             _ => Err(e),
                         },
                         Err(e) => Err(e),
