@@ -289,6 +289,48 @@ pub struct Failed {
     pub left_behind: Vec<String>,
 }
 
+/// A failure as reports show it (`tmpl copy`, and the publish step of an edit's fork).
+#[derive(Clone, Debug, Serialize)]
+pub struct FailureReport {
+    pub key: String,
+    pub error: String,
+    /// The remote error's kind (`not-found`, `permission`, `unavailable`, `timeout`, ...).
+    pub kind: &'static str,
+    /// The object was written but differs from its source.
+    pub verification: bool,
+    /// Objects this run wrote and deleted again.
+    pub rolled_back: Vec<String>,
+    /// Objects this run wrote that could not be deleted (with why): remove them by hand.
+    pub left_behind: Vec<String>,
+}
+
+impl FailureReport {
+    /// A failure before anything was written.
+    pub fn before_writing(key: String, error: &Error) -> Self {
+        FailureReport {
+            key,
+            error: error.to_string(),
+            kind: error.kind().as_str(),
+            verification: false,
+            rolled_back: Vec::new(),
+            left_behind: Vec::new(),
+        }
+    }
+}
+
+impl From<Failed> for FailureReport {
+    fn from(f: Failed) -> Self {
+        FailureReport {
+            key: f.key,
+            kind: f.error.kind().as_str(),
+            error: f.error.to_string(),
+            verification: f.verification,
+            rolled_back: f.rolled_back,
+            left_behind: f.left_behind,
+        }
+    }
+}
+
 /// Compare, write and verify the plan's objects (see the module documentation). On failure the
 /// objects written by this run are deleted again. Comparing finds a same-size object that
 /// differs in a complete build as a [`Conflict`] before anything is written.

@@ -58,19 +58,6 @@ pub enum Status {
     Failed,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Failure {
-    pub key: String,
-    pub error: String,
-    /// The remote error's kind (`not-found`, `permission`, `unavailable`, `timeout`, ...).
-    pub kind: &'static str,
-    /// The object was written but differs from the source.
-    pub verification: bool,
-    pub rolled_back: Vec<String>,
-    /// Objects written that could not be deleted again.
-    pub left_behind: Vec<String>,
-}
-
 #[derive(Debug, Default, Serialize)]
 pub struct CopySummary {
     pub objects: usize,
@@ -100,7 +87,7 @@ pub struct CopyReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure: Option<Failure>,
+    pub failure: Option<copy::FailureReport>,
     pub summary: CopySummary,
 }
 
@@ -199,14 +186,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Outcome> {
             }
             Err(f) => {
                 report.status = Status::Failed;
-                report.failure = Some(Failure {
-                    key: f.key,
-                    kind: f.error.kind().as_str(),
-                    error: f.error.to_string(),
-                    verification: f.verification,
-                    rolled_back: f.rolled_back,
-                    left_behind: f.left_behind,
-                });
+                report.failure = Some((*f).into());
             }
         }
     }

@@ -442,8 +442,8 @@ fn unpublished_steps(step: &Publish, dest: &str) -> Vec<String> {
             "nothing of the fork is at {dest}: fix what the failure names (credentials, the bucket, the network) and run the same command again"
         )],
     };
-    if let Some(f) = step.failure.as_ref().filter(|f| !f.left_behind.is_empty()) {
-        next.push(format!("delete what could not be rolled back: {}", f.left_behind.join(", ")));
+    if let Some(f) = step.failure.as_ref().filter(|f| !f.detail.left_behind.is_empty()) {
+        next.push(format!("delete what could not be rolled back: {}", f.detail.left_behind.join(", ")));
     }
     next
 }

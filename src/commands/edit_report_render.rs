@@ -203,17 +203,17 @@ fn render_publish(w: &mut dyn Write, style: &Style, p: &crate::edit::publish::Pu
                     w,
                     "  {}   publish to {to} failed at {}: {}",
                     style.severity(crate::report::Severity::Error),
-                    sanitize(&f.key),
-                    sanitize(&f.error)
+                    sanitize(&f.detail.key),
+                    sanitize(&f.detail.error)
                 )?;
                 writeln!(
                     w,
                     "  rollback  {} deleted again{}",
-                    crate::report::count(f.rolled_back.len(), "object", "objects"),
-                    if f.left_behind.is_empty() {
+                    crate::report::count(f.detail.rolled_back.len(), "object", "objects"),
+                    if f.detail.left_behind.is_empty() {
                         ": nothing of the fork is at the destination".to_string()
                     } else {
-                        format!("; LEFT BEHIND: {}", sanitize(&f.left_behind.join(", ")))
+                        format!("; LEFT BEHIND: {}", sanitize(&f.detail.left_behind.join(", ")))
                     }
                 )?;
                 if let Some(finding) = &f.finding {

@@ -166,16 +166,8 @@ pub enum Status {
 /// Why the publish step failed, and what the rollback did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Failure {
-    pub key: String,
-    pub error: String,
-    /// The remote error's kind (`unavailable`, `permission`, `timeout`, `not-found`, ...).
-    pub kind: &'static str,
-    /// The object was written but differs from the staged one.
-    pub verification: bool,
-    /// Objects this run wrote and deleted again.
-    pub rolled_back: Vec<String>,
-    /// Objects this run wrote that could not be deleted (with why): remove them by hand.
-    pub left_behind: Vec<String>,
+    #[serde(flatten)]
+    pub detail: copy::FailureReport,
     /// `storage.unavailable` for a storage failure (not for a verification mismatch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finding: Option<Finding>,
@@ -234,7 +226,9 @@ impl Publish {
         match self.status {
             Status::Planned | Status::Published => crate::exit_code::OK,
             Status::Refused => crate::exit_code::REFUSED,
-            Status::Failed if self.failure.as_ref().is_some_and(|f| f.verification) => crate::exit_code::FINDINGS,
+            Status::Failed if self.failure.as_ref().is_some_and(|f| f.detail.verification) => {
+                crate::exit_code::FINDINGS
+            }
             // A destination that failed is the environment's, a missing bucket included.
             Status::Failed => crate::exit_code::ENVIRONMENT,
         }
@@ -274,21 +268,16 @@ pub fn publish(stage_root: &Path, dst: &Store, id: BuildId, progress: &dyn Progr
     let mut step = Publish::planned(dst.location().to_string(), Method::Staged);
     step.staged_in = Some(stage_root.to_path_buf());
     let before = dst.stats();
-    let fail = |step: &mut Publish, key: String, e: remote::Error, written: Vec<String>, left: Vec<String>| {
+    let fail = |step: &mut Publish, detail: copy::FailureReport| {
         step.status = Status::Failed;
-        step.failure = Some(Failure {
-            key,
-            kind: e.kind().as_str(),
-            finding: Some(Finding::new(
+        let finding = (!detail.verification).then(|| {
+            Finding::new(
                 &crate::checks::STORAGE_UNAVAILABLE,
                 None,
-                format!("publishing the fork {id} to {} failed: {e}", dst.location()),
-            )),
-            error: e.to_string(),
-            verification: false,
-            rolled_back: written,
-            left_behind: left,
+                format!("publishing the fork {id} to {} failed: {}", dst.location(), detail.error),
+            )
         });
+        step.failure = Some(Failure { detail, finding });
     };
     let src = match Store::open(
         &remote::Location::Local { path: stage_root.to_path_buf() },
@@ -297,7 +286,7 @@ pub fn publish(stage_root: &Path, dst: &Store, id: BuildId, progress: &dyn Progr
     ) {
         Ok(s) => s,
         Err(e) => {
-            fail(&mut step, format!("{id}/"), e, Vec::new(), Vec::new());
+            fail(&mut step, copy::FailureReport::before_writing(format!("{id}/"), &e));
             return step;
         }
     };
@@ -311,7 +300,7 @@ pub fn publish(stage_root: &Path, dst: &Store, id: BuildId, progress: &dyn Progr
             return step;
         }
         Err(e) => {
-            fail(&mut step, format!("{id}/"), e, Vec::new(), Vec::new());
+            fail(&mut step, copy::FailureReport::before_writing(format!("{id}/"), &e));
             step.requests = dst.stats().since(&before).requests;
             return step;
         }
@@ -321,7 +310,7 @@ pub fn publish(stage_root: &Path, dst: &Store, id: BuildId, progress: &dyn Progr
             store: dst.location().to_string(),
             reason: format!("the fork reads build {a}, which is not at the destination (a fork is self-contained)"),
         };
-        fail(&mut step, format!("{a}/"), e, Vec::new(), Vec::new());
+        fail(&mut step, copy::FailureReport::before_writing(format!("{a}/"), &e));
         return step;
     }
     match copy::execute(&src, dst, &mut plan, progress) {
@@ -334,12 +323,7 @@ pub fn publish(stage_root: &Path, dst: &Store, id: BuildId, progress: &dyn Progr
             step.conflicts = conflicts;
         }
         Err(f) => {
-            let copy::Failed { error, key, verification, rolled_back, left_behind } = *f;
-            fail(&mut step, key, error, rolled_back, left_behind);
-            if let Some(fl) = step.failure.as_mut().filter(|_| verification) {
-                fl.verification = true;
-                fl.finding = None;
-            }
+            fail(&mut step, copy::FailureReport::from(*f));
         }
     }
     let done = |i: &&Item| matches!(i.action, Action::Copy | Action::Replace) && i.verified;
