@@ -148,6 +148,10 @@ pub struct WatchConfig {
     pub settle: Duration,
     /// Give up early when the guest prints nothing within this time (the KVM probe).
     pub first_output: Option<Duration>,
+    /// Give up early when the guest, having printed, prints nothing more for this long before
+    /// the kernel runs init (the KVM probe: nested KVM can stall a guest in early boot, e.g. at
+    /// "APIC: Switch to symmetric I/O mode setup", where the same guest under TCG boots).
+    pub stall_before_init: Option<Duration>,
     /// Probe envd's `GET /health` here while the guest runs.
     pub health: Option<HealthTarget>,
     /// PID 1 counts as alive once it has run this long (since the kernel's `Run ... as init
@@ -165,6 +169,7 @@ impl WatchConfig {
             timeout,
             settle,
             first_output: None,
+            stall_before_init: None,
             health: None,
             alive_after: DEFAULT_ALIVE_AFTER,
             goal: Evidence::Marker,
@@ -192,6 +197,8 @@ pub enum End {
     Timeout,
     /// No console output within `first_output`.
     NoOutput,
+    /// Console output stopped for `stall_before_init` before the kernel ran init.
+    Stalled,
 }
 
 /// A console line with its 1-based number.
@@ -287,6 +294,7 @@ pub fn watch(proc: &mut dyn VmProcess, console: &mut Console, cfg: &WatchConfig)
     let mut halt_at: Option<Instant> = None;
     let mut goal_at: Option<Duration> = None;
     let mut next_probe = Duration::ZERO;
+    let (mut seen_bytes, mut last_output_at) = (0, Duration::ZERO);
     loop {
         let exit = proc.exited()?;
         let first_new = console.poll()?;
@@ -294,6 +302,9 @@ pub fn watch(proc: &mut dyn VmProcess, console: &mut Console, cfg: &WatchConfig)
         let now = start.elapsed();
         if w.first_output_at.is_none() && console.bytes() > 0 {
             w.first_output_at = Some(now);
+        }
+        if console.bytes() != seen_bytes {
+            (seen_bytes, last_output_at) = (console.bytes(), now);
         }
         for (i, text) in console.lines()[first_new..].iter().enumerate() {
             let n = first_new + i + 1;
@@ -356,6 +367,15 @@ pub fn watch(proc: &mut dyn VmProcess, console: &mut Console, cfg: &WatchConfig)
             && now >= limit
         {
             w.end = End::NoOutput;
+            return Ok(w);
+        }
+        if let Some(limit) = cfg.stall_before_init
+            && w.first_output_at.is_some()
+            && w.init.is_none()
+            && w.failure.is_none()
+            && now >= last_output_at + limit
+        {
+            w.end = End::Stalled;
             return Ok(w);
         }
         if now >= cfg.timeout {
@@ -445,6 +465,33 @@ mod tests {
         let mut p = Scripted { file: File::create(&path).unwrap(), start: Instant::now(), steps, exit_after: None };
         let w = watch(&mut p, &mut Console::new(&path), &cfg).unwrap();
         assert_eq!((w.end, w.evidence()), (End::Timeout, Some(Evidence::Alive)));
+    }
+
+    #[test]
+    fn output_that_stops_before_init_is_a_stall_and_after_init_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WatchConfig {
+            stall_before_init: Some(Duration::from_millis(300)),
+            ..WatchConfig::marker(Regex::new("never").unwrap(), Duration::from_millis(1500), Duration::from_millis(100))
+        };
+        let watch_steps = |name: &str, steps: Vec<(u64, &'static str)>| {
+            let path = dir.path().join(name);
+            let mut p = Scripted { file: File::create(&path).unwrap(), start: Instant::now(), steps, exit_after: None };
+            watch(&mut p, &mut Console::new(&path), &cfg).unwrap()
+        };
+        let w = watch_steps(
+            "stall.log",
+            vec![(0, "Linux version 6.1\n"), (100, "APIC: Switch to symmetric I/O mode setup\n")],
+        );
+        assert_eq!(w.end, End::Stalled);
+        assert!(w.elapsed >= Duration::from_millis(400) && w.elapsed < Duration::from_millis(1000), "{w:?}");
+        // Silence after init (envd as PID 1 prints little) is no stall: the boot runs to its end.
+        let w = watch_steps("quiet.log", vec![(0, "Linux version 6.1\n"), (50, "Run /sbin/init as init process\n")]);
+        assert_eq!(w.end, End::Timeout);
+        // Steady output before init is no stall either.
+        let steps = (0..12).map(|i| (i * 100, "[    0.1] probing\n")).collect();
+        let w = watch_steps("busy.log", steps);
+        assert!(w.elapsed >= Duration::from_millis(1100), "{w:?}");
     }
 
     #[test]

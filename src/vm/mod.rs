@@ -351,7 +351,7 @@ fn verdict_of(w: &Watched, required: Evidence) -> Verdict {
     }
     match w.end {
         End::Timeout => Verdict::Timeout,
-        End::NoOutput => Verdict::VmmError,
+        End::NoOutput | End::Stalled => Verdict::VmmError,
         End::Exited if w.first_output_at.is_none() => Verdict::VmmError,
         _ => Verdict::NoMarker,
     }
@@ -363,6 +363,7 @@ fn end_text(w: &Watched, required: Evidence) -> String {
         (Verdict::Panic, _) | (Verdict::EnvdFailed, _) => "failed".into(),
         (_, End::Timeout) => "timeout".into(),
         (_, End::NoOutput) => "no console output".into(),
+        (_, End::Stalled) => "console output stopped before the kernel ran init".into(),
         (_, End::Exited) => format!("VMM exited ({})", w.exit.map(|s| s.to_string()).unwrap_or_default()),
         (_, End::Halted) => "guest halted".into(),
         (_, _) => "stopped".into(),
@@ -755,6 +756,7 @@ fn boot_qemu(
             };
             let cfg = WatchConfig {
                 first_output: can_fall_back.then_some(opts.kvm_probe),
+                stall_before_init: can_fall_back.then_some(opts.kvm_probe.saturating_mul(2)),
                 health: health.clone(),
                 alive_after: opts.alive_after,
                 goal: required,

@@ -172,6 +172,10 @@ pub fn kvm_failed(run: &Run) -> Option<String> {
         End::NoOutput => {
             Some(format!("KVM is present but the guest printed nothing within {:.0} s", w.elapsed.as_secs_f64()))
         }
+        End::Stalled => Some(format!(
+            "the KVM guest stopped printing before the kernel ran init ({:.0} s in)",
+            w.elapsed.as_secs_f64()
+        )),
         End::Exited if w.first_output_at.is_none() && w.exit.is_some_and(|s| !s.success()) => {
             let msg = run.qemu_output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
             Some(format!("QEMU with KVM exited at start ({msg})"))
