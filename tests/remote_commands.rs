@@ -149,6 +149,16 @@ fn gcs_front(server: &Server) -> &'static FaultProxy {
     })
 }
 
+/// The entry of a `tmpl copy --json` report for the object whose key ends with `suffix`.
+fn copied_object<'a>(report: &'a Value, suffix: &str) -> &'a Value {
+    report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["key"].as_str().unwrap().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no object ending with {suffix}: {report}"))
+}
+
 fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -365,12 +375,7 @@ fn copy_round_trips_a_compressed_chain() {
     assert_eq!(r["builds"][0]["id"], base.to_string(), "the ancestor goes first");
     let keys: Vec<&str> = r["objects"].as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap()).collect();
     assert!(keys.last().unwrap().ends_with(&format!("{child}/metadata.json")), "metadata.json last: {keys:?}");
-    let zst = r["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["key"].as_str().unwrap().ends_with("rootfs.ext4.zstd"))
-        .unwrap();
+    let zst = copied_object(&r, "rootfs.ext4.zstd");
     assert!(zst["uncompressed_size"].as_u64().unwrap() > 0, "the sidecar became S3 metadata: {zst}");
     // S3 → GCS, then GCS → Azure: each hop needs credentials for both ends, one environment.
     let mut to_gcs = gcs.tmpl();
@@ -379,12 +384,7 @@ fn copy_round_trips_a_compressed_chain() {
     assert!(out.status.success(), "S3 → GCS: {}", String::from_utf8_lossy(&out.stdout));
     let r = json(&out);
     assert_eq!(r["status"], "copied", "{r}");
-    let zst = r["objects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["key"].as_str().unwrap().ends_with("rootfs.ext4.zstd"))
-        .unwrap();
+    let zst = copied_object(&r, "rootfs.ext4.zstd");
     assert!(zst["uncompressed_size"].as_u64().unwrap() > 0, "S3 metadata became GCS metadata: {zst}");
     let mut to_azure = az.tmpl();
     to_azure.env("STORAGE_EMULATOR_HOST", gcs.endpoint());
