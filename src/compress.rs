@@ -10,7 +10,7 @@
 //! crate), which checks the frame's content checksum.
 
 use std::hash::Hasher;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use serde::{Deserialize, Serialize};
 use twox_hash::XxHash32;
@@ -50,6 +50,18 @@ impl Compression {
             Compression::None => "",
             Compression::Zstd => ".zstd",
             Compression::Lz4 => ".lz4",
+        }
+    }
+
+    /// The most uncompressed bytes one block of a frame can hold: a decoder outputs nothing of a
+    /// block before it has read all of it (zstd: `ZSTD_BLOCKSIZE_MAX`, 128 KiB, from the zstd
+    /// format spec (RFC 8878 §3.1.1.2.3); LZ4: the largest block-maximum-size of the frame
+    /// format, 4 MiB).
+    pub fn block_span(self) -> u64 {
+        match self {
+            Compression::None => 1,
+            Compression::Zstd => 128 << 10,
+            Compression::Lz4 => 4 << 20,
         }
     }
 
@@ -437,6 +449,82 @@ impl FrameDecoder {
     }
 }
 
+/// Decompress the beginning of one frame of `compression` read from `r` into `out` (cleared
+/// first), stopping once at least `want` bytes are out: a read of a few blocks from a large frame
+/// then costs only the compressed bytes before them, not the whole frame (what a remote object
+/// read by ranged GETs needs). At most one chunk of 64 KiB more than `want` is decoded; a frame
+/// that ends first, or would decode to more than `size_u`, is a [`FrameErrorKind::Size`] error.
+/// The frame's own checksum is stored at its end, so a prefix is not checked against it: decode
+/// the whole frame with [`FrameDecoder::decode_into`] for that.
+pub fn decode_prefix<R: BufRead>(
+    compression: Compression,
+    r: R,
+    size_u: usize,
+    want: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    const CHUNK: usize = 64 << 10;
+    out.clear();
+    let want = want.min(size_u);
+    let too_big = || FrameError::new(FrameErrorKind::Size, format!("decompresses to more than {size_u} bytes"));
+    match compression {
+        Compression::None => {
+            let mut r = r.take(crate::num::u64_from(want));
+            r.read_to_end(out).map_err(|e| FrameError::new(FrameErrorKind::Corrupt, e.to_string()))?;
+        }
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(r)
+                .map_err(|e| FrameError::from_zstd(&e, crate::num::u64_from(size_u)))?
+                .single_frame();
+            let mut chunk = vec![0u8; CHUNK];
+            while out.len() < want {
+                // One byte more than the frame may hold, to notice a frame that is too large.
+                let room = (size_u - out.len() + 1).min(CHUNK);
+                let n = match d.read(&mut chunk[..room]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(FrameError::from_zstd(&e, crate::num::u64_from(size_u))),
+                };
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&chunk[..n]);
+                if out.len() > size_u {
+                    return Err(too_big());
+                }
+            }
+        }
+        Compression::Lz4 => {
+            let mut r = r;
+            let mut stopped = false;
+            let res = lz4_decode_frame(&mut r, crate::num::u64_from(size_u), &mut |b| {
+                out.extend_from_slice(b);
+                if out.len() >= want {
+                    stopped = true;
+                    return Err(io::Error::other("enough"));
+                }
+                Ok(())
+            });
+            match res {
+                _ if stopped => {}
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(FrameError::new(FrameErrorKind::Corrupt, "empty frame")),
+                Err(e) => return Err(FrameError::from_lz4(e, crate::num::u64_from(size_u))),
+            }
+            if out.len() > size_u {
+                return Err(too_big());
+            }
+        }
+    }
+    if out.len() < want {
+        return Err(FrameError::new(
+            FrameErrorKind::Size,
+            format!("decompresses to {} bytes, the frame table says {size_u}", out.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// Decompress a stream of concatenated frames from `r`, passing the output to `sink` in chunks
 /// of at most 4 MiB. Returns the number of decompressed bytes. Used where no frame table
 /// describes the bytes (a frame table trimmed to the frames a child reads).
@@ -519,6 +607,79 @@ mod tests {
 
     fn sample(n: usize) -> Vec<u8> {
         (0..n).map(|i| ((i * 7) % 251) as u8 ^ (i / 4096) as u8).collect()
+    }
+
+    /// Bytes that compress about 2:1 and differ all along (so no block is a repeat of another).
+    fn mixed(n: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 2 == 0 { (x >> 56) as u8 } else { (i / 64) as u8 }
+            })
+            .collect()
+    }
+
+    /// A reader that counts what it hands out.
+    struct Counting<'a> {
+        data: &'a [u8],
+        pos: usize,
+    }
+
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = (self.data.len() - self.pos).min(buf.len());
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_frame_prefix_costs_about_its_share_of_the_compressed_bytes() {
+        let data = mixed(2 << 20);
+        for c in [Compression::Zstd, Compression::Lz4] {
+            let enc = encode_frame(c, &data).unwrap();
+            for want in [1usize, 300_000, 1 << 20, (2 << 20) - 4096] {
+                let mut r = Counting { data: &enc, pos: 0 };
+                let mut out = Vec::new();
+                decode_prefix(c, io::BufReader::with_capacity(4096, &mut r), data.len(), want, &mut out).unwrap();
+                assert!(out.len() >= want && out.len() <= data.len(), "{c:?} {want}: {}", out.len());
+                assert_eq!(out, data[..out.len()], "{c:?} {want}");
+                // Input read: what the wanted bytes took, plus at most a block and a buffer.
+                let share = enc.len() as f64 * want as f64 / data.len() as f64;
+                let block = if c == Compression::Zstd { 128 << 10 } else { 4 << 20 };
+                let slack = (block as f64 * enc.len() as f64 / data.len() as f64) + 4096.0 * 2.0;
+                assert!(
+                    (r.pos as f64) <= (share + slack).min(enc.len() as f64),
+                    "{c:?} want {want}: read {} of {} compressed bytes (share {share:.0})",
+                    r.pos,
+                    enc.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_prefix_past_the_frame_or_the_table_is_a_size_error() {
+        let data = mixed(300_000);
+        for c in [Compression::Zstd, Compression::Lz4, Compression::None] {
+            let enc = encode_frame(c, &data).unwrap();
+            let mut out = Vec::new();
+            // The table says the frame holds more than it does: asking for bytes past its end.
+            let e = decode_prefix(c, &enc[..], 400_000, 350_000, &mut out).unwrap_err();
+            assert_eq!(e.kind, FrameErrorKind::Size, "{c:?}: {e}");
+            // The table says it holds less: decoding past what the table allows.
+            if c != Compression::None {
+                let e = decode_prefix(c, &enc[..], 200_000, 200_000, &mut out);
+                assert!(e.is_ok() || e.as_ref().is_err_and(|e| e.kind == FrameErrorKind::Size), "{c:?}: {e:?}");
+            }
+            // Cut short: corrupt or too short, never a panic.
+            let e = decode_prefix(c, &enc[..enc.len() / 2], data.len(), data.len(), &mut out).unwrap_err();
+            assert!(matches!(e.kind, FrameErrorKind::Size | FrameErrorKind::Corrupt), "{c:?}: {e}");
+        }
     }
 
     #[test]

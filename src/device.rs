@@ -79,10 +79,47 @@ impl Blob {
             Blob::Remote(r) => r.read_exact_at(buf, offset).map_err(crate::remote::mount::to_io),
         }
     }
+
+    /// True for an object of a remote storage (where every byte fetched costs).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Blob::Remote(_))
+    }
+}
+
+/// `[pos, end)` of a [`Blob`] as a sequential reader (the input of a frame decoder).
+struct BlobRange<'a> {
+    blob: &'a Blob,
+    pos: u64,
+    end: u64,
+}
+
+impl io::Read for BlobRange<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = crate::num::usize_from(self.end.saturating_sub(self.pos).min(crate::num::u64_from(buf.len())));
+        self.blob.read_exact_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// Decompressed frames kept per device (E2B frames are 2 MiB: 16 of them).
 pub const FRAME_CACHE_BYTES: usize = 32 << 20;
+
+/// How much of a frame to decode for a read that needs its first `need` bytes, when `have` bytes
+/// of it are already decoded: `None` for the whole frame. Only scattered reads of remote objects
+/// (`partial`) decode frames in part: there every compressed byte is fetched over the network,
+/// while a local frame, or one a stream reads to its end anyway, is decoded whole (which also
+/// checks the frame's checksum). A zstd or LZ4 frame decodes only from its start, so a byte near
+/// a frame's end costs nearly the whole frame whatever the reader; what this saves is the rest of
+/// the frame after the last byte a read needs. Each extension at least doubles the prefix, so
+/// reading a frame from start to end decodes it at most about twice over.
+fn prefix_target(partial: bool, compression: Compression, need: usize, have: usize, size_u: usize) -> Option<usize> {
+    if !partial || compression == Compression::None {
+        return None;
+    }
+    let t = need.max(have.saturating_mul(2));
+    (t < size_u).then_some(t)
+}
 
 /// Positional reads of a fixed-size byte source.
 pub trait ReadAt {
@@ -155,6 +192,9 @@ struct Source {
     file: Blob,
     /// The frame table of a compressed data file; `None` for a plain one.
     frames: Option<Arc<FrameTable>>,
+    /// Where the last read of a compressed data file ended (uncompressed offset), to tell a
+    /// stream from scattered reads.
+    last_end: AtomicU64,
 }
 
 /// How to open one build's data file.
@@ -185,7 +225,12 @@ impl FrameCache {
         Some(v)
     }
 
+    /// Keep `v` as the bytes of `key` (replacing a shorter prefix of the same frame).
     fn put(&mut self, key: (usize, usize), v: Arc<Vec<u8>>) {
+        if let Some(i) = self.frames.iter().position(|(k, _)| *k == key) {
+            let (_, old) = self.frames.remove(i);
+            self.bytes -= old.len();
+        }
         self.bytes += v.len();
         self.frames.push((key, v));
         while self.bytes > FRAME_CACHE_BYTES && self.frames.len() > 1 {
@@ -220,6 +265,21 @@ pub struct Device {
     plain: bool,
     cache: Mutex<FrameCache>,
     decoders: Mutex<Vec<FrameDecoder>>,
+    /// (source, frame) → how far into the frame reads have needed bytes.
+    frames_used: Mutex<std::collections::BTreeMap<(usize, usize), usize>>,
+}
+
+/// One compressed frame that reads of a [`Device`] needed, and how much of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameUse {
+    /// The build whose data file holds the frame.
+    pub build: BuildId,
+    pub path: PathBuf,
+    /// Index in that file's frame table, and the frame's entry.
+    pub index: usize,
+    pub frame: crate::header::Frame,
+    /// Uncompressed bytes from the frame's start up to the end of the furthest byte read.
+    pub needed: usize,
 }
 
 impl Device {
@@ -305,7 +365,7 @@ impl Device {
                             path: path.clone(),
                             source,
                         })?;
-                        sources.push(Source { build: m.build, path, file, frames });
+                        sources.push(Source { build: m.build, path, file, frames, last_end: AtomicU64::new(u64::MAX) });
                         sources.len() - 1
                     }
                 };
@@ -333,6 +393,7 @@ impl Device {
             plain,
             cache: Mutex::default(),
             decoders: Mutex::default(),
+            frames_used: Mutex::default(),
         })
     }
 
@@ -349,11 +410,18 @@ impl Device {
             size,
             block_size: 4096,
             segments: vec![Segment { offset: 0, length: size, target: Target::File { source: 0, storage_offset: 0 } }],
-            sources: vec![Source { build, path: path.to_path_buf(), file, frames: None }],
+            sources: vec![Source {
+                build,
+                path: path.to_path_buf(),
+                file,
+                frames: None,
+                last_end: AtomicU64::new(u64::MAX),
+            }],
             bytes_read: AtomicU64::new(0),
             plain: true,
             cache: Mutex::default(),
             decoders: Mutex::default(),
+            frames_used: Mutex::default(),
         })
     }
 
@@ -376,12 +444,26 @@ impl Device {
         self.sources.iter().any(|s| s.frames.is_some())
     }
 
-    /// Frame `fi` of source `si`, decompressed (from the cache when recent).
-    fn frame(&self, si: usize, fi: usize, offset: u64) -> Result<Arc<Vec<u8>>, DeviceError> {
-        if let Ok(mut c) = self.cache.lock()
-            && let Some(hit) = c.get((si, fi))
+    /// The compressed frames reads have needed so far, in source and frame order.
+    pub fn frames_used(&self) -> Vec<FrameUse> {
+        let used = self.frames_used.lock().map(|u| u.clone()).unwrap_or_default();
+        used.into_iter()
+            .filter_map(|((si, fi), needed)| {
+                let src = &self.sources[si];
+                let frame = *src.frames.as_ref()?.frames.get(fi)?;
+                Some(FrameUse { build: src.build, path: src.path.clone(), index: fi, frame, needed })
+            })
+            .collect()
+    }
+
+    /// Frame `fi` of source `si`, decompressed at least to its first `need` bytes (from the
+    /// cache when recent; see [`prefix_target`] for when only a prefix is decoded).
+    fn frame(&self, si: usize, fi: usize, need: usize, stream: bool, offset: u64) -> Result<Arc<Vec<u8>>, DeviceError> {
+        let cached = self.cache.lock().ok().and_then(|mut c| c.get((si, fi)));
+        if let Some(hit) = &cached
+            && hit.len() >= need
         {
-            return Ok(hit);
+            return Ok(hit.clone());
         }
         let src = &self.sources[si];
         let Some(table) = src.frames.as_ref() else {
@@ -403,15 +485,42 @@ impl Device {
             start_u: f.start_u,
             reason,
         };
-        let mut cbuf = vec![0u8; f.size_c as usize];
-        src.file.read_exact_at(&mut cbuf, f.start_c).map_err(|e| err(e.to_string()))?;
-        let mut dec = self.decoders.lock().ok().and_then(|mut d| d.pop()).unwrap_or_default();
+        let size_u = f.size_u as usize;
+        let have = cached.as_ref().map_or(0, |c| c.len());
         let mut out = Vec::new();
-        let res = dec.decode_into(table.compression, &cbuf, f.size_u as usize, &mut out);
-        if let Ok(mut d) = self.decoders.lock() {
-            d.push(dec);
+        if let Some(want) = prefix_target(src.file.is_remote() && !stream, table.compression, need, have, size_u) {
+            // The frame must lie within the object, as a whole-frame read would require; the
+            // findings then do not depend on how much of the frame a read needs.
+            let size = src.file.size().map_err(|e| err(e.to_string()))?;
+            if f.end_c() > size {
+                return Err(err(format!("the object ends at byte {size}, inside the frame")));
+            }
+            // One GET for the compressed bytes the prefix likely needs: through the end of the
+            // block holding its last byte (a block is decoded whole), at the frame's average
+            // ratio. The decoder's further reads, if any, go through the block cache.
+            let through = crate::num::u64_from(want)
+                .div_ceil(table.compression.block_span())
+                .saturating_mul(table.compression.block_span())
+                .min(u64::from(f.size_u));
+            let estimate = (through * u64::from(f.size_c) / u64::from(f.size_u.max(1))).min(u64::from(f.size_c));
+            if let Blob::Remote(r) = &src.file {
+                let range = f.start_c..f.start_c + estimate;
+                r.prefetch(std::slice::from_ref(&range)).map_err(|e| err(e.to_string()))?;
+            }
+            let input =
+                io::BufReader::with_capacity(16 << 10, BlobRange { blob: &src.file, pos: f.start_c, end: f.end_c() });
+            crate::compress::decode_prefix(table.compression, input, size_u, want, &mut out)
+                .map_err(|e| err(e.message))?;
+        } else {
+            let mut cbuf = vec![0u8; f.size_c as usize];
+            src.file.read_exact_at(&mut cbuf, f.start_c).map_err(|e| err(e.to_string()))?;
+            let mut dec = self.decoders.lock().ok().and_then(|mut d| d.pop()).unwrap_or_default();
+            let res = dec.decode_into(table.compression, &cbuf, size_u, &mut out);
+            if let Ok(mut d) = self.decoders.lock() {
+                d.push(dec);
+            }
+            res.map_err(|e| err(e.message))?;
         }
-        res.map_err(|e| err(e.message))?;
         let out = Arc::new(out);
         if let Ok(mut c) = self.cache.lock() {
             c.put((si, fi), out.clone());
@@ -425,6 +534,10 @@ impl Device {
         let Some(table) = src.frames.as_ref() else {
             return Err(DeviceError::NotInFrameTable { offset, build: src.build, path: src.path.clone(), file_offset });
         };
+        // A read that starts where the previous one ended is part of a stream: it will want the
+        // rest of each frame, so it decodes whole frames.
+        let end = file_offset.saturating_add(crate::num::u64_from(dst.len()));
+        let stream = src.last_end.swap(end, Ordering::Relaxed) == file_offset;
         let mut done = 0usize;
         while done < dst.len() {
             let u = file_offset + done as u64;
@@ -436,8 +549,13 @@ impl Device {
                     file_offset: u,
                 });
             };
-            let data = self.frame(si, fi, offset + done as u64)?;
             let within = crate::num::usize_from(u - table.frames[fi].start_u);
+            let need = within.saturating_add(dst.len() - done).min(table.frames[fi].size_u as usize);
+            if let Ok(mut used) = self.frames_used.lock() {
+                let e = used.entry((si, fi)).or_default();
+                *e = (*e).max(need);
+            }
+            let data = self.frame(si, fi, need, stream, offset + done as u64)?;
             let n = (data.len() - within).min(dst.len() - done);
             dst[done..done + n].copy_from_slice(&data[within..within + n]);
             done += n;
@@ -632,6 +750,143 @@ mod tests {
 
     fn id(n: u8) -> BuildId {
         BuildId::from_bytes([n; 16])
+    }
+
+    /// An 8 MiB image (four 2 MiB frames) of bytes that compress about 2:1, stored as a V4 layer
+    /// in `compression` in a folder read as a remote storage (a `file://` store, mounted): the
+    /// device over it, the same build read locally, and the store (for its request counters).
+    /// With `cut`, the data object is cut in the middle of that frame first.
+    fn remote_compressed_layer(
+        compression: Compression,
+        cut: Option<usize>,
+    ) -> (tempfile::TempDir, Device, Device, crate::remote::Store, crate::header::FrameTable) {
+        use crate::remote::{Config, Env, Location, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let image: Vec<u8> = (0..8usize << 20)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 2 == 0 { (x >> 56) as u8 } else { (i >> 12).to_le_bytes()[0] | 1 }
+            })
+            .collect();
+        let img = dir.path().join("image");
+        std::fs::write(&img, &image).unwrap();
+        let root = dir.path().join("storage");
+        let w = crate::demo::StorageWriter::new(&root).unwrap();
+        let b = id(7);
+        let format = crate::fixtures::layer::LayerFormat::framed(4, compression);
+        let h = w.layer_as(&b, Artifact::Rootfs, &img, None, 0, &format).unwrap();
+        let table = h.builds[0].frames.clone();
+        if let Some(k) = cut {
+            let data = root.join(format!("{b}/rootfs.ext4{}", compression.suffix()));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(data)
+                .unwrap()
+                .set_len(table.frames[k].start_c + u64::from(table.frames[k].size_c) / 2)
+                .unwrap();
+        }
+        let open = |storage_root: &Path| {
+            let loc = crate::storage::BuildLocation {
+                dir: storage_root.join(b.to_string()),
+                folder_id: Some(b),
+                storage_root: storage_root.to_path_buf(),
+            };
+            Device::open(&Build::open(&loc).unwrap(), Artifact::Rootfs).unwrap()
+        };
+        let local = open(&root);
+        let store = Store::open(&Location::Local { path: root.clone() }, &Env::empty(), &Config::default()).unwrap();
+        let m = crate::remote::mount::mount(store.clone());
+        let remote = open(m.root());
+        assert!(remote.is_remote() && remote.is_compressed() && !local.is_remote());
+        assert_eq!(table.frames.len(), 4);
+        (dir, remote, local, store, table)
+    }
+
+    #[test]
+    fn a_scattered_remote_read_fetches_the_start_of_a_frame_not_all_of_it() {
+        for c in [Compression::Zstd, Compression::Lz4] {
+            let (_dir, remote, local, store, table) = remote_compressed_layer(c, None);
+            let f1 = table.frames[1];
+            let fetched = |before: crate::remote::Stats| store.stats().since(&before).bytes_read;
+            let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+            // 4 KiB at 256 KiB into frame 1.
+            let at = f1.start_u + (256 << 10);
+            let s0 = store.stats();
+            remote.read_exact_at(&mut a, at).unwrap();
+            local.read_exact_at(&mut b, at).unwrap();
+            assert_eq!(a, b, "{c:?}");
+            let got = fetched(s0);
+            if c == Compression::Zstd {
+                // The compressed bytes through the zstd block holding the read (384 KiB of the
+                // frame's 2 MiB), rounded to the 16 KiB cache blocks at both ends.
+                let share = u64::from(f1.size_c) * 3 / 16;
+                assert!(got <= share + (48 << 10), "{c:?}: fetched {got} of the frame's {}", f1.size_c);
+                assert!(got < u64::from(f1.size_c) / 2, "{c:?}: fetched {got} of {}", f1.size_c);
+            } else {
+                // An LZ4 block holds up to 4 MiB: the frame is one block, fetched whole.
+                assert!(got >= u64::from(f1.size_c), "{c:?}: fetched {got} of {}", f1.size_c);
+            }
+            // Further in the same frame: the prefix grows; the bytes still match.
+            let at = f1.start_u + (1 << 20);
+            remote.read_exact_at(&mut a, at).unwrap();
+            local.read_exact_at(&mut b, at).unwrap();
+            assert_eq!(a, b, "{c:?}");
+            // The frames used and how far in.
+            let used = remote.frames_used();
+            assert_eq!(used.len(), 1, "{used:?}");
+            assert_eq!((used[0].index, used[0].needed), (1, (1 << 20) + 4096));
+            // A read near the end of frame 2 needs nearly all of it.
+            let f2 = table.frames[2];
+            let s1 = store.stats();
+            remote.read_exact_at(&mut a, f2.end_u() - 4096).unwrap();
+            local.read_exact_at(&mut b, f2.end_u() - 4096).unwrap();
+            assert_eq!(a, b, "{c:?}");
+            assert!(fetched(s1) >= u64::from(f2.size_c) * 9 / 10, "{c:?}: {}", fetched(s1));
+        }
+    }
+
+    #[test]
+    fn a_remote_stream_reads_whole_frames_and_matches_the_local_device() {
+        for c in [Compression::Zstd, Compression::Lz4] {
+            let (_dir, remote, local, store, table) = remote_compressed_layer(c, None);
+            let s0 = store.stats();
+            let (mut a, mut b) = (vec![0u8; 256 << 10], vec![0u8; 256 << 10]);
+            let mut at = 0;
+            while at < remote.size() {
+                remote.read_exact_at(&mut a, at).unwrap();
+                local.read_exact_at(&mut b, at).unwrap();
+                assert_eq!(a, b, "{c:?} at {at}");
+                at += a.len() as u64;
+            }
+            // Each compressed byte once (plus the rounding to whole cache blocks at the end), in
+            // few ranged reads (6 here; 26 if each read grew a prefix): after the first read the
+            // stream decodes whole frames, and the object's readahead fetches ahead of them.
+            let total: u64 = table.frames.iter().map(|f| u64::from(f.size_c)).sum();
+            let since = store.stats().since(&s0);
+            let got = since.bytes_read;
+            assert!(got >= total && got <= total + (16 << 10), "{c:?}: fetched {got} for {total}");
+            assert!(since.operations <= 8, "{c:?}: {} ranged reads", since.operations);
+            assert_eq!(remote.frames_used().len(), 4);
+            assert!(remote.frames_used().iter().all(|u| u.needed == 2 << 20));
+        }
+    }
+
+    #[test]
+    fn a_remote_frame_beyond_the_end_of_its_object_is_an_error_whatever_the_read_needs() {
+        // The object ends in the middle of frame 3: even the frame's first bytes, which decode
+        // from what is there, are refused, as a local read (which reads the whole frame) refuses
+        // them, so what a check finds does not depend on where in the frame a read falls.
+        let (_dir, remote, local, _store, table) = remote_compressed_layer(Compression::Zstd, Some(3));
+        let at = table.frames[3].start_u;
+        for d in [&remote, &local] {
+            let e = d.read_exact_at(&mut [0u8; 16], at).unwrap_err();
+            assert!(matches!(e, DeviceError::Frame { frame: 3, .. }), "{e}");
+        }
+        // Frame 2, whole, still reads.
+        remote.read_exact_at(&mut [0u8; 16], table.frames[2].start_u).unwrap();
     }
 
     #[test]

@@ -262,6 +262,7 @@ fn block_cache_request_counts(p: P) {
         max_blocks: 32,
         max_blocks_per_request: 16,
         readahead_blocks: 8,
+        readahead_first_blocks: 1,
         max_gap_blocks: 2,
     };
     let f = RemoteFile::open(&store, "c/memfile", mib).unwrap();

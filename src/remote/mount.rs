@@ -33,6 +33,7 @@ use super::error::{Error, ErrorKind};
 use super::file::{CacheConfig, RemoteFile};
 use super::location::Location;
 use super::store::{ObjectInfo, ObjectReader, SIDECAR_SUFFIX, Store};
+use crate::compress::Compression;
 
 static MOUNTS: RwLock<Vec<Arc<Mount>>> = RwLock::new(Vec::new());
 
@@ -269,7 +270,9 @@ impl Mount {
         let Some(o) = self.info(parts)? else {
             return Err(not_found(self.store.object_url(&parts.join("/"))));
         };
-        RemoteFile::from_info(&self.store, o, self.cache.clone()).map_err(to_io)
+        let compressed = [Compression::Zstd, Compression::Lz4].iter().any(|c| o.key.ends_with(c.suffix()));
+        let cache = if compressed { self.cache.for_compressed() } else { self.cache.clone() };
+        RemoteFile::from_info(&self.store, o, cache).map_err(to_io)
     }
 
     /// A sequential reader of a whole object.
