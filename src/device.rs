@@ -4,8 +4,9 @@
 //! the owning build's data file at its storage offset, nil ranges read as zeros, and a headerless
 //! build is its plain data file. Plain data files are read positionally (`pread`) straight into
 //! the caller's buffer. Compressed data files (`rootfs.ext4.zstd`, `memfile.lz4`) are read through
-//! their frame table: only the frames a read touches are read and decompressed, and the last few
-//! are kept in a small cache (at most [`FRAME_CACHE_BYTES`]). Memory use does not depend on the
+//! their frame table: only the frames a read touches are read and decompressed (of a remote
+//! object, a scattered read decodes only the start of a frame through the bytes it needs; see
+//! `prefix_target`), and the last few are kept in a small cache (at most [`FRAME_CACHE_BYTES`]). Memory use does not depend on the
 //! image size. Errors name the build, file and offset (and the frame).
 //!
 //! Layered, compacted, compressed and full builds look the same to the rootfs reader, the editor
