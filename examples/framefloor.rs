@@ -55,18 +55,18 @@ fn lz4_prefix(frame: &[u8], needed: usize) -> io::Result<usize> {
     }
     let mut r = Counting(frame, 0);
     let mut produced = 0usize;
-    let mut at = None;
-    let _ = tmpl::compress::lz4_decode_frame(&mut r, u64::MAX, &mut |b| {
+    // The sink stops the decoder once enough is out; any other end is a short or corrupt frame.
+    let res = tmpl::compress::lz4_decode_frame(&mut r, u64::MAX, &mut |b| {
         produced += b.len();
-        if produced >= needed {
-            return Err(io::Error::other("enough"));
-        }
-        Ok(())
+        if produced >= needed { Err(io::Error::other("enough")) } else { Ok(()) }
     });
     if produced >= needed {
-        at = Some(r.1);
+        return Ok(r.1);
     }
-    at.ok_or_else(|| io::Error::other("the frame ends before the needed bytes"))
+    Err(io::Error::other(match res {
+        Err(e) => format!("the frame does not decode: {e}"),
+        Ok(_) => format!("the frame ends after {produced} of {needed} bytes"),
+    }))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -83,15 +83,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{path} does not resolve: {}", resolution.describe()).into());
     }
     let used = fs.device().frames_used();
-    let compression = |p: &PathBuf| {
-        Compression::from_suffix(&format!(".{}", p.extension().and_then(|e| e.to_str()).unwrap_or_default()))
-            .unwrap_or(Compression::None)
-    };
     let (mut whole, mut floor) = (0u64, 0u64);
     for u in &used {
         let mut bytes = vec![0u8; u.frame.size_c as usize];
         File::open(&u.path)?.read_exact_at(&mut bytes, u.frame.start_c)?;
-        let n = match compression(&u.path) {
+        let n = match u.compression {
             Compression::Zstd => zstd_prefix(&bytes, u.needed)?,
             Compression::Lz4 => lz4_prefix(&bytes, u.needed)?,
             Compression::None => u.needed,

@@ -279,6 +279,7 @@ pub struct FrameUse {
     /// Index in that file's frame table, and the frame's entry.
     pub index: usize,
     pub frame: crate::header::Frame,
+    pub compression: Compression,
     /// Uncompressed bytes from the frame's start up to the end of the furthest byte read.
     pub needed: usize,
 }
@@ -451,8 +452,10 @@ impl Device {
         used.into_iter()
             .filter_map(|((si, fi), needed)| {
                 let src = &self.sources[si];
-                let frame = *src.frames.as_ref()?.frames.get(fi)?;
-                Some(FrameUse { build: src.build, path: src.path.clone(), index: fi, frame, needed })
+                let table = src.frames.as_ref()?;
+                let frame = *table.frames.get(fi)?;
+                let compression = table.compression;
+                Some(FrameUse { build: src.build, path: src.path.clone(), index: fi, frame, compression, needed })
             })
             .collect()
     }

@@ -79,8 +79,8 @@ impl CacheConfig {
 
     /// For a compressed data object (`.zstd`, `.lz4`): 16 KiB blocks. Its frames are fetched by
     /// the compressed range a read needs (a frame's prefix, in one GET), so small blocks keep the
-    /// rounding at the range's two ends small (following `/sbin/init` in a 4 GiB zstd layer:
-    /// 1.51 MB with 64 KiB blocks, 1.43 MB with 16 KiB, against a floor of 1.34 MB).
+    /// rounding at the range's two ends small (following `/sbin/init` in a 4 GiB zstd layer
+    /// fetches 1.43 MB, against 1.34 MB that no reader can go below; bench/results.md).
     pub fn for_compressed(&self) -> CacheConfig {
         self.with_block_size(self.block_size.min(16 << 10))
     }
